@@ -1,0 +1,250 @@
+//! The tokio-based [`AsyncClient`].
+
+use crate::error::Error;
+use crate::frame::{frame_len, push_frame};
+use crate::outcome::{self, Denied, Verified};
+use crate::proto::{
+    self, AuditReport, CreateKey, Hello, HelloReply, KeyInfo, NewToken, Permission, Request,
+    RequestBody, Response, ResponseBody, StatusInfo, VerifyAnswer, VerifyRequest, PROTOCOL_VERSION,
+};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+
+/// An async connection to authenta-keyd, for tokio apps. Like [`crate::Client`], it connects
+/// on first use and again after a failure. Calls take `&mut self`: give each task its own
+/// client, or put one behind a `tokio::sync::Mutex`.
+pub struct AsyncClient {
+    path: PathBuf,
+    stream: Option<UnixStream>,
+    timeout: Duration,
+    next_id: u64,
+    out: Vec<u8>,
+    payload: Vec<u8>,
+    frame: Vec<u8>,
+}
+
+impl AsyncClient {
+    /// A client for the socket at `path`; nothing is connected until the first call.
+    pub fn new(path: impl AsRef<Path>) -> Self {
+        AsyncClient {
+            path: path.as_ref().to_path_buf(),
+            stream: None,
+            timeout: Duration::from_secs(5),
+            next_id: 1,
+            out: Vec::with_capacity(256),
+            payload: Vec::with_capacity(256),
+            frame: Vec::with_capacity(256),
+        }
+    }
+
+    /// Connects and handshakes now.
+    pub async fn connect(path: impl AsRef<Path>) -> Result<Self, Error> {
+        let mut client = AsyncClient::new(path);
+        client.ensure_connected().await?;
+        Ok(client)
+    }
+
+    /// Time limit of each call (default 5 s).
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+    }
+
+    async fn ensure_connected(&mut self) -> Result<(), Error> {
+        if self.stream.is_some() {
+            return Ok(());
+        }
+        let mut stream =
+            UnixStream::connect(&self.path)
+                .await
+                .map_err(|source| Error::Connect {
+                    path: self.path.clone(),
+                    source,
+                })?;
+        let hello = proto::encode(&Hello {
+            version: PROTOCOL_VERSION,
+            agent: crate::AGENT.into(),
+        })?;
+        self.out.clear();
+        push_frame(&mut self.out, &hello);
+        stream.write_all(&self.out).await?;
+        read_frame(&mut stream, &mut self.frame).await?;
+        match proto::decode::<HelloReply>(&self.frame)? {
+            HelloReply::Welcome { .. } => {
+                self.stream = Some(stream);
+                Ok(())
+            }
+            HelloReply::Refused { supported, message } => Err(Error::VersionMismatch {
+                supported,
+                ours: PROTOCOL_VERSION,
+                message,
+            }),
+            HelloReply::Busy { message } => Err(Error::Refused {
+                code: proto::ErrorCode::Busy,
+                message,
+            }),
+        }
+    }
+
+    /// Sends requests in one write and reads their answers in order (pipelining).
+    pub async fn call_many(
+        &mut self,
+        bodies: Vec<RequestBody>,
+    ) -> Result<Vec<ResponseBody>, Error> {
+        let limit = self.timeout;
+        let result = match tokio::time::timeout(limit, self.call_many_once(bodies)).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer within {limit:?}"),
+            ))),
+        };
+        if let Err(e) = &result {
+            if e.breaks_connection() {
+                self.stream = None;
+            }
+        }
+        result
+    }
+
+    async fn call_many_once(
+        &mut self,
+        bodies: Vec<RequestBody>,
+    ) -> Result<Vec<ResponseBody>, Error> {
+        self.ensure_connected().await?;
+        let first_id = self.next_id;
+        self.out.clear();
+        for body in bodies {
+            let request = Request {
+                id: self.next_id,
+                body,
+            };
+            self.next_id += 1;
+            self.payload.clear();
+            proto::encode_into(&request, &mut self.payload)?;
+            push_frame(&mut self.out, &self.payload);
+        }
+        let count = self.next_id - first_id;
+        let stream = self
+            .stream
+            .as_mut()
+            .ok_or_else(|| Error::Unexpected("no connection".into()))?;
+        stream.write_all(&self.out).await?;
+        let mut answers = Vec::with_capacity(count as usize);
+        for id in first_id..first_id + count {
+            read_frame(stream, &mut self.frame).await?;
+            let response: Response = proto::decode(&self.frame)?;
+            if response.id != id && response.id != 0 {
+                return Err(Error::Unexpected(format!(
+                    "answer for request {} where {id} was due",
+                    response.id
+                )));
+            }
+            answers.push(response.body);
+        }
+        Ok(answers)
+    }
+
+    /// Sends one request and waits for its answer.
+    pub async fn call(&mut self, body: RequestBody) -> Result<ResponseBody, Error> {
+        let mut answers = self.call_many(vec![body]).await?;
+        answers
+            .pop()
+            .ok_or_else(|| Error::Unexpected("no answer".into()))
+    }
+
+    /// Is `token` valid and does it hold every one of `permissions`?
+    pub async fn verify(
+        &mut self,
+        token: &str,
+        permissions: &[Permission],
+    ) -> Result<Verified, Denied> {
+        self.verify_in(token, permissions, None).await
+    }
+
+    /// Like [`AsyncClient::verify`], and the key must also carry the `environment` label.
+    pub async fn verify_in(
+        &mut self,
+        token: &str,
+        permissions: &[Permission],
+        environment: Option<&str>,
+    ) -> Result<Verified, Denied> {
+        let request = VerifyRequest {
+            token: token.to_owned(),
+            permissions: permissions.to_vec(),
+            environment: environment.map(str::to_owned),
+        };
+        let answer = self
+            .verify_answer(request)
+            .await
+            .map_err(Denied::Unavailable)?;
+        outcome::verify_outcome(answer)
+    }
+
+    /// The daemon's full answer to a verify, retried once on a broken connection.
+    pub async fn verify_answer(&mut self, request: VerifyRequest) -> Result<VerifyAnswer, Error> {
+        let had_connection = self.stream.is_some();
+        match self.call(RequestBody::Verify(request.clone())).await {
+            Err(Error::Io(_)) if had_connection => {
+                outcome::expect_verify(self.call(RequestBody::Verify(request)).await?)
+            }
+            other => outcome::expect_verify(other?),
+        }
+    }
+
+    /// Creates a key; the answer holds its token, shown this once.
+    pub async fn create_key(&mut self, request: CreateKey) -> Result<NewToken, Error> {
+        outcome::expect_created(self.call(RequestBody::CreateKey(request)).await?)
+    }
+
+    /// All keys.
+    pub async fn list_keys(&mut self) -> Result<Vec<KeyInfo>, Error> {
+        outcome::expect_keys(self.call(RequestBody::ListKeys).await?)
+    }
+
+    /// One key by id.
+    pub async fn show_key(&mut self, id: &str) -> Result<KeyInfo, Error> {
+        outcome::expect_key(self.call(RequestBody::ShowKey { id: id.into() }).await?)
+    }
+
+    /// A new token for the key; the old one dies at once unless `grace_secs` keeps it.
+    pub async fn regenerate(
+        &mut self,
+        id: &str,
+        grace_secs: Option<u64>,
+    ) -> Result<NewToken, Error> {
+        let body = RequestBody::Regenerate {
+            id: id.into(),
+            grace_secs,
+        };
+        outcome::expect_created(self.call(body).await?)
+    }
+
+    /// Revokes the key for good.
+    pub async fn revoke(&mut self, id: &str, reason: Option<String>) -> Result<KeyInfo, Error> {
+        let body = RequestBody::Revoke {
+            id: id.into(),
+            reason,
+        };
+        outcome::expect_key(self.call(body).await?)
+    }
+
+    /// Daemon health and counts.
+    pub async fn status(&mut self) -> Result<StatusInfo, Error> {
+        outcome::expect_status(self.call(RequestBody::Status).await?)
+    }
+
+    /// The audit log; with `verify`, its hash chain is checked.
+    pub async fn audit(&mut self, verify: bool) -> Result<AuditReport, Error> {
+        outcome::expect_audit(self.call(RequestBody::Audit { verify }).await?)
+    }
+}
+
+async fn read_frame(stream: &mut UnixStream, buf: &mut Vec<u8>) -> std::io::Result<()> {
+    let mut prefix = [0u8; 4];
+    stream.read_exact(&mut prefix).await?;
+    buf.resize(frame_len(prefix)?, 0);
+    stream.read_exact(buf).await?;
+    Ok(())
+}

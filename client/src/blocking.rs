@@ -1,0 +1,230 @@
+//! The blocking [`Client`].
+
+use crate::error::Error;
+use crate::frame::{push_frame, read_frame, write_all};
+use crate::outcome::{self, Denied, Verified};
+use crate::proto::{
+    self, AuditReport, CreateKey, Hello, HelloReply, KeyInfo, NewToken, Permission, Request,
+    RequestBody, Response, ResponseBody, StatusInfo, VerifyAnswer, VerifyRequest, PROTOCOL_VERSION,
+};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A blocking connection to authenta-keyd. Connects on first use and again after a failure,
+/// so a daemon restart costs the app one refused call at most (a verify is retried once).
+pub struct Client {
+    path: PathBuf,
+    stream: Option<UnixStream>,
+    timeout: Option<Duration>,
+    next_id: u64,
+    out: Vec<u8>,
+    payload: Vec<u8>,
+    frame: Vec<u8>,
+}
+
+impl Client {
+    /// A client for the socket at `path`; nothing is connected until the first call.
+    pub fn new(path: impl AsRef<Path>) -> Self {
+        Client {
+            path: path.as_ref().to_path_buf(),
+            stream: None,
+            timeout: Some(Duration::from_secs(5)),
+            next_id: 1,
+            out: Vec::with_capacity(256),
+            payload: Vec::with_capacity(256),
+            frame: Vec::with_capacity(256),
+        }
+    }
+
+    /// Connects and handshakes now, so a wrong path or version shows at once.
+    pub fn connect(path: impl AsRef<Path>) -> Result<Self, Error> {
+        let mut client = Client::new(path);
+        client.stream()?;
+        Ok(client)
+    }
+
+    /// Read and write timeout of each call (default 5 s; `None` waits forever).
+    pub fn set_timeout(&mut self, timeout: Option<Duration>) {
+        self.timeout = timeout;
+        if let Some(stream) = &self.stream {
+            let _ = stream.set_read_timeout(timeout);
+            let _ = stream.set_write_timeout(timeout);
+        }
+    }
+
+    fn stream(&mut self) -> Result<&mut UnixStream, Error> {
+        if self.stream.is_none() {
+            let stream = UnixStream::connect(&self.path).map_err(|source| Error::Connect {
+                path: self.path.clone(),
+                source,
+            })?;
+            stream.set_read_timeout(self.timeout)?;
+            stream.set_write_timeout(self.timeout)?;
+            self.stream = Some(stream);
+            if let Err(e) = self.handshake() {
+                self.stream = None;
+                return Err(e);
+            }
+        }
+        self.stream
+            .as_mut()
+            .ok_or_else(|| Error::Unexpected("no connection".into()))
+    }
+
+    fn handshake(&mut self) -> Result<(), Error> {
+        let hello = Hello {
+            version: PROTOCOL_VERSION,
+            agent: crate::AGENT.into(),
+        };
+        let payload = proto::encode(&hello)?;
+        self.out.clear();
+        push_frame(&mut self.out, &payload);
+        let stream = self
+            .stream
+            .as_mut()
+            .ok_or_else(|| Error::Unexpected("no connection".into()))?;
+        write_all(stream, &self.out)?;
+        read_frame(stream, &mut self.frame)?;
+        match proto::decode::<HelloReply>(&self.frame)? {
+            HelloReply::Welcome { .. } => Ok(()),
+            HelloReply::Refused { supported, message } => Err(Error::VersionMismatch {
+                supported,
+                ours: PROTOCOL_VERSION,
+                message,
+            }),
+            HelloReply::Busy { message } => Err(Error::Refused {
+                code: proto::ErrorCode::Busy,
+                message,
+            }),
+        }
+    }
+
+    /// Sends requests in one write and reads their answers in order (pipelining).
+    pub fn call_many(&mut self, bodies: Vec<RequestBody>) -> Result<Vec<ResponseBody>, Error> {
+        let result = self.call_many_once(bodies);
+        if let Err(e) = &result {
+            if e.breaks_connection() {
+                self.stream = None;
+            }
+        }
+        result
+    }
+
+    fn call_many_once(&mut self, bodies: Vec<RequestBody>) -> Result<Vec<ResponseBody>, Error> {
+        self.stream()?;
+        let first_id = self.next_id;
+        self.out.clear();
+        for body in bodies {
+            let request = Request {
+                id: self.next_id,
+                body,
+            };
+            self.next_id += 1;
+            self.payload.clear();
+            proto::encode_into(&request, &mut self.payload)?;
+            push_frame(&mut self.out, &self.payload);
+        }
+        let count = self.next_id - first_id;
+        let stream = self
+            .stream
+            .as_mut()
+            .ok_or_else(|| Error::Unexpected("no connection".into()))?;
+        write_all(stream, &self.out)?;
+        let mut answers = Vec::with_capacity(count as usize);
+        for id in first_id..first_id + count {
+            read_frame(stream, &mut self.frame)?;
+            let response: Response = proto::decode(&self.frame)?;
+            if response.id != id && response.id != 0 {
+                return Err(Error::Unexpected(format!(
+                    "answer for request {} where {id} was due",
+                    response.id
+                )));
+            }
+            answers.push(response.body);
+        }
+        Ok(answers)
+    }
+
+    /// Sends one request and waits for its answer.
+    pub fn call(&mut self, body: RequestBody) -> Result<ResponseBody, Error> {
+        let mut answers = self.call_many(vec![body])?;
+        answers
+            .pop()
+            .ok_or_else(|| Error::Unexpected("no answer".into()))
+    }
+
+    /// Is `token` valid and does it hold every one of `permissions`?
+    pub fn verify(&mut self, token: &str, permissions: &[Permission]) -> Result<Verified, Denied> {
+        self.verify_in(token, permissions, None)
+    }
+
+    /// Like [`Client::verify`], and the key must also carry the `environment` label.
+    pub fn verify_in(
+        &mut self,
+        token: &str,
+        permissions: &[Permission],
+        environment: Option<&str>,
+    ) -> Result<Verified, Denied> {
+        let request = VerifyRequest {
+            token: token.to_owned(),
+            permissions: permissions.to_vec(),
+            environment: environment.map(str::to_owned),
+        };
+        let answer = self.verify_answer(request).map_err(Denied::Unavailable)?;
+        outcome::verify_outcome(answer)
+    }
+
+    /// The daemon's full answer to a verify, retried once on a broken connection (verify
+    /// changes nothing but usage counters, so a retry is safe).
+    pub fn verify_answer(&mut self, request: VerifyRequest) -> Result<VerifyAnswer, Error> {
+        let had_connection = self.stream.is_some();
+        match self.call(RequestBody::Verify(request.clone())) {
+            Err(Error::Io(_)) if had_connection => {
+                outcome::expect_verify(self.call(RequestBody::Verify(request))?)
+            }
+            other => outcome::expect_verify(other?),
+        }
+    }
+
+    /// Creates a key; the answer holds its token, shown this once.
+    pub fn create_key(&mut self, request: CreateKey) -> Result<NewToken, Error> {
+        outcome::expect_created(self.call(RequestBody::CreateKey(request))?)
+    }
+
+    /// All keys.
+    pub fn list_keys(&mut self) -> Result<Vec<KeyInfo>, Error> {
+        outcome::expect_keys(self.call(RequestBody::ListKeys)?)
+    }
+
+    /// One key by id.
+    pub fn show_key(&mut self, id: &str) -> Result<KeyInfo, Error> {
+        outcome::expect_key(self.call(RequestBody::ShowKey { id: id.into() })?)
+    }
+
+    /// A new token for the key; the old one dies at once unless `grace_secs` keeps it.
+    pub fn regenerate(&mut self, id: &str, grace_secs: Option<u64>) -> Result<NewToken, Error> {
+        outcome::expect_created(self.call(RequestBody::Regenerate {
+            id: id.into(),
+            grace_secs,
+        })?)
+    }
+
+    /// Revokes the key for good.
+    pub fn revoke(&mut self, id: &str, reason: Option<String>) -> Result<KeyInfo, Error> {
+        outcome::expect_key(self.call(RequestBody::Revoke {
+            id: id.into(),
+            reason,
+        })?)
+    }
+
+    /// Daemon health and counts.
+    pub fn status(&mut self) -> Result<StatusInfo, Error> {
+        outcome::expect_status(self.call(RequestBody::Status)?)
+    }
+
+    /// The audit log; with `verify`, its hash chain is checked.
+    pub fn audit(&mut self, verify: bool) -> Result<AuditReport, Error> {
+        outcome::expect_audit(self.call(RequestBody::Audit { verify })?)
+    }
+}

@@ -1,0 +1,538 @@
+//! The wire types of the authenta-keyd protocol, shared by the daemon and every client.
+//!
+//! A connection carries frames: a 4-byte big-endian length, then that many bytes (at most
+//! [`MAX_FRAME_LEN`]) holding one bincode-2 message in its `standard` configuration. The
+//! client speaks first with a [`Hello`]; the daemon answers with a [`HelloReply`]. After that
+//! the client sends [`Request`]s and the daemon answers each with a [`Response`] carrying the
+//! same `id`, in the order the requests arrived, so a client may pipeline. `docs/protocol.md`
+//! describes the bytes for authors of clients in other languages.
+//!
+//! bincode is unmaintained (RUSTSEC-2025-0141). It is kept behind this module: every decode
+//! goes through [`decode`], which bounds allocation to the frame size and rejects trailing
+//! bytes, so a hostile peer cannot make the decoder allocate more than one frame's worth.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// The protocol version this crate speaks. A daemon refuses a [`Hello`] with another one.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Largest payload of one frame, in bytes (the length prefix not counted).
+pub const MAX_FRAME_LEN: usize = 64 * 1024;
+
+/// Opening message of every connection, sent by the client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Must equal [`PROTOCOL_VERSION`] of the daemon.
+    pub version: u16,
+    /// Free text naming the client, for the daemon's logs (e.g. `authenta-client/0.1.0`).
+    pub agent: String,
+}
+
+/// The daemon's answer to a [`Hello`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HelloReply {
+    /// The versions match; requests may follow.
+    Welcome {
+        /// The protocol version in use.
+        version: u16,
+        /// The daemon's package version.
+        server: String,
+    },
+    /// The versions do not match; the daemon closes the connection after this.
+    Refused {
+        /// The protocol version the daemon speaks.
+        supported: u16,
+        /// What went wrong, for a person.
+        message: String,
+    },
+    /// The daemon is at its connection cap; it closes the connection after this.
+    Busy {
+        /// What to do, for a person.
+        message: String,
+    },
+}
+
+/// One request; `id` is echoed in its [`Response`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    pub id: u64,
+    pub body: RequestBody,
+}
+
+/// What a client may ask. Everything but `Verify` is an admin request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RequestBody {
+    /// Is this token valid, and does it hold these permissions?
+    Verify(VerifyRequest),
+    /// Create a key; answered with [`ResponseBody::Created`].
+    CreateKey(CreateKey),
+    /// All keys; answered with [`ResponseBody::Keys`].
+    ListKeys,
+    /// One key by id; answered with [`ResponseBody::Key`].
+    ShowKey { id: String },
+    /// New token for the same key id; answered with [`ResponseBody::Created`]. The old token
+    /// stays valid for `grace_secs` (none: the daemon's default, zero unless configured).
+    Regenerate { id: String, grace_secs: Option<u64> },
+    /// Revoke a key for good; answered with [`ResponseBody::Key`].
+    Revoke { id: String, reason: Option<String> },
+    /// Daemon health and counts; answered with [`ResponseBody::Status`].
+    Status,
+    /// The audit log; with `verify`, the hash chain is checked too.
+    Audit { verify: bool },
+}
+
+/// The question every app asks on every request it serves.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyRequest {
+    /// The token as the app received it.
+    pub token: String,
+    /// Every one of these must be held by the key.
+    pub permissions: Vec<Permission>,
+    /// When set, the key must carry exactly this environment label.
+    pub environment: Option<String>,
+}
+
+impl fmt::Debug for VerifyRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifyRequest")
+            .field("token", &"<redacted>")
+            .field("permissions", &self.permissions)
+            .field("environment", &self.environment)
+            .finish()
+    }
+}
+
+/// Parameters of a new key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateKey {
+    /// A label for people (e.g. `Backend-Server-Key`); sealed at rest, never logged.
+    pub name: String,
+    /// At least one permission.
+    pub permissions: Vec<Permission>,
+    /// Optional environment label (`production`, `staging`, ...).
+    pub environment: Option<String>,
+    /// Optional lifetime from now, in seconds.
+    pub expires_in_secs: Option<u64>,
+}
+
+/// What a key may do: the seed's table of permissions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Permission {
+    /// Fetching media and metadata.
+    Read,
+    /// Uploading media.
+    Write,
+    /// Removing media records.
+    Delete,
+}
+
+impl Permission {
+    /// All permissions, in display order.
+    pub const ALL: [Permission; 3] = [Permission::Read, Permission::Write, Permission::Delete];
+
+    /// The lowercase name used on the command line and in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Permission::Read => "read",
+            Permission::Write => "write",
+            Permission::Delete => "delete",
+        }
+    }
+}
+
+impl fmt::Display for Permission {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Permission {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "read" => Ok(Permission::Read),
+            "write" => Ok(Permission::Write),
+            "delete" => Ok(Permission::Delete),
+            other => Err(format!(
+                "unknown permission '{other}': use read, write or delete"
+            )),
+        }
+    }
+}
+
+/// One answer; `id` is the id of the request it answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Response {
+    pub id: u64,
+    pub body: ResponseBody,
+}
+
+/// The answers. A denied verify is an answer ([`ResponseBody::Verify`]), not an error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ResponseBody {
+    Verify(VerifyAnswer),
+    Created(NewToken),
+    Keys(Vec<KeyInfo>),
+    Key(KeyInfo),
+    Status(StatusInfo),
+    Audit(AuditReport),
+    Error(ErrorAnswer),
+}
+
+/// The outcome of a verify.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyAnswer {
+    pub code: VerifyCode,
+    /// The key the token belongs to, when one matched (even when denied).
+    pub key_id: Option<String>,
+    /// The permissions the key holds (empty when no key matched).
+    pub permissions: Vec<Permission>,
+    /// The key's environment label.
+    pub environment: Option<String>,
+    /// When the key is due for rotation (unix milliseconds), if a policy says so.
+    pub rotate_by: Option<i64>,
+}
+
+impl VerifyAnswer {
+    /// The HTTP-style status of this answer: 200, 401 or 403.
+    pub fn status(&self) -> u16 {
+        self.code.status()
+    }
+}
+
+/// Why a verify was allowed or denied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VerifyCode {
+    /// 200: the key is active and holds every permission asked for.
+    Valid,
+    /// 401: not a well-formed token (prefix, length, alphabet or checksum).
+    Malformed,
+    /// 401: well-formed, but no key has this token.
+    Unknown,
+    /// 401: the key was revoked, or this token was replaced by a regenerate.
+    Revoked,
+    /// 401: the key is past its expiry or its policy's maximum age.
+    Expired,
+    /// 401: the key belongs to another environment.
+    WrongEnvironment,
+    /// 403: the key is valid but lacks a permission asked for.
+    InsufficientPermissions,
+}
+
+impl VerifyCode {
+    /// The HTTP-style status: 200, 401 or 403.
+    pub fn status(self) -> u16 {
+        match self {
+            VerifyCode::Valid => 200,
+            VerifyCode::InsufficientPermissions => 403,
+            _ => 401,
+        }
+    }
+
+    /// The snake_case name used in JSON and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VerifyCode::Valid => "valid",
+            VerifyCode::Malformed => "malformed",
+            VerifyCode::Unknown => "unknown",
+            VerifyCode::Revoked => "revoked",
+            VerifyCode::Expired => "expired",
+            VerifyCode::WrongEnvironment => "wrong_environment",
+            VerifyCode::InsufficientPermissions => "insufficient_permissions",
+        }
+    }
+}
+
+impl fmt::Display for VerifyCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A key as listed: everything but the token, which is never shown again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyInfo {
+    pub id: String,
+    pub name: String,
+    /// The first 8 characters after `api_`, to help a person recognise a key.
+    pub start: String,
+    pub permissions: Vec<Permission>,
+    pub environment: Option<String>,
+    pub state: KeyState,
+    /// Unix milliseconds.
+    pub created_at: i64,
+    /// Last regenerate, unix milliseconds.
+    pub rotated_at: Option<i64>,
+    pub last_used_at: Option<i64>,
+    pub expires_at: Option<i64>,
+    /// When the key is due for rotation, if a policy says so.
+    pub rotate_by: Option<i64>,
+    pub revoked_at: Option<i64>,
+    /// Until when the token replaced by the last regenerate still verifies.
+    pub grace_until: Option<i64>,
+    pub usage: Usage,
+}
+
+/// A key's lifecycle state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyState {
+    Active,
+    Revoked,
+    Expired,
+}
+
+impl KeyState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyState::Active => "active",
+            KeyState::Revoked => "revoked",
+            KeyState::Expired => "expired",
+        }
+    }
+}
+
+/// Verify counts for one key, cumulative since it was created.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub verifications: u64,
+    pub allowed: u64,
+    pub denied: u64,
+}
+
+/// A freshly issued token and its key. The token is shown this once.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewToken {
+    pub key: KeyInfo,
+    pub token: String,
+}
+
+impl fmt::Debug for NewToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NewToken")
+            .field("key", &self.key)
+            .field("token", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Daemon health.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusInfo {
+    pub version: String,
+    pub uptime_secs: u64,
+    pub socket: String,
+    pub data_dir: String,
+    pub keys: KeyCounts,
+    /// Keys whose sealed row did not open: they fail closed until restored.
+    pub corrupt_keys: Vec<String>,
+    pub connections: u64,
+    pub verifications: u64,
+}
+
+/// Keys by state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyCounts {
+    pub total: u64,
+    pub active: u64,
+    pub revoked: u64,
+    pub expired: u64,
+}
+
+/// The audit log, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditReport {
+    pub entries: Vec<AuditEntry>,
+    /// Present when the request asked for a check of the hash chain.
+    pub chain: Option<ChainCheck>,
+}
+
+/// One admin change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub seq: u64,
+    /// Unix milliseconds.
+    pub at: i64,
+    pub actor: Actor,
+    /// `create`, `regenerate`, `revoke`, ...
+    pub action: String,
+    pub key_id: Option<String>,
+    pub detail: Option<String>,
+}
+
+/// Who made a change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Actor {
+    /// A client on the socket, by its peer credentials.
+    Peer { uid: u32, pid: Option<i32> },
+    /// The policy file.
+    Policy,
+    /// The daemon itself (e.g. expiry housekeeping).
+    Daemon,
+}
+
+impl fmt::Display for Actor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Actor::Peer {
+                uid,
+                pid: Some(pid),
+            } => write!(f, "uid={uid} pid={pid}"),
+            Actor::Peer { uid, pid: None } => write!(f, "uid={uid}"),
+            Actor::Policy => f.write_str("policy"),
+            Actor::Daemon => f.write_str("daemon"),
+        }
+    }
+}
+
+/// The outcome of checking the audit hash chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainCheck {
+    pub ok: bool,
+    pub checked: u64,
+    /// What broke the chain, when it is broken.
+    pub problem: Option<String>,
+}
+
+/// A request that could not be carried out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorAnswer {
+    pub code: ErrorCode,
+    /// For a person: what went wrong and what to do.
+    pub message: String,
+}
+
+/// Kinds of [`ErrorAnswer`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The request's arguments are invalid.
+    BadRequest,
+    /// No key with that id.
+    NotFound,
+    /// The peer may not make admin requests.
+    PermissionDenied,
+    /// The daemon is at its connection cap or shutting down.
+    Busy,
+    /// The store could not commit the change; nothing was changed.
+    Storage,
+    /// A frame or message could not be decoded; the connection is closed after this.
+    BadFrame,
+    /// Something the daemon did not expect.
+    Internal,
+}
+
+/// Decoding or encoding failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProtoError {
+    #[error("message does not decode: {0}")]
+    Decode(String),
+    #[error("message has {0} trailing bytes")]
+    TrailingBytes(usize),
+    #[error("message of {0} bytes exceeds the frame limit of {MAX_FRAME_LEN}")]
+    TooLarge(usize),
+    #[error("message does not encode: {0}")]
+    Encode(String),
+}
+
+fn config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<MAX_FRAME_LEN>()
+}
+
+/// Encodes a message into a fresh buffer, refusing one larger than a frame.
+pub fn encode<T: Serialize>(message: &T) -> Result<Vec<u8>, ProtoError> {
+    let mut out = Vec::with_capacity(64);
+    encode_into(message, &mut out)?;
+    Ok(out)
+}
+
+/// Appends the encoding of a message to `out` (no length prefix), refusing one larger than a
+/// frame. Reusing `out` saves an allocation per message on the hot path.
+pub fn encode_into<T: Serialize>(message: &T, out: &mut Vec<u8>) -> Result<(), ProtoError> {
+    let before = out.len();
+    bincode::serde::encode_into_std_write(message, out, config())
+        .map_err(|e| ProtoError::Encode(e.to_string()))?;
+    let len = out.len() - before;
+    if len > MAX_FRAME_LEN {
+        out.truncate(before);
+        return Err(ProtoError::TooLarge(len));
+    }
+    Ok(())
+}
+
+/// Decodes exactly one message from a frame's payload: bounded allocation, no trailing bytes.
+pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, ProtoError> {
+    if payload.len() > MAX_FRAME_LEN {
+        return Err(ProtoError::TooLarge(payload.len()));
+    }
+    let (value, used) = bincode::serde::decode_from_slice(payload, config())
+        .map_err(|e| ProtoError::Decode(e.to_string()))?;
+    if used != payload.len() {
+        return Err(ProtoError::TrailingBytes(payload.len() - used));
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_round_trips() {
+        let request = Request {
+            id: 7,
+            body: RequestBody::Verify(VerifyRequest {
+                token: "api_x".into(),
+                permissions: vec![Permission::Read, Permission::Delete],
+                environment: Some("production".into()),
+            }),
+        };
+        let bytes = encode(&request).expect("encodes");
+        assert_eq!(decode::<Request>(&bytes).expect("decodes"), request);
+    }
+
+    #[test]
+    fn trailing_bytes_are_rejected() {
+        let mut bytes = encode(&Request {
+            id: 1,
+            body: RequestBody::Status,
+        })
+        .expect("encodes");
+        bytes.push(0);
+        assert_eq!(decode::<Request>(&bytes), Err(ProtoError::TrailingBytes(1)));
+    }
+
+    #[test]
+    fn huge_length_inside_a_message_does_not_allocate() {
+        // A Verify whose token claims to be 2^40 bytes long.
+        let mut bytes = vec![1u8, 0]; // id 1, variant 0 (Verify)
+        bytes.push(253); // bincode varint: u64 follows
+        bytes.extend_from_slice(&(1u64 << 40).to_le_bytes());
+        assert!(matches!(
+            decode::<Request>(&bytes),
+            Err(ProtoError::Decode(_))
+        ));
+    }
+
+    #[test]
+    fn debug_never_shows_a_token() {
+        let request = VerifyRequest {
+            token: "api_secret".into(),
+            permissions: vec![],
+            environment: None,
+        };
+        assert!(!format!("{request:?}").contains("api_secret"));
+    }
+
+    #[test]
+    fn statuses_follow_the_seed() {
+        assert_eq!(VerifyCode::Valid.status(), 200);
+        assert_eq!(VerifyCode::Revoked.status(), 401);
+        assert_eq!(VerifyCode::Malformed.status(), 401);
+        assert_eq!(VerifyCode::InsufficientPermissions.status(), 403);
+    }
+}

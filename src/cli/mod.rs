@@ -1,0 +1,104 @@
+//! The command line: `serve` runs the daemon; every other command is a client of it.
+
+mod audit;
+mod keys;
+mod output;
+mod serve;
+mod status;
+mod verify;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// The API-key sidecar: keeps API keys in an encrypted local store and answers "is this key
+/// valid, and may it read / write / delete?" over a Unix socket.
+///
+/// Start the daemon with `authenta-keyd serve`, then manage keys with `authenta-keyd keys`.
+/// Every command but `serve` talks to the daemon over its socket.
+#[derive(Parser)]
+#[command(name = "authenta-keyd", version, propagate_version = true)]
+#[command(after_help = "Examples:\n  \
+    authenta-keyd serve\n  \
+    authenta-keyd keys create --name Backend-Server-Key --permissions read,write\n  \
+    AUTHENTA_KEY=api_... authenta-keyd verify --permission read\n  \
+    authenta-keyd keys revoke key_XXXXXXXXXXXXXXXX --reason leaked")]
+struct Cli {
+    /// The daemon's socket [default: /run/authenta/keyd.sock as root, else
+    /// $XDG_RUNTIME_DIR/authenta/keyd.sock]
+    #[arg(long, global = true, env = "AUTHENTA_SOCKET", value_name = "PATH")]
+    socket: Option<PathBuf>,
+
+    /// Print machine-readable JSON instead of text for people.
+    #[arg(long, global = true)]
+    json: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon in the foreground.
+    Serve(serve::ServeArgs),
+    /// Create, list, show, regenerate and revoke keys (admin).
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
+    /// Check a token, read from AUTHENTA_KEY or one line of stdin (never from arguments).
+    Verify(verify::VerifyArgs),
+    /// The daemon's version, uptime, paths and key counts (admin).
+    Status,
+    /// The audit log of admin changes (admin).
+    Audit(audit::AuditArgs),
+}
+
+/// What a command needs to reach the daemon and print.
+pub struct Context {
+    pub socket: PathBuf,
+    pub json: bool,
+}
+
+impl Context {
+    /// A client for the daemon with a generous timeout: admin writes wait for a durable commit.
+    pub fn client(&self) -> authenta_client::Client {
+        let mut client = authenta_client::Client::new(&self.socket);
+        client.set_timeout(Some(std::time::Duration::from_secs(30)));
+        client
+    }
+}
+
+/// Runs the command line and returns the process's exit status.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let socket = cli
+        .socket
+        .clone()
+        .unwrap_or_else(crate::paths::default_socket);
+    let context = Context {
+        socket,
+        json: cli.json,
+    };
+    let result = match cli.command {
+        Command::Serve(args) => serve::run(args, cli.socket),
+        Command::Keys(command) => keys::run(command, &context),
+        Command::Verify(args) => return verify::run(args, &context),
+        Command::Status => status::run(&context),
+        Command::Audit(args) => audit::run(args, &context),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {}", one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// An error and its causes on one line.
+fn one_line(error: &anyhow::Error) -> String {
+    error
+        .chain()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join(": ")
+}

@@ -1,0 +1,104 @@
+//! How keys, times and answers look on the terminal and in JSON.
+
+use authenta_client::proto::{KeyInfo, Permission};
+use serde_json::{json, Value};
+use std::time::{Duration, UNIX_EPOCH};
+
+/// RFC 3339 UTC, to the second.
+pub fn time(ms: i64) -> String {
+    let at = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    humantime::format_rfc3339_seconds(at).to_string()
+}
+
+/// RFC 3339 or JSON null.
+pub fn time_or_null(ms: Option<i64>) -> Value {
+    ms.map_or(Value::Null, |ms| Value::String(time(ms)))
+}
+
+/// RFC 3339 or a word for people.
+pub fn time_or(ms: Option<i64>, none: &str) -> String {
+    ms.map_or_else(|| none.to_owned(), time)
+}
+
+/// Permission names, for JSON.
+pub fn permission_names(permissions: &[Permission]) -> Value {
+    Value::Array(
+        permissions
+            .iter()
+            .map(|p| Value::String(p.as_str().into()))
+            .collect(),
+    )
+}
+
+/// Permission names joined with commas, for people.
+pub fn permission_list(permissions: &[Permission]) -> String {
+    permissions
+        .iter()
+        .map(|p| p.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// A key as `keys list --json` and `keys show --json` print it. Never a token.
+pub fn key_json(key: &KeyInfo) -> Value {
+    json!({
+        "id": key.id,
+        "name": key.name,
+        "start": key.start,
+        "permissions": permission_names(&key.permissions),
+        "environment": key.environment,
+        "state": key.state.as_str(),
+        "created_at": time(key.created_at),
+        "rotated_at": time_or_null(key.rotated_at),
+        "last_used_at": time_or_null(key.last_used_at),
+        "expires_at": time_or_null(key.expires_at),
+        "revoked_at": time_or_null(key.revoked_at),
+        "grace_until": time_or_null(key.grace_until),
+        "usage": {
+            "verifications": key.usage.verifications,
+            "allowed": key.usage.allowed,
+            "denied": key.usage.denied,
+        },
+    })
+}
+
+/// Prints JSON on stdout.
+pub fn print_json(value: &Value) {
+    match serde_json::to_string_pretty(value) {
+        Ok(text) => println!("{text}"),
+        Err(e) => eprintln!("error: cannot print JSON: {e}"),
+    }
+}
+
+/// Prints rows as aligned columns under a header.
+pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let text: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", text.join("  ").trim_end());
+    };
+    line(header.iter().map(|h| h.to_string()).collect());
+    for row in rows {
+        line(row.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_rfc3339_utc() {
+        assert_eq!(time(0), "1970-01-01T00:00:00Z");
+        assert_eq!(time(1_795_828_078_123), "2026-11-28T01:07:58Z");
+    }
+}

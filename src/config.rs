@@ -1,0 +1,120 @@
+//! The daemon's config file (`--config FILE`, else `/etc/authenta/keyd.toml` when present):
+//! who may administer and verify, and how the socket is made.
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Read when `--config` is not given and the file exists.
+pub const DEFAULT_PATH: &str = "/etc/authenta/keyd.toml";
+
+/// Every field is optional; unknown fields are an error, so a typo is not silently ignored.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Uids allowed admin requests besides root and the daemon's own uid.
+    #[serde(default)]
+    pub admin_uids: Vec<u32>,
+    /// Gids (primary or supplementary) allowed admin requests.
+    #[serde(default)]
+    pub admin_gids: Vec<u32>,
+    /// When non-empty, only members of these gids (and admins) may verify.
+    #[serde(default)]
+    pub verify_gids: Vec<u32>,
+    /// Mode of the socket file when the daemon binds it, as octal text (default "0660").
+    #[serde(default = "default_socket_mode")]
+    pub socket_mode: String,
+    /// Group (name or gid) of the socket file when the daemon binds it.
+    pub socket_group: Option<String>,
+    /// Most client connections at once; more are refused with `busy`.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// How often live usage counters are written to the store (e.g. "5s").
+    #[serde(default = "default_flush_interval", with = "humantime_serde_compat")]
+    pub usage_flush_interval: Duration,
+    /// Grace of `keys regenerate` when the request names none (e.g. "1h"; default "0s").
+    #[serde(default, with = "humantime_serde_compat")]
+    pub regenerate_grace: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            admin_uids: Vec::new(),
+            admin_gids: Vec::new(),
+            verify_gids: Vec::new(),
+            socket_mode: default_socket_mode(),
+            socket_group: None,
+            max_connections: default_max_connections(),
+            usage_flush_interval: default_flush_interval(),
+            regenerate_grace: Duration::ZERO,
+        }
+    }
+}
+
+fn default_socket_mode() -> String {
+    "0660".into()
+}
+
+fn default_max_connections() -> usize {
+    1024
+}
+
+fn default_flush_interval() -> Duration {
+    Duration::from_secs(5)
+}
+
+impl Config {
+    /// Reads `path`, or the default file when present, or uses the defaults.
+    pub fn load(path: Option<&Path>) -> Result<(Config, Option<PathBuf>)> {
+        let path = match path {
+            Some(p) => p.to_path_buf(),
+            None if Path::new(DEFAULT_PATH).exists() => PathBuf::from(DEFAULT_PATH),
+            None => return Ok((Config::default(), None)),
+        };
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read config {}", path.display()))?;
+        let config: Config = toml::from_str(&text)
+            .with_context(|| format!("config {} is invalid", path.display()))?;
+        config.socket_mode_bits()?;
+        if config.max_connections == 0 {
+            bail!(
+                "config {}: max_connections must be at least 1",
+                path.display()
+            );
+        }
+        if config.usage_flush_interval.is_zero() {
+            bail!(
+                "config {}: usage_flush_interval must be above zero",
+                path.display()
+            );
+        }
+        Ok((config, Some(path)))
+    }
+
+    /// The socket mode as permission bits.
+    pub fn socket_mode_bits(&self) -> Result<u32> {
+        let bits = u32::from_str_radix(self.socket_mode.trim_start_matches("0o"), 8)
+            .ok()
+            .filter(|b| *b <= 0o777)
+            .with_context(|| {
+                format!(
+                    "socket_mode '{}' is not an octal mode like \"0660\"",
+                    self.socket_mode
+                )
+            })?;
+        Ok(bits)
+    }
+}
+
+/// Durations in the config are text like "5s" or "90d".
+mod humantime_serde_compat {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        crate::duration::parse(&text).map_err(serde::de::Error::custom)
+    }
+}

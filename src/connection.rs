@@ -1,0 +1,171 @@
+//! One client connection: handshake, then requests answered in order.
+//!
+//! Frames are `u32` big-endian length + payload, at most 64 KiB, decoded by tokio-util's
+//! `LengthDelimitedCodec`. Answers to pipelined requests are buffered and written together
+//! once no further complete request is waiting, so a pipelining client costs one write per
+//! batch rather than one per answer. Anything malformed gets an error answer (id 0) and the
+//! connection is closed; other connections are not affected.
+
+use crate::daemon::Daemon;
+use crate::dispatch::dispatch;
+use crate::peer::Peer;
+use authenta_client::proto::{
+    self, ErrorAnswer, ErrorCode, Hello, HelloReply, Request, Response, ResponseBody,
+    MAX_FRAME_LEN, PROTOCOL_VERSION,
+};
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::net::UnixStream;
+use tokio::sync::watch;
+use tokio_util::bytes::Bytes;
+use tokio_util::codec::{Framed, LengthDelimitedCodec};
+
+/// How long a new connection has to say hello.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+type Transport = Framed<UnixStream, LengthDelimitedCodec>;
+
+/// The codec both ends agree on: 4-byte big-endian length, 64 KiB at most.
+pub fn codec() -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder()
+        .length_field_length(4)
+        .big_endian()
+        .max_frame_length(MAX_FRAME_LEN)
+        .new_codec()
+}
+
+/// Serves one connection until the client leaves, misbehaves, or the daemon shuts down.
+pub async fn serve(
+    stream: UnixStream,
+    peer: Peer,
+    daemon: &Daemon,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    daemon.connections.fetch_add(1, Ordering::Relaxed);
+    let mut transport = Framed::new(stream, codec());
+    if handshake(&mut transport, &peer).await {
+        tokio::select! {
+            () = requests(&mut transport, &peer, daemon) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+    daemon.connections.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Reads the client's hello and answers it; false when the connection should end.
+async fn handshake(transport: &mut Transport, peer: &Peer) -> bool {
+    let frame = match tokio::time::timeout(HANDSHAKE_TIMEOUT, transport.next()).await {
+        Ok(Some(Ok(frame))) => frame,
+        Ok(Some(Err(e))) => {
+            tracing::debug!(uid = peer.uid, error = %e, "bad frame before hello");
+            reject(transport, "expected a hello frame of at most 64 KiB").await;
+            return false;
+        }
+        Ok(None) => return false,
+        Err(_) => {
+            tracing::debug!(uid = peer.uid, "no hello in time");
+            return false;
+        }
+    };
+    let hello: Hello = match proto::decode(&frame) {
+        Ok(hello) => hello,
+        Err(e) => {
+            tracing::debug!(uid = peer.uid, error = %e, "undecodable hello");
+            reject(transport, "the first frame must be a Hello message").await;
+            return false;
+        }
+    };
+    if hello.version != PROTOCOL_VERSION {
+        let reply = HelloReply::Refused {
+            supported: PROTOCOL_VERSION,
+            message: format!(
+                "this daemon speaks protocol version {PROTOCOL_VERSION}, not {}: use a matching authenta-client",
+                hello.version
+            ),
+        };
+        send(transport, &reply).await;
+        return false;
+    }
+    let reply = HelloReply::Welcome {
+        version: PROTOCOL_VERSION,
+        server: env!("CARGO_PKG_VERSION").into(),
+    };
+    send(transport, &reply).await
+}
+
+/// Answers requests in order until the client leaves or sends something malformed.
+async fn requests(transport: &mut Transport, peer: &Peer, daemon: &Daemon) {
+    let mut payload = Vec::with_capacity(256);
+    loop {
+        let Some(frame) = transport.next().await else {
+            return;
+        };
+        let mut frame = Some(frame);
+        // Answer this request and every complete one already buffered, then write once.
+        while let Some(next) = frame.take() {
+            let request = match next {
+                Ok(bytes) => proto::decode::<Request>(&bytes),
+                Err(e) => {
+                    tracing::debug!(uid = peer.uid, error = %e, "bad frame");
+                    reject(transport, "frame is over 64 KiB or cut short; closing").await;
+                    return;
+                }
+            };
+            let request = match request {
+                Ok(request) => request,
+                Err(e) => {
+                    tracing::debug!(uid = peer.uid, error = %e, "undecodable request");
+                    reject(transport, "request does not decode; closing").await;
+                    return;
+                }
+            };
+            let body = dispatch(daemon, peer, request.body).await;
+            let response = Response {
+                id: request.id,
+                body,
+            };
+            payload.clear();
+            if let Err(e) = proto::encode_into(&response, &mut payload) {
+                tracing::error!(error = %e, "answer does not encode");
+                reject(transport, "the answer is too large to send").await;
+                return;
+            }
+            if transport.feed(payload.as_slice()).await.is_err() {
+                return;
+            }
+            frame = transport.next().now_or_never().flatten();
+        }
+        if SinkExt::<&[u8]>::flush(transport).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Sends a bad-frame error (request id 0) before the connection is closed.
+async fn reject(transport: &mut Transport, message: &str) {
+    let response = Response {
+        id: 0,
+        body: ResponseBody::Error(ErrorAnswer {
+            code: ErrorCode::BadFrame,
+            message: message.into(),
+        }),
+    };
+    send(transport, &response).await;
+}
+
+async fn send<T: serde::Serialize>(transport: &mut Transport, message: &T) -> bool {
+    match proto::encode(message) {
+        Ok(bytes) => transport.send(Bytes::from(bytes)).await.is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// Tells a connection over the cap that the daemon is busy, then closes it.
+pub async fn refuse_busy(stream: UnixStream) {
+    let mut transport = Framed::new(stream, codec());
+    let reply = HelloReply::Busy {
+        message: "authenta-keyd is at its connection cap (max_connections); try again".into(),
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), send(&mut transport, &reply)).await;
+}

@@ -1,0 +1,248 @@
+//! From a decoded request to its answer: access checks, argument checks, then the index
+//! (verify, reads) or the writer (changes). Nothing here knows about sockets.
+
+use crate::clock;
+use crate::daemon::Daemon;
+use crate::duration::format_secs;
+use crate::peer::Peer;
+use crate::token::is_key_id;
+use crate::verify::verify;
+use crate::writer::{Command, Outcome, WriteError};
+use authenta_client::proto::{
+    Actor, CreateKey, ErrorAnswer, ErrorCode, KeyInfo, NewToken, RequestBody, ResponseBody,
+    StatusInfo,
+};
+use std::sync::atomic::Ordering;
+
+/// Longest key name, environment label and revoke reason accepted.
+const MAX_NAME_LEN: usize = 200;
+const MAX_ENVIRONMENT_LEN: usize = 64;
+const MAX_REASON_LEN: usize = 500;
+/// Longest expiry or grace accepted: 100 years.
+const MAX_SECS: u64 = 100 * 365 * 86_400;
+
+/// Answers one request from `peer`.
+pub async fn dispatch(daemon: &Daemon, peer: &Peer, body: RequestBody) -> ResponseBody {
+    if let RequestBody::Verify(request) = &body {
+        if !daemon.access.may_verify(peer) {
+            tracing::warn!(uid = peer.uid, pid = ?peer.pid, "verify refused: peer is not in verify_gids");
+            return error(
+                ErrorCode::PermissionDenied,
+                "this uid may not verify: ask the operator to add your group to verify_gids",
+            );
+        }
+        daemon.verifications.fetch_add(1, Ordering::Relaxed);
+        return ResponseBody::Verify(verify(&daemon.index, request, clock::now_ms()));
+    }
+    if !daemon.access.may_admin(peer) {
+        tracing::warn!(uid = peer.uid, pid = ?peer.pid, "admin request refused");
+        return error(
+            ErrorCode::PermissionDenied,
+            &format!(
+                "uid {} may not make admin requests: run as root or as the daemon's user \
+                 (uid {}), or add the uid to admin_uids (or its group to admin_gids) in the \
+                 daemon's config",
+                peer.uid,
+                daemon.access.daemon_uid()
+            ),
+        );
+    }
+    match admin(daemon, peer, body).await {
+        Ok(body) => body,
+        Err(answer) => ResponseBody::Error(answer),
+    }
+}
+
+async fn admin(
+    daemon: &Daemon,
+    peer: &Peer,
+    body: RequestBody,
+) -> Result<ResponseBody, ErrorAnswer> {
+    let actor = Actor::Peer {
+        uid: peer.uid,
+        pid: peer.pid,
+    };
+    let now = clock::now_ms();
+    match body {
+        RequestBody::Verify(_) => unreachable!("verify is answered before admin requests"),
+        RequestBody::CreateKey(params) => {
+            check_create(&params)?;
+            let outcome = submit(daemon, Command::Create { params, actor }).await?;
+            issued(daemon, outcome, now)
+        }
+        RequestBody::ListKeys => {
+            let maps = daemon.index.read();
+            let mut keys: Vec<KeyInfo> = maps.entries().map(|e| e.info(now, None)).collect();
+            keys.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+            Ok(ResponseBody::Keys(keys))
+        }
+        RequestBody::ShowKey { id } => Ok(ResponseBody::Key(key_info(daemon, &id, now)?)),
+        RequestBody::Regenerate { id, grace_secs } => {
+            check_id(&id)?;
+            let grace_secs = grace_secs.unwrap_or(daemon.default_grace.as_secs());
+            if grace_secs > MAX_SECS {
+                return Err(bad_request(format!(
+                    "grace of {} is too long: at most 100 years",
+                    format_secs(grace_secs)
+                )));
+            }
+            let command = Command::Regenerate {
+                id,
+                grace_secs,
+                actor,
+            };
+            let outcome = submit(daemon, command).await?;
+            issued(daemon, outcome, now)
+        }
+        RequestBody::Revoke { id, reason } => {
+            check_id(&id)?;
+            if reason.as_ref().is_some_and(|r| r.len() > MAX_REASON_LEN) {
+                return Err(bad_request(format!(
+                    "reason is longer than {MAX_REASON_LEN} bytes"
+                )));
+            }
+            submit(
+                daemon,
+                Command::Revoke {
+                    id: id.clone(),
+                    reason,
+                    actor,
+                },
+            )
+            .await?;
+            Ok(ResponseBody::Key(key_info(daemon, &id, now)?))
+        }
+        RequestBody::Status => Ok(ResponseBody::Status(StatusInfo {
+            version: env!("CARGO_PKG_VERSION").into(),
+            uptime_secs: daemon.started.elapsed().as_secs(),
+            socket: daemon.socket.display().to_string(),
+            data_dir: daemon.data_dir.display().to_string(),
+            keys: daemon.index.counts(now),
+            corrupt_keys: daemon.corrupt_keys.clone(),
+            connections: daemon.connections.load(Ordering::Relaxed),
+            verifications: daemon.verifications.load(Ordering::Relaxed),
+        })),
+        RequestBody::Audit { verify } => match submit(daemon, Command::ReadAudit { verify }).await?
+        {
+            Outcome::Audit(report) => Ok(ResponseBody::Audit(report)),
+            _ => Err(internal()),
+        },
+    }
+}
+
+async fn submit(daemon: &Daemon, command: Command) -> Result<Outcome, ErrorAnswer> {
+    daemon.writer.submit(command).await.map_err(|e| {
+        let code = match &e {
+            WriteError::NotFound(_) => ErrorCode::NotFound,
+            WriteError::Refused(_) => ErrorCode::BadRequest,
+            WriteError::Storage(_) => ErrorCode::Storage,
+            WriteError::Stopped => ErrorCode::Busy,
+        };
+        if code == ErrorCode::Storage {
+            tracing::error!(error = %e, "admin write failed");
+        }
+        ErrorAnswer {
+            code,
+            message: e.to_string(),
+        }
+    })
+}
+
+fn issued(daemon: &Daemon, outcome: Outcome, now: i64) -> Result<ResponseBody, ErrorAnswer> {
+    match outcome {
+        Outcome::Issued { record, token } => Ok(ResponseBody::Created(NewToken {
+            key: key_info(daemon, &record.id, now)?,
+            token: token.to_string(),
+        })),
+        _ => Err(internal()),
+    }
+}
+
+fn key_info(daemon: &Daemon, id: &str, now: i64) -> Result<KeyInfo, ErrorAnswer> {
+    check_id(id)?;
+    daemon
+        .index
+        .read()
+        .by_id(id)
+        .map(|entry| entry.info(now, None))
+        .ok_or_else(|| not_found(id))
+}
+
+fn check_id(id: &str) -> Result<(), ErrorAnswer> {
+    if is_key_id(id) {
+        Ok(())
+    } else {
+        Err(not_found(id))
+    }
+}
+
+fn check_create(params: &CreateKey) -> Result<(), ErrorAnswer> {
+    let name = params.name.trim();
+    if name.is_empty() || params.name.len() > MAX_NAME_LEN || name.chars().any(char::is_control) {
+        return Err(bad_request(format!(
+            "a key name must be 1 to {MAX_NAME_LEN} bytes of printable text"
+        )));
+    }
+    if params.permissions.is_empty() {
+        return Err(bad_request(
+            "a key needs at least one permission: read, write or delete".into(),
+        ));
+    }
+    if let Some(env) = &params.environment {
+        let ok = !env.is_empty()
+            && env.len() <= MAX_ENVIRONMENT_LEN
+            && env
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+        if !ok {
+            return Err(bad_request(format!(
+                "an environment label is 1 to {MAX_ENVIRONMENT_LEN} letters, digits, '-', '_' or '.'"
+            )));
+        }
+    }
+    if params
+        .expires_in_secs
+        .is_some_and(|s| s == 0 || s > MAX_SECS)
+    {
+        return Err(bad_request(
+            "expiry must be between 1 second and 100 years".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn error(code: ErrorCode, message: &str) -> ResponseBody {
+    ResponseBody::Error(ErrorAnswer {
+        code,
+        message: message.into(),
+    })
+}
+
+fn bad_request(message: String) -> ErrorAnswer {
+    ErrorAnswer {
+        code: ErrorCode::BadRequest,
+        message,
+    }
+}
+
+fn not_found(id: &str) -> ErrorAnswer {
+    // Only a well-formed key id is echoed: whatever else was passed might be a token.
+    let message = if is_key_id(id) {
+        format!("no key with id {id}: see `authenta-keyd keys list`")
+    } else {
+        "that is not a key id (they look like key_ and 16 letters or digits): see \
+         `authenta-keyd keys list`"
+            .to_owned()
+    };
+    ErrorAnswer {
+        code: ErrorCode::NotFound,
+        message,
+    }
+}
+
+fn internal() -> ErrorAnswer {
+    ErrorAnswer {
+        code: ErrorCode::Internal,
+        message: "unexpected outcome from the store".into(),
+    }
+}

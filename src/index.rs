@@ -1,0 +1,244 @@
+//! The in-memory verify index: every key by token hash and by id, with live usage counters.
+//!
+//! Verify reads it under a read lock held for a few hash-map operations, never across I/O.
+//! Only the writer thread takes the write lock, after a commit, so once an admin write is
+//! acknowledged every later verify sees it.
+
+use crate::key::{KeyRecord, UsageRecord};
+use crate::token::TokenHash;
+use authenta_client::proto::{KeyInfo, KeyState, Usage};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+/// Live verify counts of one key; shared by every version of its record.
+#[derive(Debug, Default)]
+pub struct UsageCounters {
+    verifications: AtomicU64,
+    allowed: AtomicU64,
+    denied: AtomicU64,
+    /// Unix milliseconds; 0 when never used.
+    last_used_at: AtomicI64,
+    /// Changed since the last flush to the store.
+    dirty: AtomicBool,
+}
+
+impl UsageCounters {
+    fn from_record(record: &UsageRecord) -> Self {
+        UsageCounters {
+            verifications: AtomicU64::new(record.verifications),
+            allowed: AtomicU64::new(record.allowed),
+            denied: AtomicU64::new(record.denied),
+            last_used_at: AtomicI64::new(record.last_used_at.unwrap_or(0)),
+            dirty: AtomicBool::new(false),
+        }
+    }
+
+    /// Counts one verify of this key.
+    pub fn record(&self, allowed: bool, now: i64) {
+        self.verifications.fetch_add(1, Ordering::Relaxed);
+        if allowed {
+            self.allowed.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.denied.fetch_add(1, Ordering::Relaxed);
+        }
+        self.last_used_at.fetch_max(now, Ordering::Relaxed);
+        if !self.dirty.load(Ordering::Relaxed) {
+            self.dirty.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// The counts now.
+    pub fn snapshot(&self) -> UsageRecord {
+        let last = self.last_used_at.load(Ordering::Relaxed);
+        UsageRecord {
+            verifications: self.verifications.load(Ordering::Relaxed),
+            allowed: self.allowed.load(Ordering::Relaxed),
+            denied: self.denied.load(Ordering::Relaxed),
+            last_used_at: (last > 0).then_some(last),
+        }
+    }
+}
+
+/// One key as the index holds it.
+#[derive(Debug)]
+pub struct Entry {
+    pub record: KeyRecord,
+    pub usage: Arc<UsageCounters>,
+}
+
+impl Entry {
+    /// The key as listed: live usage, never the token.
+    pub fn info(&self, now: i64, rotate_by: Option<i64>) -> KeyInfo {
+        let usage = self.usage.snapshot();
+        let r = &self.record;
+        KeyInfo {
+            id: r.id.clone(),
+            name: r.name.clone(),
+            start: r.start.clone(),
+            permissions: r.permissions.to_list(),
+            environment: r.environment.clone(),
+            state: r.state(now),
+            created_at: r.created_at,
+            rotated_at: r.rotated_at,
+            last_used_at: usage.last_used_at,
+            expires_at: r.expires_at,
+            rotate_by,
+            revoked_at: r.revoked_at,
+            grace_until: r
+                .grace
+                .as_ref()
+                .map(|g| g.until)
+                .filter(|&until| until > now),
+            usage: Usage {
+                verifications: usage.verifications,
+                allowed: usage.allowed,
+                denied: usage.denied,
+            },
+        }
+    }
+}
+
+/// Which of a key's tokens a hash is.
+#[derive(Debug, Clone)]
+pub enum Hit {
+    /// The key's current token.
+    Current(Arc<Entry>),
+    /// The token a regenerate replaced, valid until the entry's grace ends.
+    Previous(Arc<Entry>),
+    /// A token that must never verify again: replaced, or revoked by its hash. The key it
+    /// belonged to, when known.
+    Retired(Option<String>),
+}
+
+#[derive(Default)]
+pub struct Maps {
+    by_hash: HashMap<TokenHash, Hit>,
+    by_id: HashMap<String, Arc<Entry>>,
+}
+
+impl Maps {
+    /// The key a token hash belongs to.
+    pub fn by_hash(&self, hash: &TokenHash) -> Option<&Hit> {
+        self.by_hash.get(hash)
+    }
+
+    /// The key with this id.
+    pub fn by_id(&self, id: &str) -> Option<&Arc<Entry>> {
+        self.by_id.get(id)
+    }
+
+    /// Every key, in no particular order.
+    pub fn entries(&self) -> impl Iterator<Item = &Arc<Entry>> {
+        self.by_id.values()
+    }
+
+    /// Puts in a new version of a key, keeping its usage counters.
+    pub fn upsert(&mut self, record: KeyRecord) {
+        let usage = match self.by_id.get(&record.id) {
+            Some(old) => {
+                let old = old.clone();
+                self.forget_hashes(&old.record);
+                old.usage.clone()
+            }
+            None => Arc::new(UsageCounters::default()),
+        };
+        self.insert(record, usage);
+    }
+
+    /// Marks a token hash as never valid again.
+    pub fn retire(&mut self, hash: TokenHash, key_id: Option<String>) {
+        self.by_hash.insert(hash, Hit::Retired(key_id));
+    }
+
+    fn insert(&mut self, record: KeyRecord, usage: Arc<UsageCounters>) {
+        let entry = Arc::new(Entry { record, usage });
+        self.by_hash
+            .insert(entry.record.token_hash, Hit::Current(entry.clone()));
+        if let Some(grace) = &entry.record.grace {
+            self.by_hash
+                .insert(grace.token_hash, Hit::Previous(entry.clone()));
+        }
+        self.by_id.insert(entry.record.id.clone(), entry);
+    }
+
+    fn forget_hashes(&mut self, record: &KeyRecord) {
+        self.by_hash.remove(&record.token_hash);
+        if let Some(grace) = &record.grace {
+            self.by_hash.remove(&grace.token_hash);
+        }
+    }
+}
+
+/// The shared index.
+#[derive(Default)]
+pub struct Index {
+    maps: RwLock<Maps>,
+}
+
+impl Index {
+    /// An index of the keys loaded at start-up.
+    pub fn from_loaded(
+        keys: Vec<(KeyRecord, UsageRecord)>,
+        retired: Vec<(TokenHash, Option<String>)>,
+    ) -> Self {
+        let mut maps = Maps::default();
+        maps.by_hash.reserve(keys.len() + retired.len());
+        maps.by_id.reserve(keys.len());
+        for (hash, key_id) in retired {
+            maps.retire(hash, key_id);
+        }
+        for (record, usage) in keys {
+            maps.insert(record, Arc::new(UsageCounters::from_record(&usage)));
+        }
+        Index {
+            maps: RwLock::new(maps),
+        }
+    }
+
+    /// For verify and listing: held only while the maps are read.
+    pub fn read(&self) -> RwLockReadGuard<'_, Maps> {
+        // A panic while holding the lock cannot leave the maps half-updated (each update
+        // is a few infallible inserts), so a poisoned lock is still safe to use.
+        self.maps.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// For the writer thread only, after a commit.
+    pub fn write(&self) -> RwLockWriteGuard<'_, Maps> {
+        self.maps.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Usage of every key changed since the last call, marked clean.
+    pub fn take_dirty_usage(&self) -> Vec<(String, UsageRecord)> {
+        let maps = self.read();
+        maps.entries()
+            .filter(|e| e.usage.dirty.swap(false, Ordering::Relaxed))
+            .map(|e| (e.record.id.clone(), e.usage.snapshot()))
+            .collect()
+    }
+
+    /// Marks usage dirty again after a flush that failed.
+    pub fn mark_dirty(&self, ids: &[String]) {
+        let maps = self.read();
+        for id in ids {
+            if let Some(entry) = maps.by_id(id) {
+                entry.usage.dirty.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Keys by state at `now`.
+    pub fn counts(&self, now: i64) -> authenta_client::proto::KeyCounts {
+        let maps = self.read();
+        let mut counts = authenta_client::proto::KeyCounts::default();
+        for entry in maps.entries() {
+            counts.total += 1;
+            match entry.record.state(now) {
+                KeyState::Active => counts.active += 1,
+                KeyState::Revoked => counts.revoked += 1,
+                KeyState::Expired => counts.expired += 1,
+            }
+        }
+        counts
+    }
+}

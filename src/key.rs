@@ -1,0 +1,100 @@
+//! The key record: what the store seals and the index serves.
+
+use crate::token::TokenHash;
+use authenta_client::proto::{KeyState, Permission};
+use serde::{Deserialize, Serialize};
+
+/// A set of permissions, one bit each, so a verify checks "holds all of these" with one AND.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Permissions(u8);
+
+impl Permissions {
+    fn bit(p: Permission) -> u8 {
+        match p {
+            Permission::Read => 1,
+            Permission::Write => 2,
+            Permission::Delete => 4,
+        }
+    }
+
+    /// The set holding exactly `list`.
+    pub fn from_list(list: &[Permission]) -> Self {
+        Permissions(list.iter().fold(0, |acc, &p| acc | Self::bit(p)))
+    }
+
+    /// Whether every permission of `other` is in this set.
+    pub fn contains_all(self, other: Permissions) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// The permissions in display order.
+    pub fn to_list(self) -> Vec<Permission> {
+        Permission::ALL
+            .into_iter()
+            .filter(|&p| self.0 & Self::bit(p) != 0)
+            .collect()
+    }
+}
+
+/// A previous token kept alive for a bounded time after a regenerate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grace {
+    pub token_hash: TokenHash,
+    /// Unix milliseconds; the old token verifies as `revoked` from then on.
+    pub until: i64,
+}
+
+/// One API key. The token itself is never kept: only its SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRecord {
+    pub id: String,
+    /// SHA-256 of the current token. Also the store's plaintext lookup column; kept inside
+    /// the sealed record too, so a swapped lookup column is detected on load.
+    pub token_hash: TokenHash,
+    pub name: String,
+    pub start: String,
+    pub permissions: Permissions,
+    pub environment: Option<String>,
+    pub created_at: i64,
+    pub rotated_at: Option<i64>,
+    pub expires_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+    pub revoke_reason: Option<String>,
+    pub grace: Option<Grace>,
+}
+
+impl KeyRecord {
+    /// The state at `now` (unix milliseconds).
+    pub fn state(&self, now: i64) -> KeyState {
+        if self.revoked_at.is_some() {
+            KeyState::Revoked
+        } else if self.expires_at.is_some_and(|at| at <= now) {
+            KeyState::Expired
+        } else {
+            KeyState::Active
+        }
+    }
+}
+
+/// Verify counts of one key as stored; the live counters are in the index.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageRecord {
+    pub verifications: u64,
+    pub allowed: u64,
+    pub denied: u64,
+    pub last_used_at: Option<i64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permission_sets() {
+        let rw = Permissions::from_list(&[Permission::Read, Permission::Write]);
+        assert!(rw.contains_all(Permissions::from_list(&[Permission::Read])));
+        assert!(rw.contains_all(Permissions::from_list(&[])));
+        assert!(!rw.contains_all(Permissions::from_list(&[Permission::Delete])));
+        assert_eq!(rw.to_list(), vec![Permission::Read, Permission::Write]);
+    }
+}

@@ -1,0 +1,107 @@
+//! The listening socket and the accept loop.
+//!
+//! Each connection is its own task. A semaphore caps how many are served at once; one over
+//! the cap is told `busy` and closed, rather than left waiting, so a flood of connections
+//! cannot starve the apps already connected.
+
+use crate::connection;
+use crate::daemon::Daemon;
+use crate::peer::Peer;
+use anyhow::{bail, Context, Result};
+use std::fs;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::Path;
+use std::sync::Arc;
+use tokio::net::UnixListener;
+use tokio::sync::{watch, Semaphore};
+use tokio_util::task::TaskTracker;
+
+/// Binds the socket at `path`: a stale socket file is replaced, but a live daemon, a
+/// regular file or a symlink in its place is refused.
+pub fn bind(path: &Path, mode: u32, group: Option<u32>) -> Result<UnixListener> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_symlink() => bail!(
+            "{} is a symbolic link; refusing to bind there (remove it, or pick another --socket)",
+            path.display()
+        ),
+        Ok(meta) if meta.file_type().is_socket() => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                bail!(
+                    "another authenta-keyd is already listening on {}: stop it, or pick another --socket",
+                    path.display()
+                );
+            }
+            fs::remove_file(path)
+                .with_context(|| format!("cannot remove the stale socket {}", path.display()))?;
+        }
+        Ok(_) => bail!(
+            "{} exists and is not a socket; refusing to replace it",
+            path.display()
+        ),
+        Err(_) => {}
+    }
+    let listener =
+        UnixListener::bind(path).with_context(|| format!("cannot listen on {}", path.display()))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .with_context(|| format!("cannot set the mode of {}", path.display()))?;
+    if let Some(gid) = group {
+        nix::unistd::chown(path, None, Some(nix::unistd::Gid::from_raw(gid)))
+            .with_context(|| format!("cannot give {} to group {gid}", path.display()))?;
+    }
+    Ok(listener)
+}
+
+/// Accepts connections until `shutdown` turns true, then waits for open connections to end.
+pub async fn accept_loop(
+    listener: UnixListener,
+    daemon: Arc<Daemon>,
+    max_connections: usize,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let slots = Arc::new(Semaphore::new(max_connections));
+    let tracker = TaskTracker::new();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.changed() => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors and the like: pause briefly rather than spin.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(max_connections, "connection refused: at the connection cap");
+            tracker.spawn(connection::refuse_busy(stream));
+            continue;
+        };
+        let peer = match stream.peer_cred() {
+            Ok(cred) => Peer {
+                uid: cred.uid(),
+                gid: cred.gid(),
+                pid: cred.pid(),
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "no peer credentials; closing");
+                continue;
+            }
+        };
+        let daemon = daemon.clone();
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            connection::serve(stream, peer, &daemon, shutdown).await;
+            drop(slot);
+        });
+    }
+    tracker.close();
+    if tokio::time::timeout(std::time::Duration::from_secs(5), tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after 5 s; shutting down anyway");
+    }
+}

@@ -1,0 +1,413 @@
+//! The encrypted SQLite store: schema, migrations, and reading and writing sealed rows.
+//!
+//! Only what lookups need is plaintext: key ids and SHA-256 token hashes. Names,
+//! permissions, timestamps, usage and the audit log are sealed by the [`Barrier`], each
+//! with its table and row as associated data. WAL with `synchronous=FULL` makes every
+//! acknowledged commit survive `kill -9` and power loss. Only the writer thread
+//! ([`crate::writer`]) holds a `Store` after start-up.
+
+use crate::audit::{self, AuditRecord, ChainHead};
+use crate::barrier::{unwrap_data_key, wrap_data_key, Barrier, KeyBytes};
+use crate::key::{KeyRecord, UsageRecord};
+use crate::record_codec::{from_bytes, to_bytes};
+use crate::token::TokenHash;
+use anyhow::{bail, Context, Result};
+use authenta_client::proto::{AuditEntry, AuditReport, ChainCheck};
+use rusqlite::{params, Connection, OptionalExtension};
+use std::path::{Path, PathBuf};
+
+/// File name of the database inside the data directory.
+pub const DB_FILE: &str = "keys.db";
+
+/// Schema versions, in order: `MIGRATIONS[n]` takes `user_version` n to n + 1.
+const MIGRATIONS: &[&str] = &[
+    // 0 -> 1: the first schema.
+    "CREATE TABLE meta (name TEXT PRIMARY KEY, value BLOB NOT NULL);
+     CREATE TABLE keys (id TEXT PRIMARY KEY, token_hash BLOB NOT NULL UNIQUE, sealed BLOB NOT NULL);
+     CREATE TABLE usage (id TEXT PRIMARY KEY, sealed BLOB NOT NULL);
+     CREATE TABLE audit (seq INTEGER PRIMARY KEY, sealed BLOB NOT NULL, link BLOB NOT NULL);
+     CREATE TABLE retired (token_hash BLOB PRIMARY KEY, sealed BLOB NOT NULL);",
+];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+const META_DATA_KEY: &str = "data_key";
+const META_AUDIT_HEAD: &str = "audit_head";
+
+/// Everything start-up needs from the store.
+pub struct Loaded {
+    pub keys: Vec<(KeyRecord, UsageRecord)>,
+    /// Ids of keys whose sealed rows did not open: they fail closed.
+    pub corrupt: Vec<String>,
+    /// Token hashes that must never verify again, with the key they belonged to if known.
+    pub retired: Vec<(TokenHash, Option<String>)>,
+}
+
+/// What is sealed for a retired token hash.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct RetiredRecord {
+    key_id: Option<String>,
+    at: i64,
+}
+
+/// An open store.
+pub struct Store {
+    conn: Connection,
+    barrier: Barrier,
+    /// The audit chain's head as committed.
+    audit_head: ChainHead,
+    /// The head including the open transaction's appends.
+    pending_head: ChainHead,
+}
+
+/// Path of the database in `data_dir`.
+pub fn db_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(DB_FILE)
+}
+
+/// Whether `data_dir` already holds a store.
+pub fn exists(data_dir: &Path) -> bool {
+    db_path(data_dir).exists()
+}
+
+impl Store {
+    /// Opens (creating and migrating when needed) the store in `data_dir` with the master key.
+    /// A master key that does not unwrap the data key is refused here.
+    pub fn open(data_dir: &Path, master: &KeyBytes) -> Result<Store> {
+        let path = db_path(data_dir);
+        let conn = Connection::open(&path)
+            .with_context(|| format!("cannot open the store {}", path.display()))?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode=WAL", [], |row| row.get(0))
+            .with_context(|| {
+                format!(
+                    "{} is not a usable SQLite database (truncated or corrupt?)",
+                    path.display()
+                )
+            })?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            bail!("the store {} cannot use WAL journaling", path.display());
+        }
+        conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA secure_delete=ON;")?;
+        migrate(&conn, &path)?;
+        let data_key = load_or_create_data_key(&conn, master)?;
+        let barrier = Barrier::new(&data_key);
+        let audit_head = read_audit_head(&conn, &barrier)?;
+        Ok(Store {
+            conn,
+            barrier,
+            audit_head,
+            pending_head: audit_head,
+        })
+    }
+
+    /// Reads every key and its usage. Rows that do not open are reported, not returned.
+    pub fn load(&self) -> Result<Loaded> {
+        let mut keys = Vec::new();
+        let mut corrupt = Vec::new();
+        let mut statement = self.conn.prepare(
+            "SELECT keys.id, keys.token_hash, keys.sealed, usage.sealed
+             FROM keys LEFT JOIN usage ON usage.id = keys.id",
+        )?;
+        let mut rows = statement.query([])?;
+        while let Some(row) = rows.next()? {
+            let id: String = row.get(0)?;
+            let hash: Vec<u8> = row.get(1)?;
+            let sealed: Vec<u8> = row.get(2)?;
+            let usage: Option<Vec<u8>> = row.get(3)?;
+            match self.open_key_row(&id, &hash, &sealed, usage.as_deref()) {
+                Some(loaded) => keys.push(loaded),
+                None => {
+                    tracing::error!(key_id = %printable(&id), "sealed row does not open: the key is refused until the row is restored");
+                    corrupt.push(printable(&id));
+                }
+            }
+        }
+        drop(rows);
+        let retired = self.load_retired()?;
+        Ok(Loaded {
+            keys,
+            corrupt,
+            retired,
+        })
+    }
+
+    fn load_retired(&self) -> Result<Vec<(TokenHash, Option<String>)>> {
+        let mut statement = self
+            .conn
+            .prepare("SELECT token_hash, sealed FROM retired")?;
+        let mut rows = statement.query([])?;
+        let mut retired = Vec::new();
+        while let Some(row) = rows.next()? {
+            let hash: Vec<u8> = row.get(0)?;
+            let sealed: Vec<u8> = row.get(1)?;
+            let Ok(hash) = TokenHash::try_from(hash.as_slice()) else {
+                tracing::error!("a retired token hash has the wrong length; ignored");
+                continue;
+            };
+            // A retired hash whose row does not open is still retired: failing closed here
+            // means keeping the token dead, whoever it belonged to.
+            let key_id = self
+                .barrier
+                .open("retired", &hex::encode(hash), &sealed)
+                .ok()
+                .and_then(|plain| from_bytes::<RetiredRecord>(&plain))
+                .and_then(|r| r.key_id);
+            retired.push((hash, key_id));
+        }
+        Ok(retired)
+    }
+
+    fn open_key_row(
+        &self,
+        id: &str,
+        hash: &[u8],
+        sealed: &[u8],
+        usage: Option<&[u8]>,
+    ) -> Option<(KeyRecord, UsageRecord)> {
+        let record: KeyRecord = from_bytes(&self.barrier.open("keys", id, sealed).ok()?)?;
+        if record.id != id || record.token_hash.as_slice() != hash {
+            return None;
+        }
+        let usage = match usage {
+            Some(sealed) => from_bytes(&self.barrier.open("usage", id, sealed).ok()?)?,
+            None => UsageRecord::default(),
+        };
+        Some((record, usage))
+    }
+
+    /// Starts a transaction; writes until [`Store::commit`] are all-or-nothing.
+    pub fn begin(&mut self) -> Result<()> {
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        self.pending_head = self.audit_head;
+        Ok(())
+    }
+
+    /// Commits the transaction durably.
+    pub fn commit(&mut self) -> Result<()> {
+        self.conn.execute_batch("COMMIT")?;
+        self.audit_head = self.pending_head;
+        Ok(())
+    }
+
+    /// Abandons the transaction.
+    pub fn rollback(&mut self) {
+        if let Err(e) = self.conn.execute_batch("ROLLBACK") {
+            tracing::debug!(error = %e, "rollback after a failed transaction");
+        }
+        self.pending_head = self.audit_head;
+    }
+
+    /// Marks a point inside the transaction that one job's writes can be undone to.
+    pub fn savepoint(&mut self) -> Result<ChainHead> {
+        self.conn.execute_batch("SAVEPOINT job")?;
+        Ok(self.pending_head)
+    }
+
+    /// Keeps the writes since the savepoint.
+    pub fn release(&mut self) -> Result<()> {
+        self.conn.execute_batch("RELEASE job")?;
+        Ok(())
+    }
+
+    /// Undoes the writes since the savepoint.
+    pub fn rollback_to(&mut self, head: ChainHead) -> Result<()> {
+        self.conn.execute_batch("ROLLBACK TO job; RELEASE job")?;
+        self.pending_head = head;
+        Ok(())
+    }
+
+    /// Inserts or replaces a key row.
+    pub fn put_key(&mut self, record: &KeyRecord) -> Result<()> {
+        let sealed = self.barrier.seal("keys", &record.id, &to_bytes(record));
+        self.conn.execute(
+            "INSERT INTO keys (id, token_hash, sealed) VALUES (?1, ?2, ?3)
+             ON CONFLICT(id) DO UPDATE SET token_hash = excluded.token_hash, sealed = excluded.sealed",
+            params![record.id, record.token_hash.as_slice(), sealed],
+        )?;
+        Ok(())
+    }
+
+    /// Inserts or replaces a key's usage row.
+    pub fn put_usage(&mut self, id: &str, usage: &UsageRecord) -> Result<()> {
+        let sealed = self.barrier.seal("usage", id, &to_bytes(usage));
+        self.conn.execute(
+            "INSERT INTO usage (id, sealed) VALUES (?1, ?2)
+             ON CONFLICT(id) DO UPDATE SET sealed = excluded.sealed",
+            params![id, sealed],
+        )?;
+        Ok(())
+    }
+
+    /// Records that a token hash must never verify again.
+    pub fn put_retired(&mut self, hash: &TokenHash, key_id: Option<&str>, at: i64) -> Result<()> {
+        let record = RetiredRecord {
+            key_id: key_id.map(str::to_owned),
+            at,
+        };
+        let sealed = self
+            .barrier
+            .seal("retired", &hex::encode(hash), &to_bytes(&record));
+        self.conn.execute(
+            "INSERT INTO retired (token_hash, sealed) VALUES (?1, ?2)
+             ON CONFLICT(token_hash) DO NOTHING",
+            params![hash.as_slice(), sealed],
+        )?;
+        Ok(())
+    }
+
+    /// Appends an entry to the audit log, inside the open transaction.
+    pub fn append_audit(&mut self, record: &AuditRecord) -> Result<()> {
+        let seq = self.pending_head.seq + 1;
+        let sealed = self
+            .barrier
+            .seal("audit", &seq.to_string(), &to_bytes(record));
+        let link = audit::link(&self.pending_head.link, seq, &sealed);
+        self.conn.execute(
+            "INSERT INTO audit (seq, sealed, link) VALUES (?1, ?2, ?3)",
+            params![seq as i64, sealed, link.as_slice()],
+        )?;
+        let head = ChainHead { seq, link };
+        let sealed_head = self.barrier.seal("meta", META_AUDIT_HEAD, &to_bytes(&head));
+        self.conn.execute(
+            "INSERT INTO meta (name, value) VALUES (?1, ?2)
+             ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+            params![META_AUDIT_HEAD, sealed_head],
+        )?;
+        self.pending_head = head;
+        Ok(())
+    }
+
+    /// Reads the audit log; with `verify`, checks every link and the stored head.
+    pub fn read_audit(&self, verify: bool) -> Result<AuditReport> {
+        let mut statement = self
+            .conn
+            .prepare("SELECT seq, sealed, link FROM audit ORDER BY seq")?;
+        let mut rows = statement.query([])?;
+        let mut entries = Vec::new();
+        let mut previous = audit::GENESIS;
+        let mut expected_seq = 1u64;
+        let mut problem: Option<String> = None;
+        while let Some(row) = rows.next()? {
+            let seq = row.get::<_, i64>(0)? as u64;
+            let sealed: Vec<u8> = row.get(1)?;
+            let link: Vec<u8> = row.get(2)?;
+            let opened = self
+                .barrier
+                .open("audit", &seq.to_string(), &sealed)
+                .ok()
+                .and_then(|plain| from_bytes::<AuditRecord>(&plain));
+            if problem.is_none() {
+                if seq != expected_seq {
+                    problem = Some(format!("entry {expected_seq} is missing"));
+                } else if opened.is_none() {
+                    problem = Some(format!("entry {seq} does not open (tampered)"));
+                } else if link != audit::link(&previous, seq, &sealed) {
+                    problem = Some(format!("entry {seq} does not link to its predecessor"));
+                }
+            }
+            previous = audit::link(&previous, seq, &sealed);
+            expected_seq = seq + 1;
+            if let Some(record) = opened {
+                entries.push(AuditEntry {
+                    seq,
+                    at: record.at,
+                    actor: record.actor,
+                    action: record.action,
+                    key_id: record.key_id,
+                    detail: record.detail,
+                });
+            }
+        }
+        if problem.is_none()
+            && (expected_seq - 1 != self.audit_head.seq || previous != self.audit_head.link)
+        {
+            problem = Some(format!(
+                "the log ends at entry {} but its sealed head names entry {}",
+                expected_seq - 1,
+                self.audit_head.seq
+            ));
+        }
+        let chain = verify.then(|| ChainCheck {
+            ok: problem.is_none(),
+            checked: expected_seq - 1,
+            problem,
+        });
+        Ok(AuditReport { entries, chain })
+    }
+}
+
+/// Key ids come from the file: show only their printable ASCII in logs.
+fn printable(id: &str) -> String {
+    id.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .take(64)
+        .collect()
+}
+
+fn migrate(conn: &Connection, path: &Path) -> Result<()> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    if version > SCHEMA_VERSION {
+        bail!(
+            "the store {} has schema version {version}, newer than this authenta-keyd \
+             understands ({SCHEMA_VERSION}): run the newer authenta-keyd that wrote it",
+            path.display()
+        );
+    }
+    for (from, sql) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
+        let to = from + 1;
+        conn.execute_batch(&format!(
+            "BEGIN IMMEDIATE; {sql} PRAGMA user_version = {to}; COMMIT;"
+        ))
+        .with_context(|| format!("migrating the store {} to schema {to}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn load_or_create_data_key(conn: &Connection, master: &KeyBytes) -> Result<KeyBytes> {
+    let wrapped: Option<Vec<u8>> = conn
+        .query_row(
+            "SELECT value FROM meta WHERE name = ?1",
+            [META_DATA_KEY],
+            |row| row.get(0),
+        )
+        .optional()?;
+    match wrapped {
+        Some(wrapped) => unwrap_data_key(master, &wrapped).map_err(|_| {
+            anyhow::anyhow!(
+                "the master key does not open this store (wrong master key?): pass the \
+                 --master-key-file or credential it was created with"
+            )
+        }),
+        None => {
+            let rng = ring::rand::SystemRandom::new();
+            let data_key = crate::barrier::random_key(&rng)
+                .map_err(|_| anyhow::anyhow!("the system random number generator failed"))?;
+            conn.execute(
+                "INSERT INTO meta (name, value) VALUES (?1, ?2)",
+                params![META_DATA_KEY, wrap_data_key(master, &data_key)],
+            )?;
+            Ok(data_key)
+        }
+    }
+}
+
+fn read_audit_head(conn: &Connection, barrier: &Barrier) -> Result<ChainHead> {
+    let sealed: Option<Vec<u8>> = conn
+        .query_row(
+            "SELECT value FROM meta WHERE name = ?1",
+            [META_AUDIT_HEAD],
+            |row| row.get(0),
+        )
+        .optional()?;
+    match sealed {
+        None => Ok(ChainHead::EMPTY),
+        Some(sealed) => barrier
+            .open("meta", META_AUDIT_HEAD, &sealed)
+            .ok()
+            .and_then(|plain| from_bytes(&plain))
+            .ok_or_else(|| anyhow::anyhow!("the audit log's sealed head does not open (tampered)")),
+    }
+}

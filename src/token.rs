@@ -1,0 +1,235 @@
+//! The token format: `api_` + 43 base62 characters of randomness (256 bits) + 6 base62
+//! characters of CRC32 over everything before them, like GitHub's checksummed `ghp_` tokens.
+//!
+//! The checksum lets the daemon reject a mistyped or truncated token before any lookup, and
+//! lets secret scanners tell a real token from random text. Key ids (`key_` + 16 base62) are
+//! public and are what every admin command takes.
+
+use ring::digest;
+use ring::rand::{SecureRandom, SystemRandom};
+use zeroize::Zeroizing;
+
+/// Every token starts with this.
+pub const TOKEN_PREFIX: &str = "api_";
+/// Every key id starts with this.
+pub const KEY_ID_PREFIX: &str = "key_";
+const RANDOM_CHARS: usize = 43;
+const CHECKSUM_CHARS: usize = 6;
+/// Length of every well-formed token.
+pub const TOKEN_LEN: usize = TOKEN_PREFIX.len() + RANDOM_CHARS + CHECKSUM_CHARS;
+const KEY_ID_RANDOM_CHARS: usize = 16;
+/// Length of every key id.
+pub const KEY_ID_LEN: usize = KEY_ID_PREFIX.len() + KEY_ID_RANDOM_CHARS;
+/// Characters of the token shown in lists to help a person recognise a key.
+pub const START_LEN: usize = 8;
+
+const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+/// SHA-256 of a token: the only form in which the store keeps it. Tokens carry 256 random
+/// bits, so a fast hash is right (no password stretching needed), and a secret scanner's
+/// report of a leaked token's hash can be matched against it.
+pub type TokenHash = [u8; 32];
+
+/// Why a string is not a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Malformed {
+    #[error("does not start with api_")]
+    Prefix,
+    #[error("has the wrong length")]
+    Length,
+    #[error("has a character outside base62")]
+    Alphabet,
+    #[error("checksum does not match")]
+    Checksum,
+}
+
+/// Generates a fresh token from the system's CSPRNG.
+pub fn generate_token(rng: &SystemRandom) -> Result<Zeroizing<String>, ring::error::Unspecified> {
+    let mut token = Zeroizing::new(String::with_capacity(TOKEN_LEN));
+    token.push_str(TOKEN_PREFIX);
+    push_random_base62(rng, &mut token, RANDOM_CHARS)?;
+    let checksum = crc32fast::hash(token.as_bytes());
+    push_checksum(&mut token, checksum);
+    Ok(token)
+}
+
+/// Generates a fresh key id.
+pub fn generate_key_id(rng: &SystemRandom) -> Result<String, ring::error::Unspecified> {
+    let mut id = String::with_capacity(KEY_ID_LEN);
+    id.push_str(KEY_ID_PREFIX);
+    push_random_base62(rng, &mut id, KEY_ID_RANDOM_CHARS)?;
+    Ok(id)
+}
+
+/// Checks prefix, length, alphabet and checksum, in that order, without any lookup.
+pub fn check_token(token: &str) -> Result<(), Malformed> {
+    let bytes = token.as_bytes();
+    if !bytes.starts_with(TOKEN_PREFIX.as_bytes()) {
+        return Err(Malformed::Prefix);
+    }
+    if bytes.len() != TOKEN_LEN {
+        return Err(Malformed::Length);
+    }
+    if !bytes[TOKEN_PREFIX.len()..]
+        .iter()
+        .all(u8::is_ascii_alphanumeric)
+    {
+        return Err(Malformed::Alphabet);
+    }
+    let (body, checksum) = bytes.split_at(TOKEN_LEN - CHECKSUM_CHARS);
+    let mut expected = [0u8; CHECKSUM_CHARS];
+    encode_checksum(crc32fast::hash(body), &mut expected);
+    if checksum != expected {
+        return Err(Malformed::Checksum);
+    }
+    Ok(())
+}
+
+/// Whether `id` has the shape of a key id (prefix, length, alphabet).
+pub fn is_key_id(id: &str) -> bool {
+    id.len() == KEY_ID_LEN
+        && id.starts_with(KEY_ID_PREFIX)
+        && id.as_bytes()[KEY_ID_PREFIX.len()..]
+            .iter()
+            .all(u8::is_ascii_alphanumeric)
+}
+
+/// SHA-256 of the token's bytes.
+pub fn hash_token(token: &str) -> TokenHash {
+    let digest = digest::digest(&digest::SHA256, token.as_bytes());
+    let mut hash = [0u8; 32];
+    hash.copy_from_slice(digest.as_ref());
+    hash
+}
+
+/// The part of a well-formed token shown in lists.
+pub fn start_of(token: &str) -> String {
+    token
+        .get(TOKEN_PREFIX.len()..TOKEN_PREFIX.len() + START_LEN)
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Appends `count` uniformly random base62 characters. Bytes of 248 and above are drawn
+/// again, so every character is equally likely (248 = 4 × 62).
+fn push_random_base62(
+    rng: &SystemRandom,
+    out: &mut String,
+    count: usize,
+) -> Result<(), ring::error::Unspecified> {
+    let mut pushed = 0;
+    let mut buf = Zeroizing::new([0u8; 64]);
+    while pushed < count {
+        rng.fill(buf.as_mut())?;
+        for &byte in buf.iter() {
+            if byte < 248 && pushed < count {
+                out.push(BASE62[(byte % 62) as usize] as char);
+                pushed += 1;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn encode_checksum(mut value: u32, out: &mut [u8; CHECKSUM_CHARS]) {
+    for slot in out.iter_mut().rev() {
+        *slot = BASE62[(value % 62) as usize];
+        value /= 62;
+    }
+}
+
+fn push_checksum(out: &mut String, checksum: u32) {
+    let mut digits = [0u8; CHECKSUM_CHARS];
+    encode_checksum(checksum, &mut digits);
+    out.extend(digits.iter().map(|&b| b as char));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token() -> String {
+        generate_token(&SystemRandom::new())
+            .expect("rng")
+            .to_string()
+    }
+
+    #[test]
+    fn generated_tokens_are_well_formed_and_distinct() {
+        let a = token();
+        let b = token();
+        assert_eq!(a.len(), TOKEN_LEN);
+        assert!(a.starts_with("api_"));
+        assert_eq!(check_token(&a), Ok(()));
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn every_single_character_change_is_caught() {
+        let good = token();
+        for i in TOKEN_PREFIX.len()..TOKEN_LEN {
+            let mut bytes = good.clone().into_bytes();
+            bytes[i] = if bytes[i] == b'a' { b'b' } else { b'a' };
+            let mutated = String::from_utf8(bytes).expect("ascii");
+            assert_eq!(
+                check_token(&mutated),
+                Err(Malformed::Checksum),
+                "position {i}"
+            );
+        }
+    }
+
+    #[test]
+    fn shape_errors_are_named() {
+        let good = token();
+        assert_eq!(
+            check_token(&good.replacen("api_", "apx_", 1)),
+            Err(Malformed::Prefix)
+        );
+        assert_eq!(check_token(&good[..TOKEN_LEN - 1]), Err(Malformed::Length));
+        assert_eq!(check_token(&format!("{good}0")), Err(Malformed::Length));
+        assert_eq!(check_token(""), Err(Malformed::Prefix));
+        let mut bytes = good.into_bytes();
+        bytes[10] = b'-';
+        assert_eq!(
+            check_token(&String::from_utf8(bytes).expect("ascii")),
+            Err(Malformed::Alphabet)
+        );
+        // A multi-byte character must not panic on slicing.
+        assert!(check_token("api_é").is_err());
+        assert!(check_token(&format!("api_{}", "é".repeat(24))).is_err());
+    }
+
+    #[test]
+    fn checksum_is_fixed_width_base62() {
+        let mut out = [0u8; CHECKSUM_CHARS];
+        encode_checksum(0, &mut out);
+        assert_eq!(&out, b"000000");
+        encode_checksum(u32::MAX, &mut out);
+        assert_eq!(&out, b"4gfFC3");
+    }
+
+    #[test]
+    fn key_ids_have_their_shape() {
+        let id = generate_key_id(&SystemRandom::new()).expect("rng");
+        assert!(is_key_id(&id));
+        assert!(!is_key_id("key_short"));
+        assert!(!is_key_id("api_0123456789abcdef"));
+    }
+
+    #[test]
+    fn random_characters_cover_the_alphabet() {
+        let rng = SystemRandom::new();
+        let mut seen = std::collections::HashSet::new();
+        let mut s = String::new();
+        push_random_base62(&rng, &mut s, 10_000).expect("rng");
+        seen.extend(s.chars());
+        assert_eq!(seen.len(), 62);
+    }
+
+    #[test]
+    fn start_is_eight_characters_after_prefix() {
+        let t = token();
+        assert_eq!(start_of(&t), &t[4..12]);
+    }
+}

@@ -1,0 +1,170 @@
+//! The verify decision: the one question apps ask on every request they serve.
+//!
+//! It parses and hashes the token, looks the hash up in the in-memory index, and checks, in
+//! this order: revoked (or replaced by a regenerate), expired, environment, permissions.
+//! It never touches SQLite and never waits on anything but the index's read lock.
+
+use crate::index::{Hit, Index};
+use crate::key::Permissions;
+use crate::token::{check_token, hash_token};
+use authenta_client::proto::{KeyState, VerifyAnswer, VerifyCode, VerifyRequest};
+
+/// Answers a verify at `now` (unix milliseconds) and counts it against the key it matched.
+pub fn verify(index: &Index, request: &VerifyRequest, now: i64) -> VerifyAnswer {
+    if check_token(&request.token).is_err() {
+        return no_key(VerifyCode::Malformed);
+    }
+    let hash = hash_token(&request.token);
+    let maps = index.read();
+    let (entry, replaced) = match maps.by_hash(&hash) {
+        None => return no_key(VerifyCode::Unknown),
+        Some(Hit::Retired(key_id)) => {
+            return VerifyAnswer {
+                key_id: key_id.clone(),
+                ..no_key(VerifyCode::Revoked)
+            }
+        }
+        Some(Hit::Current(entry)) => (entry, false),
+        Some(Hit::Previous(entry)) => {
+            let over = entry.record.grace.as_ref().is_none_or(|g| g.until <= now);
+            (entry, over)
+        }
+    };
+    let record = &entry.record;
+    let code = if replaced {
+        VerifyCode::Revoked
+    } else {
+        match record.state(now) {
+            KeyState::Revoked => VerifyCode::Revoked,
+            KeyState::Expired => VerifyCode::Expired,
+            KeyState::Active => {
+                if request
+                    .environment
+                    .as_ref()
+                    .is_some_and(|wanted| record.environment.as_ref() != Some(wanted))
+                {
+                    VerifyCode::WrongEnvironment
+                } else if !record
+                    .permissions
+                    .contains_all(Permissions::from_list(&request.permissions))
+                {
+                    VerifyCode::InsufficientPermissions
+                } else {
+                    VerifyCode::Valid
+                }
+            }
+        }
+    };
+    entry.usage.record(code == VerifyCode::Valid, now);
+    VerifyAnswer {
+        code,
+        key_id: Some(record.id.clone()),
+        permissions: record.permissions.to_list(),
+        environment: record.environment.clone(),
+        rotate_by: None,
+    }
+}
+
+fn no_key(code: VerifyCode) -> VerifyAnswer {
+    VerifyAnswer {
+        code,
+        key_id: None,
+        permissions: Vec::new(),
+        environment: None,
+        rotate_by: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key::{Grace, KeyRecord, UsageRecord};
+    use crate::token::generate_token;
+    use authenta_client::proto::Permission;
+    use ring::rand::SystemRandom;
+
+    fn record(token: &str) -> KeyRecord {
+        KeyRecord {
+            id: "key_0123456789abcdef".into(),
+            token_hash: hash_token(token),
+            name: "n".into(),
+            start: "s".into(),
+            permissions: Permissions::from_list(&[Permission::Read]),
+            environment: Some("production".into()),
+            created_at: 0,
+            rotated_at: None,
+            expires_at: Some(1_000),
+            revoked_at: None,
+            revoke_reason: None,
+            grace: None,
+        }
+    }
+
+    fn ask(
+        index: &Index,
+        token: &str,
+        perms: &[Permission],
+        env: Option<&str>,
+        now: i64,
+    ) -> VerifyCode {
+        let request = VerifyRequest {
+            token: token.into(),
+            permissions: perms.to_vec(),
+            environment: env.map(Into::into),
+        };
+        verify(index, &request, now).code
+    }
+
+    #[test]
+    fn decisions_in_order() {
+        let rng = SystemRandom::new();
+        let token = generate_token(&rng).expect("rng").to_string();
+        let other = generate_token(&rng).expect("rng").to_string();
+        let index = Index::from_loaded(vec![(record(&token), UsageRecord::default())], vec![]);
+        assert_eq!(
+            ask(&index, &token, &[Permission::Read], None, 0),
+            VerifyCode::Valid
+        );
+        assert_eq!(
+            ask(&index, &token, &[Permission::Read], Some("production"), 0),
+            VerifyCode::Valid
+        );
+        assert_eq!(
+            ask(&index, &token, &[Permission::Read], Some("staging"), 0),
+            VerifyCode::WrongEnvironment
+        );
+        assert_eq!(
+            ask(&index, &token, &[Permission::Write], None, 0),
+            VerifyCode::InsufficientPermissions
+        );
+        assert_eq!(ask(&index, &token, &[], None, 1_000), VerifyCode::Expired);
+        assert_eq!(ask(&index, &other, &[], None, 0), VerifyCode::Unknown);
+        assert_eq!(ask(&index, "api_nope", &[], None, 0), VerifyCode::Malformed);
+        let usage = index
+            .read()
+            .by_id("key_0123456789abcdef")
+            .map(|e| e.usage.snapshot());
+        let usage = usage.expect("key present");
+        assert_eq!(
+            (usage.verifications, usage.allowed, usage.denied),
+            (5, 2, 3)
+        );
+    }
+
+    #[test]
+    fn previous_token_lives_only_through_its_grace() {
+        let rng = SystemRandom::new();
+        let old = generate_token(&rng).expect("rng").to_string();
+        let new = generate_token(&rng).expect("rng").to_string();
+        let mut r = record(&new);
+        r.expires_at = None;
+        r.grace = Some(Grace {
+            token_hash: hash_token(&old),
+            until: 500,
+        });
+        let index = Index::from_loaded(vec![(r, UsageRecord::default())], vec![]);
+        assert_eq!(ask(&index, &old, &[], None, 499), VerifyCode::Valid);
+        assert_eq!(ask(&index, &old, &[], None, 500), VerifyCode::Revoked);
+        assert_eq!(ask(&index, &new, &[], None, 500), VerifyCode::Valid);
+    }
+}

@@ -1,0 +1,379 @@
+//! The store thread: the one owner of the SQLite connection and the one writer of the index.
+//!
+//! Jobs arrive on a channel. The thread takes every job waiting (up to a batch limit), runs
+//! them in one transaction, each under its own savepoint so that one job's failure undoes
+//! only that job (group commit), commits durably, then applies the changes to the index, and
+//! only then answers. So once an admin call returns, every verify sees its effect.
+
+use crate::audit::AuditRecord;
+use crate::clock;
+use crate::index::Index;
+use crate::key::{Grace, KeyRecord, Permissions, UsageRecord};
+use crate::store::Store;
+use crate::token::{generate_key_id, generate_token, hash_token, start_of, TokenHash};
+use authenta_client::proto::{Actor, AuditReport, CreateKey};
+use ring::rand::SystemRandom;
+use std::collections::HashMap;
+use std::sync::mpsc;
+use std::sync::Arc;
+use tokio::sync::oneshot;
+use zeroize::Zeroizing;
+
+/// Most jobs committed in one transaction.
+const MAX_BATCH: usize = 512;
+
+/// A change (or read) for the store thread.
+#[derive(Debug)]
+pub enum Command {
+    Create {
+        params: CreateKey,
+        actor: Actor,
+    },
+    Regenerate {
+        id: String,
+        grace_secs: u64,
+        actor: Actor,
+    },
+    Revoke {
+        id: String,
+        reason: Option<String>,
+        actor: Actor,
+    },
+    FlushUsage(Vec<(String, UsageRecord)>),
+    ReadAudit {
+        verify: bool,
+    },
+}
+
+/// What a job produced.
+pub enum Outcome {
+    /// A key with a fresh token, shown this once.
+    Issued {
+        record: KeyRecord,
+        token: Zeroizing<String>,
+    },
+    /// A key was changed; the index has the new version.
+    Changed,
+    Flushed,
+    Audit(AuditReport),
+}
+
+/// Why a job did not happen. Nothing of a failed job is committed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WriteError {
+    #[error("no key with id {0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Refused(String),
+    #[error("the store could not commit the change: {0}")]
+    Storage(String),
+    #[error("the store is shutting down")]
+    Stopped,
+}
+
+struct Job {
+    command: Command,
+    reply: oneshot::Sender<Result<Outcome, WriteError>>,
+}
+
+/// Sends jobs to the store thread. Cloneable; the thread stops when every handle is gone.
+#[derive(Clone)]
+pub struct WriterHandle {
+    tx: mpsc::Sender<Job>,
+}
+
+impl WriterHandle {
+    /// Runs a job and waits for its commit.
+    pub async fn submit(&self, command: Command) -> Result<Outcome, WriteError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Job { command, reply })
+            .map_err(|_| WriteError::Stopped)?;
+        answer.await.map_err(|_| WriteError::Stopped)?
+    }
+}
+
+/// Starts the store thread.
+pub fn spawn(
+    store: Store,
+    index: Arc<Index>,
+) -> std::io::Result<(WriterHandle, std::thread::JoinHandle<()>)> {
+    let (tx, rx) = mpsc::channel();
+    let thread = std::thread::Builder::new()
+        .name("authenta-store".into())
+        .spawn(move || run(store, index, rx))?;
+    Ok((WriterHandle { tx }, thread))
+}
+
+fn run(mut store: Store, index: Arc<Index>, rx: mpsc::Receiver<Job>) {
+    let rng = SystemRandom::new();
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        run_batch(&mut store, &index, &rng, batch);
+    }
+    tracing::debug!("store thread stopped");
+}
+
+fn run_batch(store: &mut Store, index: &Index, rng: &SystemRandom, batch: Vec<Job>) {
+    let mut writes = Vec::with_capacity(batch.len());
+    for job in batch {
+        match job.command {
+            Command::ReadAudit { verify } => {
+                let result = store
+                    .read_audit(verify)
+                    .map(Outcome::Audit)
+                    .map_err(|e| WriteError::Storage(e.to_string()));
+                let _ = job.reply.send(result);
+            }
+            command => writes.push((command, job.reply)),
+        }
+    }
+    if writes.is_empty() {
+        return;
+    }
+    if let Err(e) = store.begin() {
+        tracing::error!(error = %e, "cannot start a store transaction");
+        for (_, reply) in writes {
+            let _ = reply.send(Err(WriteError::Storage(e.to_string())));
+        }
+        return;
+    }
+    let now = clock::now_ms();
+    let mut changed = Changes::default();
+    let mut done = Vec::with_capacity(writes.len());
+    for (command, reply) in writes {
+        let result = match store.savepoint() {
+            Ok(head) => match apply(store, index, &mut changed, rng, command, now) {
+                Ok(outcome) => store
+                    .release()
+                    .map(|()| outcome)
+                    .map_err(|e| WriteError::Storage(e.to_string())),
+                Err(e) => {
+                    if let Err(undo) = store.rollback_to(head) {
+                        tracing::error!(error = %undo, "cannot undo a failed job");
+                    }
+                    Err(e)
+                }
+            },
+            Err(e) => Err(WriteError::Storage(e.to_string())),
+        };
+        match result {
+            Ok(outcome) => done.push((outcome, reply)),
+            Err(e) => {
+                let _ = reply.send(Err(e));
+            }
+        }
+    }
+    if let Err(e) = store.commit() {
+        tracing::error!(error = %e, "store commit failed; the batch's changes are dropped");
+        store.rollback();
+        for (_, reply) in done {
+            let _ = reply.send(Err(WriteError::Storage(e.to_string())));
+        }
+        return;
+    }
+    if !changed.in_order.is_empty() {
+        let mut maps = index.write();
+        for change in changed.in_order {
+            match change {
+                IndexChange::Upsert(record) => maps.upsert(record),
+                IndexChange::Retire(hash, key_id) => maps.retire(hash, key_id),
+            }
+        }
+    }
+    for (outcome, reply) in done {
+        let _ = reply.send(Ok(outcome));
+    }
+}
+
+/// A change to make to the index once the batch is committed.
+enum IndexChange {
+    Upsert(KeyRecord),
+    Retire(TokenHash, Option<String>),
+}
+
+/// What the batch changed so far: in order for the index, and by key for later jobs.
+#[derive(Default)]
+struct Changes {
+    in_order: Vec<IndexChange>,
+    latest: HashMap<String, KeyRecord>,
+}
+
+impl Changes {
+    fn upsert(&mut self, record: &KeyRecord) {
+        self.latest.insert(record.id.clone(), record.clone());
+        self.in_order.push(IndexChange::Upsert(record.clone()));
+    }
+
+    fn retire(&mut self, hash: TokenHash, key_id: Option<String>) {
+        self.in_order.push(IndexChange::Retire(hash, key_id));
+    }
+}
+
+/// The key as this batch left it: an earlier job's uncommitted change, else the index's.
+fn current(index: &Index, changed: &Changes, id: &str) -> Result<KeyRecord, WriteError> {
+    if let Some(record) = changed.latest.get(id) {
+        return Ok(record.clone());
+    }
+    index
+        .read()
+        .by_id(id)
+        .map(|entry| entry.record.clone())
+        .ok_or_else(|| WriteError::NotFound(id.to_owned()))
+}
+
+fn storage(e: anyhow::Error) -> WriteError {
+    WriteError::Storage(e.to_string())
+}
+
+fn apply(
+    store: &mut Store,
+    index: &Index,
+    changed: &mut Changes,
+    rng: &SystemRandom,
+    command: Command,
+    now: i64,
+) -> Result<Outcome, WriteError> {
+    let rng_failed = |_| WriteError::Storage("the system random number generator failed".into());
+    match command {
+        Command::Create { params, actor } => {
+            let token = generate_token(rng).map_err(rng_failed)?;
+            let id = generate_key_id(rng).map_err(rng_failed)?;
+            let record = KeyRecord {
+                id: id.clone(),
+                token_hash: hash_token(&token),
+                name: params.name,
+                start: start_of(&token),
+                permissions: Permissions::from_list(&params.permissions),
+                environment: params.environment,
+                created_at: now,
+                rotated_at: None,
+                expires_at: params.expires_in_secs.map(|s| clock::add_secs(now, s)),
+                revoked_at: None,
+                revoke_reason: None,
+                grace: None,
+            };
+            store.put_key(&record).map_err(storage)?;
+            store
+                .put_usage(&id, &UsageRecord::default())
+                .map_err(storage)?;
+            let detail = format!(
+                "permissions={}{}",
+                record
+                    .permissions
+                    .to_list()
+                    .iter()
+                    .map(|p| p.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                record
+                    .environment
+                    .as_ref()
+                    .map(|e| format!(" environment={e}"))
+                    .unwrap_or_default()
+            );
+            audit(store, now, actor, "create", &id, Some(detail))?;
+            changed.upsert(&record);
+            Ok(Outcome::Issued { record, token })
+        }
+        Command::Regenerate {
+            id,
+            grace_secs,
+            actor,
+        } => {
+            let mut record = current(index, changed, &id)?;
+            if record.revoked_at.is_some() {
+                return Err(WriteError::Refused(format!(
+                    "key {id} is revoked and stays so: create a new key instead"
+                )));
+            }
+            let token = generate_token(rng).map_err(rng_failed)?;
+            // Tokens replaced now: the previous grace token, and the current one unless a
+            // grace keeps it alive for a while.
+            let mut retiring: Vec<TokenHash> = record
+                .grace
+                .take()
+                .map(|g| g.token_hash)
+                .into_iter()
+                .collect();
+            if grace_secs > 0 {
+                record.grace = Some(Grace {
+                    token_hash: record.token_hash,
+                    until: clock::add_secs(now, grace_secs),
+                });
+            } else {
+                retiring.push(record.token_hash);
+            }
+            record.token_hash = hash_token(&token);
+            record.start = start_of(&token);
+            record.rotated_at = Some(now);
+            store.put_key(&record).map_err(storage)?;
+            for hash in &retiring {
+                store.put_retired(hash, Some(&id), now).map_err(storage)?;
+            }
+            let detail = (grace_secs > 0).then(|| format!("grace={grace_secs}s"));
+            audit(store, now, actor, "regenerate", &id, detail)?;
+            changed.upsert(&record);
+            for hash in retiring {
+                changed.retire(hash, Some(id.clone()));
+            }
+            Ok(Outcome::Issued { record, token })
+        }
+        Command::Revoke { id, reason, actor } => {
+            let mut record = current(index, changed, &id)?;
+            if record.revoked_at.is_some() {
+                return Ok(Outcome::Changed);
+            }
+            record.revoked_at = Some(now);
+            record.revoke_reason = reason.clone();
+            let grace = record.grace.take();
+            store.put_key(&record).map_err(storage)?;
+            if let Some(grace) = &grace {
+                store
+                    .put_retired(&grace.token_hash, Some(&id), now)
+                    .map_err(storage)?;
+            }
+            audit(store, now, actor, "revoke", &id, reason)?;
+            changed.upsert(&record);
+            if let Some(grace) = grace {
+                changed.retire(grace.token_hash, Some(id));
+            }
+            Ok(Outcome::Changed)
+        }
+        Command::FlushUsage(usage) => {
+            for (id, record) in &usage {
+                store.put_usage(id, record).map_err(storage)?;
+            }
+            Ok(Outcome::Flushed)
+        }
+        Command::ReadAudit { verify } => store
+            .read_audit(verify)
+            .map(Outcome::Audit)
+            .map_err(storage),
+    }
+}
+
+fn audit(
+    store: &mut Store,
+    at: i64,
+    actor: Actor,
+    action: &str,
+    key_id: &str,
+    detail: Option<String>,
+) -> Result<(), WriteError> {
+    store
+        .append_audit(&AuditRecord {
+            at,
+            actor,
+            action: action.to_owned(),
+            key_id: Some(key_id.to_owned()),
+            detail,
+        })
+        .map_err(storage)
+}
