@@ -150,8 +150,8 @@ async fn submit(daemon: &Daemon, command: Command) -> Result<Outcome, ErrorAnswe
 
 fn issued(daemon: &Daemon, outcome: Outcome, now: i64) -> Result<ResponseBody, ErrorAnswer> {
     match outcome {
-        Outcome::Issued { record, token } => Ok(ResponseBody::Created(NewToken {
-            key: key_info(daemon, &record.id, now)?,
+        Outcome::Issued { key_id, token } => Ok(ResponseBody::Created(NewToken {
+            key: key_info(daemon, &key_id, now)?,
             token: token.to_string(),
         })),
         _ => Err(internal()),

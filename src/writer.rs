@@ -49,7 +49,7 @@ pub enum Command {
 pub enum Outcome {
     /// A key with a fresh token, shown this once.
     Issued {
-        record: KeyRecord,
+        key_id: String,
         token: Zeroizing<String>,
     },
     /// A key was changed; the index has the new version.
@@ -182,7 +182,7 @@ fn run_batch(store: &mut Store, index: &Index, rng: &SystemRandom, batch: Vec<Jo
         let mut maps = index.write();
         for change in changed.in_order {
             match change {
-                IndexChange::Upsert(record) => maps.upsert(record),
+                IndexChange::Upsert(record) => maps.upsert(*record),
                 IndexChange::Retire(hash, key_id) => maps.retire(hash, key_id),
             }
         }
@@ -194,7 +194,7 @@ fn run_batch(store: &mut Store, index: &Index, rng: &SystemRandom, batch: Vec<Jo
 
 /// A change to make to the index once the batch is committed.
 enum IndexChange {
-    Upsert(KeyRecord),
+    Upsert(Box<KeyRecord>),
     Retire(TokenHash, Option<String>),
 }
 
@@ -208,7 +208,8 @@ struct Changes {
 impl Changes {
     fn upsert(&mut self, record: &KeyRecord) {
         self.latest.insert(record.id.clone(), record.clone());
-        self.in_order.push(IndexChange::Upsert(record.clone()));
+        self.in_order
+            .push(IndexChange::Upsert(Box::new(record.clone())));
     }
 
     fn retire(&mut self, hash: TokenHash, key_id: Option<String>) {
@@ -280,7 +281,10 @@ fn apply(
             );
             audit(store, now, actor, "create", &id, Some(detail))?;
             changed.upsert(&record);
-            Ok(Outcome::Issued { record, token })
+            Ok(Outcome::Issued {
+                key_id: record.id,
+                token,
+            })
         }
         Command::Regenerate {
             id,
@@ -323,7 +327,10 @@ fn apply(
             for hash in retiring {
                 changed.retire(hash, Some(id.clone()));
             }
-            Ok(Outcome::Issued { record, token })
+            Ok(Outcome::Issued {
+                key_id: record.id,
+                token,
+            })
         }
         Command::Revoke { id, reason, actor } => {
             let mut record = current(index, changed, &id)?;

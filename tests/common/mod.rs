@@ -1,0 +1,289 @@
+//! Starts the real `authenta-keyd` binary on a temporary directory and socket, like a user.
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_authenta-keyd");
+
+/// A master key for tests, as 64 hex digits.
+pub const MASTER_HEX: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+/// One daemon on its own temporary directory.
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    pub data_dir: PathBuf,
+    pub master_key: PathBuf,
+    pub config: Option<PathBuf>,
+    child: Option<Child>,
+}
+
+impl Daemon {
+    /// Starts a daemon with a fresh store and waits until its socket answers.
+    pub fn start() -> Daemon {
+        Daemon::start_with_config(None)
+    }
+
+    /// Starts a daemon with the given config file text.
+    pub fn start_with_config(config: Option<&str>) -> Daemon {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // Let a test's unprivileged child reach the socket inside.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+        let master_key = dir.path().join("master.hex");
+        std::fs::write(&master_key, format!("{MASTER_HEX}\n")).expect("write key");
+        std::fs::set_permissions(&master_key, std::fs::Permissions::from_mode(0o600))
+            .expect("chmod");
+        let config = config.map(|text| {
+            let path = dir.path().join("keyd.toml");
+            std::fs::write(&path, text).expect("write config");
+            path
+        });
+        // Made here (0755) rather than by the daemon (0750), so a test's unprivileged child
+        // can reach the socket.
+        std::fs::create_dir(dir.path().join("run")).expect("run dir");
+        std::fs::set_permissions(
+            dir.path().join("run"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .expect("chmod");
+        let mut daemon = Daemon {
+            socket: dir.path().join("run/keyd.sock"),
+            data_dir: dir.path().join("data"),
+            master_key,
+            config,
+            dir,
+            child: None,
+        };
+        daemon.restart();
+        daemon
+    }
+
+    /// The log file the daemon's stderr goes to.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("daemon.log")
+    }
+
+    /// The daemon's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// The `serve` command for this daemon, with extra arguments.
+    pub fn serve_command(&self, master_key: &Path) -> Command {
+        let mut command = Command::new(BIN);
+        command
+            .arg("serve")
+            .arg("--socket")
+            .arg(&self.socket)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--master-key-file")
+            .arg(master_key)
+            .env("RUST_LOG", "debug")
+            .env_remove("CREDENTIALS_DIRECTORY")
+            .env_remove("AUTHENTA_SOCKET")
+            .stdin(Stdio::null());
+        if let Some(config) = &self.config {
+            command.arg("--config").arg(config);
+        }
+        command
+    }
+
+    /// Starts (again) on the same directory and waits for the socket.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "daemon already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("log file");
+        let child = self
+            .serve_command(&self.master_key)
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start authenta-keyd");
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!("daemon exited early with {status}: {}", self.log());
+                }
+            }
+            if authenta_client::Client::connect(&self.socket).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("daemon did not listen within 20 s: {}", self.log());
+    }
+
+    /// SIGTERM, and the exit status.
+    pub fn stop(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("daemon running");
+        signal(&child, libc::SIGTERM);
+        wait_timeout(&mut child, Duration::from_secs(15)).expect("daemon stops after SIGTERM")
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("daemon running");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("daemon running").id()
+    }
+
+    /// A CLI command against this daemon.
+    pub fn cli_command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(BIN);
+        command
+            .args(args)
+            .env("AUTHENTA_SOCKET", &self.socket)
+            .env_remove("AUTHENTA_KEY")
+            .stdin(Stdio::null());
+        command
+    }
+
+    /// Runs the CLI and returns its output.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        self.cli_command(args).output().expect("run authenta-keyd")
+    }
+
+    /// Runs the CLI, asserts success, and parses its stdout as JSON.
+    pub fn cli_json(&self, args: &[&str]) -> Value {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "{args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{args:?} printed no JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    }
+
+    /// Creates a key; returns (id, token).
+    pub fn create(&self, name: &str, permissions: &str, extra: &[&str]) -> (String, String) {
+        let mut args = vec![
+            "keys",
+            "create",
+            "--name",
+            name,
+            "--permissions",
+            permissions,
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let created = self.cli_json(&args);
+        (
+            created["id"].as_str().expect("id").to_owned(),
+            created["token"].as_str().expect("token").to_owned(),
+        )
+    }
+
+    /// `verify --json` with the token in AUTHENTA_KEY; returns (exit code, answer).
+    pub fn verify(&self, token: &str, extra: &[&str]) -> (i32, Value) {
+        let mut args = vec!["verify", "--json"];
+        args.extend_from_slice(extra);
+        let out = self
+            .cli_command(&args)
+            .env("AUTHENTA_KEY", token)
+            .output()
+            .expect("run verify");
+        let answer = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        (out.status.code().unwrap_or(-1), answer)
+    }
+
+    /// The verify code for a token and permissions.
+    pub fn verify_code(&self, token: &str, extra: &[&str]) -> String {
+        let (_, answer) = self.verify(token, extra);
+        answer["code"].as_str().unwrap_or("none").to_owned()
+    }
+
+    /// `keys show ID --json`.
+    pub fn show(&self, id: &str) -> Value {
+        self.cli_json(&["keys", "show", id, "--json"])
+    }
+
+    /// Every byte of every file in the data directory.
+    pub fn data_dir_bytes(&self) -> Vec<(PathBuf, Vec<u8>)> {
+        std::fs::read_dir(&self.data_dir)
+            .expect("data dir")
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().is_file())
+            .map(|e| (e.path(), std::fs::read(e.path()).expect("read")))
+            .collect()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Sends a signal to a child.
+pub fn signal(child: &Child, signal: i32) {
+    // SAFETY-free: kill(1) is simpler than FFI here.
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(child.id().to_string())
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}
+
+/// Waits for a child up to `limit`.
+pub fn wait_timeout(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    None
+}
+
+/// Whether `haystack` contains `needle`.
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Writes `input` to a command's stdin and returns its output.
+pub fn run_with_stdin(mut command: Command, input: &str) -> Output {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("wait")
+}

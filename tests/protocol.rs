@@ -1,0 +1,373 @@
+//! The socket protocol against the real daemon: raw bytes from hostile or broken clients,
+//! peers that are not admins, pipelining, and the client library's reconnects.
+
+mod common;
+
+use authenta_client::proto::{
+    self, ErrorCode, Hello, HelloReply, Request, RequestBody, Response, ResponseBody,
+    VerifyRequest, PROTOCOL_VERSION,
+};
+use authenta_client::{AsyncClient, Client, Denied, Permission, VerifyCode};
+use common::Daemon;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::time::Duration;
+
+fn frame(payload: &[u8]) -> Vec<u8> {
+    let mut out = (payload.len() as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(payload);
+    out
+}
+
+fn read_frame(stream: &mut UnixStream) -> Option<Vec<u8>> {
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len).ok()?;
+    let mut payload = vec![0u8; u32::from_be_bytes(len) as usize];
+    stream.read_exact(&mut payload).ok()?;
+    Some(payload)
+}
+
+/// A raw connection that has done the handshake.
+fn raw(daemon: &Daemon) -> UnixStream {
+    let mut stream = UnixStream::connect(&daemon.socket).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let hello = proto::encode(&Hello {
+        version: PROTOCOL_VERSION,
+        agent: "raw-test".into(),
+    })
+    .expect("encode");
+    stream.write_all(&frame(&hello)).expect("write");
+    let reply: HelloReply =
+        proto::decode(&read_frame(&mut stream).expect("reply")).expect("decode");
+    assert!(matches!(reply, HelloReply::Welcome { .. }));
+    stream
+}
+
+/// Reads the error answer a misbehaving connection gets, then expects the close.
+fn expect_bad_frame_then_close(stream: &mut UnixStream) {
+    let answer: Response =
+        proto::decode(&read_frame(stream).expect("an error answer")).expect("decode");
+    match answer.body {
+        ResponseBody::Error(e) => assert_eq!(e.code, ErrorCode::BadFrame, "{}", e.message),
+        other => panic!("expected an error, got {other:?}"),
+    }
+    let mut rest = [0u8; 1];
+    assert_eq!(
+        stream.read(&mut rest).expect("read"),
+        0,
+        "connection closed"
+    );
+}
+
+fn assert_still_serving(client: &mut Client, token: &str) {
+    let verified = client.verify(token, &[Permission::Read]).expect("valid");
+    assert!(verified.key_id.starts_with("key_"));
+}
+
+#[test]
+fn bad_frames_get_an_error_and_a_closed_connection_while_others_are_served() {
+    let daemon = Daemon::start();
+    let (_, token) = daemon.create("Backend-Server-Key", "read", &[]);
+    let mut good = Client::connect(&daemon.socket).expect("connect");
+    assert_still_serving(&mut good, &token);
+
+    // Garbage inside a well-sized frame.
+    let mut stream = raw(&daemon);
+    stream.write_all(&frame(&[0xff; 100])).expect("write");
+    expect_bad_frame_then_close(&mut stream);
+    assert_still_serving(&mut good, &token);
+
+    // A frame longer than 64 KiB.
+    let mut stream = raw(&daemon);
+    stream
+        .write_all(&(1u32 << 20).to_be_bytes())
+        .expect("write");
+    stream.write_all(&[0u8; 1024]).expect("write");
+    expect_bad_frame_then_close(&mut stream);
+    assert_still_serving(&mut good, &token);
+
+    // A 4 GiB length prefix.
+    let mut stream = raw(&daemon);
+    stream.write_all(&u32::MAX.to_be_bytes()).expect("write");
+    expect_bad_frame_then_close(&mut stream);
+
+    // A frame cut short: the client goes away mid-frame.
+    let mut stream = raw(&daemon);
+    stream.write_all(&100u32.to_be_bytes()).expect("write");
+    stream.write_all(&[1u8; 10]).expect("write");
+    stream
+        .shutdown(std::net::Shutdown::Write)
+        .expect("shutdown");
+    expect_bad_frame_then_close(&mut stream);
+
+    // A valid request with trailing bytes.
+    let mut stream = raw(&daemon);
+    let mut payload = proto::encode(&Request {
+        id: 1,
+        body: RequestBody::Status,
+    })
+    .expect("encode");
+    payload.extend_from_slice(b"junk");
+    stream.write_all(&frame(&payload)).expect("write");
+    expect_bad_frame_then_close(&mut stream);
+
+    // Garbage instead of a hello.
+    let mut stream = UnixStream::connect(&daemon.socket).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("write");
+    let mut all = Vec::new();
+    let _ = stream.read_to_end(&mut all);
+    assert!(all.len() < 1024, "answered briefly, then closed");
+
+    assert_still_serving(&mut good, &token);
+    assert_still_serving(
+        &mut Client::connect(&daemon.socket).expect("new client"),
+        &token,
+    );
+}
+
+#[test]
+fn a_wrong_protocol_version_is_refused_with_a_reason() {
+    let daemon = Daemon::start();
+    let mut stream = UnixStream::connect(&daemon.socket).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let hello = proto::encode(&Hello {
+        version: 999,
+        agent: "future".into(),
+    })
+    .expect("encode");
+    stream.write_all(&frame(&hello)).expect("write");
+    match proto::decode::<HelloReply>(&read_frame(&mut stream).expect("reply")).expect("decode") {
+        HelloReply::Refused { supported, message } => {
+            assert_eq!(supported, PROTOCOL_VERSION);
+            assert!(message.contains("999"), "{message}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let daemon = Daemon::start();
+    let (_, token) = daemon.create("Backend-Server-Key", "read", &[]);
+    let mut stream = raw(&daemon);
+    let mut bytes = Vec::new();
+    for id in 1..=200u64 {
+        let token = if id % 2 == 0 {
+            token.clone()
+        } else {
+            "api_bad".to_owned()
+        };
+        let request = Request {
+            id,
+            body: RequestBody::Verify(VerifyRequest {
+                token,
+                permissions: vec![Permission::Read],
+                environment: None,
+            }),
+        };
+        bytes.extend_from_slice(&frame(&proto::encode(&request).expect("encode")));
+    }
+    stream.write_all(&bytes).expect("write all at once");
+    for id in 1..=200u64 {
+        let response: Response =
+            proto::decode(&read_frame(&mut stream).expect("answer")).expect("decode");
+        assert_eq!(response.id, id);
+        let ResponseBody::Verify(answer) = response.body else {
+            panic!("verify answer")
+        };
+        let expected = if id % 2 == 0 {
+            VerifyCode::Valid
+        } else {
+            VerifyCode::Malformed
+        };
+        assert_eq!(answer.code, expected);
+    }
+    let mut client = Client::connect(&daemon.socket).expect("connect");
+    let answers = client
+        .call_many((0..50).map(|_| RequestBody::Status).collect())
+        .expect("pipelined");
+    assert_eq!(answers.len(), 50);
+}
+
+/// Runs the CLI as an unprivileged uid (tests run as root, so it can drop to `nobody`).
+fn as_nobody(daemon: &Daemon, args: &[&str], token: Option<&str>) -> std::process::Output {
+    let mut command = daemon.cli_command(args);
+    command.uid(65534).gid(65534).env("HOME", "/");
+    if let Some(token) = token {
+        command.env("AUTHENTA_KEY", token);
+    }
+    command.output().expect("run as nobody")
+}
+
+#[test]
+fn a_peer_that_is_not_an_admin_can_verify_but_not_administer() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("not root: cannot drop to another uid, so this test cannot run here");
+        return;
+    }
+    let daemon = Daemon::start_with_config(Some("socket_mode = \"0666\"\n"));
+    let (id, token) = daemon.create("Backend-Server-Key", "read", &[]);
+
+    let out = as_nobody(&daemon, &["verify", "--permission", "read"], Some(&token));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "nobody may verify: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    for args in [
+        vec!["keys", "list"],
+        vec!["keys", "create", "--name", "x", "--permissions", "read"],
+        vec!["keys", "revoke", id.as_str()],
+        vec!["keys", "regenerate", id.as_str()],
+        vec!["status"],
+        vec!["audit"],
+    ] {
+        let out = as_nobody(&daemon, &args, None);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("uid 65534 may not make admin requests"),
+            "{args:?}: {stderr}"
+        );
+        assert!(stderr.contains("admin_uids"), "says what to do: {stderr}");
+    }
+    assert_eq!(
+        daemon.verify_code(&token, &[]),
+        "valid",
+        "nothing was revoked"
+    );
+    assert_eq!(
+        daemon
+            .cli_json(&["keys", "list", "--json"])
+            .as_array()
+            .expect("a")
+            .len(),
+        1
+    );
+    assert!(daemon.log().contains("admin request refused"));
+}
+
+#[test]
+fn named_admin_uids_may_administer() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("not root: cannot drop to another uid, so this test cannot run here");
+        return;
+    }
+    let daemon = Daemon::start_with_config(Some("socket_mode = \"0666\"\nadmin_uids = [65534]\n"));
+    let out = as_nobody(
+        &daemon,
+        &[
+            "keys",
+            "create",
+            "--name",
+            "ByNobody",
+            "--permissions",
+            "read",
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let audit = daemon.cli_json(&["audit", "--json"]);
+    assert!(audit["entries"][0]["actor"]
+        .as_str()
+        .expect("actor")
+        .starts_with("uid=65534"));
+}
+
+#[test]
+fn the_client_library_reconnects_after_a_restart() {
+    let mut daemon = Daemon::start();
+    let (_, token) = daemon.create("Backend-Server-Key", "read", &[]);
+    let mut client = Client::new(&daemon.socket);
+    assert_still_serving(&mut client, &token);
+    assert!(daemon.stop().success());
+    match client.verify(&token, &[Permission::Read]) {
+        Err(denied @ Denied::Unavailable(_)) => assert_eq!(denied.status(), 503),
+        other => panic!("a stopped daemon must refuse: {other:?}"),
+    }
+    daemon.restart();
+    assert_still_serving(&mut client, &token);
+}
+
+#[test]
+fn the_async_client_verifies_and_administers() {
+    let daemon = Daemon::start();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    runtime.block_on(async {
+        let mut client = AsyncClient::connect(&daemon.socket).await.expect("connect");
+        let created = client
+            .create_key(proto::CreateKey {
+                name: "Async-Key".into(),
+                permissions: vec![Permission::Read, Permission::Write],
+                environment: None,
+                expires_in_secs: None,
+            })
+            .await
+            .expect("create");
+        let verified = client
+            .verify(&created.token, &[Permission::Write])
+            .await
+            .expect("valid");
+        assert_eq!(verified.key_id, created.key.id);
+        match client.verify(&created.token, &[Permission::Delete]).await {
+            Err(denied) => {
+                assert_eq!(denied.status(), 403);
+                assert_eq!(denied.code(), Some(VerifyCode::InsufficientPermissions));
+            }
+            Ok(_) => panic!("delete was not granted"),
+        }
+        client.revoke(&created.key.id, None).await.expect("revoke");
+        let denied = client
+            .verify(&created.token, &[])
+            .await
+            .expect_err("revoked");
+        assert_eq!(
+            (denied.status(), denied.code()),
+            (401, Some(VerifyCode::Revoked))
+        );
+        assert_eq!(client.list_keys().await.expect("list").len(), 1);
+    });
+}
+
+#[test]
+fn connections_over_the_cap_are_told_busy() {
+    let daemon = Daemon::start_with_config(Some("max_connections = 4\n"));
+    let (_, token) = daemon.create("K", "read", &[]);
+    let mut held: Vec<Client> = (0..4)
+        .map(|_| Client::connect(&daemon.socket).expect("connect"))
+        .collect();
+    match Client::connect(&daemon.socket) {
+        Err(authenta_client::Error::Refused { code, message }) => {
+            assert_eq!(code, ErrorCode::Busy);
+            assert!(message.contains("max_connections"));
+        }
+        Err(other) => panic!("expected busy, got {other}"),
+        Ok(_) => panic!("expected busy, got a connection"),
+    }
+    assert_still_serving(&mut held[0], &token);
+    held.pop();
+    std::thread::sleep(Duration::from_millis(100));
+    assert_still_serving(
+        &mut Client::connect(&daemon.socket).expect("a slot is free again"),
+        &token,
+    );
+}

@@ -1,0 +1,306 @@
+//! The encrypted store through the real binary: restarts keep everything, a wrong master key
+//! refuses to start, no secret reaches the data directory, a tampered row fails closed.
+
+mod common;
+
+use common::{contains, Daemon, MASTER_HEX};
+use std::time::{Duration, Instant};
+
+fn key_view(daemon: &Daemon) -> Vec<serde_json::Value> {
+    let mut keys: Vec<_> = daemon
+        .cli_json(&["keys", "list", "--json"])
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|k| {
+            serde_json::json!({
+                "id": k["id"], "name": k["name"], "state": k["state"], "usage": k["usage"],
+                "last_used_at": k["last_used_at"], "permissions": k["permissions"],
+                "environment": k["environment"], "created_at": k["created_at"],
+                "rotated_at": k["rotated_at"], "start": k["start"],
+            })
+        })
+        .collect();
+    keys.sort_by_key(|k| k["id"].as_str().unwrap_or_default().to_owned());
+    keys
+}
+
+#[test]
+fn restart_keeps_every_key_state_and_usage_count() {
+    let mut daemon = Daemon::start();
+    let (a, token_a) = daemon.create("Alpha", "read,write", &["--environment", "production"]);
+    let (b, token_b) = daemon.create("Bravo", "read", &[]);
+    let (c, old_c) = daemon.create("Charlie", "delete", &[]);
+    for _ in 0..5 {
+        daemon.verify(&token_a, &["--permission", "read"]);
+    }
+    daemon.verify(&token_b, &["--permission", "write"]);
+    assert!(daemon.cli(&["keys", "revoke", &b]).status.success());
+    let new_c = daemon.cli_json(&["keys", "regenerate", &c, "--json"])["token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let before = key_view(&daemon);
+
+    assert!(daemon.stop().success());
+    daemon.restart();
+
+    assert_eq!(
+        key_view(&daemon),
+        before,
+        "keys, states and usage survive a restart"
+    );
+    assert_eq!(
+        daemon.verify_code(&token_a, &["--permission", "write"]),
+        "valid"
+    );
+    assert_eq!(daemon.verify_code(&token_b, &[]), "revoked");
+    assert_eq!(daemon.verify_code(&old_c, &[]), "revoked");
+    assert_eq!(
+        daemon.verify_code(&new_c, &["--permission", "delete"]),
+        "valid"
+    );
+    let shown = daemon.show(&a);
+    assert_eq!(shown["usage"]["verifications"], 6);
+    let audit = daemon.cli_json(&["audit", "--verify", "--json"]);
+    assert_eq!(audit["chain"]["ok"], true, "{audit}");
+    assert_eq!(audit["entries"].as_array().expect("entries").len(), 5);
+}
+
+#[test]
+fn acknowledged_writes_survive_kill_9() {
+    let mut daemon = Daemon::start();
+    let (id, token) = daemon.create("Durable", "read", &[]);
+    let (revoked, revoked_token) = daemon.create("Gone", "read", &[]);
+    assert!(daemon.cli(&["keys", "revoke", &revoked]).status.success());
+    daemon.kill9();
+    daemon.restart();
+    assert_eq!(daemon.verify_code(&token, &[]), "valid");
+    assert_eq!(daemon.verify_code(&revoked_token, &[]), "revoked");
+    assert_eq!(daemon.show(&id)["state"], "active");
+}
+
+#[test]
+fn usage_is_flushed_periodically_without_a_clean_stop() {
+    let mut daemon = Daemon::start_with_config(Some("usage_flush_interval = \"200ms\"\n"));
+    let (id, token) = daemon.create("Counted", "read", &[]);
+    for _ in 0..3 {
+        daemon.verify(&token, &[]);
+    }
+    std::thread::sleep(Duration::from_millis(800));
+    daemon.kill9();
+    daemon.restart();
+    assert_eq!(daemon.show(&id)["usage"]["verifications"], 3);
+}
+
+#[test]
+fn a_wrong_master_key_refuses_to_start_and_says_so() {
+    let mut daemon = Daemon::start();
+    daemon.create("Alpha", "read", &[]);
+    assert!(daemon.stop().success());
+
+    let wrong = daemon.dir.path().join("wrong.hex");
+    std::fs::write(&wrong, "ff".repeat(32)).expect("write");
+    let started = Instant::now();
+    let out = daemon.serve_command(&wrong).output().expect("run serve");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("master key"),
+        "message names the master key: {stderr}"
+    );
+    assert!(!contains(&out.stderr, "ff".repeat(32).as_bytes()));
+
+    let malformed = daemon.dir.path().join("short.hex");
+    std::fs::write(&malformed, "abc").expect("write");
+    let out = daemon
+        .serve_command(&malformed)
+        .output()
+        .expect("run serve");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("32 raw bytes or 64 hex digits"));
+
+    // The right key still opens it.
+    daemon.restart();
+    assert_eq!(
+        daemon
+            .cli_json(&["keys", "list", "--json"])
+            .as_array()
+            .expect("a")
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn raw_32_byte_master_key_files_work() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let key = dir.path().join("raw.key");
+    std::fs::write(&key, [0x5au8; 32]).expect("write");
+    let socket = dir.path().join("k.sock");
+    let mut child = std::process::Command::new(common::BIN)
+        .args(["serve", "--socket"])
+        .arg(&socket)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("--master-key-file")
+        .arg(&key)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while authenta_client::Client::connect(&socket).is_err() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(authenta_client::Client::connect(&socket).is_ok());
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn no_token_name_or_master_key_reaches_the_data_directory() {
+    let mut daemon = Daemon::start();
+    let names = ["Zebra-Pipeline-Name-7781", "Quokka-Backend-Secretname"];
+    let mut tokens = Vec::new();
+    for name in names {
+        let (id, token) = daemon.create(name, "read,write", &["--environment", "production"]);
+        daemon.verify(&token, &["--permission", "read"]);
+        tokens.push(token);
+        let regenerated = daemon.cli_json(&["keys", "regenerate", &id, "--grace", "1h", "--json"]);
+        tokens.push(regenerated["token"].as_str().expect("token").to_owned());
+    }
+    // Check once while running (WAL and shared memory in use), once after a clean stop.
+    for round in ["running", "stopped"] {
+        if round == "stopped" {
+            assert!(daemon.stop().success());
+        }
+        let files = daemon.data_dir_bytes();
+        assert!(files.iter().any(|(p, _)| p.ends_with("keys.db")));
+        let master_raw = hex::decode(MASTER_HEX).expect("hex");
+        for (path, bytes) in &files {
+            for token in &tokens {
+                assert!(
+                    !contains(bytes, token.as_bytes()),
+                    "{round}: token in {path:?}"
+                );
+                assert!(
+                    !contains(bytes, &token.as_bytes()[4..20]),
+                    "{round}: token part in {path:?}"
+                );
+            }
+            for name in names {
+                assert!(
+                    !contains(bytes, name.as_bytes()),
+                    "{round}: name in {path:?}"
+                );
+            }
+            assert!(
+                !contains(bytes, MASTER_HEX.as_bytes()),
+                "{round}: master key in {path:?}"
+            );
+            assert!(
+                !contains(bytes, &master_raw),
+                "{round}: raw master key in {path:?}"
+            );
+        }
+    }
+    let log = daemon.log();
+    for token in &tokens {
+        assert!(!log.contains(token.as_str()), "token in the log");
+    }
+    for name in names {
+        assert!(!log.contains(name), "name in the log");
+    }
+    assert!(!log.contains(MASTER_HEX), "master key in the log");
+}
+
+#[test]
+fn a_tampered_row_fails_closed_and_is_reported_by_id() {
+    let mut daemon = Daemon::start();
+    let (bad_id, bad_token) = daemon.create("Tampered", "read", &[]);
+    let (good_id, good_token) = daemon.create("Intact", "read", &[]);
+    assert!(daemon.stop().success());
+    {
+        let db = rusqlite::Connection::open(daemon.data_dir.join("keys.db")).expect("open");
+        let mut sealed: Vec<u8> = db
+            .query_row("SELECT sealed FROM keys WHERE id = ?1", [&bad_id], |r| {
+                r.get(0)
+            })
+            .expect("row");
+        let last = sealed.len() - 1;
+        sealed[last] ^= 0x01;
+        db.execute(
+            "UPDATE keys SET sealed = ?1 WHERE id = ?2",
+            rusqlite::params![sealed, bad_id],
+        )
+        .expect("update");
+    }
+    daemon.restart();
+    let (code, answer) = daemon.verify(&bad_token, &[]);
+    assert_eq!(code, 41, "a tampered key never verifies: {answer}");
+    assert_eq!(daemon.verify_code(&good_token, &[]), "valid");
+    let status = daemon.cli_json(&["status", "--json"]);
+    assert_eq!(status["corrupt_keys"], serde_json::json!([bad_id]));
+    assert!(daemon.log().contains(&bad_id), "the log names the key");
+    let ids: Vec<_> = daemon
+        .cli_json(&["keys", "list", "--json"])
+        .as_array()
+        .expect("a")
+        .iter()
+        .map(|k| k["id"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(ids, vec![good_id]);
+}
+
+#[test]
+fn swapped_rows_are_detected() {
+    let mut daemon = Daemon::start();
+    let (reader_id, reader_token) = daemon.create("Reader", "read", &[]);
+    let (admin_id, admin_token) = daemon.create("Deleter", "read,write,delete", &[]);
+    assert!(daemon.stop().success());
+    {
+        let db = rusqlite::Connection::open(daemon.data_dir.join("keys.db")).expect("open");
+        // Point the reader's token at the deleter's sealed record.
+        let admin_sealed: Vec<u8> = db
+            .query_row("SELECT sealed FROM keys WHERE id = ?1", [&admin_id], |r| {
+                r.get(0)
+            })
+            .expect("row");
+        db.execute(
+            "UPDATE keys SET sealed = ?1 WHERE id = ?2",
+            rusqlite::params![admin_sealed, reader_id],
+        )
+        .expect("update");
+    }
+    daemon.restart();
+    assert_eq!(
+        daemon.verify(&reader_token, &["--permission", "delete"]).0,
+        41
+    );
+    assert_eq!(
+        daemon.verify_code(&admin_token, &["--permission", "delete"]),
+        "valid"
+    );
+}
+
+#[test]
+fn a_store_from_a_newer_schema_is_refused() {
+    let mut daemon = Daemon::start();
+    assert!(daemon.stop().success());
+    {
+        let db = rusqlite::Connection::open(daemon.data_dir.join("keys.db")).expect("open");
+        db.execute_batch("PRAGMA user_version = 99").expect("bump");
+    }
+    let out = daemon
+        .serve_command(&daemon.master_key)
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("schema version 99"), "{stderr}");
+}
