@@ -1,0 +1,26 @@
+//! authenta-keyd: the API-key sidecar, as a library so that fuzz targets, benchmarks and
+//! tests can reach its parts. The binary (`src/main.rs`) is only `cli::main`.
+
+#![forbid(unsafe_code)]
+
+pub mod audit;
+pub mod barrier;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod connection;
+pub mod daemon;
+pub mod dispatch;
+pub mod duration;
+pub mod index;
+pub mod key;
+pub mod master_key;
+pub mod paths;
+pub mod peer;
+pub mod record_codec;
+pub mod server;
+pub mod store;
+pub mod token;
+pub mod usage_flusher;
+pub mod verify;
+pub mod writer;
