@@ -59,7 +59,7 @@ async fn handshake(transport: &mut Transport, peer: &Peer) -> bool {
         Ok(Some(Ok(frame))) => frame,
         Ok(Some(Err(e))) => {
             tracing::debug!(uid = peer.uid, error = %e, "bad frame before hello");
-            reject(transport, "expected a hello frame of at most 64 KiB").await;
+            refuse_hello(transport, "expected a Hello frame of at most 64 KiB").await;
             return false;
         }
         Ok(None) => return false,
@@ -72,7 +72,7 @@ async fn handshake(transport: &mut Transport, peer: &Peer) -> bool {
         Ok(hello) => hello,
         Err(e) => {
             tracing::debug!(uid = peer.uid, error = %e, "undecodable hello");
-            reject(transport, "the first frame must be a Hello message").await;
+            refuse_hello(transport, "the first frame must be a Hello message").await;
             return false;
         }
     };
@@ -142,6 +142,16 @@ async fn requests(transport: &mut Transport, peer: &Peer, daemon: &Daemon) {
     }
 }
 
+/// Refuses a connection whose first frame is not a Hello: the answer is a [`HelloReply`],
+/// which is what the client is waiting for.
+async fn refuse_hello(transport: &mut Transport, message: &str) {
+    let reply = HelloReply::Refused {
+        supported: PROTOCOL_VERSION,
+        message: message.into(),
+    };
+    send(transport, &reply).await;
+}
+
 /// Sends a bad-frame error (request id 0) before the connection is closed.
 async fn reject(transport: &mut Transport, message: &str) {
     let response = Response {
@@ -161,9 +171,11 @@ async fn send<T: serde::Serialize>(transport: &mut Transport, message: &T) -> bo
     }
 }
 
-/// Tells a connection over the cap that the daemon is busy, then closes it.
+/// Tells a connection over the cap that the daemon is busy, then closes it. The client's
+/// hello is read first (briefly), so the client is not cut off while still writing it.
 pub async fn refuse_busy(stream: UnixStream) {
     let mut transport = Framed::new(stream, codec());
+    let _ = tokio::time::timeout(Duration::from_millis(500), transport.next()).await;
     let reply = HelloReply::Busy {
         message: "authenta-keyd is at its connection cap (max_connections); try again".into(),
     };

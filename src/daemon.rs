@@ -5,14 +5,15 @@ use crate::peer::Access;
 use crate::writer::WriterHandle;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 /// The daemon's shared state.
 pub struct Daemon {
     pub index: Arc<Index>,
     pub writer: WriterHandle,
-    pub access: Access,
+    /// Replaced whole on SIGHUP, so a request sees either the old rules or the new ones.
+    pub access: RwLock<Arc<Access>>,
     pub started: Instant,
     pub socket: PathBuf,
     pub data_dir: PathBuf,
@@ -24,4 +25,19 @@ pub struct Daemon {
     pub connections: AtomicU64,
     /// Verifies answered since start.
     pub verifications: AtomicU64,
+}
+
+impl Daemon {
+    /// The access rules in force.
+    pub fn access(&self) -> Arc<Access> {
+        self.access
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Puts new access rules in force.
+    pub fn set_access(&self, access: Access) {
+        *self.access.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(access);
+    }
 }

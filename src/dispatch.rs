@@ -9,8 +9,8 @@ use crate::token::is_key_id;
 use crate::verify::verify;
 use crate::writer::{Command, Outcome, WriteError};
 use authenta_client::proto::{
-    Actor, CreateKey, ErrorAnswer, ErrorCode, KeyInfo, NewToken, RequestBody, ResponseBody,
-    StatusInfo,
+    self, Actor, CreateKey, ErrorAnswer, ErrorCode, KeyInfo, KeyPage, NewToken, RequestBody,
+    ResponseBody, StatusInfo,
 };
 use std::sync::atomic::Ordering;
 
@@ -23,8 +23,9 @@ const MAX_SECS: u64 = 100 * 365 * 86_400;
 
 /// Answers one request from `peer`.
 pub async fn dispatch(daemon: &Daemon, peer: &Peer, body: RequestBody) -> ResponseBody {
+    let access = daemon.access();
     if let RequestBody::Verify(request) = &body {
-        if !daemon.access.may_verify(peer) {
+        if !access.may_verify(peer) {
             tracing::warn!(uid = peer.uid, pid = ?peer.pid, "verify refused: peer is not in verify_gids");
             return error(
                 ErrorCode::PermissionDenied,
@@ -34,7 +35,7 @@ pub async fn dispatch(daemon: &Daemon, peer: &Peer, body: RequestBody) -> Respon
         daemon.verifications.fetch_add(1, Ordering::Relaxed);
         return ResponseBody::Verify(verify(&daemon.index, request, clock::now_ms()));
     }
-    if !daemon.access.may_admin(peer) {
+    if !access.may_admin(peer) {
         tracing::warn!(uid = peer.uid, pid = ?peer.pid, "admin request refused");
         return error(
             ErrorCode::PermissionDenied,
@@ -43,7 +44,7 @@ pub async fn dispatch(daemon: &Daemon, peer: &Peer, body: RequestBody) -> Respon
                  (uid {}), or add the uid to admin_uids (or its group to admin_gids) in the \
                  daemon's config",
                 peer.uid,
-                daemon.access.daemon_uid()
+                access.daemon_uid()
             ),
         );
     }
@@ -70,12 +71,7 @@ async fn admin(
             let outcome = submit(daemon, Command::Create { params, actor }).await?;
             issued(daemon, outcome, now)
         }
-        RequestBody::ListKeys => {
-            let maps = daemon.index.read();
-            let mut keys: Vec<KeyInfo> = maps.entries().map(|e| e.info(now, None)).collect();
-            keys.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
-            Ok(ResponseBody::Keys(keys))
-        }
+        RequestBody::ListKeys { after } => Ok(ResponseBody::Keys(key_page(daemon, after, now))),
         RequestBody::ShowKey { id } => Ok(ResponseBody::Key(key_info(daemon, &id, now)?)),
         RequestBody::Regenerate { id, grace_secs } => {
             check_id(&id)?;
@@ -122,12 +118,52 @@ async fn admin(
             connections: daemon.connections.load(Ordering::Relaxed),
             verifications: daemon.verifications.load(Ordering::Relaxed),
         })),
-        RequestBody::Audit { verify } => match submit(daemon, Command::ReadAudit { verify }).await?
-        {
-            Outcome::Audit(report) => Ok(ResponseBody::Audit(report)),
-            _ => Err(internal()),
-        },
+        RequestBody::Rekey { new_master_key } => {
+            let key = crate::master_key::parse_key(&new_master_key.0)
+                .map_err(|_| bad_request("the new master key must be 32 bytes".into()))?;
+            let command = Command::Rekey {
+                new_master_key: key,
+                actor,
+            };
+            submit(daemon, command).await?;
+            Ok(ResponseBody::Done(
+                "the data key is now wrapped by the new master key: start the daemon with \
+                 the new key from now on (the old one no longer opens the store)"
+                    .into(),
+            ))
+        }
+        RequestBody::Audit { verify, after } => {
+            match submit(daemon, Command::ReadAudit { verify, after }).await? {
+                Outcome::Audit(report) => Ok(ResponseBody::Audit(report)),
+                _ => Err(internal()),
+            }
+        }
     }
+}
+
+/// Budget for the keys of one page: well inside a frame, leaving room for the envelope.
+const PAGE_BYTES: usize = proto::MAX_FRAME_LEN - 4096;
+
+/// As many keys after `after` as fit in one answer.
+fn key_page(daemon: &Daemon, after: Option<String>, now: i64) -> KeyPage {
+    let maps = daemon.index.read();
+    let mut keys = Vec::new();
+    let mut used = 0;
+    let mut entries = maps.entries_after(after.as_deref()).peekable();
+    while let Some(entry) = entries.peek() {
+        let info = entry.info(now, None);
+        let size = proto::encode(&info).map(|b| b.len()).unwrap_or(PAGE_BYTES);
+        if used + size > PAGE_BYTES && !keys.is_empty() {
+            break;
+        }
+        used += size;
+        keys.push(info);
+        entries.next();
+    }
+    let next = entries
+        .peek()
+        .and_then(|_| keys.last().map(|k: &KeyInfo| k.id.clone()));
+    KeyPage { keys, next }
 }
 
 async fn submit(daemon: &Daemon, command: Command) -> Result<Outcome, ErrorAnswer> {

@@ -7,7 +7,7 @@
 use crate::key::{KeyRecord, UsageRecord};
 use crate::token::TokenHash;
 use authenta_client::proto::{KeyInfo, KeyState, Usage};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -114,7 +114,8 @@ pub enum Hit {
 #[derive(Default)]
 pub struct Maps {
     by_hash: HashMap<TokenHash, Hit>,
-    by_id: HashMap<String, Arc<Entry>>,
+    /// Ordered, so that listing can page by key id.
+    by_id: BTreeMap<String, Arc<Entry>>,
 }
 
 impl Maps {
@@ -128,9 +129,21 @@ impl Maps {
         self.by_id.get(id)
     }
 
-    /// Every key, in no particular order.
+    /// Every key, in key-id order.
     pub fn entries(&self) -> impl Iterator<Item = &Arc<Entry>> {
         self.by_id.values()
+    }
+
+    /// Keys with ids after `after` (all when `None`), in key-id order.
+    pub fn entries_after(&self, after: Option<&str>) -> impl Iterator<Item = &Arc<Entry>> {
+        use std::ops::Bound;
+        let start = match after {
+            Some(id) => Bound::Excluded(id.to_owned()),
+            None => Bound::Unbounded,
+        };
+        self.by_id
+            .range::<String, _>((start, Bound::Unbounded))
+            .map(|(_, entry)| entry)
     }
 
     /// Puts in a new version of a key, keeping its usage counters.
@@ -184,7 +197,6 @@ impl Index {
     ) -> Self {
         let mut maps = Maps::default();
         maps.by_hash.reserve(keys.len() + retired.len());
-        maps.by_id.reserve(keys.len());
         for (hash, key_id) in retired {
             maps.retire(hash, key_id);
         }

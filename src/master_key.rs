@@ -126,6 +126,19 @@ pub fn write_key_file(path: &Path, key: &KeyBytes) -> Result<()> {
     Ok(())
 }
 
+/// Replaces a key file atomically (temp file, fsync, rename), keeping mode 0600.
+pub fn replace_key_file(path: &Path, key: &KeyBytes) -> Result<()> {
+    let temp = path.with_extension("new");
+    let _ = fs::remove_file(&temp);
+    write_key_file(&temp, key)?;
+    fs::rename(&temp, path)
+        .with_context(|| format!("cannot replace master key file {}", path.display()))?;
+    if let Some(dir) = path.parent() {
+        fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,16 +2,36 @@
 //!
 //! Anyone who can connect may verify, unless `verify_gids` narrows it. Admin requests need
 //! root, the daemon's own uid, or a uid or gid the config names. Groups include the
-//! supplementary ones, read from `/proc/PID/status`.
+//! supplementary ones of the peer's user, from the group database (`getgrouplist`), which
+//! works under systemd's `ProtectProc=invisible` where `/proc/PID` of others is hidden.
 
 use crate::config::Config;
 
 /// The process on the other end of a connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Peer {
     pub uid: u32,
     pub gid: u32,
     pub pid: Option<i32>,
+    /// Primary and supplementary groups, looked up at accept when any rule names a gid.
+    pub groups: Vec<u32>,
+}
+
+impl Peer {
+    /// A peer from its credentials; `with_groups` looks up its supplementary groups.
+    pub fn new(uid: u32, gid: u32, pid: Option<i32>, with_groups: bool) -> Peer {
+        let groups = if with_groups {
+            user_groups(uid, gid)
+        } else {
+            vec![gid]
+        };
+        Peer {
+            uid,
+            gid,
+            pid,
+            groups,
+        }
+    }
 }
 
 /// Who may do what.
@@ -46,6 +66,11 @@ impl Access {
         self.verify_gids.is_empty() || self.may_admin(peer) || in_any_group(peer, &self.verify_gids)
     }
 
+    /// Whether any rule names a gid, so peers' supplementary groups must be looked up.
+    pub fn needs_groups(&self) -> bool {
+        !self.admin_gids.is_empty() || !self.verify_gids.is_empty()
+    }
+
     /// The daemon's own uid, named in refusals.
     pub fn daemon_uid(&self) -> u32 {
         self.daemon_uid
@@ -53,31 +78,19 @@ impl Access {
 }
 
 fn in_any_group(peer: &Peer, gids: &[u32]) -> bool {
-    if gids.is_empty() {
-        return false;
-    }
-    gids.contains(&peer.gid)
-        || supplementary_groups(peer.pid)
-            .iter()
-            .any(|g| gids.contains(g))
+    gids.contains(&peer.gid) || peer.groups.iter().any(|g| gids.contains(g))
 }
 
-/// The peer's supplementary groups, or none when they cannot be read.
-fn supplementary_groups(pid: Option<i32>) -> Vec<u32> {
-    let Some(pid) = pid else { return Vec::new() };
-    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
-        return Vec::new();
+/// The groups of user `uid` (primary `gid` included), or just `gid` when the user is unknown.
+fn user_groups(uid: u32, gid: u32) -> Vec<u32> {
+    use nix::unistd::{getgrouplist, Gid, Uid, User};
+    let lookup = || -> Option<Vec<u32>> {
+        let user = User::from_uid(Uid::from_raw(uid)).ok()??;
+        let name = std::ffi::CString::new(user.name).ok()?;
+        let groups = getgrouplist(&name, Gid::from_raw(gid)).ok()?;
+        Some(groups.into_iter().map(|g| g.as_raw()).collect())
     };
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("Groups:"))
-        .map(|groups| {
-            groups
-                .split_whitespace()
-                .filter_map(|g| g.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
+    lookup().unwrap_or_else(|| vec![gid])
 }
 
 #[cfg(test)]
@@ -94,11 +107,7 @@ mod tests {
     }
 
     fn peer(uid: u32, gid: u32) -> Peer {
-        Peer {
-            uid,
-            gid,
-            pid: None,
-        }
+        Peer::new(uid, gid, None, false)
     }
 
     #[test]
@@ -109,6 +118,21 @@ mod tests {
         assert!(a.may_admin(&peer(1000, 1000)));
         assert!(a.may_admin(&peer(1001, 50)));
         assert!(!a.may_admin(&peer(1001, 1001)));
+    }
+
+    #[test]
+    fn supplementary_groups_count() {
+        let a = access(vec![], vec![50], vec![]);
+        let mut p = peer(1001, 1001);
+        assert!(!a.may_admin(&p));
+        p.groups.push(50);
+        assert!(a.may_admin(&p));
+    }
+
+    #[test]
+    fn root_has_its_groups_looked_up() {
+        let root = Peer::new(0, 0, None, true);
+        assert!(root.groups.contains(&0));
     }
 
     #[test]

@@ -80,11 +80,12 @@ pub async fn accept_loop(
             continue;
         };
         let peer = match stream.peer_cred() {
-            Ok(cred) => Peer {
-                uid: cred.uid(),
-                gid: cred.gid(),
-                pid: cred.pid(),
-            },
+            Ok(cred) => Peer::new(
+                cred.uid(),
+                cred.gid(),
+                cred.pid(),
+                daemon.access().needs_groups(),
+            ),
             Err(e) => {
                 tracing::warn!(error = %e, "no peer credentials; closing");
                 continue;

@@ -8,6 +8,7 @@
 
 use crate::audit::{self, AuditRecord, ChainHead};
 use crate::barrier::{unwrap_data_key, wrap_data_key, Barrier, KeyBytes};
+use crate::hygiene::LockedKey;
 use crate::key::{KeyRecord, UsageRecord};
 use crate::record_codec::{from_bytes, to_bytes};
 use crate::token::TokenHash;
@@ -34,6 +35,8 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 const META_DATA_KEY: &str = "data_key";
 const META_AUDIT_HEAD: &str = "audit_head";
+/// Budget for the sealed entries of one audit page: well inside a frame.
+const AUDIT_PAGE_BYTES: usize = 48 * 1024;
 
 /// Everything start-up needs from the store.
 pub struct Loaded {
@@ -55,6 +58,8 @@ struct RetiredRecord {
 pub struct Store {
     conn: Connection,
     barrier: Barrier,
+    /// Kept (locked, wiped on drop) only so that a rekey can wrap it again.
+    data_key: LockedKey,
     /// The audit chain's head as committed.
     audit_head: ChainHead,
     /// The head including the open transaction's appends.
@@ -94,10 +99,12 @@ impl Store {
         migrate(&conn, &path)?;
         let data_key = load_or_create_data_key(&conn, master)?;
         let barrier = Barrier::new(&data_key);
+        let data_key = LockedKey::new(data_key);
         let audit_head = read_audit_head(&conn, &barrier)?;
         Ok(Store {
             conn,
             barrier,
+            data_key,
             audit_head,
             pending_head: audit_head,
         })
@@ -280,13 +287,61 @@ impl Store {
         Ok(())
     }
 
-    /// Reads the audit log; with `verify`, checks every link and the stored head.
-    pub fn read_audit(&self, verify: bool) -> Result<AuditReport> {
+    /// One page of the audit log after sequence number `after`; with `verify`, the whole
+    /// chain is checked too.
+    pub fn read_audit(&self, verify: bool, after: u64) -> Result<AuditReport> {
+        let mut statement = self
+            .conn
+            .prepare("SELECT seq, sealed FROM audit WHERE seq > ?1 ORDER BY seq")?;
+        let mut rows = statement.query([after as i64])?;
+        let mut entries = Vec::new();
+        let mut used = 0;
+        let mut next = None;
+        while let Some(row) = rows.next()? {
+            let seq = row.get::<_, i64>(0)? as u64;
+            let sealed: Vec<u8> = row.get(1)?;
+            if used + sealed.len() > AUDIT_PAGE_BYTES && !entries.is_empty() {
+                next = entries.last().map(|e: &AuditEntry| e.seq);
+                break;
+            }
+            used += sealed.len();
+            let Some(record) = self
+                .barrier
+                .open("audit", &seq.to_string(), &sealed)
+                .ok()
+                .and_then(|plain| from_bytes::<AuditRecord>(&plain))
+            else {
+                // Shown by `verify`; listing goes on past it.
+                continue;
+            };
+            entries.push(AuditEntry {
+                seq,
+                at: record.at,
+                actor: record.actor,
+                action: record.action,
+                key_id: record.key_id,
+                detail: record.detail,
+            });
+        }
+        let chain = if verify {
+            Some(self.check_chain()?)
+        } else {
+            None
+        };
+        Ok(AuditReport {
+            entries,
+            chain,
+            next,
+        })
+    }
+
+    /// Checks every entry opens, links to its predecessor, and that the last one is the
+    /// sealed head.
+    fn check_chain(&self) -> Result<ChainCheck> {
         let mut statement = self
             .conn
             .prepare("SELECT seq, sealed, link FROM audit ORDER BY seq")?;
         let mut rows = statement.query([])?;
-        let mut entries = Vec::new();
         let mut previous = audit::GENESIS;
         let mut expected_seq = 1u64;
         let mut problem: Option<String> = None;
@@ -294,48 +349,48 @@ impl Store {
             let seq = row.get::<_, i64>(0)? as u64;
             let sealed: Vec<u8> = row.get(1)?;
             let link: Vec<u8> = row.get(2)?;
-            let opened = self
+            let opens = self
                 .barrier
                 .open("audit", &seq.to_string(), &sealed)
                 .ok()
-                .and_then(|plain| from_bytes::<AuditRecord>(&plain));
+                .and_then(|plain| from_bytes::<AuditRecord>(&plain))
+                .is_some();
+            let expected_link = audit::link(&previous, seq, &sealed);
             if problem.is_none() {
                 if seq != expected_seq {
                     problem = Some(format!("entry {expected_seq} is missing"));
-                } else if opened.is_none() {
+                } else if !opens {
                     problem = Some(format!("entry {seq} does not open (tampered)"));
-                } else if link != audit::link(&previous, seq, &sealed) {
+                } else if link != expected_link {
                     problem = Some(format!("entry {seq} does not link to its predecessor"));
                 }
             }
-            previous = audit::link(&previous, seq, &sealed);
+            previous = expected_link;
             expected_seq = seq + 1;
-            if let Some(record) = opened {
-                entries.push(AuditEntry {
-                    seq,
-                    at: record.at,
-                    actor: record.actor,
-                    action: record.action,
-                    key_id: record.key_id,
-                    detail: record.detail,
-                });
-            }
         }
-        if problem.is_none()
-            && (expected_seq - 1 != self.audit_head.seq || previous != self.audit_head.link)
-        {
+        let last = expected_seq - 1;
+        if problem.is_none() && (last != self.audit_head.seq || previous != self.audit_head.link) {
             problem = Some(format!(
-                "the log ends at entry {} but its sealed head names entry {}",
-                expected_seq - 1,
+                "the log ends at entry {last} but its sealed head names entry {}",
                 self.audit_head.seq
             ));
         }
-        let chain = verify.then(|| ChainCheck {
+        Ok(ChainCheck {
             ok: problem.is_none(),
-            checked: expected_seq - 1,
+            checked: last,
             problem,
-        });
-        Ok(AuditReport { entries, chain })
+        })
+    }
+
+    /// Wraps the data key under a new master key, inside the open transaction. The old
+    /// master key no longer opens the store once this commits.
+    pub fn rewrap_data_key(&mut self, new_master: &KeyBytes) -> Result<()> {
+        let wrapped = wrap_data_key(new_master, self.data_key.bytes());
+        self.conn.execute(
+            "UPDATE meta SET value = ?1 WHERE name = ?2",
+            params![wrapped, META_DATA_KEY],
+        )?;
+        Ok(())
     }
 }
 

@@ -6,6 +6,7 @@
 //! only then answers. So once an admin call returns, every verify sees its effect.
 
 use crate::audit::AuditRecord;
+use crate::barrier::KeyBytes;
 use crate::clock;
 use crate::index::Index;
 use crate::key::{Grace, KeyRecord, Permissions, UsageRecord};
@@ -42,6 +43,12 @@ pub enum Command {
     FlushUsage(Vec<(String, UsageRecord)>),
     ReadAudit {
         verify: bool,
+        after: u64,
+    },
+    /// Re-wrap the data key under a new master key.
+    Rekey {
+        new_master_key: KeyBytes,
+        actor: Actor,
     },
 }
 
@@ -124,9 +131,9 @@ fn run_batch(store: &mut Store, index: &Index, rng: &SystemRandom, batch: Vec<Jo
     let mut writes = Vec::with_capacity(batch.len());
     for job in batch {
         match job.command {
-            Command::ReadAudit { verify } => {
+            Command::ReadAudit { verify, after } => {
                 let result = store
-                    .read_audit(verify)
+                    .read_audit(verify, after)
                     .map(Outcome::Audit)
                     .map_err(|e| WriteError::Storage(e.to_string()));
                 let _ = job.reply.send(result);
@@ -359,10 +366,26 @@ fn apply(
             }
             Ok(Outcome::Flushed)
         }
-        Command::ReadAudit { verify } => store
-            .read_audit(verify)
+        Command::ReadAudit { verify, after } => store
+            .read_audit(verify, after)
             .map(Outcome::Audit)
             .map_err(storage),
+        Command::Rekey {
+            new_master_key,
+            actor,
+        } => {
+            store.rewrap_data_key(&new_master_key).map_err(storage)?;
+            store
+                .append_audit(&AuditRecord {
+                    at: now,
+                    actor,
+                    action: "rekey".into(),
+                    key_id: None,
+                    detail: None,
+                })
+                .map_err(storage)?;
+            Ok(Outcome::Changed)
+        }
     }
 }
 

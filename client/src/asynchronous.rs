@@ -198,9 +198,23 @@ impl AsyncClient {
         outcome::expect_created(self.call(RequestBody::CreateKey(request)).await?)
     }
 
-    /// All keys.
+    /// All keys, fetched page by page.
     pub async fn list_keys(&mut self) -> Result<Vec<KeyInfo>, Error> {
-        outcome::expect_keys(self.call(RequestBody::ListKeys).await?)
+        let mut keys = Vec::new();
+        let mut after = None;
+        loop {
+            let page = outcome::expect_keys(
+                self.call(RequestBody::ListKeys {
+                    after: after.take(),
+                })
+                .await?,
+            )?;
+            keys.extend(page.keys);
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return Ok(keys),
+            }
+        }
     }
 
     /// One key by id.
@@ -235,9 +249,30 @@ impl AsyncClient {
         outcome::expect_status(self.call(RequestBody::Status).await?)
     }
 
-    /// The audit log; with `verify`, its hash chain is checked.
+    /// The whole audit log, fetched page by page; with `verify`, its hash chain is checked.
     pub async fn audit(&mut self, verify: bool) -> Result<AuditReport, Error> {
-        outcome::expect_audit(self.call(RequestBody::Audit { verify }).await?)
+        let mut report =
+            outcome::expect_audit(self.call(RequestBody::Audit { verify, after: 0 }).await?)?;
+        while let Some(after) = report.next.take() {
+            let page = outcome::expect_audit(
+                self.call(RequestBody::Audit {
+                    verify: false,
+                    after,
+                })
+                .await?,
+            )?;
+            report.entries.extend(page.entries);
+            report.next = page.next;
+        }
+        Ok(report)
+    }
+
+    /// Re-wraps the store's data key under `new_master_key` (32 bytes).
+    pub async fn rekey(&mut self, new_master_key: Vec<u8>) -> Result<String, Error> {
+        let body = RequestBody::Rekey {
+            new_master_key: proto::SecretBytes(new_master_key),
+        };
+        outcome::expect_done(self.call(body).await?)
     }
 }
 

@@ -192,9 +192,20 @@ impl Client {
         outcome::expect_created(self.call(RequestBody::CreateKey(request))?)
     }
 
-    /// All keys.
+    /// All keys, fetched page by page.
     pub fn list_keys(&mut self) -> Result<Vec<KeyInfo>, Error> {
-        outcome::expect_keys(self.call(RequestBody::ListKeys)?)
+        let mut keys = Vec::new();
+        let mut after = None;
+        loop {
+            let page = outcome::expect_keys(self.call(RequestBody::ListKeys {
+                after: after.take(),
+            })?)?;
+            keys.extend(page.keys);
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return Ok(keys),
+            }
+        }
     }
 
     /// One key by id.
@@ -223,8 +234,26 @@ impl Client {
         outcome::expect_status(self.call(RequestBody::Status)?)
     }
 
-    /// The audit log; with `verify`, its hash chain is checked.
+    /// The whole audit log, fetched page by page; with `verify`, its hash chain is checked.
     pub fn audit(&mut self, verify: bool) -> Result<AuditReport, Error> {
-        outcome::expect_audit(self.call(RequestBody::Audit { verify })?)
+        let mut report =
+            outcome::expect_audit(self.call(RequestBody::Audit { verify, after: 0 })?)?;
+        while let Some(after) = report.next.take() {
+            let page = outcome::expect_audit(self.call(RequestBody::Audit {
+                verify: false,
+                after,
+            })?)?;
+            report.entries.extend(page.entries);
+            report.next = page.next;
+        }
+        Ok(report)
+    }
+
+    /// Re-wraps the store's data key under `new_master_key` (32 bytes).
+    pub fn rekey(&mut self, new_master_key: Vec<u8>) -> Result<String, Error> {
+        let body = RequestBody::Rekey {
+            new_master_key: proto::SecretBytes(new_master_key),
+        };
+        outcome::expect_done(self.call(body)?)
     }
 }

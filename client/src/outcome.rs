@@ -2,7 +2,8 @@
 //! answers to call results shared by both clients.
 
 use crate::proto::{
-    AuditReport, KeyInfo, NewToken, Permission, ResponseBody, StatusInfo, VerifyAnswer, VerifyCode,
+    AuditReport, KeyInfo, KeyPage, NewToken, Permission, ResponseBody, StatusInfo, VerifyAnswer,
+    VerifyCode,
 };
 use crate::Error;
 use std::fmt;
@@ -113,9 +114,9 @@ pub(crate) fn expect_key(body: ResponseBody) -> Result<KeyInfo, Error> {
     }
 }
 
-pub(crate) fn expect_keys(body: ResponseBody) -> Result<Vec<KeyInfo>, Error> {
+pub(crate) fn expect_keys(body: ResponseBody) -> Result<KeyPage, Error> {
     match refuse_errors(body)? {
-        ResponseBody::Keys(keys) => Ok(keys),
+        ResponseBody::Keys(page) => Ok(page),
         other => Err(unexpected(&other)),
     }
 }
@@ -123,6 +124,13 @@ pub(crate) fn expect_keys(body: ResponseBody) -> Result<Vec<KeyInfo>, Error> {
 pub(crate) fn expect_status(body: ResponseBody) -> Result<StatusInfo, Error> {
     match refuse_errors(body)? {
         ResponseBody::Status(status) => Ok(status),
+        other => Err(unexpected(&other)),
+    }
+}
+
+pub(crate) fn expect_done(body: ResponseBody) -> Result<String, Error> {
+    match refuse_errors(body)? {
+        ResponseBody::Done(message) => Ok(message),
         other => Err(unexpected(&other)),
     }
 }

@@ -68,8 +68,9 @@ pub enum RequestBody {
     Verify(VerifyRequest),
     /// Create a key; answered with [`ResponseBody::Created`].
     CreateKey(CreateKey),
-    /// All keys; answered with [`ResponseBody::Keys`].
-    ListKeys,
+    /// One page of keys, in key-id order, starting after the id `after` (from the start when
+    /// `None`); answered with [`ResponseBody::Keys`]. Pages keep every answer within a frame.
+    ListKeys { after: Option<String> },
     /// One key by id; answered with [`ResponseBody::Key`].
     ShowKey { id: String },
     /// New token for the same key id; answered with [`ResponseBody::Created`]. The old token
@@ -79,8 +80,25 @@ pub enum RequestBody {
     Revoke { id: String, reason: Option<String> },
     /// Daemon health and counts; answered with [`ResponseBody::Status`].
     Status,
-    /// The audit log; with `verify`, the hash chain is checked too.
-    Audit { verify: bool },
+    /// One page of the audit log, entries after sequence number `after` (0: from the
+    /// start). With `verify`, the whole hash chain is checked too.
+    Audit { verify: bool, after: u64 },
+    /// Re-wrap the store's data key under a new 32-byte master key (admin); answered with
+    /// [`ResponseBody::Done`]. The daemon must be started with the new key from then on.
+    Rekey { new_master_key: SecretBytes },
+}
+
+/// Bytes that must not show in logs (`Debug` prints only their length), wiped on drop.
+#[derive(
+    Clone, PartialEq, Eq, Serialize, Deserialize, zeroize::Zeroize, zeroize::ZeroizeOnDrop,
+)]
+#[serde(transparent)]
+pub struct SecretBytes(pub Vec<u8>);
+
+impl fmt::Debug for SecretBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<{} secret bytes>", self.0.len())
+    }
 }
 
 /// The question every app asks on every request it serves.
@@ -175,11 +193,21 @@ pub struct Response {
 pub enum ResponseBody {
     Verify(VerifyAnswer),
     Created(NewToken),
-    Keys(Vec<KeyInfo>),
+    Keys(KeyPage),
     Key(KeyInfo),
     Status(StatusInfo),
     Audit(AuditReport),
     Error(ErrorAnswer),
+    /// A change that has nothing to show but a message for a person.
+    Done(String),
+}
+
+/// One page of keys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyPage {
+    pub keys: Vec<KeyInfo>,
+    /// Ask again with `after: next` for the following page; `None` on the last page.
+    pub next: Option<String>,
 }
 
 /// The outcome of a verify.
@@ -349,6 +377,8 @@ pub struct AuditReport {
     pub entries: Vec<AuditEntry>,
     /// Present when the request asked for a check of the hash chain.
     pub chain: Option<ChainCheck>,
+    /// Ask again with `after: next` for the following page; `None` on the last page.
+    pub next: Option<u64>,
 }
 
 /// One admin change.
@@ -416,7 +446,8 @@ pub enum ErrorCode {
     NotFound,
     /// The peer may not make admin requests.
     PermissionDenied,
-    /// The daemon is at its connection cap or shutting down.
+    /// The daemon is shutting down (at the connection cap, the answer is
+    /// [`HelloReply::Busy`]).
     Busy,
     /// The store could not commit the change; nothing was changed.
     Storage,

@@ -3,6 +3,7 @@
 mod audit;
 mod keys;
 mod output;
+mod rekey;
 mod serve;
 mod status;
 mod verify;
@@ -50,6 +51,8 @@ enum Command {
     Status,
     /// The audit log of admin changes (admin).
     Audit(audit::AuditArgs),
+    /// Wrap the store's data key under a new master key (admin; online or offline).
+    Rekey(rekey::RekeyArgs),
 }
 
 /// What a command needs to reach the daemon and print.
@@ -84,6 +87,7 @@ pub fn main() -> ExitCode {
         Command::Verify(args) => return verify::run(args, &context),
         Command::Status => status::run(&context),
         Command::Audit(args) => audit::run(args, &context),
+        Command::Rekey(args) => rekey::run(args, &context),
     };
     match result {
         Ok(code) => code,

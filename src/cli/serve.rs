@@ -1,16 +1,23 @@
 //! `authenta-keyd serve`: open the store, load the index, listen, and shut down cleanly.
+//!
+//! Order matters: `--daemonize` forks first (no thread may exist yet); socket activation's
+//! `LISTEN_*` variables are read before any thread starts; the store is opened and loaded
+//! before the socket is bound or systemd is told READY=1, so a client that can connect is
+//! served the full index.
 
 use crate::config::Config;
 use crate::daemon::Daemon;
+use crate::detach::{self, ReadyPipe};
 use crate::index::Index;
+use crate::peer::Access;
 use crate::store::{self, Store};
-use crate::{master_key, paths, server, usage_flusher, writer};
+use crate::{hygiene, master_key, paths, server, systemd, usage_flusher, writer};
 use anyhow::{Context, Result};
 use clap::Args;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Instant;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
@@ -28,12 +35,41 @@ pub struct ServeArgs {
     /// The daemon's config [default: /etc/authenta/keyd.toml when present]
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Detach into the background (hosts without systemd); the command returns once the
+    /// daemon is ready, or fails with its error.
+    #[arg(long, requires = "pidfile")]
+    daemonize: bool,
+    /// With --daemonize: the pidfile, held under flock so a second instance refuses to start.
+    #[arg(long, value_name = "FILE")]
+    pidfile: Option<PathBuf>,
+    /// With --daemonize: append the log here (default: discarded).
+    #[arg(long, value_name = "FILE", requires = "daemonize")]
+    log_file: Option<PathBuf>,
 }
 
 pub fn run(args: ServeArgs, socket: Option<PathBuf>) -> Result<ExitCode> {
+    let mut ready_pipe = match (&args.daemonize, &args.pidfile) {
+        (true, Some(pidfile)) => Some(detach::detach(pidfile, args.log_file.as_deref())?),
+        _ => None,
+    };
     init_logging();
+    let result = serve(args, socket, &mut ready_pipe);
+    if let (Err(e), Some(pipe)) = (&result, ready_pipe.as_mut()) {
+        pipe.failed(&format!("{e:#}"));
+    }
+    result
+}
+
+fn serve(
+    args: ServeArgs,
+    socket: Option<PathBuf>,
+    ready_pipe: &mut Option<ReadyPipe>,
+) -> Result<ExitCode> {
+    let started = Instant::now();
+    hygiene::harden_process();
     // Everything the daemon creates (store, WAL, key file) is for its own user only.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    let activated = systemd::take_activated_listener()?;
     let (config, config_path) = Config::load(args.config.as_deref())?;
     let socket = socket.unwrap_or_else(paths::default_socket);
     let data_dir = match args.data_dir {
@@ -41,11 +77,12 @@ pub fn run(args: ServeArgs, socket: Option<PathBuf>) -> Result<ExitCode> {
         None => paths::default_data_dir()?,
     };
     paths::ensure_dir(&data_dir, 0o700, "data directory")?;
-    if let Some(parent) = socket.parent().filter(|p| !p.as_os_str().is_empty()) {
-        paths::ensure_dir(parent, 0o750, "socket directory")?;
+    if activated.is_none() {
+        if let Some(parent) = socket.parent().filter(|p| !p.as_os_str().is_empty()) {
+            paths::ensure_dir(parent, 0o750, "socket directory")?;
+        }
     }
 
-    let started = Instant::now();
     let (master, source) = master_key::load(
         args.master_key_file.as_deref(),
         &data_dir,
@@ -65,11 +102,18 @@ pub fn run(args: ServeArgs, socket: Option<PathBuf>) -> Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        let listener = server::bind(&socket, config.socket_mode_bits()?, socket_group(&config)?)?;
+        let bound_here = activated.is_none();
+        let listener = match activated {
+            Some(listener) => {
+                listener.set_nonblocking(true)?;
+                tokio::net::UnixListener::from_std(listener)?
+            }
+            None => server::bind(&socket, config.socket_mode_bits()?, socket_group(&config)?)?,
+        };
         let daemon = Arc::new(Daemon {
             index,
             writer,
-            access: crate::peer::Access::from_config(&config),
+            access: RwLock::new(Arc::new(Access::from_config(&config))),
             started,
             socket: socket.clone(),
             data_dir: data_dir.clone(),
@@ -88,10 +132,14 @@ pub fn run(args: ServeArgs, socket: Option<PathBuf>) -> Result<ExitCode> {
             listener,
             daemon.clone(),
             config.max_connections,
-            stopped,
+            stopped.clone(),
         ));
+        if let Some(period) = systemd::watchdog_interval() {
+            tokio::spawn(watchdog(daemon.clone(), period, stopped));
+        }
         tracing::info!(
             socket = %socket.display(),
+            socket_activated = !bound_here,
             data_dir = %data_dir.display(),
             keys = key_count,
             master_key = %source,
@@ -99,9 +147,14 @@ pub fn run(args: ServeArgs, socket: Option<PathBuf>) -> Result<ExitCode> {
             startup_ms = started.elapsed().as_millis() as u64,
             "authenta-keyd ready"
         );
+        systemd::ready(&format!("serving {key_count} keys on {}", socket.display()));
+        if let Some(pipe) = ready_pipe.as_mut() {
+            pipe.ready();
+        }
 
-        wait_for_stop_signal().await?;
+        run_until_stopped(&daemon, config_path.as_deref()).await?;
         tracing::info!("shutting down");
+        systemd::stopping();
         let _ = stop.send(true);
         let _ = accepting.await;
         let _ = flusher.await;
@@ -109,15 +162,17 @@ pub fn run(args: ServeArgs, socket: Option<PathBuf>) -> Result<ExitCode> {
             Ok(n) => tracing::info!(keys = n, "usage flushed"),
             Err(e) => tracing::error!(error = %e, "final usage flush failed"),
         }
-        remove_socket(&socket);
+        if bound_here {
+            remove_socket(&socket);
+        }
         tracing::info!("stopped");
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// Waits for SIGTERM or SIGINT. SIGHUP is caught so that it does not kill the daemon.
-async fn wait_for_stop_signal() -> Result<()> {
+/// Serves until SIGTERM or SIGINT; SIGHUP reloads the config's access rules.
+async fn run_until_stopped(daemon: &Daemon, config_path: Option<&Path>) -> Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
@@ -125,7 +180,44 @@ async fn wait_for_stop_signal() -> Result<()> {
         tokio::select! {
             _ = term.recv() => return Ok(()),
             _ = int.recv() => return Ok(()),
-            _ = hup.recv() => tracing::info!("SIGHUP: nothing to reload"),
+            _ = hup.recv() => reload(daemon, config_path),
+        }
+    }
+}
+
+/// Re-reads the config. Access rules take effect at once; socket settings and limits need a
+/// restart. An invalid file leaves the rules in force unchanged.
+fn reload(daemon: &Daemon, config_path: Option<&Path>) {
+    systemd::reloading();
+    match Config::load(config_path) {
+        Ok((config, _)) => {
+            daemon.set_access(Access::from_config(&config));
+            tracing::info!(config = ?config_path, "reloaded the access rules (socket settings and limits apply at restart)");
+        }
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "config reload failed; the previous rules stay in force")
+        }
+    }
+    systemd::ready(&format!(
+        "serving {} keys",
+        daemon.index.counts(crate::clock::now_ms()).total
+    ));
+}
+
+/// Pings systemd's watchdog while the index answers, so a wedged daemon gets restarted.
+async fn watchdog(
+    daemon: Arc<Daemon>,
+    period: std::time::Duration,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let mut ticker = tokio::time::interval(period);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {
+                drop(daemon.index.read());
+                systemd::watchdog();
+            }
+            _ = stopped.changed() => return,
         }
     }
 }
@@ -151,7 +243,7 @@ fn remove_socket(path: &Path) {
 }
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`). Under journald (`JOURNAL_STREAM`
-/// set) timestamps are left out: the journal adds its own.
+/// set) timestamps and colours are left out: the journal adds its own.
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
@@ -162,6 +254,8 @@ fn init_logging() {
     if std::env::var_os("JOURNAL_STREAM").is_some() {
         builder.without_time().with_ansi(false).init();
     } else {
-        builder.init();
+        builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
     }
 }
