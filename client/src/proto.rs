@@ -470,8 +470,13 @@ pub enum ProtoError {
     Encode(String),
 }
 
+/// bincode's limit counts decoded (in-memory) bytes, not wire bytes: a `u64` counts 8 even
+/// when it took 1 byte on the wire. So the limit is a multiple of the frame size: every
+/// message that fits a frame decodes, and allocation stays bounded all the same.
+const DECODE_LIMIT: usize = 8 * MAX_FRAME_LEN;
+
 fn config() -> impl bincode::config::Config {
-    bincode::config::standard().with_limit::<MAX_FRAME_LEN>()
+    bincode::config::standard().with_limit::<DECODE_LIMIT>()
 }
 
 /// Encodes a message into a fresh buffer, refusing one larger than a frame.

@@ -244,13 +244,13 @@ impl Drop for Daemon {
 
 /// Sends a signal to a child.
 pub fn signal(child: &Child, signal: i32) {
-    // SAFETY-free: kill(1) is simpler than FFI here.
-    let status = Command::new("kill")
-        .arg(format!("-{signal}"))
-        .arg(child.id().to_string())
-        .status()
-        .expect("kill");
-    assert!(status.success());
+    signal_pid(child.id(), signal);
+}
+
+/// Sends a signal to a process.
+pub fn signal_pid(pid: u32, signal: i32) {
+    let signal = nix::sys::signal::Signal::try_from(signal).expect("a signal");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal).expect("kill");
 }
 
 /// Waits for a child up to `limit`.
