@@ -805,3 +805,91 @@ fn usage_record() -> impl Strategy<Value = UsageRecord> {
             },
         )
 }
+
+// ---------------------------------------------------------------------------------------
+// The frame limit, as both ends apply it.
+// ---------------------------------------------------------------------------------------
+
+/// A key as `keys list` shows a typical one.
+fn typical_key(i: usize) -> KeyInfo {
+    KeyInfo {
+        id: format!("key_{i:016}"),
+        name: format!("Backend-Server-Key-{i}"),
+        start: "AbCdEf12".into(),
+        permissions: vec![Permission::Read, Permission::Write],
+        environment: Some("production".into()),
+        state: KeyState::Active,
+        created_at: 1_764_000_000_000,
+        rotated_at: Some(1_764_000_100_000),
+        last_used_at: Some(1_764_000_200_000),
+        expires_at: None,
+        rotate_by: None,
+        revoked_at: None,
+        grace_until: None,
+        usage: Usage {
+            verifications: 1000,
+            allowed: 990,
+            denied: 10,
+        },
+    }
+}
+
+/// An audit entry as the daemon writes one for a create.
+fn typical_entry(i: usize) -> AuditEntry {
+    AuditEntry {
+        seq: i as u64 + 1,
+        at: 1_764_000_000_000,
+        actor: Actor::Peer {
+            uid: 1000,
+            pid: Some(4242),
+        },
+        action: "create".into(),
+        key_id: Some(format!("key_{i:016}")),
+        detail: Some("permissions=read,write environment=production".into()),
+    }
+}
+
+/// Whatever the sender's `encode` accepts as fitting a frame, the receiver's `decode` must
+/// accept: otherwise the daemon sends answers that every client refuses.
+///
+/// Fails today (daemon bug): `encode` measures the *encoded* size against 64 KiB, but
+/// `decode` passes 64 KiB to bincode's `with_limit`, which counts *claimed in-memory* bytes
+/// (8 for every varint-encoded u64/i64, string and sequence lengths, ...), so an answer of
+/// roughly 40 KiB on the wire already fails with `LimitExceeded`: `keys list` from a few
+/// hundred keys (400 of these), `audit` from several hundred entries (600 of these).
+#[test]
+fn every_answer_that_fits_a_frame_decodes() {
+    let mut refused = Vec::new();
+    for n in (100..=2000).step_by(100) {
+        let answers = [
+            (
+                "keys",
+                ResponseBody::Keys((0..n).map(typical_key).collect::<Vec<_>>()),
+            ),
+            (
+                "audit entries",
+                ResponseBody::Audit(AuditReport {
+                    entries: (0..n).map(typical_entry).collect(),
+                    chain: Some(ChainCheck {
+                        ok: true,
+                        checked: n as u64,
+                        problem: None,
+                    }),
+                }),
+            ),
+        ];
+        for (what, body) in answers {
+            let Ok(bytes) = proto::encode(&Response { id: 1, body }) else {
+                continue; // too large for a frame: refused at the sender, as documented
+            };
+            if let Err(e) = proto::decode::<Response>(&bytes) {
+                refused.push(format!("{n} {what} ({} bytes): {e}", bytes.len()));
+            }
+        }
+    }
+    assert!(
+        refused.is_empty(),
+        "answers that fit a frame but do not decode:\n{}",
+        refused.join("\n")
+    );
+}
