@@ -10,6 +10,12 @@
 //! - the audit hash chain is intact and holds an entry for every acknowledged write;
 //! - the store opens cleanly (no corrupt rows) and the daemon logged no panic.
 //!
+//! Keys are checked through the restarted daemon (what apps see) and in the store file
+//! itself, opened from this process with the library's `Store` (what the next start will
+//! load: rows, retired token hashes, the audit chain). The operator's `audit --verify` is run
+//! through the CLI too; it is reported apart, because it currently also fails for a reason
+//! unrelated to crashes once the log outgrows one answer frame (tests/large_answers.rs).
+//!
 //! A write that was sent but not answered before the kill may or may not have committed.
 //! That ambiguity is resolved from what the restarted daemon reports, never assumed: a
 //! pending revoke shows in the key's state; a pending regenerate shows in the key's `start`
@@ -22,7 +28,8 @@
 //! while the daemon is up is predictable too (checked as it runs).
 //!
 //! `CRASH_CYCLES=N` (default 20) sets the number of kill/restart cycles; `CRASH_SEED=S`
-//! replays a run (the seed is printed). The summary line goes straight to stderr, so it
+//! replays a run's choices of operations and kill points (the seed is printed; where a kill
+//! lands still depends on timing). The summary line goes straight to stderr, so it
 //! shows even when the test harness captures output.
 
 mod common;
