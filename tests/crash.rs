@@ -353,6 +353,17 @@ fn open_store(daemon: &Daemon) -> Store {
 
 /// Resolves unanswered writes from what the daemon reports, then checks every key, through
 /// the daemon (what apps see) and in the store file (what the next start will see).
+/// The whole audit log from the store file, page by page, with the chain checked.
+fn read_whole_audit(store: &authenta_keyd::store::Store) -> authenta_client::proto::AuditReport {
+    let mut report = store.read_audit(true, 0).expect("read the audit log");
+    while let Some(after) = report.next.take() {
+        let page = store.read_audit(false, after).expect("read the audit log");
+        report.entries.extend(page.entries);
+        report.next = page.next;
+    }
+    report
+}
+
 fn check_after_restart(
     daemon: &Daemon,
     keys: &mut Vec<Key>,
@@ -363,7 +374,7 @@ fn check_after_restart(
     let mut client = Client::connect(&daemon.socket).expect("restarted daemon answers");
     let store = open_store(daemon);
     let disk = store.load().expect("load the store");
-    let audit = store.read_audit(true).expect("read the audit log");
+    let audit = read_whole_audit(&store);
     drop(store);
     if !disk.corrupt.is_empty() {
         totals

@@ -10,9 +10,9 @@
 
 use authenta_client::proto::{
     self, Actor, AuditEntry, AuditReport, ChainCheck, CreateKey, ErrorAnswer, ErrorCode, Hello,
-    HelloReply, KeyCounts, KeyInfo, KeyState, NewToken, Permission, Request, RequestBody, Response,
-    ResponseBody, StatusInfo, Usage, VerifyAnswer, VerifyCode, VerifyRequest, MAX_FRAME_LEN,
-    PROTOCOL_VERSION,
+    HelloReply, KeyCounts, KeyInfo, KeyPage, KeyState, NewToken, Permission, Request, RequestBody,
+    Response, ResponseBody, StatusInfo, Usage, VerifyAnswer, VerifyCode, VerifyRequest,
+    MAX_FRAME_LEN, PROTOCOL_VERSION,
 };
 use authenta_keyd::audit::{AuditRecord, ChainHead};
 use authenta_keyd::barrier::{unwrap_data_key, wrap_data_key, Barrier};
@@ -145,7 +145,7 @@ fn client_session() -> Vec<u8> {
                 expires_in_secs: Some(90 * 86_400),
             }),
         ),
-        request(3, RequestBody::ListKeys),
+        request(3, RequestBody::ListKeys { after: None }),
         request(4, RequestBody::ShowKey { id: id.clone() }),
         request(
             5,
@@ -162,7 +162,13 @@ fn client_session() -> Vec<u8> {
             },
         ),
         request(7, RequestBody::Status),
-        request(8, RequestBody::Audit { verify: true }),
+        request(
+            8,
+            RequestBody::Audit {
+                verify: true,
+                after: 0,
+            },
+        ),
     ])
 }
 
@@ -212,7 +218,13 @@ fn daemon_answers() -> Vec<u8> {
                 token: "api_notarealtokenbutthelengthisrightforthisseed0000000".into(),
             }),
         ),
-        response(3, ResponseBody::Keys(vec![active.clone(), revoked.clone()])),
+        response(
+            3,
+            ResponseBody::Keys(KeyPage {
+                keys: vec![active.clone(), revoked.clone()],
+                next: None,
+            }),
+        ),
         response(4, ResponseBody::Key(revoked)),
         response(
             5,
@@ -261,6 +273,7 @@ fn daemon_answers() -> Vec<u8> {
                     checked: 2,
                     problem: None,
                 }),
+                next: None,
             }),
         ),
         response(

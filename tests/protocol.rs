@@ -55,11 +55,11 @@ fn expect_bad_frame_then_close(stream: &mut UnixStream) {
         other => panic!("expected an error, got {other:?}"),
     }
     let mut rest = [0u8; 1];
-    assert_eq!(
-        stream.read(&mut rest).expect("read"),
-        0,
-        "connection closed"
-    );
+    // Closed: end of stream, or a reset when the daemon left our bytes unread.
+    match stream.read(&mut rest) {
+        Ok(n) => assert_eq!(n, 0, "connection closed"),
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
+    }
 }
 
 fn assert_still_serving(client: &mut Client, token: &str) {
@@ -85,7 +85,8 @@ fn bad_frames_get_an_error_and_a_closed_connection_while_others_are_served() {
     stream
         .write_all(&(1u32 << 20).to_be_bytes())
         .expect("write");
-    stream.write_all(&[0u8; 1024]).expect("write");
+    // The daemon may refuse (and close) on the length alone, before this part arrives.
+    let _ = stream.write_all(&[0u8; 1024]);
     expect_bad_frame_then_close(&mut stream);
     assert_still_serving(&mut good, &token);
 
