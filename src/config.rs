@@ -34,8 +34,11 @@ pub struct Config {
     #[serde(default = "default_flush_interval", with = "humantime_serde_compat")]
     pub usage_flush_interval: Duration,
     /// Grace of `keys regenerate` when the request names none (e.g. "1h"; default "0s").
+    /// The policy file's `[defaults] regenerate_grace` takes precedence.
     #[serde(default, with = "humantime_serde_compat")]
     pub regenerate_grace: Duration,
+    /// The policy file (default: /etc/authenta/policy.toml when present).
+    pub policy: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -49,6 +52,7 @@ impl Default for Config {
             max_connections: default_max_connections(),
             usage_flush_interval: default_flush_interval(),
             regenerate_grace: Duration::ZERO,
+            policy: None,
         }
     }
 }

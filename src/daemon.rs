@@ -2,11 +2,14 @@
 
 use crate::index::Index;
 use crate::peer::Access;
+use crate::policy::apply::PolicyState;
+use crate::scheduler::SchedulerState;
 use crate::writer::WriterHandle;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
+use tokio::sync::Notify;
 
 /// The daemon's shared state.
 pub struct Daemon {
@@ -25,6 +28,12 @@ pub struct Daemon {
     pub connections: AtomicU64,
     /// Verifies answered since start.
     pub verifications: AtomicU64,
+    /// The policy file's state, for `policy status`.
+    pub policy: Mutex<PolicyState>,
+    /// Rotations coming up and failing, for `policy status`.
+    pub scheduler: Mutex<SchedulerState>,
+    /// Wakes the scheduler when the policy changes.
+    pub scheduler_wake: Notify,
 }
 
 impl Daemon {
@@ -39,5 +48,13 @@ impl Daemon {
     /// Puts new access rules in force.
     pub fn set_access(&self, access: Access) {
         *self.access.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(access);
+    }
+
+    pub fn policy_state(&self) -> MutexGuard<'_, PolicyState> {
+        self.policy.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn scheduler_state(&self) -> MutexGuard<'_, SchedulerState> {
+        self.scheduler.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

@@ -9,8 +9,8 @@ use crate::token::is_key_id;
 use crate::verify::verify;
 use crate::writer::{Command, Outcome, WriteError};
 use authenta_client::proto::{
-    self, Actor, CreateKey, ErrorAnswer, ErrorCode, KeyInfo, KeyPage, NewToken, RequestBody,
-    ResponseBody, StatusInfo,
+    self, Actor, CreateKey, ErrorAnswer, ErrorCode, KeyInfo, KeyPage, NewToken, PolicyReport,
+    RequestBody, ResponseBody, RotationFailure, ScheduledRotation, StatusInfo,
 };
 use std::sync::atomic::Ordering;
 
@@ -75,7 +75,8 @@ async fn admin(
         RequestBody::ShowKey { id } => Ok(ResponseBody::Key(key_info(daemon, &id, now)?)),
         RequestBody::Regenerate { id, grace_secs } => {
             check_id(&id)?;
-            let grace_secs = grace_secs.unwrap_or(daemon.default_grace.as_secs());
+            let default_grace = daemon.index.policy().regenerate_grace(daemon.default_grace);
+            let grace_secs = grace_secs.unwrap_or(default_grace.as_secs());
             if grace_secs > MAX_SECS {
                 return Err(bad_request(format!(
                     "grace of {} is too long: at most 100 years",
@@ -117,7 +118,10 @@ async fn admin(
             corrupt_keys: daemon.corrupt_keys.clone(),
             connections: daemon.connections.load(Ordering::Relaxed),
             verifications: daemon.verifications.load(Ordering::Relaxed),
+            policy_error: daemon.policy_state().last_error.clone(),
+            rotation_failures: daemon.scheduler_state().failures.len() as u64,
         })),
+        RequestBody::PolicyStatus => Ok(ResponseBody::Policy(policy_report(daemon))),
         RequestBody::Rekey { new_master_key } => {
             let key = crate::master_key::parse_key(&new_master_key.0)
                 .map_err(|_| bad_request("the new master key must be 32 bytes".into()))?;
@@ -151,7 +155,7 @@ fn key_page(daemon: &Daemon, after: Option<String>, now: i64) -> KeyPage {
     let mut used = 0;
     let mut entries = maps.entries_after(after.as_deref()).peekable();
     while let Some(entry) = entries.peek() {
-        let info = entry.info(now, None);
+        let info = entry.info(now);
         let size = proto::encode(&info).map(|b| b.len()).unwrap_or(PAGE_BYTES);
         if used + size > PAGE_BYTES && !keys.is_empty() {
             break;
@@ -164,6 +168,38 @@ fn key_page(daemon: &Daemon, after: Option<String>, now: i64) -> KeyPage {
         .peek()
         .and_then(|_| keys.last().map(|k: &KeyInfo| k.id.clone()));
     KeyPage { keys, next }
+}
+
+fn policy_report(daemon: &Daemon) -> PolicyReport {
+    let policy = daemon.index.policy();
+    let state = daemon.policy_state().clone();
+    let scheduler = daemon.scheduler_state().clone();
+    let mut rotation_failures: Vec<RotationFailure> = scheduler
+        .failures
+        .into_iter()
+        .map(|(key_id, f)| RotationFailure {
+            key_id,
+            message: f.message,
+            retry_at: f.retry_at,
+        })
+        .collect();
+    rotation_failures.sort_by(|a, b| a.key_id.cmp(&b.key_id));
+    PolicyReport {
+        file: state.file.map(|f| f.display().to_string()),
+        content_sha256: state.content_sha256,
+        loaded_at: state.loaded_at,
+        last_error: state.last_error,
+        last_error_at: state.last_error_at,
+        rules: policy.rotation.len() as u32,
+        revoked_ids: policy.revocations.ids.len() as u32,
+        revoked_hashes: policy.revocations.token_sha256.len() as u32,
+        next_rotations: scheduler
+            .next
+            .into_iter()
+            .map(|(key_id, at)| ScheduledRotation { key_id, at })
+            .collect(),
+        rotation_failures,
+    }
 }
 
 async fn submit(daemon: &Daemon, command: Command) -> Result<Outcome, ErrorAnswer> {
@@ -200,7 +236,7 @@ fn key_info(daemon: &Daemon, id: &str, now: i64) -> Result<KeyInfo, ErrorAnswer>
         .index
         .read()
         .by_id(id)
-        .map(|entry| entry.info(now, None))
+        .map(|entry| entry.info(now))
         .ok_or_else(|| not_found(id))
 }
 

@@ -5,6 +5,7 @@
 //! acknowledged every later verify sees it.
 
 use crate::key::{KeyRecord, UsageRecord};
+use crate::policy::{KeyTimes, Policy};
 use crate::token::TokenHash;
 use authenta_client::proto::{KeyInfo, KeyState, Usage};
 use std::collections::{BTreeMap, HashMap};
@@ -60,16 +61,86 @@ impl UsageCounters {
     }
 }
 
+/// What the policy in force means for one key; updated in place when the policy changes,
+/// so verify reads it without another lookup. `NONE` means "not set".
+#[derive(Debug)]
+pub struct PolicyCell {
+    expires_at: AtomicI64,
+    rotate_by: AtomicI64,
+    warn_from: AtomicI64,
+    scheduled_at: AtomicI64,
+}
+
+impl PolicyCell {
+    const NONE: i64 = i64::MAX;
+
+    fn new(times: KeyTimes) -> Self {
+        let cell = PolicyCell {
+            expires_at: AtomicI64::new(Self::NONE),
+            rotate_by: AtomicI64::new(Self::NONE),
+            warn_from: AtomicI64::new(Self::NONE),
+            scheduled_at: AtomicI64::new(Self::NONE),
+        };
+        cell.set(times);
+        cell
+    }
+
+    fn set(&self, times: KeyTimes) {
+        let store = |cell: &AtomicI64, value: Option<i64>| {
+            cell.store(value.unwrap_or(Self::NONE), Ordering::Relaxed)
+        };
+        store(&self.expires_at, times.expires_at);
+        store(&self.rotate_by, times.rotate_by);
+        store(&self.warn_from, times.warn_from);
+        store(&self.scheduled_at, times.scheduled_at);
+    }
+
+    fn get(cell: &AtomicI64) -> Option<i64> {
+        Some(cell.load(Ordering::Relaxed)).filter(|&v| v != Self::NONE)
+    }
+
+    /// When the policy's `max_age` runs out for this key.
+    pub fn expires_at(&self) -> Option<i64> {
+        Self::get(&self.expires_at)
+    }
+
+    /// When the key is due for rotation.
+    pub fn rotate_by(&self) -> Option<i64> {
+        Self::get(&self.rotate_by)
+    }
+
+    /// Whether the key is flagged as due for rotation at `now`.
+    pub fn rotation_due(&self, now: i64) -> bool {
+        Self::get(&self.warn_from).is_some_and(|from| from <= now)
+    }
+
+    /// When the scheduler regenerates it.
+    pub fn scheduled_at(&self) -> Option<i64> {
+        Self::get(&self.scheduled_at)
+    }
+}
+
 /// One key as the index holds it.
 #[derive(Debug)]
 pub struct Entry {
     pub record: KeyRecord,
     pub usage: Arc<UsageCounters>,
+    pub policy: PolicyCell,
 }
 
 impl Entry {
+    /// The key's state at `now`, counting the policy's maximum age.
+    pub fn state(&self, now: i64) -> KeyState {
+        match self.record.state(now) {
+            KeyState::Active if self.policy.expires_at().is_some_and(|at| at <= now) => {
+                KeyState::Expired
+            }
+            state => state,
+        }
+    }
+
     /// The key as listed: live usage, never the token.
-    pub fn info(&self, now: i64, rotate_by: Option<i64>) -> KeyInfo {
+    pub fn info(&self, now: i64) -> KeyInfo {
         let usage = self.usage.snapshot();
         let r = &self.record;
         KeyInfo {
@@ -78,12 +149,13 @@ impl Entry {
             start: r.start.clone(),
             permissions: r.permissions.to_list(),
             environment: r.environment.clone(),
-            state: r.state(now),
+            state: self.state(now),
             created_at: r.created_at,
             rotated_at: r.rotated_at,
             last_used_at: usage.last_used_at,
             expires_at: r.expires_at,
-            rotate_by,
+            rotate_by: self.policy.rotate_by(),
+            rotation_due: self.policy.rotation_due(now),
             revoked_at: r.revoked_at,
             grace_until: r
                 .grace
@@ -113,6 +185,8 @@ pub enum Hit {
 
 #[derive(Default)]
 pub struct Maps {
+    /// The policy in force: every entry's `PolicyCell` reflects it.
+    policy: Arc<Policy>,
     by_hash: HashMap<TokenHash, Hit>,
     /// Ordered, so that listing can page by key id.
     by_id: BTreeMap<String, Arc<Entry>>,
@@ -165,7 +239,12 @@ impl Maps {
     }
 
     fn insert(&mut self, record: KeyRecord, usage: Arc<UsageCounters>) {
-        let entry = Arc::new(Entry { record, usage });
+        let policy = PolicyCell::new(self.policy.times(&record));
+        let entry = Arc::new(Entry {
+            record,
+            usage,
+            policy,
+        });
         self.by_hash
             .insert(entry.record.token_hash, Hit::Current(entry.clone()));
         if let Some(grace) = &entry.record.grace {
@@ -187,6 +266,8 @@ impl Maps {
 #[derive(Default)]
 pub struct Index {
     maps: RwLock<Maps>,
+    /// Notified after every committed change, so the scheduler sees new and changed keys.
+    pub changed: tokio::sync::Notify,
 }
 
 impl Index {
@@ -205,6 +286,7 @@ impl Index {
         }
         Index {
             maps: RwLock::new(maps),
+            changed: tokio::sync::Notify::new(),
         }
     }
 
@@ -239,13 +321,28 @@ impl Index {
         }
     }
 
+    /// Puts a new policy in force: new and changed keys use it at once, and every existing
+    /// key's times are recomputed under the read lock (verify is never stalled for it).
+    pub fn set_policy(&self, policy: Arc<Policy>) {
+        self.write().policy = policy.clone();
+        let maps = self.read();
+        for entry in maps.entries() {
+            entry.policy.set(policy.times(&entry.record));
+        }
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.read().policy.clone()
+    }
+
     /// Keys by state at `now`.
     pub fn counts(&self, now: i64) -> authenta_client::proto::KeyCounts {
         let maps = self.read();
         let mut counts = authenta_client::proto::KeyCounts::default();
         for entry in maps.entries() {
             counts.total += 1;
-            match entry.record.state(now) {
+            match entry.state(now) {
                 KeyState::Active => counts.active += 1,
                 KeyState::Revoked => counts.revoked += 1,
                 KeyState::Expired => counts.expired += 1,

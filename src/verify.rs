@@ -34,7 +34,7 @@ pub fn verify(index: &Index, request: &VerifyRequest, now: i64) -> VerifyAnswer 
     let code = if replaced {
         VerifyCode::Revoked
     } else {
-        match record.state(now) {
+        match entry.state(now) {
             KeyState::Revoked => VerifyCode::Revoked,
             KeyState::Expired => VerifyCode::Expired,
             KeyState::Active => {
@@ -61,7 +61,8 @@ pub fn verify(index: &Index, request: &VerifyRequest, now: i64) -> VerifyAnswer 
         key_id: Some(record.id.clone()),
         permissions: record.permissions.to_list(),
         environment: record.environment.clone(),
-        rotate_by: None,
+        rotate_by: entry.policy.rotate_by(),
+        rotation_due: entry.policy.rotation_due(now),
     }
 }
 
@@ -72,6 +73,7 @@ fn no_key(code: VerifyCode) -> VerifyAnswer {
         permissions: Vec::new(),
         environment: None,
         rotate_by: None,
+        rotation_due: false,
     }
 }
 
@@ -149,6 +151,59 @@ mod tests {
             (usage.verifications, usage.allowed, usage.denied),
             (5, 2, 3)
         );
+    }
+
+    #[test]
+    fn policy_max_age_and_warning_follow_an_injected_clock() {
+        use crate::policy::{Defaults, Policy};
+        use std::time::Duration;
+        const DAY: i64 = 86_400_000;
+        let token = generate_token(&SystemRandom::new())
+            .expect("rng")
+            .to_string();
+        let mut r = record(&token);
+        r.expires_at = None;
+        r.created_at = 100 * DAY;
+        let index = Index::from_loaded(vec![(r, UsageRecord::default())], vec![]);
+        index.set_policy(std::sync::Arc::new(Policy {
+            defaults: Defaults {
+                max_age: Some(Duration::from_secs(10 * 86_400)),
+                warn_before: Some(Duration::from_secs(2 * 86_400)),
+                regenerate_grace: None,
+            },
+            ..Policy::default()
+        }));
+        let ask_at = |now: i64| {
+            let request = VerifyRequest {
+                token: token.clone(),
+                permissions: vec![],
+                environment: None,
+            };
+            verify(&index, &request, now)
+        };
+        let early = ask_at(107 * DAY);
+        assert_eq!((early.code, early.rotation_due), (VerifyCode::Valid, false));
+        assert_eq!(early.rotate_by, Some(110 * DAY));
+        let warned = ask_at(108 * DAY + 1);
+        assert_eq!(
+            (warned.code, warned.rotation_due),
+            (VerifyCode::Valid, true)
+        );
+        let late = ask_at(110 * DAY);
+        assert_eq!(late.code, VerifyCode::Expired);
+        let entry = index
+            .read()
+            .by_id("key_0123456789abcdef")
+            .cloned()
+            .expect("entry");
+        assert_eq!(
+            entry.info(110 * DAY).state,
+            authenta_client::proto::KeyState::Expired
+        );
+        assert!(entry.info(108 * DAY + 1).rotation_due);
+        // A new policy without max_age brings the key back: age is policy, not state.
+        index.set_policy(std::sync::Arc::new(Policy::default()));
+        assert_eq!(ask_at(110 * DAY).code, VerifyCode::Valid);
     }
 
     #[test]

@@ -8,8 +8,10 @@
 use crate::audit::AuditRecord;
 use crate::barrier::KeyBytes;
 use crate::clock;
-use crate::index::Index;
+use crate::index::{Hit, Index};
 use crate::key::{Grace, KeyRecord, Permissions, UsageRecord};
+use crate::policy::Sink;
+use crate::sink::StagedSink;
 use crate::store::Store;
 use crate::token::{generate_key_id, generate_token, hash_token, start_of, TokenHash};
 use authenta_client::proto::{Actor, AuditReport, CreateKey};
@@ -45,6 +47,21 @@ pub enum Command {
         verify: bool,
         after: u64,
     },
+    /// Revocations pushed by the policy file: keys by id, tokens by SHA-256. Already
+    /// revoked keys and already retired hashes are left alone.
+    ApplyRevocations {
+        ids: Vec<String>,
+        hashes: Vec<TokenHash>,
+    },
+    /// A scheduled rotation: regenerate (unless the key changed since it was scheduled),
+    /// stage the new token at the sink, and publish it once committed.
+    Rotate {
+        id: String,
+        /// The key's last (re)generation when the rotation was scheduled.
+        expected_base: i64,
+        overlap_secs: u64,
+        sink: Sink,
+    },
     /// Re-wrap the data key under a new master key.
     Rekey {
         new_master_key: KeyBytes,
@@ -61,6 +78,15 @@ pub enum Outcome {
     },
     /// A key was changed; the index has the new version.
     Changed,
+    /// How many revocations a policy push applied.
+    Revoked(usize),
+    /// A scheduled rotation, committed; `staged` is published right after the commit.
+    Rotated {
+        key_id: String,
+        staged: Option<StagedSink>,
+        /// Why the sink could not be published, if it could not.
+        publish_error: Option<String>,
+    },
     Flushed,
     Audit(AuditReport),
 }
@@ -193,9 +219,33 @@ fn run_batch(store: &mut Store, index: &Index, rng: &SystemRandom, batch: Vec<Jo
                 IndexChange::Retire(hash, key_id) => maps.retire(hash, key_id),
             }
         }
+        drop(maps);
+        index.changed.notify_one();
     }
     for (outcome, reply) in done {
-        let _ = reply.send(Ok(outcome));
+        let _ = reply.send(Ok(publish_sinks(outcome)));
+    }
+}
+
+/// After the commit: puts a rotated token in its sink.
+fn publish_sinks(outcome: Outcome) -> Outcome {
+    match outcome {
+        Outcome::Rotated {
+            key_id,
+            staged: Some(staged),
+            ..
+        } => {
+            let publish_error = staged.publish().err().map(|e| e.to_string());
+            if let Some(error) = &publish_error {
+                tracing::error!(key_id = %key_id, error = %error, "rotated, but the sink could not be replaced");
+            }
+            Outcome::Rotated {
+                key_id,
+                staged: None,
+                publish_error,
+            }
+        }
+        other => other,
     }
 }
 
@@ -305,25 +355,7 @@ fn apply(
                 )));
             }
             let token = generate_token(rng).map_err(rng_failed)?;
-            // Tokens replaced now: the previous grace token, and the current one unless a
-            // grace keeps it alive for a while.
-            let mut retiring: Vec<TokenHash> = record
-                .grace
-                .take()
-                .map(|g| g.token_hash)
-                .into_iter()
-                .collect();
-            if grace_secs > 0 {
-                record.grace = Some(Grace {
-                    token_hash: record.token_hash,
-                    until: clock::add_secs(now, grace_secs),
-                });
-            } else {
-                retiring.push(record.token_hash);
-            }
-            record.token_hash = hash_token(&token);
-            record.start = start_of(&token);
-            record.rotated_at = Some(now);
+            let retiring = replace_token(&mut record, &token, grace_secs, now);
             store.put_key(&record).map_err(storage)?;
             for hash in &retiring {
                 store.put_retired(hash, Some(&id), now).map_err(storage)?;
@@ -340,23 +372,16 @@ fn apply(
             })
         }
         Command::Revoke { id, reason, actor } => {
-            let mut record = current(index, changed, &id)?;
-            if record.revoked_at.is_some() {
-                return Ok(Outcome::Changed);
-            }
-            record.revoked_at = Some(now);
-            record.revoke_reason = reason.clone();
-            let grace = record.grace.take();
-            store.put_key(&record).map_err(storage)?;
-            if let Some(grace) = &grace {
-                store
-                    .put_retired(&grace.token_hash, Some(&id), now)
-                    .map_err(storage)?;
-            }
-            audit(store, now, actor, "revoke", &id, reason)?;
-            changed.upsert(&record);
-            if let Some(grace) = grace {
-                changed.retire(grace.token_hash, Some(id));
+            let record = current(index, changed, &id)?;
+            if record.revoked_at.is_none() {
+                revoke(
+                    store,
+                    changed,
+                    record,
+                    now,
+                    actor,
+                    reason.as_deref().unwrap_or(""),
+                )?;
             }
             Ok(Outcome::Changed)
         }
@@ -370,6 +395,71 @@ fn apply(
             .read_audit(verify, after)
             .map(Outcome::Audit)
             .map_err(storage),
+        Command::ApplyRevocations { ids, hashes } => {
+            let mut applied = 0;
+            for id in ids {
+                let record = match current(index, changed, &id) {
+                    Ok(record) => record,
+                    Err(_) => {
+                        tracing::warn!(key_id = %id, "policy revokes a key id this store does not have");
+                        continue;
+                    }
+                };
+                if record.revoked_at.is_none() {
+                    revoke(
+                        store,
+                        changed,
+                        record,
+                        now,
+                        Actor::Policy,
+                        "policy: revoked by id",
+                    )?;
+                    applied += 1;
+                }
+            }
+            for hash in hashes {
+                applied += usize::from(revoke_hash(store, index, changed, hash, now)?);
+            }
+            Ok(Outcome::Revoked(applied))
+        }
+        Command::Rotate {
+            id,
+            expected_base,
+            overlap_secs,
+            sink,
+        } => {
+            let mut record = current(index, changed, &id)?;
+            if record.revoked_at.is_some()
+                || record.rotated_at.unwrap_or(record.created_at) != expected_base
+            {
+                // Revoked or regenerated since it was scheduled: nothing to do now.
+                return Ok(Outcome::Rotated {
+                    key_id: id,
+                    staged: None,
+                    publish_error: None,
+                });
+            }
+            let token = generate_token(rng).map_err(rng_failed)?;
+            let staged = crate::sink::stage(&sink, &token).map_err(|e| {
+                WriteError::Refused(format!("cannot write sink {}: {e}", sink.path.display()))
+            })?;
+            let retiring = replace_token(&mut record, &token, overlap_secs, now);
+            store.put_key(&record).map_err(storage)?;
+            for hash in &retiring {
+                store.put_retired(hash, Some(&id), now).map_err(storage)?;
+            }
+            let detail = format!("scheduled rotation, overlap={overlap_secs}s");
+            audit(store, now, Actor::Policy, "regenerate", &id, Some(detail))?;
+            changed.upsert(&record);
+            for hash in retiring {
+                changed.retire(hash, Some(id.clone()));
+            }
+            Ok(Outcome::Rotated {
+                key_id: id,
+                staged: Some(staged),
+                publish_error: None,
+            })
+        }
         Command::Rekey {
             new_master_key,
             actor,
@@ -385,6 +475,130 @@ fn apply(
                 })
                 .map_err(storage)?;
             Ok(Outcome::Changed)
+        }
+    }
+}
+
+/// Gives `record` the new `token`. The replaced token stays valid for `grace_secs` (as the
+/// record's grace) or is retired at once; a token still in an earlier grace is retired.
+/// Returns the hashes to retire.
+fn replace_token(record: &mut KeyRecord, token: &str, grace_secs: u64, now: i64) -> Vec<TokenHash> {
+    let mut retiring: Vec<TokenHash> = record
+        .grace
+        .take()
+        .map(|g| g.token_hash)
+        .into_iter()
+        .collect();
+    if grace_secs > 0 {
+        record.grace = Some(Grace {
+            token_hash: record.token_hash,
+            until: clock::add_secs(now, grace_secs),
+        });
+    } else {
+        retiring.push(record.token_hash);
+    }
+    record.token_hash = hash_token(token);
+    record.start = start_of(token);
+    record.rotated_at = Some(now);
+    retiring
+}
+
+/// Revokes a key for good: its token answers `revoked`, and so does a token in its grace.
+fn revoke(
+    store: &mut Store,
+    changed: &mut Changes,
+    mut record: KeyRecord,
+    now: i64,
+    actor: Actor,
+    reason: &str,
+) -> Result<(), WriteError> {
+    let reason = (!reason.is_empty()).then(|| reason.to_owned());
+    record.revoked_at = Some(now);
+    record.revoke_reason = reason.clone();
+    let grace = record.grace.take();
+    store.put_key(&record).map_err(storage)?;
+    if let Some(grace) = &grace {
+        store
+            .put_retired(&grace.token_hash, Some(&record.id), now)
+            .map_err(storage)?;
+    }
+    audit(store, now, actor, "revoke", &record.id, reason)?;
+    changed.upsert(&record);
+    if let Some(grace) = grace {
+        changed.retire(grace.token_hash, Some(record.id));
+    }
+    Ok(())
+}
+
+/// Revokes whatever a leaked token's hash belongs to: its key (current token), just that
+/// token (one in a grace), or — when it matches nothing — remembers the hash so that such a
+/// token can never verify. Returns whether anything changed.
+fn revoke_hash(
+    store: &mut Store,
+    index: &Index,
+    changed: &mut Changes,
+    hash: TokenHash,
+    now: i64,
+) -> Result<bool, WriteError> {
+    let owner = changed
+        .latest
+        .values()
+        .find(|r| r.token_hash == hash || r.grace.as_ref().is_some_and(|g| g.token_hash == hash))
+        .cloned()
+        .or_else(|| match index.read().by_hash(&hash) {
+            Some(Hit::Current(entry)) | Some(Hit::Previous(entry)) => Some(entry.record.clone()),
+            _ => None,
+        });
+    let already_retired = matches!(index.read().by_hash(&hash), Some(Hit::Retired(_)));
+    match owner {
+        Some(record) if record.token_hash == hash => {
+            if record.revoked_at.is_some() {
+                return Ok(false);
+            }
+            revoke(
+                store,
+                changed,
+                record,
+                now,
+                Actor::Policy,
+                "policy: leaked token",
+            )?;
+            Ok(true)
+        }
+        Some(mut record) => {
+            // The hash is the token in the key's grace: end that token only.
+            record.grace = None;
+            store.put_key(&record).map_err(storage)?;
+            store
+                .put_retired(&hash, Some(&record.id), now)
+                .map_err(storage)?;
+            let id = record.id.clone();
+            audit(
+                store,
+                now,
+                Actor::Policy,
+                "retire-token",
+                &id,
+                Some("policy: leaked token".into()),
+            )?;
+            changed.upsert(&record);
+            changed.retire(hash, Some(id));
+            Ok(true)
+        }
+        None if already_retired => Ok(false),
+        None => {
+            store.put_retired(&hash, None, now).map_err(storage)?;
+            store
+                .append_audit(&AuditRecord {
+                    at: now,
+                    actor: Actor::Policy,
+                    action: "retire-token".into(),
+                    key_id: None,
+                    detail: Some(format!("sha256 {}...", &hex::encode(hash)[..12])),
+                })
+                .map_err(storage)?;
+            changed.retire(hash, None);
+            Ok(true)
         }
     }
 }

@@ -106,6 +106,7 @@ fn key_info(id: &str, state: KeyState) -> KeyInfo {
         last_used_at: Some(1_764_000_200_000),
         expires_at: Some(1_771_776_000_000),
         rotate_by: None,
+        rotation_due: false,
         revoked_at: (state == KeyState::Revoked).then_some(1_764_000_300_000),
         grace_until: None,
         usage: Usage {
@@ -209,6 +210,7 @@ fn daemon_answers() -> Vec<u8> {
                 permissions: vec![Permission::Read],
                 environment: Some("production".into()),
                 rotate_by: Some(1_770_000_000_000),
+                rotation_due: true,
             }),
         ),
         response(
@@ -242,6 +244,8 @@ fn daemon_answers() -> Vec<u8> {
                 corrupt_keys: vec!["key_0000000000000000".into()],
                 connections: 3,
                 verifications: 12,
+                policy_error: None,
+                rotation_failures: 0,
             }),
         ),
         response(

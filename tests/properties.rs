@@ -6,9 +6,9 @@
 
 use authenta_client::proto::{
     self, Actor, AuditEntry, AuditReport, ChainCheck, CreateKey, ErrorAnswer, ErrorCode, Hello,
-    HelloReply, KeyCounts, KeyInfo, KeyPage, KeyState, NewToken, Permission, ProtoError, Request,
-    RequestBody, Response, ResponseBody, StatusInfo, Usage, VerifyAnswer, VerifyCode,
-    VerifyRequest, MAX_FRAME_LEN,
+    HelloReply, KeyCounts, KeyInfo, KeyPage, KeyState, NewToken, Permission, PolicyReport,
+    ProtoError, Request, RequestBody, Response, ResponseBody, RotationFailure, ScheduledRotation,
+    StatusInfo, Usage, VerifyAnswer, VerifyCode, VerifyRequest, MAX_FRAME_LEN,
 };
 use authenta_keyd::barrier::{unwrap_data_key, wrap_data_key, Barrier, Tampered};
 use authenta_keyd::key::{Grace, KeyRecord, Permissions, UsageRecord};
@@ -182,11 +182,12 @@ fn key_info() -> impl Strategy<Value = KeyInfo> {
         option::of(any::<i64>()),
         option::of(any::<i64>()),
     );
-    (names, times, usage()).prop_map(
+    (names, times, usage(), any::<bool>()).prop_map(
         |(
             (id, name, start, permissions, environment, state),
             (created_at, rotated_at, last_used_at, expires_at, rotate_by, revoked_at, grace_until),
             usage,
+            rotation_due,
         )| KeyInfo {
             id,
             name,
@@ -199,6 +200,7 @@ fn key_info() -> impl Strategy<Value = KeyInfo> {
             last_used_at,
             expires_at,
             rotate_by,
+            rotation_due,
             revoked_at,
             grace_until,
             usage,
@@ -211,14 +213,14 @@ fn status_info() -> impl Strategy<Value = StatusInfo> {
         (text(), any::<u64>(), text(), text()),
         (any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>()),
         vec(text(), 0..4),
-        (any::<u64>(), any::<u64>()),
+        (any::<u64>(), any::<u64>(), opt_text(), any::<u64>()),
     )
         .prop_map(
             |(
                 (version, uptime_secs, socket, data_dir),
                 (total, active, revoked, expired),
                 corrupt_keys,
-                (connections, verifications),
+                (connections, verifications, policy_error, rotation_failures),
             )| StatusInfo {
                 version,
                 uptime_secs,
@@ -233,6 +235,8 @@ fn status_info() -> impl Strategy<Value = StatusInfo> {
                 corrupt_keys,
                 connections,
                 verifications,
+                policy_error,
+                rotation_failures,
             },
         )
 }
@@ -272,6 +276,46 @@ fn audit_report() -> impl Strategy<Value = AuditReport> {
         })
 }
 
+fn policy_report() -> impl Strategy<Value = PolicyReport> {
+    (
+        (opt_text(), opt_text(), option::of(any::<i64>())),
+        (opt_text(), option::of(any::<i64>())),
+        (any::<u32>(), any::<u32>(), any::<u32>()),
+        vec((text(), any::<i64>()), 0..3),
+        vec((text(), text(), any::<i64>()), 0..3),
+    )
+        .prop_map(
+            |(
+                (file, content_sha256, loaded_at),
+                (last_error, last_error_at),
+                (rules, revoked_ids, revoked_hashes),
+                next,
+                failures,
+            )| PolicyReport {
+                file,
+                content_sha256,
+                loaded_at,
+                last_error,
+                last_error_at,
+                rules,
+                revoked_ids,
+                revoked_hashes,
+                next_rotations: next
+                    .into_iter()
+                    .map(|(key_id, at)| ScheduledRotation { key_id, at })
+                    .collect(),
+                rotation_failures: failures
+                    .into_iter()
+                    .map(|(key_id, message, retry_at)| RotationFailure {
+                        key_id,
+                        message,
+                        retry_at,
+                    })
+                    .collect(),
+            },
+        )
+}
+
 fn response_body() -> impl Strategy<Value = ResponseBody> {
     prop_oneof![
         (
@@ -279,17 +323,22 @@ fn response_body() -> impl Strategy<Value = ResponseBody> {
             opt_text(),
             permissions(),
             opt_text(),
-            option::of(any::<i64>())
+            option::of(any::<i64>()),
+            any::<bool>()
         )
-            .prop_map(|(code, key_id, permissions, environment, rotate_by)| {
-                ResponseBody::Verify(VerifyAnswer {
-                    code,
-                    key_id,
-                    permissions,
-                    environment,
-                    rotate_by,
-                })
-            }),
+            .prop_map(
+                |(code, key_id, permissions, environment, rotate_by, rotation_due)| {
+                    ResponseBody::Verify(VerifyAnswer {
+                        code,
+                        key_id,
+                        permissions,
+                        environment,
+                        rotate_by,
+                        rotation_due,
+                    })
+                }
+            ),
+        policy_report().prop_map(ResponseBody::Policy),
         (key_info(), text())
             .prop_map(|(key, token)| ResponseBody::Created(NewToken { key, token })),
         (vec(key_info(), 0..3), opt_text())
@@ -314,6 +363,7 @@ fn covers_request_body(body: &RequestBody) {
         | RequestBody::CreateKey(_)
         | RequestBody::ListKeys { .. }
         | RequestBody::Rekey { .. }
+        | RequestBody::PolicyStatus
         | RequestBody::ShowKey { .. }
         | RequestBody::Regenerate { .. }
         | RequestBody::Revoke { .. }
@@ -332,7 +382,8 @@ fn covers_response_body(body: &ResponseBody) {
         | ResponseBody::Status(_)
         | ResponseBody::Audit(_)
         | ResponseBody::Error(_)
-        | ResponseBody::Done(_) => {}
+        | ResponseBody::Done(_)
+        | ResponseBody::Policy(_) => {}
     }
 }
 
@@ -840,6 +891,7 @@ fn typical_key(i: usize) -> KeyInfo {
         last_used_at: Some(1_764_000_200_000),
         expires_at: None,
         rotate_by: None,
+        rotation_due: false,
         revoked_at: None,
         grace_until: None,
         usage: Usage {

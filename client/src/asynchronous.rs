@@ -267,6 +267,11 @@ impl AsyncClient {
         Ok(report)
     }
 
+    /// The policy file's state and the coming rotations.
+    pub async fn policy_status(&mut self) -> Result<proto::PolicyReport, Error> {
+        outcome::expect_policy(self.call(RequestBody::PolicyStatus).await?)
+    }
+
     /// Re-wraps the store's data key under `new_master_key` (32 bytes).
     pub async fn rekey(&mut self, new_master_key: Vec<u8>) -> Result<String, Error> {
         let body = RequestBody::Rekey {

@@ -249,6 +249,11 @@ impl Client {
         Ok(report)
     }
 
+    /// The policy file's state and the coming rotations.
+    pub fn policy_status(&mut self) -> Result<proto::PolicyReport, Error> {
+        outcome::expect_policy(self.call(RequestBody::PolicyStatus)?)
+    }
+
     /// Re-wraps the store's data key under `new_master_key` (32 bytes).
     pub fn rekey(&mut self, new_master_key: Vec<u8>) -> Result<String, Error> {
         let body = RequestBody::Rekey {

@@ -2,8 +2,8 @@
 //! answers to call results shared by both clients.
 
 use crate::proto::{
-    AuditReport, KeyInfo, KeyPage, NewToken, Permission, ResponseBody, StatusInfo, VerifyAnswer,
-    VerifyCode,
+    AuditReport, KeyInfo, KeyPage, NewToken, Permission, PolicyReport, ResponseBody, StatusInfo,
+    VerifyAnswer, VerifyCode,
 };
 use crate::Error;
 use std::fmt;
@@ -17,6 +17,8 @@ pub struct Verified {
     pub environment: Option<String>,
     /// When the key is due for rotation (unix milliseconds), if a policy says so.
     pub rotate_by: Option<i64>,
+    /// The key is within its policy's warning window: rotate it soon.
+    pub rotation_due: bool,
 }
 
 /// A refused verify. Every variant is a refusal, so `Err(_)` always means "do not serve".
@@ -70,6 +72,7 @@ pub(crate) fn verify_outcome(answer: VerifyAnswer) -> Result<Verified, Denied> {
             permissions: answer.permissions,
             environment: answer.environment,
             rotate_by: answer.rotate_by,
+            rotation_due: answer.rotation_due,
         }),
         (VerifyCode::Valid, None) => Err(Denied::Unavailable(Error::Unexpected(
             "a valid answer without a key id".into(),
@@ -131,6 +134,13 @@ pub(crate) fn expect_status(body: ResponseBody) -> Result<StatusInfo, Error> {
 pub(crate) fn expect_done(body: ResponseBody) -> Result<String, Error> {
     match refuse_errors(body)? {
         ResponseBody::Done(message) => Ok(message),
+        other => Err(unexpected(&other)),
+    }
+}
+
+pub(crate) fn expect_policy(body: ResponseBody) -> Result<PolicyReport, Error> {
+    match refuse_errors(body)? {
+        ResponseBody::Policy(report) => Ok(report),
         other => Err(unexpected(&other)),
     }
 }

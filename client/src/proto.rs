@@ -86,6 +86,9 @@ pub enum RequestBody {
     /// Re-wrap the store's data key under a new 32-byte master key (admin); answered with
     /// [`ResponseBody::Done`]. The daemon must be started with the new key from then on.
     Rekey { new_master_key: SecretBytes },
+    /// The policy file's state and the coming rotations; answered with
+    /// [`ResponseBody::Policy`].
+    PolicyStatus,
 }
 
 /// Bytes that must not show in logs (`Debug` prints only their length), wiped on drop.
@@ -200,6 +203,42 @@ pub enum ResponseBody {
     Error(ErrorAnswer),
     /// A change that has nothing to show but a message for a person.
     Done(String),
+    Policy(PolicyReport),
+}
+
+/// The policy file in force and what it schedules.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyReport {
+    /// The file watched (none: no policy).
+    pub file: Option<String>,
+    /// SHA-256 (hex) of the content in force.
+    pub content_sha256: Option<String>,
+    pub loaded_at: Option<i64>,
+    /// Why the file on disk is not in force, when it is not.
+    pub last_error: Option<String>,
+    pub last_error_at: Option<i64>,
+    pub rules: u32,
+    pub revoked_ids: u32,
+    pub revoked_hashes: u32,
+    /// Coming scheduled rotations, soonest first.
+    pub next_rotations: Vec<ScheduledRotation>,
+    /// Rotations that failed and will be retried.
+    pub rotation_failures: Vec<RotationFailure>,
+}
+
+/// A rotation the scheduler will run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduledRotation {
+    pub key_id: String,
+    pub at: i64,
+}
+
+/// A rotation that failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RotationFailure {
+    pub key_id: String,
+    pub message: String,
+    pub retry_at: i64,
 }
 
 /// One page of keys.
@@ -222,6 +261,8 @@ pub struct VerifyAnswer {
     pub environment: Option<String>,
     /// When the key is due for rotation (unix milliseconds), if a policy says so.
     pub rotate_by: Option<i64>,
+    /// The key is within its policy's `warn_before` window of `rotate_by` (or past it).
+    pub rotation_due: bool,
 }
 
 impl VerifyAnswer {
@@ -299,6 +340,8 @@ pub struct KeyInfo {
     pub expires_at: Option<i64>,
     /// When the key is due for rotation, if a policy says so.
     pub rotate_by: Option<i64>,
+    /// The key is within its policy's `warn_before` window of `rotate_by` (or past it).
+    pub rotation_due: bool,
     pub revoked_at: Option<i64>,
     /// Until when the token replaced by the last regenerate still verifies.
     pub grace_until: Option<i64>,
@@ -360,6 +403,10 @@ pub struct StatusInfo {
     pub corrupt_keys: Vec<String>,
     pub connections: u64,
     pub verifications: u64,
+    /// Why the policy file on disk is not in force, when it is not.
+    pub policy_error: Option<String>,
+    /// Scheduled rotations failing now.
+    pub rotation_failures: u64,
 }
 
 /// Keys by state.

@@ -184,6 +184,11 @@ fn print_list(keys: &[KeyInfo]) {
                 k.state.as_str().into(),
                 time(k.created_at),
                 time_or(k.last_used_at, "never"),
+                match (k.rotate_by, k.rotation_due) {
+                    (Some(at), true) => format!("{} DUE", time(at)),
+                    (Some(at), false) => time(at),
+                    (None, _) => "-".into(),
+                },
                 usage_text(k),
             ]
         })
@@ -218,6 +223,14 @@ fn print_key(key: &KeyInfo) {
     println!("rotated:      {}", time_or(key.rotated_at, "never"));
     println!("last used:    {}", time_or(key.last_used_at, "never"));
     println!("expires:      {}", time_or(key.expires_at, "never"));
+    if let Some(at) = key.rotate_by {
+        let due = if key.rotation_due {
+            " (DUE: rotate it now)"
+        } else {
+            ""
+        };
+        println!("rotate by:    {}{due}", time(at));
+    }
     if let Some(at) = key.revoked_at {
         println!("revoked:      {}", time(at));
     }

@@ -3,6 +3,7 @@
 mod audit;
 mod keys;
 mod output;
+mod policy;
 mod rekey;
 mod serve;
 mod status;
@@ -51,6 +52,9 @@ enum Command {
     Status,
     /// The audit log of admin changes (admin).
     Audit(audit::AuditArgs),
+    /// Check a policy file, or show the one in force (admin).
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
     /// Wrap the store's data key under a new master key (admin; online or offline).
     Rekey(rekey::RekeyArgs),
 }
@@ -88,6 +92,7 @@ pub fn main() -> ExitCode {
         Command::Status => status::run(&context),
         Command::Audit(args) => audit::run(args, &context),
         Command::Rekey(args) => rekey::run(args, &context),
+        Command::Policy(command) => policy::run(command, &context),
     };
     match result {
         Ok(code) => code,

@@ -52,6 +52,8 @@ pub fn key_json(key: &KeyInfo) -> Value {
         "rotated_at": time_or_null(key.rotated_at),
         "last_used_at": time_or_null(key.last_used_at),
         "expires_at": time_or_null(key.expires_at),
+        "rotate_by": time_or_null(key.rotate_by),
+        "rotation_due": key.rotation_due,
         "revoked_at": time_or_null(key.revoked_at),
         "grace_until": time_or_null(key.grace_until),
         "usage": {

@@ -35,6 +35,10 @@ pub struct ServeArgs {
     /// The daemon's config [default: /etc/authenta/keyd.toml when present]
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// The policy file, watched and applied live [default: the config's `policy`, else
+    /// /etc/authenta/policy.toml when present]
+    #[arg(long, value_name = "FILE")]
+    policy: Option<PathBuf>,
     /// Detach into the background (hosts without systemd); the command returns once the
     /// daemon is ready, or fails with its error.
     #[arg(long, requires = "pidfile")]
@@ -70,6 +74,7 @@ fn serve(
     // Everything the daemon creates (store, WAL, key file) is for its own user only.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let activated = systemd::take_activated_listener()?;
+    let args_policy = args.policy.clone();
     let (config, config_path) = Config::load(args.config.as_deref())?;
     let socket = socket.unwrap_or_else(paths::default_socket);
     let data_dir = match args.data_dir {
@@ -121,7 +126,15 @@ fn serve(
             default_grace: config.regenerate_grace,
             connections: AtomicU64::new(0),
             verifications: AtomicU64::new(0),
+            policy: Default::default(),
+            scheduler: Default::default(),
+            scheduler_wake: Default::default(),
         });
+        // The policy is in force (revocations written) before anyone is told "ready".
+        let policy_path = policy_path(args_policy, config.policy.as_deref());
+        if let Some(path) = &policy_path {
+            crate::policy::apply::reload(&daemon, path).await;
+        }
         let (stop, stopped) = watch::channel(false);
         let flusher = tokio::spawn(usage_flusher::run(
             daemon.clone(),
@@ -134,6 +147,14 @@ fn serve(
             config.max_connections,
             stopped.clone(),
         ));
+        if let Some(path) = policy_path.clone() {
+            tokio::spawn(crate::policy::watch::run(
+                daemon.clone(),
+                path,
+                stopped.clone(),
+            ));
+        }
+        tokio::spawn(crate::scheduler::run(daemon.clone(), stopped.clone()));
         if let Some(period) = systemd::watchdog_interval() {
             tokio::spawn(watchdog(daemon.clone(), period, stopped));
         }
@@ -152,7 +173,7 @@ fn serve(
             pipe.ready();
         }
 
-        run_until_stopped(&daemon, config_path.as_deref()).await?;
+        run_until_stopped(&daemon, config_path.as_deref(), policy_path.as_deref()).await?;
         tracing::info!("shutting down");
         systemd::stopping();
         let _ = stop.send(true);
@@ -171,8 +192,12 @@ fn serve(
     Ok(ExitCode::SUCCESS)
 }
 
-/// Serves until SIGTERM or SIGINT; SIGHUP reloads the config's access rules.
-async fn run_until_stopped(daemon: &Daemon, config_path: Option<&Path>) -> Result<()> {
+/// Serves until SIGTERM or SIGINT; SIGHUP reloads the config's access rules and the policy.
+async fn run_until_stopped(
+    daemon: &Daemon,
+    config_path: Option<&Path>,
+    policy_path: Option<&Path>,
+) -> Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
@@ -180,15 +205,18 @@ async fn run_until_stopped(daemon: &Daemon, config_path: Option<&Path>) -> Resul
         tokio::select! {
             _ = term.recv() => return Ok(()),
             _ = int.recv() => return Ok(()),
-            _ = hup.recv() => reload(daemon, config_path),
+            _ = hup.recv() => reload(daemon, config_path, policy_path).await,
         }
     }
 }
 
 /// Re-reads the config. Access rules take effect at once; socket settings and limits need a
 /// restart. An invalid file leaves the rules in force unchanged.
-fn reload(daemon: &Daemon, config_path: Option<&Path>) {
+async fn reload(daemon: &Daemon, config_path: Option<&Path>, policy_path: Option<&Path>) {
     systemd::reloading();
+    if let Some(path) = policy_path {
+        crate::policy::apply::reload(daemon, path).await;
+    }
     match Config::load(config_path) {
         Ok((config, _)) => {
             daemon.set_access(Access::from_config(&config));
@@ -220,6 +248,14 @@ async fn watchdog(
             _ = stopped.changed() => return,
         }
     }
+}
+
+/// The policy file: `--policy`, else the config's `policy`, else the default when present.
+fn policy_path(flag: Option<PathBuf>, config: Option<&Path>) -> Option<PathBuf> {
+    flag.or_else(|| config.map(Path::to_path_buf)).or_else(|| {
+        let default = Path::new(crate::policy::DEFAULT_PATH);
+        default.exists().then(|| default.to_path_buf())
+    })
 }
 
 fn socket_group(config: &Config) -> Result<Option<u32>> {

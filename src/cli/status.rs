@@ -23,6 +23,8 @@ pub fn run(context: &Context) -> Result<ExitCode> {
             "corrupt_keys": status.corrupt_keys,
             "connections": status.connections,
             "verifications": status.verifications,
+            "policy_error": status.policy_error,
+            "rotation_failures": status.rotation_failures,
         }));
     } else {
         println!("authenta-keyd {}", status.version);
@@ -38,6 +40,15 @@ pub fn run(context: &Context) -> Result<ExitCode> {
         );
         println!("connections:   {}", status.connections);
         println!("verifications: {}", status.verifications);
+        if let Some(error) = &status.policy_error {
+            println!("POLICY ERROR:  {error}");
+        }
+        if status.rotation_failures > 0 {
+            println!(
+                "ROTATIONS:     {} failing (see `authenta-keyd policy status`)",
+                status.rotation_failures
+            );
+        }
         if !status.corrupt_keys.is_empty() {
             println!(
                 "CORRUPT:       {} (refused until restored from backup)",

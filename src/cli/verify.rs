@@ -52,6 +52,7 @@ pub fn run(args: VerifyArgs, context: &Context) -> ExitCode {
             "permissions": output::permission_names(&answer.permissions),
             "environment": answer.environment,
             "rotate_by": output::time_or_null(answer.rotate_by),
+            "rotation_due": answer.rotation_due,
         }));
     } else {
         println!(
@@ -62,6 +63,12 @@ pub fn run(args: VerifyArgs, context: &Context) -> ExitCode {
                 .as_ref()
                 .map(|id| format!(" ({id}: {})", output::permission_list(&answer.permissions)))
                 .unwrap_or_default()
+        );
+    }
+    if answer.rotation_due && !context.json {
+        eprintln!(
+            "warning: this key is due for rotation (rotate by {})",
+            output::time_or(answer.rotate_by, "now")
         );
     }
     match status {

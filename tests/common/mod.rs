@@ -20,6 +20,8 @@ pub struct Daemon {
     pub data_dir: PathBuf,
     pub master_key: PathBuf,
     pub config: Option<PathBuf>,
+    /// The policy file passed with --policy, if any (in its own directory `policy/`).
+    pub policy: Option<PathBuf>,
     child: Option<Child>,
 }
 
@@ -31,6 +33,16 @@ impl Daemon {
 
     /// Starts a daemon with the given config file text.
     pub fn start_with_config(config: Option<&str>) -> Daemon {
+        Daemon::start_with(config, None)
+    }
+
+    /// Starts a daemon watching a policy file with this text (in `DIR/policy/policy.toml`).
+    pub fn start_with_policy(policy: &str) -> Daemon {
+        Daemon::start_with(None, Some(policy))
+    }
+
+    /// Starts a daemon with an optional config and an optional policy.
+    pub fn start_with(config: Option<&str>, policy: Option<&str>) -> Daemon {
         let dir = tempfile::tempdir().expect("temp dir");
         // Let a test's unprivileged child reach the socket inside.
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
@@ -52,7 +64,15 @@ impl Daemon {
             std::fs::Permissions::from_mode(0o755),
         )
         .expect("chmod");
+        let policy = policy.map(|text| {
+            let policy_dir = dir.path().join("policy");
+            std::fs::create_dir(&policy_dir).expect("policy dir");
+            let path = policy_dir.join("policy.toml");
+            std::fs::write(&path, text).expect("write policy");
+            path
+        });
         let mut daemon = Daemon {
+            policy,
             socket: dir.path().join("run/keyd.sock"),
             data_dir: dir.path().join("data"),
             master_key,
@@ -91,6 +111,9 @@ impl Daemon {
             .stdin(Stdio::null());
         if let Some(config) = &self.config {
             command.arg("--config").arg(config);
+        }
+        if let Some(policy) = &self.policy {
+            command.arg("--policy").arg(policy);
         }
         command
     }

@@ -1,0 +1,147 @@
+//! Putting a policy in force: revocations first (durably, through the store, audited with
+//! actor `policy`), then the new ages and schedules in the index, then the scheduler is
+//! woken. A file that does not parse, or whose revocations cannot be written, leaves the
+//! last good policy in force and is reported.
+
+use super::parse::parse;
+use super::Policy;
+use crate::clock;
+use crate::daemon::Daemon;
+use crate::index::Hit;
+use crate::writer::{Command, Outcome};
+use ring::digest;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// What `policy status` shows about the file.
+#[derive(Debug, Clone, Default)]
+pub struct PolicyState {
+    pub file: Option<PathBuf>,
+    /// SHA-256 (hex) of the content in force.
+    pub content_sha256: Option<String>,
+    pub loaded_at: Option<i64>,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<i64>,
+}
+
+/// Reads `path` and, if it changed since the last good load, puts it in force.
+pub async fn reload(daemon: &Daemon, path: &Path) {
+    let text = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            report_error(
+                daemon,
+                format!(
+                    "cannot read {}: {e}; the last good policy stays in force",
+                    path.display()
+                ),
+            );
+            return;
+        }
+    };
+    let sha = hex::encode(digest::digest(&digest::SHA256, &text));
+    let unchanged = {
+        let state = daemon.policy_state();
+        state.content_sha256.as_deref() == Some(sha.as_str()) && state.last_error.is_none()
+    };
+    if unchanged {
+        return;
+    }
+    let policy = match std::str::from_utf8(&text)
+        .map_err(|_| "the file is not UTF-8 text".to_owned())
+        .and_then(parse)
+    {
+        Ok(policy) => policy,
+        Err(e) => {
+            report_error(
+                daemon,
+                format!(
+                    "{}: {e}; the last good policy stays in force",
+                    path.display()
+                ),
+            );
+            return;
+        }
+    };
+    match put_in_force(daemon, policy).await {
+        Ok(revoked) => {
+            let mut state = daemon.policy_state();
+            state.file = Some(path.to_path_buf());
+            state.content_sha256 = Some(sha);
+            state.loaded_at = Some(clock::now_ms());
+            state.last_error = None;
+            drop(state);
+            tracing::info!(file = %path.display(), revoked, "policy applied");
+        }
+        Err(e) => report_error(daemon, format!("{}: {e}", path.display())),
+    }
+}
+
+fn report_error(daemon: &Daemon, message: String) {
+    tracing::error!(error = %message, "policy not applied");
+    let mut state = daemon.policy_state();
+    state.last_error = Some(message);
+    state.last_error_at = Some(clock::now_ms());
+}
+
+/// Applies revocations durably, then the policy's times; returns how many revocations
+/// were new.
+pub async fn put_in_force(daemon: &Daemon, policy: Policy) -> Result<usize, String> {
+    let (ids, hashes) = pending_revocations(daemon, &policy);
+    let revoked = if ids.is_empty() && hashes.is_empty() {
+        0
+    } else {
+        match daemon
+            .writer
+            .submit(Command::ApplyRevocations { ids, hashes })
+            .await
+        {
+            Ok(Outcome::Revoked(n)) => n,
+            Ok(_) => 0,
+            Err(e) => {
+                return Err(format!(
+                "its revocations could not be written ({e}); the last good policy stays in force"
+            ))
+            }
+        }
+    };
+    daemon.index.set_policy(Arc::new(policy));
+    // A changed policy may have fixed what made rotations fail: try them again now.
+    let now = clock::now_ms();
+    for failure in daemon.scheduler_state().failures.values_mut() {
+        failure.retry_at = now;
+    }
+    daemon.scheduler_wake.notify_one();
+    Ok(revoked)
+}
+
+/// The revocations not yet in effect, so a reload of the same file writes nothing.
+fn pending_revocations(
+    daemon: &Daemon,
+    policy: &Policy,
+) -> (Vec<String>, Vec<crate::token::TokenHash>) {
+    let maps = daemon.index.read();
+    let ids = policy
+        .revocations
+        .ids
+        .iter()
+        .filter(|id| {
+            maps.by_id(id)
+                .is_some_and(|e| e.record.revoked_at.is_none())
+        })
+        .cloned()
+        .collect();
+    let hashes = policy
+        .revocations
+        .token_sha256
+        .iter()
+        .filter(|hash| match maps.by_hash(hash) {
+            None => true,
+            Some(Hit::Retired(_)) => false,
+            Some(Hit::Current(e)) => e.record.revoked_at.is_none(),
+            Some(Hit::Previous(_)) => true,
+        })
+        .copied()
+        .collect();
+    (ids, hashes)
+}

@@ -1,0 +1,233 @@
+//! The policy file: rotation schedules, maximum key ages, expiry warnings and revocation
+//! pushes, applied live. `parse` reads and validates a file whole; `watch` notices changes;
+//! `apply` puts a new policy in force; the scheduler (`crate::scheduler`) runs rotations.
+
+pub mod apply;
+pub mod parse;
+pub mod watch;
+
+use crate::key::KeyRecord;
+use crate::token::TokenHash;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Read when neither `--policy` nor the config's `policy` names a file, if present.
+pub const DEFAULT_PATH: &str = "/etc/authenta/policy.toml";
+
+/// A validated policy. The empty policy (no file) changes nothing.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Policy {
+    pub defaults: Defaults,
+    /// Rules in file order; the first that matches a key applies to it.
+    pub rotation: Vec<RotationRule>,
+    pub revocations: Revocations,
+}
+
+/// `[defaults]`: what applies to keys no rule names.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Defaults {
+    /// Keys whose last (re)generation is older stop verifying (401 `expired`).
+    pub max_age: Option<Duration>,
+    /// How long before `rotate_by` verify answers and lists flag a key as due.
+    pub warn_before: Option<Duration>,
+    /// Grace of `keys regenerate` when the request names none.
+    pub regenerate_grace: Option<Duration>,
+}
+
+/// One `[[rotation]]` rule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RotationRule {
+    /// Matches this key id exactly.
+    pub id: Option<String>,
+    /// Matches key names: exactly, or as a glob (`*`, `?`, `[...]`).
+    pub name: Option<glob::Pattern>,
+    /// Matches keys with this environment label.
+    pub environment: Option<String>,
+    pub max_age: Option<Duration>,
+    pub warn_before: Option<Duration>,
+    /// Regenerate on this period, writing the new token to `sink`.
+    pub every: Option<Duration>,
+    /// How long the replaced token keeps verifying after a scheduled rotation.
+    pub overlap: Duration,
+    pub sink: Option<Sink>,
+}
+
+/// Where a scheduled rotation writes the new token for the service that uses it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sink {
+    pub path: PathBuf,
+    /// Uid to own the file (resolved from a user name at parse time).
+    pub owner: Option<u32>,
+    /// File mode, 0400 unless set.
+    pub mode: u32,
+}
+
+/// `[revocations]`: applied durably; removing an entry later does not revive a key.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Revocations {
+    pub ids: Vec<String>,
+    /// SHA-256 of leaked tokens, as secret scanners report them.
+    pub token_sha256: Vec<TokenHash>,
+}
+
+/// What a policy means for one key, in unix milliseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeyTimes {
+    /// From then on the key answers 401 `expired` (its `max_age` ran out).
+    pub expires_at: Option<i64>,
+    /// When the key is due for rotation.
+    pub rotate_by: Option<i64>,
+    /// From then on the key is flagged as due (`rotate_by - warn_before`).
+    pub warn_from: Option<i64>,
+    /// When the scheduler regenerates it (rules with `every`).
+    pub scheduled_at: Option<i64>,
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl RotationRule {
+    /// Whether this rule applies to `key`: every matcher it has must match.
+    pub fn matches(&self, key: &KeyRecord) -> bool {
+        self.id.as_ref().is_none_or(|id| *id == key.id)
+            && self.name.as_ref().is_none_or(|p| p.matches(&key.name))
+            && self
+                .environment
+                .as_ref()
+                .is_none_or(|env| key.environment.as_ref() == Some(env))
+    }
+}
+
+impl Policy {
+    /// The first rule that matches `key`.
+    pub fn rule_for(&self, key: &KeyRecord) -> Option<&RotationRule> {
+        self.rotation.iter().find(|rule| rule.matches(key))
+    }
+
+    /// What this policy means for `key`.
+    pub fn times(&self, key: &KeyRecord) -> KeyTimes {
+        let rule = self.rule_for(key);
+        let base = key.rotated_at.unwrap_or(key.created_at);
+        let max_age = rule.and_then(|r| r.max_age).or(self.defaults.max_age);
+        let warn_before = rule
+            .and_then(|r| r.warn_before)
+            .or(self.defaults.warn_before);
+        let every = rule.and_then(|r| r.every);
+        let expires_at = max_age.map(|age| base.saturating_add(millis(age)));
+        let scheduled_at = every.map(|period| base.saturating_add(millis(period)));
+        let rotate_by = match (scheduled_at, expires_at) {
+            (Some(s), Some(e)) => Some(s.min(e)),
+            (s, e) => s.or(e),
+        };
+        let warn_from = rotate_by.map(|at| at.saturating_sub(warn_before.map_or(0, millis)));
+        KeyTimes {
+            expires_at,
+            rotate_by,
+            warn_from,
+            scheduled_at,
+        }
+    }
+
+    /// Grace of a regenerate that names none: the policy's, else `fallback` (the config's).
+    pub fn regenerate_grace(&self, fallback: Duration) -> Duration {
+        self.defaults.regenerate_grace.unwrap_or(fallback)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key::Permissions;
+
+    const DAY: i64 = 86_400_000;
+
+    fn key(name: &str, env: Option<&str>, created_at: i64, rotated_at: Option<i64>) -> KeyRecord {
+        KeyRecord {
+            id: "key_0123456789abcdef".into(),
+            token_hash: [0; 32],
+            name: name.into(),
+            start: "s".into(),
+            permissions: Permissions::default(),
+            environment: env.map(Into::into),
+            created_at,
+            rotated_at,
+            expires_at: None,
+            revoked_at: None,
+            revoke_reason: None,
+            grace: None,
+        }
+    }
+
+    fn rule(name: &str) -> RotationRule {
+        RotationRule {
+            id: None,
+            name: Some(glob::Pattern::new(name).expect("glob")),
+            environment: None,
+            max_age: None,
+            warn_before: None,
+            every: None,
+            overlap: Duration::ZERO,
+            sink: None,
+        }
+    }
+
+    #[test]
+    fn defaults_give_expiry_and_a_warning_window_from_the_last_generation() {
+        let policy = Policy {
+            defaults: Defaults {
+                max_age: Some(Duration::from_secs(365 * 86_400)),
+                warn_before: Some(Duration::from_secs(30 * 86_400)),
+                regenerate_grace: None,
+            },
+            ..Policy::default()
+        };
+        let times = policy.times(&key("k", None, 0, Some(10 * DAY)));
+        assert_eq!(times.expires_at, Some(375 * DAY));
+        assert_eq!(times.rotate_by, Some(375 * DAY));
+        assert_eq!(times.warn_from, Some(345 * DAY));
+        assert_eq!(times.scheduled_at, None);
+    }
+
+    #[test]
+    fn the_first_matching_rule_wins_and_all_its_matchers_must_match() {
+        let mut backend = rule("Backend-*");
+        backend.environment = Some("production".into());
+        backend.max_age = Some(Duration::from_secs(90 * 86_400));
+        let mut everything = rule("*");
+        everything.max_age = Some(Duration::from_secs(86_400));
+        let policy = Policy {
+            rotation: vec![backend, everything],
+            ..Policy::default()
+        };
+        let prod = key("Backend-Server-Key", Some("production"), 0, None);
+        let staging = key("Backend-Server-Key", Some("staging"), 0, None);
+        assert_eq!(policy.times(&prod).expires_at, Some(90 * DAY));
+        assert_eq!(policy.times(&staging).expires_at, Some(DAY));
+    }
+
+    #[test]
+    fn schedules_rotate_before_expiry() {
+        let mut r = rule("*");
+        r.every = Some(Duration::from_secs(30 * 86_400));
+        r.max_age = Some(Duration::from_secs(45 * 86_400));
+        r.warn_before = Some(Duration::from_secs(2 * 86_400));
+        let policy = Policy {
+            rotation: vec![r],
+            ..Policy::default()
+        };
+        let times = policy.times(&key("k", None, 0, None));
+        assert_eq!(times.scheduled_at, Some(30 * DAY));
+        assert_eq!(times.rotate_by, Some(30 * DAY));
+        assert_eq!(times.warn_from, Some(28 * DAY));
+        assert_eq!(times.expires_at, Some(45 * DAY));
+    }
+
+    #[test]
+    fn no_policy_means_no_times() {
+        assert_eq!(
+            Policy::default().times(&key("k", None, 5, None)),
+            KeyTimes::default()
+        );
+    }
+}

@@ -1,0 +1,157 @@
+//! Scheduled rotations: keys matched by a `[[rotation]]` rule with `every` are regenerated
+//! when due, their new token written to the rule's sink. Due times derive from each key's
+//! last (re)generation, which the store keeps, so a rotation missed while the daemon was
+//! down runs at start-up, and a restart during an overlap changes nothing (the overlap is
+//! the key's grace, also in the store). Failures are logged, shown in `policy status`, and
+//! retried.
+
+use crate::clock;
+use crate::daemon::Daemon;
+use crate::writer::{Command, Outcome};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// How long after a failed rotation it is tried again.
+const RETRY_AFTER_MS: i64 = 30_000;
+/// The longest the scheduler sleeps without looking (clock changes, safety).
+const MAX_SLEEP: Duration = Duration::from_secs(30);
+
+/// A rotation that failed, for `policy status`.
+#[derive(Debug, Clone)]
+pub struct RotationFailure {
+    pub message: String,
+    pub retry_at: i64,
+}
+
+/// What `policy status` shows about rotations.
+#[derive(Debug, Clone, Default)]
+pub struct SchedulerState {
+    /// The next rotations, soonest first (at most 20).
+    pub next: Vec<(String, i64)>,
+    pub failures: HashMap<String, RotationFailure>,
+}
+
+struct Due {
+    id: String,
+    base: i64,
+    overlap_secs: u64,
+    sink: crate::policy::Sink,
+}
+
+/// Runs rotations as they fall due, until `stopped`.
+pub async fn run(daemon: Arc<Daemon>, mut stopped: watch::Receiver<bool>) {
+    loop {
+        let now = clock::now_ms();
+        let (due, next_at) = scan(&daemon, now);
+        for job in due {
+            rotate(&daemon, job).await;
+        }
+        let sleep = next_at
+            .map(|at| Duration::from_millis(u64::try_from(at - clock::now_ms()).unwrap_or(0)))
+            .unwrap_or(MAX_SLEEP)
+            .clamp(Duration::from_millis(10), MAX_SLEEP);
+        tokio::select! {
+            () = tokio::time::sleep(sleep) => {}
+            () = daemon.scheduler_wake.notified() => {}
+            () = daemon.index.changed.notified() => {}
+            _ = stopped.changed() => return,
+        }
+    }
+}
+
+/// The rotations due at `now`, and when the next one (or retry) falls due.
+fn scan(daemon: &Daemon, now: i64) -> (Vec<Due>, Option<i64>) {
+    let policy = daemon.index.policy();
+    if policy.rotation.iter().all(|rule| rule.every.is_none()) {
+        daemon.scheduler_state().next.clear();
+        return (Vec::new(), None);
+    }
+    let failures = daemon.scheduler_state().failures.clone();
+    let mut due = Vec::new();
+    let mut upcoming = Vec::new();
+    {
+        let maps = daemon.index.read();
+        for entry in maps.entries() {
+            let record = &entry.record;
+            let Some(at) = entry.policy.scheduled_at() else {
+                continue;
+            };
+            if record.revoked_at.is_some() {
+                continue;
+            }
+            let retry_at = failures.get(&record.id).map(|f| f.retry_at);
+            let at = retry_at.map_or(at, |r| at.max(r));
+            if at > now {
+                upcoming.push((record.id.clone(), at));
+                continue;
+            }
+            let Some(rule) = policy.rule_for(record) else {
+                continue;
+            };
+            let Some(sink) = rule.sink.clone() else {
+                continue;
+            };
+            due.push(Due {
+                id: record.id.clone(),
+                base: record.rotated_at.unwrap_or(record.created_at),
+                overlap_secs: rule.overlap.as_secs(),
+                sink,
+            });
+        }
+    }
+    upcoming.sort_by_key(|(_, at)| *at);
+    let next_at = upcoming.first().map(|(_, at)| *at);
+    upcoming.truncate(20);
+    daemon.scheduler_state().next = upcoming;
+    (due, next_at)
+}
+
+async fn rotate(daemon: &Daemon, job: Due) {
+    let id = job.id.clone();
+    let sink = job.sink.path.clone();
+    let result = daemon
+        .writer
+        .submit(Command::Rotate {
+            id: job.id,
+            expected_base: job.base,
+            overlap_secs: job.overlap_secs,
+            sink: job.sink,
+        })
+        .await;
+    let failure = match result {
+        Ok(Outcome::Rotated {
+            publish_error: None,
+            ..
+        }) => {
+            tracing::info!(key_id = %id, sink = %sink.display(), "scheduled rotation done");
+            None
+        }
+        Ok(Outcome::Rotated {
+            publish_error: Some(e),
+            ..
+        }) => Some(format!(
+            "rotated, but the sink {} was not replaced: {e}",
+            sink.display()
+        )),
+        Ok(_) => None,
+        Err(e) => Some(e.to_string()),
+    };
+    let mut state = daemon.scheduler_state();
+    match failure {
+        None => {
+            state.failures.remove(&id);
+        }
+        Some(message) => {
+            tracing::error!(key_id = %id, error = %message, "scheduled rotation failed; will retry");
+            state.failures.insert(
+                id,
+                RotationFailure {
+                    message,
+                    retry_at: clock::now_ms() + RETRY_AFTER_MS,
+                },
+            );
+        }
+    }
+}
