@@ -23,6 +23,12 @@ use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 /// How long a new connection has to say hello.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Once a frame's first byte has arrived, the rest must follow within this long, so a client
+/// dribbling bytes cannot hold a connection slot forever. Idle connections between frames
+/// are fine: apps keep pooled connections open.
+const FRAME_DEADLINE: Duration = Duration::from_secs(5);
+/// Answers must drain to the client within this long; one that stops reading is closed.
+const WRITE_DEADLINE: Duration = Duration::from_secs(10);
 
 type Transport = Framed<UnixStream, LengthDelimitedCodec>;
 
@@ -98,7 +104,7 @@ async fn handshake(transport: &mut Transport, peer: &Peer) -> bool {
 async fn requests(transport: &mut Transport, peer: &Peer, daemon: &Daemon) {
     let mut payload = Vec::with_capacity(256);
     loop {
-        let Some(frame) = transport.next().await else {
+        let Some(frame) = next_frame(transport, peer).await else {
             return;
         };
         let mut frame = Some(frame);
@@ -131,13 +137,46 @@ async fn requests(transport: &mut Transport, peer: &Peer, daemon: &Daemon) {
                 reject(transport, "the answer is too large to send").await;
                 return;
             }
-            if transport.feed(payload.as_slice()).await.is_err() {
-                return;
+            match tokio::time::timeout(WRITE_DEADLINE, transport.feed(payload.as_slice())).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return,
+                Err(_) => {
+                    tracing::debug!(uid = peer.uid, "client does not read its answers; closing");
+                    return;
+                }
             }
             frame = transport.next().now_or_never().flatten();
         }
-        if SinkExt::<&[u8]>::flush(transport).await.is_err() {
-            return;
+        match tokio::time::timeout(WRITE_DEADLINE, SinkExt::<&[u8]>::flush(transport)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return,
+            Err(_) => {
+                tracing::debug!(uid = peer.uid, "client does not read its answers; closing");
+                return;
+            }
+        }
+    }
+}
+
+/// The next frame: waits as long as the connection is idle, but once bytes of a frame have
+/// arrived, the whole frame must within [`FRAME_DEADLINE`]. `None` ends the connection.
+async fn next_frame(
+    transport: &mut Transport,
+    peer: &Peer,
+) -> Option<Result<tokio_util::bytes::BytesMut, std::io::Error>> {
+    if transport.read_buffer().is_empty() && transport.get_ref().readable().await.is_err() {
+        return None;
+    }
+    match tokio::time::timeout(FRAME_DEADLINE, transport.next()).await {
+        Ok(frame) => frame,
+        Err(_) => {
+            tracing::debug!(uid = peer.uid, "frame not completed in time; closing");
+            reject(
+                transport,
+                "a frame did not arrive whole within 5 s; closing",
+            )
+            .await;
+            None
         }
     }
 }
@@ -164,9 +203,13 @@ async fn reject(transport: &mut Transport, message: &str) {
     send(transport, &response).await;
 }
 
+/// Sends one message; false when it could not be sent within [`WRITE_DEADLINE`].
 async fn send<T: serde::Serialize>(transport: &mut Transport, message: &T) -> bool {
     match proto::encode(message) {
-        Ok(bytes) => transport.send(Bytes::from(bytes)).await.is_ok(),
+        Ok(bytes) => matches!(
+            tokio::time::timeout(WRITE_DEADLINE, transport.send(Bytes::from(bytes))).await,
+            Ok(Ok(()))
+        ),
         Err(_) => false,
     }
 }

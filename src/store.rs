@@ -226,6 +226,13 @@ impl Store {
         Ok(())
     }
 
+    /// Copies the WAL into the database file and empties it.
+    pub fn checkpoint(&mut self) -> Result<()> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        Ok(())
+    }
+
     /// Inserts or replaces a key row.
     pub fn put_key(&mut self, record: &KeyRecord) -> Result<()> {
         let sealed = self.barrier.seal("keys", &record.id, &to_bytes(record));

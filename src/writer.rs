@@ -62,6 +62,8 @@ pub enum Command {
         overlap_secs: u64,
         sink: Sink,
     },
+    /// Moves the WAL into the database file (at shutdown), so the file stands alone.
+    Checkpoint,
     /// Re-wrap the data key under a new master key.
     Rekey {
         new_master_key: KeyBytes,
@@ -161,6 +163,13 @@ fn run_batch(store: &mut Store, index: &Index, rng: &SystemRandom, batch: Vec<Jo
                 let result = store
                     .read_audit(verify, after)
                     .map(Outcome::Audit)
+                    .map_err(|e| WriteError::Storage(e.to_string()));
+                let _ = job.reply.send(result);
+            }
+            Command::Checkpoint => {
+                let result = store
+                    .checkpoint()
+                    .map(|()| Outcome::Changed)
                     .map_err(|e| WriteError::Storage(e.to_string()));
                 let _ = job.reply.send(result);
             }
@@ -394,6 +403,10 @@ fn apply(
         Command::ReadAudit { verify, after } => store
             .read_audit(verify, after)
             .map(Outcome::Audit)
+            .map_err(storage),
+        Command::Checkpoint => store
+            .checkpoint()
+            .map(|()| Outcome::Changed)
             .map_err(storage),
         Command::ApplyRevocations { ids, hashes } => {
             let mut applied = 0;

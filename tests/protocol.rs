@@ -353,9 +353,15 @@ fn the_async_client_verifies_and_administers() {
 fn connections_over_the_cap_are_told_busy() {
     let daemon = Daemon::start_with_config(Some("max_connections = 4\n"));
     let (_, token) = daemon.create("K", "read", &[]);
-    let mut held: Vec<Client> = (0..4)
-        .map(|_| Client::connect(&daemon.socket).expect("connect"))
-        .collect();
+    // Connections just closed (the readiness probe, the CLI) free their slots a moment
+    // later: wait until this status connection is the only one.
+    let mut probe = Client::connect(&daemon.socket).expect("connect");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while probe.status().expect("status").connections > 1 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut held: Vec<Client> = vec![probe];
+    held.extend((0..3).map(|_| Client::connect(&daemon.socket).expect("connect")));
     match Client::connect(&daemon.socket) {
         Err(authenta_client::Error::Refused { code, message }) => {
             assert_eq!(code, ErrorCode::Busy);

@@ -183,6 +183,9 @@ fn serve(
             Ok(n) => tracing::info!(keys = n, "usage flushed"),
             Err(e) => tracing::error!(error = %e, "final usage flush failed"),
         }
+        if let Err(e) = daemon.writer.submit(writer::Command::Checkpoint).await {
+            tracing::warn!(error = %e, "final checkpoint failed; the WAL will be replayed at start-up");
+        }
         if bound_here {
             remove_socket(&socket);
         }
