@@ -7,7 +7,7 @@
 # of requests per shape as keyd answered, stops Redis (also on failure), and prints one table.
 #
 #   bench/vs-redis.sh                    # 10,000 keys, 3 s per keyd run
-#   KEYS=10000 DURATION=5 bench/vs-redis.sh
+#   KEYS=10000 DURATION=5 ROUNDS=3 bench/vs-redis.sh
 #
 # Redis answers GET from one thread with an epoll loop; redis-benchmark drives it from one
 # thread. authenta-bench drives keyd with one blocking thread per connection. All of it runs
@@ -17,6 +17,8 @@ cd "$(dirname "$0")/.."
 
 KEYS=${KEYS:-10000}
 DURATION=${DURATION:-3}
+# keyd and echo runs per shape, alternating; authenta-bench reports the median one.
+ROUNDS=${ROUNDS:-1}
 # Redis values of 36 bytes make a GET reply of 43 bytes ("$36\r\n" + value + "\r\n"), about
 # the size of keyd's verify answer frame (42 bytes on average in the bench's mix).
 VALUE_BYTES=${VALUE_BYTES:-36}
@@ -77,6 +79,7 @@ loaded=$(redis-cli -s "$sock" dbsize)
 
 echo "authenta-bench: $KEYS keys, ${DURATION} s per shape..." >&2
 target/release/authenta-bench --shapes-only --json --keys "$KEYS" --duration "$DURATION" \
+  --rounds "$ROUNDS" \
   >"$work/keyd.json"
 cp "$work/keyd.json" target/vs-redis-keyd.json
 

@@ -190,7 +190,7 @@ impl Keyd {
     /// The start-up time the daemon itself logged last (`startup_ms=`): from opening the
     /// store to listening, without process start and the first handshake.
     pub fn logged_startup_ms(&self) -> Option<u64> {
-        let log = self.log();
+        let log = strip_ansi(&self.log());
         let (_, rest) = log.rsplit_once("startup_ms=")?;
         rest.split(|c: char| !c.is_ascii_digit())
             .next()?
@@ -208,11 +208,41 @@ impl Keyd {
     }
 }
 
+/// The daemon colours its log even into a file: drop the escape sequences before parsing.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC '[' parameters, then one final letter.
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 impl Drop for Keyd {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escape_sequences_are_dropped() {
+        let logged = "\u{1b}[3mstartup_ms\u{1b}[0m\u{1b}[2m=\u{1b}[0m31 done";
+        assert_eq!(strip_ansi(logged), "startup_ms=31 done");
     }
 }

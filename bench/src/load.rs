@@ -150,6 +150,13 @@ pub fn drive(socket: &Path, workload: &Workload, shape: Shape, timing: Timing) -
     })
 }
 
+/// The run with the median throughput (the upper one of an even count); `runs` is not empty.
+pub fn median(mut runs: Vec<Measured>) -> Measured {
+    runs.sort_by(|a, b| a.ops_per_sec.total_cmp(&b.ops_per_sec));
+    let middle = runs.len() / 2;
+    runs.swap_remove(middle)
+}
+
 /// One connection's closed loop until the phase says stop.
 fn client(
     mut stream: std::os::unix::net::UnixStream,

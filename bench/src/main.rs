@@ -57,6 +57,12 @@ struct Args {
     #[arg(long, default_value_t = 0.5, value_name = "SECS")]
     warmup: f64,
 
+    /// Runs of each shape against each server, alternating keyd and echo; the run with the
+    /// median throughput is reported, so that a burst of other work on a shared machine
+    /// does not decide a ratio.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
+
     /// Only these shapes (comma-separated): sync-1, sync-50, pipe-50x32.
     #[arg(long, value_delimiter = ',', value_name = "NAMES")]
     shapes: Option<Vec<String>>,
@@ -189,6 +195,11 @@ fn run(args: &Args) -> Result<Report> {
         per_sec: keys as f64 / seeded.elapsed.as_secs_f64().max(1e-9),
     };
     drop(seeded);
+    eprintln!(
+        "seeded in {:.2} s; mix: {}",
+        seed_figures.secs,
+        workload.mix.describe()
+    );
 
     let scratch = tempfile::Builder::new()
         .prefix("authenta-bench-echo-")
@@ -198,9 +209,21 @@ fn run(args: &Args) -> Result<Report> {
 
     let mut rows = Vec::new();
     let mut wrong = 0;
+    let rounds = if args.smoke { 1 } else { args.rounds.max(1) };
     for &shape in &shapes {
-        let keyd = load::drive(&socket, &workload, shape, timing)?;
-        let baseline = load::drive(echo.path(), &workload, shape, timing)?;
+        let mut keyd_runs = Vec::new();
+        let mut echo_runs = Vec::new();
+        for _ in 0..rounds {
+            keyd_runs.push(load::drive(&socket, &workload, shape, timing)?);
+            echo_runs.push(load::drive(echo.path(), &workload, shape, timing)?);
+        }
+        wrong += keyd_runs
+            .iter()
+            .chain(&echo_runs)
+            .map(|m| m.wrong_answers)
+            .sum::<u64>();
+        let keyd = load::median(keyd_runs);
+        let baseline = load::median(echo_runs);
         eprintln!(
             "{}: keyd {:.0} ops/s p50 {:.1}us, echo {:.0} ops/s p50 {:.1}us",
             shape.name,
@@ -209,10 +232,8 @@ fn run(args: &Args) -> Result<Report> {
             baseline.ops_per_sec,
             baseline.latency.p50_us
         );
-        wrong += keyd.wrong_answers + baseline.wrong_answers;
         rows.push(ShapeRow::new(shape, keyd, baseline));
     }
-    drop(echo);
     let daemon_memory = own.as_ref().map(daemon::Keyd::memory).transpose()?;
 
     let mut flush = None;
@@ -251,6 +272,7 @@ fn run(args: &Args) -> Result<Report> {
                     bin,
                     args.scale_keys,
                     &socket,
+                    echo.path(),
                     &workload,
                     &scale_shapes,
                     timing,
@@ -258,13 +280,19 @@ fn run(args: &Args) -> Result<Report> {
                 wrong += figures
                     .rows
                     .iter()
-                    .map(|r| r.small.wrong_answers + r.large.wrong_answers)
+                    .map(|r| {
+                        r.small.wrong_answers
+                            + r.large.wrong_answers
+                            + r.echo_small.wrong_answers
+                            + r.echo_large.wrong_answers
+                    })
                     .sum::<u64>();
                 scale = Some(figures);
             }
             None => eprintln!("--scale needs a daemon the bench starts: skipped with --socket"),
         }
     }
+    drop(echo);
     drop(own.take());
 
     let (request_bytes, answer_bytes) = workload.mean_frame_sizes();
@@ -272,6 +300,7 @@ fn run(args: &Args) -> Result<Report> {
         version: env!("CARGO_PKG_VERSION"),
         cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
         smoke: args.smoke,
+        rounds,
         warmup_secs: timing.warmup.as_secs_f64(),
         duration_secs: timing.duration.as_secs_f64(),
         mix: workload.mix,

@@ -58,6 +58,8 @@ pub struct Report {
     pub version: &'static str,
     pub cores: usize,
     pub smoke: bool,
+    /// Runs per shape and server; the median one is reported.
+    pub rounds: usize,
     pub warmup_secs: f64,
     pub duration_secs: f64,
     pub mix: Mix,
@@ -154,12 +156,14 @@ impl Report {
         let mut t = String::new();
         let _ = writeln!(
             t,
-            "authenta-bench {}: {} cores{}; each run {:.1} s after {:.1} s of warm-up",
+            "authenta-bench {}: {} cores{}; each run {:.1} s after {:.1} s of warm-up; \
+             median of {} run(s) per shape and server",
             self.version,
             self.cores,
             if self.smoke { " (smoke mode)" } else { "" },
             self.duration_secs,
-            self.warmup_secs
+            self.warmup_secs,
+            self.rounds
         );
         let _ = writeln!(t, "mix: {}", self.mix_text);
         let _ = writeln!(
@@ -273,18 +277,30 @@ impl Report {
                 s.memory_after_load.peak_rss_mib
             );
             let _ = writeln!(t, "  mix: {}", s.mix.describe());
+            let _ = writeln!(
+                t,
+                "  {:<11} {:>13} {:>13} {:>6} {:>10} {:>10} {:>13} {:>13}",
+                "shape",
+                format!("{} keys", s.small_keys),
+                format!("{} keys", s.keys),
+                "ratio",
+                "p99 small",
+                "p99 large",
+                "echo, small",
+                "echo, large"
+            );
             for r in &s.rows {
                 let _ = writeln!(
                     t,
-                    "  {:<11} {:>10.0} ops/s with {} keys, {:>10.0} with {} ({:.2}); p99 {} vs {}",
+                    "  {:<11} {:>13.0} {:>13.0} {:>6.2} {:>10} {:>10} {:>13.0} {:>13.0}",
                     r.shape.name,
                     r.small.ops_per_sec,
-                    s.small_keys,
                     r.large.ops_per_sec,
-                    s.keys,
                     r.throughput_ratio,
                     us(r.small.latency.p99_us),
-                    us(r.large.latency.p99_us)
+                    us(r.large.latency.p99_us),
+                    r.echo_small.ops_per_sec,
+                    r.echo_large.ops_per_sec
                 );
             }
         }

@@ -3,12 +3,14 @@
 //! 10,000-key daemon, run alternately so that the noisy machine affects both alike.
 
 use crate::daemon::{Keyd, Memory};
+use crate::echo::EchoServer;
 use crate::load::{self, Measured, Shape, Timing};
 use crate::seed;
 use crate::workload::{Mix, Workload};
 use anyhow::Result;
 use serde::Serialize;
 use std::path::Path;
+use std::sync::Arc;
 
 /// Connections used to seed: enough to keep the store thread's batches full.
 const SEED_CONNECTIONS: usize = 8;
@@ -21,6 +23,10 @@ pub struct ScaleRow {
     pub large: Measured,
     /// Large ops/s over small ops/s.
     pub throughput_ratio: f64,
+    /// The same two mixes against the echo server: the part of any difference that is the
+    /// client's own (walking 1.25 million pre-encoded requests instead of 12,500).
+    pub echo_small: Measured,
+    pub echo_large: Measured,
 }
 
 /// The million-key figures.
@@ -43,11 +49,13 @@ pub struct Scale {
 }
 
 /// Seeds `keys` keys into a fresh daemon, restarts it, and compares it with the small daemon
-/// at `small_socket` (whose mix is `small`) on `shapes`.
+/// at `small_socket` (whose mix is `small`, also served by the echo server at `small_echo`)
+/// on `shapes`.
 pub fn run(
     bin: &Path,
     keys: usize,
     small_socket: &Path,
+    small_echo: &Path,
     small: &Workload,
     shapes: &[Shape],
     timing: Timing,
@@ -68,10 +76,17 @@ pub fn run(
         memory_after_start.rss_mib
     );
 
+    let scratch = tempfile::Builder::new()
+        .prefix("authenta-bench-echo-")
+        .tempdir()?;
+    let large = Arc::new(large);
+    let echo_large = EchoServer::start(&scratch.path().join("large.sock"), large.clone())?;
     let mut rows = Vec::new();
     for &shape in shapes {
         let small_run = load::drive(small_socket, small, shape, timing)?;
         let large_run = load::drive(keyd.socket(), &large, shape, timing)?;
+        let echo_small_run = load::drive(small_echo, small, shape, timing)?;
+        let echo_large_run = load::drive(echo_large.path(), &large, shape, timing)?;
         eprintln!(
             "scale: {}: {:.0} ops/s with {} keys, {:.0} ops/s with {keys}",
             shape.name, small_run.ops_per_sec, small.mix.keys, large_run.ops_per_sec
@@ -81,6 +96,8 @@ pub fn run(
             throughput_ratio: large_run.ops_per_sec / small_run.ops_per_sec.max(1e-9),
             small: small_run,
             large: large_run,
+            echo_small: echo_small_run,
+            echo_large: echo_large_run,
         });
     }
     let memory_after_load = keyd.memory()?;
