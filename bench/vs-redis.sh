@@ -8,6 +8,7 @@
 #
 #   bench/vs-redis.sh                    # 10,000 keys, 3 s per keyd run
 #   KEYS=10000 DURATION=5 ROUNDS=3 bench/vs-redis.sh
+#   SPIN=1 bench/vs-redis.sh             # cores kept from halting (see authenta-bench --spin)
 #
 # Redis answers GET from one thread with an epoll loop; redis-benchmark drives it from one
 # thread. authenta-bench drives keyd with one blocking thread per connection. All of it runs
@@ -19,6 +20,9 @@ KEYS=${KEYS:-10000}
 DURATION=${DURATION:-3}
 # keyd and echo runs per shape, alternating; authenta-bench reports the median one.
 ROUNDS=${ROUNDS:-1}
+# 1: a nice-19 busy loop per core for the whole comparison, so that no vCPU halts between
+# requests (waking one costs ~50 us on a VM); Redis and keyd get the same treatment.
+SPIN=${SPIN:-0}
 # Redis values of 36 bytes make a GET reply of 43 bytes ("$36\r\n" + value + "\r\n"), about
 # the size of keyd's verify answer frame (42 bytes on average in the bench's mix).
 VALUE_BYTES=${VALUE_BYTES:-36}
@@ -46,14 +50,26 @@ cargo build --release --locked -q -p authenta-keyd -p authenta-bench
 
 work=$(mktemp -d /tmp/authenta-vs-redis.XXXXXX)
 redis_pid=""
+spinners=()
 cleanup() {
   if [[ -n "$redis_pid" ]]; then
     kill "$redis_pid" 2>/dev/null || true
     wait "$redis_pid" 2>/dev/null || true
   fi
+  if ((${#spinners[@]})); then
+    kill "${spinners[@]}" 2>/dev/null || true
+    wait "${spinners[@]}" 2>/dev/null || true
+  fi
   rm -rf "$work"
 }
 trap cleanup EXIT INT TERM
+
+if [[ "$SPIN" == 1 ]]; then
+  for _ in $(seq "$(nproc)"); do
+    nice -n 19 sh -c 'while :; do :; done' &
+    spinners+=($!)
+  done
+fi
 
 sock="$work/redis.sock"
 # No TCP listener (port 0), no RDB snapshots, no AOF: an in-memory cache on a Unix socket.
@@ -108,7 +124,9 @@ kill "$redis_pid" && wait "$redis_pid" 2>/dev/null || true
 redis_pid=""
 
 echo
-echo "authenta-keyd verify vs Redis GET: $KEYS keys, $(nproc) cores, $(redis-server --version | awk '{print $3}')"
+spin_note=""
+[[ "$SPIN" == 1 ]] && spin_note=", cores kept busy by nice-19 spinners"
+echo "authenta-keyd verify vs Redis GET: $KEYS keys, $(nproc) cores$spin_note, Redis $(redis-server --version | awk '{print $3}' | sed 's/^v=//')"
 jq -r '"keyd mix: " + .mix_text' target/vs-redis-keyd.json
 printf '%-11s %12s %12s %6s %10s %10s %10s\n' shape "keyd ops/s" "Redis ops/s" ratio \
   "keyd p50us" "echo p50us" "Redis p50us"

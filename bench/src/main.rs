@@ -11,6 +11,7 @@ mod load;
 mod report;
 mod scale;
 mod seed;
+mod spin;
 mod stats;
 mod wire;
 mod workload;
@@ -86,6 +87,11 @@ struct Args {
     /// Everything tiny (200 keys, 0.3 s runs, no --scale): checks the bench works, for CI.
     #[arg(long)]
     smoke: bool,
+
+    /// Keep every core busy with nice-19 threads during the runs, so that no core halts
+    /// between requests (on a VM, waking a halted vCPU can cost more than a request).
+    #[arg(long)]
+    spin: bool,
 
     /// Print the report as JSON on stdout (progress still goes to stderr).
     #[arg(long)]
@@ -186,6 +192,11 @@ fn run(args: &Args) -> Result<Report> {
         (None, None) => unreachable!("either a daemon is started or --socket is given"),
     };
 
+    let spinners = if args.spin {
+        Some(spin::Spinners::start()?)
+    } else {
+        None
+    };
     eprintln!("seeding {keys} keys...");
     let seeded = seed::seed(&socket, keys, 4, false)?;
     let workload = Arc::new(workload::Workload::build(&seeded.keys)?);
@@ -294,6 +305,7 @@ fn run(args: &Args) -> Result<Report> {
     }
     drop(echo);
     drop(own.take());
+    drop(spinners);
 
     let (request_bytes, answer_bytes) = workload.mean_frame_sizes();
     let mut report = Report {
@@ -301,6 +313,7 @@ fn run(args: &Args) -> Result<Report> {
         cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
         smoke: args.smoke,
         rounds,
+        spin: args.spin,
         warmup_secs: timing.warmup.as_secs_f64(),
         duration_secs: timing.duration.as_secs_f64(),
         mix: workload.mix,

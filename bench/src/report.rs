@@ -60,6 +60,8 @@ pub struct Report {
     pub smoke: bool,
     /// Runs per shape and server; the median one is reported.
     pub rounds: usize,
+    /// Whether nice-19 threads kept every core from halting (`--spin`).
+    pub spin: bool,
     pub warmup_secs: f64,
     pub duration_secs: f64,
     pub mix: Mix,
@@ -160,7 +162,11 @@ impl Report {
              median of {} run(s) per shape and server",
             self.version,
             self.cores,
-            if self.smoke { " (smoke mode)" } else { "" },
+            match (self.smoke, self.spin) {
+                (true, _) => " (smoke mode)",
+                (false, true) => " kept busy by nice-19 spinners (--spin)",
+                (false, false) => "",
+            },
             self.duration_secs,
             self.warmup_secs,
             self.rounds
