@@ -254,7 +254,14 @@ fn run(args: &Args) -> Result<Report> {
             eprintln!("flush scenario...");
             let flush_shapes: Vec<Shape> =
                 shapes.iter().copied().filter(|s| s.depth == 1).collect();
-            let figures = flush::run(keyd, &workload, &flush_shapes, timing, default_config)?;
+            let figures = flush::run(
+                keyd,
+                &workload,
+                &flush_shapes,
+                timing,
+                flush::INTERVAL,
+                default_config,
+            )?;
             wrong += figures
                 .rows
                 .iter()
@@ -297,6 +304,13 @@ fn run(args: &Args) -> Result<Report> {
                             + r.echo_small.wrong_answers
                             + r.echo_large.wrong_answers
                     })
+                    .chain(
+                        figures
+                            .flush
+                            .rows
+                            .iter()
+                            .map(|r| r.with.wrong_answers + r.without.wrong_answers),
+                    )
                     .sum::<u64>();
                 scale = Some(figures);
             }

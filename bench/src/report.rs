@@ -138,6 +138,17 @@ impl Report {
                 "< 300",
                 peak < 300.0,
             );
+            for row in &s.flush.rows {
+                check(
+                    format!(
+                        "{} verify p99 during flush with {} keys, over p99 without",
+                        row.shape.name, s.keys
+                    ),
+                    row.p99_ratio,
+                    "<= 2.0",
+                    row.p99_ratio <= 2.0,
+                );
+            }
             for row in &s.rows {
                 check(
                     format!(
@@ -224,28 +235,7 @@ impl Report {
             );
         }
         if let Some(f) = &self.flush {
-            let _ = writeln!(
-                t,
-                "\nverify while usage is flushed every {} (vs. no flush in the run):",
-                f.interval
-            );
-            let _ = writeln!(
-                t,
-                "{:<11} {:>12} {:>12} {:>10} {:>10} {:>9}",
-                "shape", "ops/s no fl", "ops/s flush", "p99 no fl", "p99 flush", "p99 ratio"
-            );
-            for r in &f.rows {
-                let _ = writeln!(
-                    t,
-                    "{:<11} {:>12.0} {:>12.0} {:>10} {:>10} {:>9.2}",
-                    r.shape.name,
-                    r.without.ops_per_sec,
-                    r.with.ops_per_sec,
-                    us(r.without.latency.p99_us),
-                    us(r.with.latency.p99_us),
-                    r.p99_ratio
-                );
-            }
+            flush_table(&mut t, f, "");
         }
         if let Some(c) = &self.creates {
             let _ = writeln!(
@@ -310,6 +300,9 @@ impl Report {
                 );
             }
         }
+        if let Some(s) = &self.scale {
+            flush_table(&mut t, &s.flush, &format!(" with {} keys", s.keys));
+        }
         if !self.checks.is_empty() {
             let _ = writeln!(t, "\ntargets (from issue 5):");
             for c in &self.checks {
@@ -327,6 +320,32 @@ impl Report {
             let _ = writeln!(t, "\n{} WRONG ANSWERS: see stderr", self.wrong_answers);
         }
         t
+    }
+}
+
+/// The flush scenario's table.
+fn flush_table(t: &mut String, f: &Flush, keys: &str) {
+    let _ = writeln!(
+        t,
+        "\nverify{keys} while usage is flushed every {} (vs. no flush in the run):",
+        f.interval
+    );
+    let _ = writeln!(
+        t,
+        "{:<11} {:>12} {:>12} {:>10} {:>10} {:>9}",
+        "shape", "ops/s no fl", "ops/s flush", "p99 no fl", "p99 flush", "p99 ratio"
+    );
+    for r in &f.rows {
+        let _ = writeln!(
+            t,
+            "{:<11} {:>12.0} {:>12.0} {:>10} {:>10} {:>9.2}",
+            r.shape.name,
+            r.without.ops_per_sec,
+            r.with.ops_per_sec,
+            us(r.without.latency.p99_us),
+            us(r.with.latency.p99_us),
+            r.p99_ratio
+        );
     }
 }
 

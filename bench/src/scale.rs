@@ -4,6 +4,7 @@
 
 use crate::daemon::{Keyd, Memory};
 use crate::echo::EchoServer;
+use crate::flush::{self, Flush};
 use crate::load::{self, Measured, Shape, Timing};
 use crate::seed;
 use crate::workload::{Mix, Workload};
@@ -46,6 +47,8 @@ pub struct Scale {
     pub memory_after_load: Memory,
     pub mix: Mix,
     pub rows: Vec<ScaleRow>,
+    /// Verify latency with and without usage flushes, on the large store.
+    pub flush: Flush,
 }
 
 /// Seeds `keys` keys into a fresh daemon, restarts it, and compares it with the small daemon
@@ -101,6 +104,17 @@ pub fn run(
         });
     }
     let memory_after_load = keyd.memory()?;
+    let logged_startup_ms = keyd.logged_startup_ms();
+    eprintln!("scale: flush scenario...");
+    let flush_shapes: Vec<Shape> = shapes.iter().copied().filter(|s| s.depth == 1).collect();
+    let flush = flush::run(
+        &mut keyd,
+        &large,
+        &flush_shapes,
+        timing,
+        flush::SCALE_INTERVAL,
+        "",
+    )?;
     Ok(Scale {
         keys,
         small_keys: small.mix.keys,
@@ -108,10 +122,11 @@ pub fn run(
         seed_per_sec: keys as f64 / seed_secs.max(1e-9),
         stop_secs,
         startup_secs,
-        logged_startup_ms: keyd.logged_startup_ms(),
+        logged_startup_ms,
         memory_after_start,
         memory_after_load,
         mix: large.mix,
         rows,
+        flush,
     })
 }
