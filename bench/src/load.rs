@@ -5,7 +5,7 @@
 //! `write`, then reads their `depth` answers, and checks each against the answer the mix
 //! expects. A request's latency runs from the `write` of its batch to the `read` that
 //! completed its answer; at depth 1 that is the plain round trip, at depth 32 it includes
-//! waiting behind the batch's earlier requests (as `redis-benchmark -P` counts it).
+//! waiting behind the batch's earlier requests.
 
 use crate::stats::{nanos, Latency};
 use crate::wire;
