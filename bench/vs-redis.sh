@@ -27,30 +27,10 @@ SPIN=${SPIN:-0}
 # the size of keyd's verify answer frame (42 bytes on average in the bench's mix).
 VALUE_BYTES=${VALUE_BYTES:-36}
 
-need=()
-command -v redis-server >/dev/null || need+=(redis-server)
-command -v redis-benchmark >/dev/null || need+=(redis-tools)
-command -v jq >/dev/null || need+=(jq)
-if ((${#need[@]})); then
-  echo "installing ${need[*]} from Debian's packages..." >&2
-  # Keep the package's init script from starting a Redis of its own on TCP port 6379.
-  made_policy=""
-  if [[ ! -e /usr/sbin/policy-rc.d ]]; then
-    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
-    chmod 755 /usr/sbin/policy-rc.d
-    made_policy=1
-  fi
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >&2
-  [[ -n "$made_policy" ]] && rm -f /usr/sbin/policy-rc.d
-fi
-
-echo "building authenta-keyd and authenta-bench (release)..." >&2
-cargo build --release --locked -q -p authenta-keyd -p authenta-bench
-
-work=$(mktemp -d /tmp/authenta-vs-redis.XXXXXX)
+work=""
 redis_pid=""
 spinners=()
+made_policy=""
 cleanup() {
   if [[ -n "$redis_pid" ]]; then
     kill "$redis_pid" 2>/dev/null || true
@@ -60,9 +40,40 @@ cleanup() {
     kill "${spinners[@]}" 2>/dev/null || true
     wait "${spinners[@]}" 2>/dev/null || true
   fi
-  rm -rf "$work"
+  if [[ -n "$made_policy" ]]; then
+    rm -f /usr/sbin/policy-rc.d
+  fi
+  if [[ -n "$work" ]]; then
+    rm -rf "$work"
+  fi
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+need=()
+command -v redis-server >/dev/null || need+=(redis-server)
+command -v redis-benchmark >/dev/null || need+=(redis-tools)
+command -v jq >/dev/null || need+=(jq)
+if ((${#need[@]})); then
+  echo "installing ${need[*]} from Debian's packages..." >&2
+  # Keep the package's init script from starting a Redis of its own on TCP port 6379.
+  if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+    chmod 755 /usr/sbin/policy-rc.d
+    made_policy=1
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >&2
+  if [[ -n "$made_policy" ]]; then
+    rm -f /usr/sbin/policy-rc.d
+    made_policy=""
+  fi
+fi
+
+echo "building authenta-keyd and authenta-bench (release)..." >&2
+cargo build --release --locked -q -p authenta-keyd -p authenta-bench
+
+work=$(mktemp -d /tmp/authenta-vs-redis.XXXXXX)
 
 if [[ "$SPIN" == 1 ]]; then
   for _ in $(seq "$(nproc)"); do
