@@ -1,0 +1,248 @@
+//! Starting and stopping the real `authenta-keyd` on a temporary directory, like an operator
+//! would, and reading what it costs in memory.
+
+use anyhow::{bail, Context, Result};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use ring::rand::SecureRandom;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a start (loading a million keys) or a stop (flushing their usage) may take
+/// before the bench gives up.
+const START_LIMIT: Duration = Duration::from_secs(120);
+const STOP_LIMIT: Duration = Duration::from_secs(120);
+
+/// The daemon binary: `--keyd`, else the `authenta-keyd` built beside this executable (one
+/// workspace, one target directory).
+pub fn find_binary(explicit: Option<&Path>) -> Result<PathBuf> {
+    if let Some(path) = explicit {
+        return Ok(path.to_path_buf());
+    }
+    let me = std::env::current_exe().context("cannot locate the bench executable")?;
+    let beside = me.with_file_name("authenta-keyd");
+    if beside.is_file() {
+        Ok(beside)
+    } else {
+        bail!(
+            "no authenta-keyd beside {}: build it with `cargo build --release -p authenta-keyd \
+             -p authenta-bench`, or pass --keyd PATH",
+            me.display()
+        )
+    }
+}
+
+/// Memory of a process, from `/proc/PID/status`.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Memory {
+    /// Resident now (VmRSS).
+    pub rss_mib: f64,
+    /// Highest resident so far (VmHWM).
+    pub peak_rss_mib: f64,
+}
+
+/// One daemon on its own temporary directory (store, socket, master key, config, log).
+pub struct Keyd {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    socket: PathBuf,
+    child: Option<Child>,
+}
+
+impl Keyd {
+    /// Starts a daemon on a fresh store with `config` (TOML text; empty for the defaults).
+    pub fn start(bin: &Path, config: &str) -> Result<Keyd> {
+        let dir = tempfile::Builder::new()
+            .prefix("authenta-bench-")
+            .tempdir()
+            .context("cannot make a temporary directory")?;
+        let mut key = [0u8; 32];
+        ring::rand::SystemRandom::new()
+            .fill(&mut key)
+            .map_err(|_| anyhow::anyhow!("the system random number generator failed"))?;
+        let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+        let key_path = dir.path().join("master.hex");
+        std::fs::write(&key_path, format!("{hex}\n")).context("writing the master key")?;
+        std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600))?;
+        let mut keyd = Keyd {
+            socket: dir.path().join("keyd.sock"),
+            dir,
+            bin: bin.to_path_buf(),
+            child: None,
+        };
+        keyd.launch(config)?;
+        Ok(keyd)
+    }
+
+    /// Where the daemon listens.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// Starts the daemon with `config` and returns how long it took until its socket
+    /// answered a handshake: the start-up time an app waits.
+    pub fn launch(&mut self, config: &str) -> Result<Duration> {
+        if self.child.is_some() {
+            bail!("the daemon is already running");
+        }
+        let config_path = self.dir.path().join("keyd.toml");
+        std::fs::write(&config_path, config).context("writing the daemon's config")?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .context("opening the daemon's log")?;
+        let started = Instant::now();
+        let child = Command::new(&self.bin)
+            .arg("serve")
+            .arg("--socket")
+            .arg(&self.socket)
+            .arg("--data-dir")
+            .arg(self.dir.path().join("data"))
+            .arg("--master-key-file")
+            .arg(self.dir.path().join("master.hex"))
+            .arg("--config")
+            .arg(&config_path)
+            // Per-request logging would be measured too: keep the daemon at its default level.
+            .env("RUST_LOG", "info")
+            .env_remove("CREDENTIALS_DIRECTORY")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("cannot start {}", self.bin.display()))?;
+        self.child = Some(child);
+        while started.elapsed() < START_LIMIT {
+            if let Some(child) = self.child.as_mut() {
+                if let Some(status) = child.try_wait()? {
+                    self.child = None;
+                    bail!(
+                        "authenta-keyd exited at start with {status}:\n{}",
+                        self.log()
+                    );
+                }
+            }
+            if authenta_client::Client::connect(&self.socket).is_ok() {
+                return Ok(started.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        bail!(
+            "authenta-keyd did not answer within {START_LIMIT:?}:\n{}",
+            self.log()
+        )
+    }
+
+    /// SIGTERM, and waits for the clean exit (which flushes usage); returns how long it took.
+    pub fn stop(&mut self) -> Result<Duration> {
+        let Some(mut child) = self.child.take() else {
+            bail!("the daemon is not running");
+        };
+        let started = Instant::now();
+        kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM)
+            .context("cannot signal the daemon")?;
+        while started.elapsed() < STOP_LIMIT {
+            if let Some(status) = child.try_wait()? {
+                if !status.success() {
+                    bail!("authenta-keyd stopped with {status}:\n{}", self.log());
+                }
+                return Ok(started.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        bail!("authenta-keyd did not stop within {STOP_LIMIT:?} of SIGTERM")
+    }
+
+    /// Stops and starts again on the same store with `config`; returns the start-up time.
+    pub fn restart(&mut self, config: &str) -> Result<Duration> {
+        self.stop()?;
+        self.launch(config)
+    }
+
+    /// The daemon's resident memory now.
+    pub fn memory(&self) -> Result<Memory> {
+        let pid = self
+            .child
+            .as_ref()
+            .map(Child::id)
+            .context("the daemon is not running")?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .context("cannot read the daemon's /proc status")?;
+        let field = |name: &str| -> Result<f64> {
+            let kib: f64 = status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|n| n.parse().ok())
+                .with_context(|| format!("no {name} in /proc/{pid}/status"))?;
+            Ok(kib / 1024.0)
+        };
+        Ok(Memory {
+            rss_mib: field("VmRSS:")?,
+            peak_rss_mib: field("VmHWM:")?,
+        })
+    }
+
+    /// The start-up time the daemon itself logged last (`startup_ms=`): from opening the
+    /// store to listening, without process start and the first handshake.
+    pub fn logged_startup_ms(&self) -> Option<u64> {
+        let log = strip_ansi(&self.log());
+        let (_, rest) = log.rsplit_once("startup_ms=")?;
+        rest.split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse()
+            .ok()
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("daemon.log")
+    }
+
+    /// The daemon's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+}
+
+/// The daemon colours its log even into a file: drop the escape sequences before parsing.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC '[' parameters, then one final letter.
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+impl Drop for Keyd {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escape_sequences_are_dropped() {
+        let logged = "\u{1b}[3mstartup_ms\u{1b}[0m\u{1b}[2m=\u{1b}[0m31 done";
+        assert_eq!(strip_ansi(logged), "startup_ms=31 done");
+    }
+}

@@ -1,0 +1,215 @@
+//! The three load shapes and the closed-loop driver that runs them against any socket that
+//! speaks the protocol: the daemon, or the echo server.
+//!
+//! One blocking thread per connection. Each sends `depth` pre-encoded requests in one
+//! `write`, then reads their `depth` answers, and checks each against the answer the mix
+//! expects. A request's latency runs from the `write` of its batch to the `read` that
+//! completed its answer; at depth 1 that is the plain round trip, at depth 32 it includes
+//! waiting behind the batch's earlier requests.
+
+use crate::stats::{nanos, Latency};
+use crate::wire;
+use crate::workload::Workload;
+use anyhow::{bail, Result};
+use authenta_client::proto::{self, Response};
+use serde::Serialize;
+use std::io::Write;
+use std::path::Path;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+/// How many connections, and how many requests each keeps in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Shape {
+    pub name: &'static str,
+    pub connections: usize,
+    pub depth: usize,
+}
+
+/// The three shapes.
+pub const SHAPES: [Shape; 3] = [
+    Shape {
+        name: "sync-1",
+        connections: 1,
+        depth: 1,
+    },
+    Shape {
+        name: "sync-50",
+        connections: 50,
+        depth: 1,
+    },
+    Shape {
+        name: "pipe-50x32",
+        connections: 50,
+        depth: 32,
+    },
+];
+
+/// Warm-up (not measured), then the measured window.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub warmup: Duration,
+    pub duration: Duration,
+}
+
+/// What one shape measured against one server.
+#[derive(Debug, Clone, Serialize)]
+pub struct Measured {
+    /// Answers received in the measured window.
+    pub ops: u64,
+    pub secs: f64,
+    pub ops_per_sec: f64,
+    pub latency: Latency,
+    /// Answers that were not the bytes expected (each is a bug, not noise).
+    pub wrong_answers: u64,
+}
+
+const WARMUP: u8 = 0;
+const MEASURE: u8 = 1;
+const STOP: u8 = 2;
+
+#[derive(Default)]
+struct ThreadResult {
+    ops: u64,
+    first: Option<Instant>,
+    last: Option<Instant>,
+    samples: Vec<u32>,
+    wrong: u64,
+    first_wrong: Option<String>,
+}
+
+/// Runs `shape` against the server at `socket` with the requests of `workload`.
+pub fn drive(socket: &Path, workload: &Workload, shape: Shape, timing: Timing) -> Result<Measured> {
+    let phase = AtomicU8::new(WARMUP);
+    // Every connection is open and welcomed before the clock starts.
+    let ready = Barrier::new(shape.connections + 1);
+    let results: Vec<Result<ThreadResult>> = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..shape.connections)
+            .map(|c| {
+                let (phase, ready) = (&phase, &ready);
+                // Connections start at spread-out points of the mix, so they do not ask for
+                // the same keys in lockstep.
+                let start = c * workload.len() / shape.connections;
+                scope.spawn(move || {
+                    let connected = wire::connect(socket);
+                    ready.wait();
+                    let (stream, reader) = connected?;
+                    client(stream, reader, workload, start, shape.depth, phase)
+                })
+            })
+            .collect();
+        ready.wait();
+        std::thread::sleep(timing.warmup);
+        phase.store(MEASURE, Ordering::Release);
+        std::thread::sleep(timing.duration);
+        phase.store(STOP, Ordering::Release);
+        threads
+            .into_iter()
+            .map(|t| {
+                t.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a client thread panicked")))
+            })
+            .collect()
+    });
+
+    let mut ops = 0;
+    let mut wrong = 0;
+    let mut first_wrong = None;
+    let mut window: Option<(Instant, Instant)> = None;
+    let mut samples = Vec::new();
+    for result in results {
+        let mut r = result?;
+        ops += r.ops;
+        wrong += r.wrong;
+        first_wrong = first_wrong.or(r.first_wrong);
+        if let (Some(first), Some(last)) = (r.first, r.last) {
+            window = Some(match window {
+                None => (first, last),
+                Some((a, b)) => (a.min(first), b.max(last)),
+            });
+        }
+        samples.append(&mut r.samples);
+    }
+    let Some((first, last)) = window else {
+        bail!(
+            "{}: no request completed in the measured window",
+            shape.name
+        );
+    };
+    let secs = (last - first).as_secs_f64();
+    if let Some(example) = first_wrong {
+        eprintln!("{}: {wrong} wrong answers, e.g. {example}", shape.name);
+    }
+    Ok(Measured {
+        ops,
+        secs,
+        ops_per_sec: ops as f64 / secs.max(1e-9),
+        latency: Latency::from_nanos(&mut samples),
+        wrong_answers: wrong,
+    })
+}
+
+/// The run with the median throughput (the upper one of an even count); `runs` is not empty.
+pub fn median(mut runs: Vec<Measured>) -> Measured {
+    runs.sort_by(|a, b| a.ops_per_sec.total_cmp(&b.ops_per_sec));
+    let middle = runs.len() / 2;
+    runs.swap_remove(middle)
+}
+
+/// One connection's closed loop until the phase says stop.
+fn client(
+    mut stream: std::os::unix::net::UnixStream,
+    mut reader: wire::FrameReader,
+    workload: &Workload,
+    mut next: usize,
+    depth: usize,
+    phase: &AtomicU8,
+) -> Result<ThreadResult> {
+    let mut result = ThreadResult::default();
+    let mut out = Vec::with_capacity(depth * 128);
+    let mut batch = Vec::with_capacity(depth);
+    loop {
+        let now = phase.load(Ordering::Acquire);
+        if now == STOP {
+            return Ok(result);
+        }
+        let measuring = now == MEASURE;
+        out.clear();
+        batch.clear();
+        for _ in 0..depth {
+            out.extend_from_slice(workload.request(next));
+            batch.push(next);
+            next = (next + 1) % workload.len();
+        }
+        let sent = Instant::now();
+        stream.write_all(&out)?;
+        let mut done = sent;
+        for &i in &batch {
+            let answer = reader.next(&mut stream)?;
+            done = Instant::now();
+            if answer != workload.answer(i) {
+                result.wrong += 1;
+                if result.first_wrong.is_none() {
+                    result.first_wrong = Some(describe_wrong(answer, workload.answer(i)));
+                }
+            }
+            if measuring {
+                result.samples.push(nanos(done - sent));
+            }
+        }
+        if measuring {
+            result.ops += depth as u64;
+            result.first.get_or_insert(sent);
+            result.last = Some(done);
+        }
+    }
+}
+
+fn describe_wrong(got: &[u8], expected: &[u8]) -> String {
+    let show = |bytes: &[u8]| match proto::decode::<Response>(bytes) {
+        Ok(r) => format!("{r:?}"),
+        Err(e) => format!("undecodable ({e})"),
+    };
+    format!("expected {} but got {}", show(expected), show(got))
+}

@@ -1,0 +1,348 @@
+//! authenta-bench: how fast authenta-keyd answers verify, next to a server that does nothing
+//! but move the same bytes, and how it holds up with a million keys, durable creates and
+//! usage flushes. Issue 5 says what is measured and why; README.md ("Performance") has the
+//! figures and the commands that produced them.
+
+mod creates;
+mod daemon;
+mod echo;
+mod flush;
+mod load;
+mod report;
+mod scale;
+mod seed;
+mod spin;
+mod stats;
+mod wire;
+mod workload;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use load::{Shape, Timing, SHAPES};
+use report::{Report, SeedFigures, ShapeRow};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Benchmarks authenta-keyd's verify path in three load shapes, each also run against an
+/// in-process echo server with the same frames, plus durable creates, verify during usage
+/// flushes and (with --scale) a million keys.
+#[derive(Parser, Debug)]
+#[command(name = "authenta-bench", version)]
+#[command(after_help = "Examples:\n  \
+    cargo build --release -p authenta-keyd -p authenta-bench\n  \
+    target/release/authenta-bench                 # shapes, flush, creates (~1 min)\n  \
+    target/release/authenta-bench --scale         # and the 1,000,000-key scenarios\n  \
+    target/release/authenta-bench --smoke         # a few seconds, for CI")]
+struct Args {
+    /// The authenta-keyd binary [default: the one beside this executable]
+    #[arg(long, value_name = "PATH")]
+    keyd: Option<PathBuf>,
+
+    /// Use the daemon already listening here instead of starting one. The bench seeds keys
+    /// into it, so it must allow this user admin requests; the scenarios that restart the
+    /// daemon (flush, scale) are skipped.
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+
+    /// Keys to seed for the verify mix.
+    #[arg(long, default_value_t = 10_000)]
+    keys: usize,
+
+    /// Seconds measured per shape and server.
+    #[arg(long, default_value_t = 3.0, value_name = "SECS")]
+    duration: f64,
+
+    /// Seconds of unmeasured load before each measured run.
+    #[arg(long, default_value_t = 0.5, value_name = "SECS")]
+    warmup: f64,
+
+    /// Runs of each shape against each server, alternating keyd and echo; the run with the
+    /// median throughput is reported, so that a burst of other work on a shared machine
+    /// does not decide a ratio.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
+
+    /// Only these shapes (comma-separated): sync-1, sync-50, pipe-50x32.
+    #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+    shapes: Option<Vec<String>>,
+
+    /// Only the shapes: no flush or create scenario.
+    #[arg(long)]
+    shapes_only: bool,
+
+    /// Concurrent admin clients of the durable-create scenario.
+    #[arg(long, default_value_t = 16)]
+    create_clients: usize,
+
+    /// Also run the million-key scenarios (seeding takes minutes).
+    #[arg(long)]
+    scale: bool,
+
+    /// Keys of the --scale scenarios.
+    #[arg(long, default_value_t = 1_000_000)]
+    scale_keys: usize,
+
+    /// Everything tiny (200 keys, 0.3 s runs, no --scale): checks the bench works, for CI.
+    #[arg(long)]
+    smoke: bool,
+
+    /// Keep every core busy with nice-19 threads during the runs, so that no core halts
+    /// between requests (on a VM, waking a halted vCPU can cost more than a request).
+    #[arg(long)]
+    spin: bool,
+
+    /// Print the report as JSON on stdout (progress still goes to stderr).
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(report) => {
+            if args.json {
+                match serde_json::to_string_pretty(&report) {
+                    Ok(json) => println!("{json}"),
+                    Err(e) => {
+                        eprintln!("authenta-bench: cannot write JSON: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            } else {
+                print!("{}", report.text());
+            }
+            if report.wrong_answers > 0 {
+                eprintln!(
+                    "authenta-bench: {} wrong answers: the figures are not valid",
+                    report.wrong_answers
+                );
+                return ExitCode::FAILURE;
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("authenta-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn seconds(value: f64, what: &str) -> Result<Duration> {
+    Duration::try_from_secs_f64(value)
+        .ok()
+        .filter(|d| !d.is_zero() || what == "--warmup")
+        .with_context(|| format!("{what} must be a positive number of seconds"))
+}
+
+fn chosen_shapes(names: Option<&[String]>) -> Result<Vec<Shape>> {
+    let Some(names) = names else {
+        return Ok(SHAPES.to_vec());
+    };
+    names
+        .iter()
+        .map(|name| {
+            SHAPES
+                .iter()
+                .find(|s| s.name == name.trim())
+                .copied()
+                .with_context(|| {
+                    format!("unknown shape '{name}': use sync-1, sync-50 or pipe-50x32")
+                })
+        })
+        .collect()
+}
+
+fn run(args: &Args) -> Result<Report> {
+    let (keys, timing) = if args.smoke {
+        (
+            200,
+            Timing {
+                warmup: Duration::from_millis(100),
+                duration: Duration::from_millis(300),
+            },
+        )
+    } else {
+        (
+            args.keys,
+            Timing {
+                warmup: seconds(args.warmup, "--warmup")?,
+                duration: seconds(args.duration, "--duration")?,
+            },
+        )
+    };
+    if keys == 0 {
+        bail!("--keys must be at least 1");
+    }
+    let shapes = chosen_shapes(args.shapes.as_deref())?;
+    let bin = match &args.socket {
+        Some(_) => None,
+        None => Some(daemon::find_binary(args.keyd.as_deref())?),
+    };
+    // The daemon's defaults, as an operator runs it.
+    let default_config = "";
+    let mut own = match &bin {
+        Some(bin) => Some(daemon::Keyd::start(bin, default_config)?),
+        None => None,
+    };
+    let socket = match (&own, &args.socket) {
+        (Some(keyd), _) => keyd.socket().to_path_buf(),
+        (None, Some(socket)) => socket.clone(),
+        (None, None) => unreachable!("either a daemon is started or --socket is given"),
+    };
+
+    let spinners = if args.spin {
+        Some(spin::Spinners::start()?)
+    } else {
+        None
+    };
+    eprintln!("seeding {keys} keys...");
+    let seeded = seed::seed(&socket, keys, 4, false)?;
+    let workload = Arc::new(workload::Workload::build(&seeded.keys)?);
+    let seed_figures = SeedFigures {
+        keys,
+        secs: seeded.elapsed.as_secs_f64(),
+        per_sec: keys as f64 / seeded.elapsed.as_secs_f64().max(1e-9),
+    };
+    drop(seeded);
+    eprintln!(
+        "seeded in {:.2} s; mix: {}",
+        seed_figures.secs,
+        workload.mix.describe()
+    );
+
+    let scratch = tempfile::Builder::new()
+        .prefix("authenta-bench-echo-")
+        .tempdir()
+        .context("cannot make a temporary directory")?;
+    let echo = echo::EchoServer::start(&scratch.path().join("echo.sock"), workload.clone())?;
+
+    let mut rows = Vec::new();
+    let mut wrong = 0;
+    let rounds = if args.smoke { 1 } else { args.rounds.max(1) };
+    for &shape in &shapes {
+        let mut keyd_runs = Vec::new();
+        let mut echo_runs = Vec::new();
+        for _ in 0..rounds {
+            keyd_runs.push(load::drive(&socket, &workload, shape, timing)?);
+            echo_runs.push(load::drive(echo.path(), &workload, shape, timing)?);
+        }
+        wrong += keyd_runs
+            .iter()
+            .chain(&echo_runs)
+            .map(|m| m.wrong_answers)
+            .sum::<u64>();
+        let keyd = load::median(keyd_runs);
+        let baseline = load::median(echo_runs);
+        eprintln!(
+            "{}: keyd {:.0} ops/s p50 {:.1}us, echo {:.0} ops/s p50 {:.1}us",
+            shape.name,
+            keyd.ops_per_sec,
+            keyd.latency.p50_us,
+            baseline.ops_per_sec,
+            baseline.latency.p50_us
+        );
+        rows.push(ShapeRow::new(shape, keyd, baseline));
+    }
+    let daemon_memory = own.as_ref().map(daemon::Keyd::memory).transpose()?;
+
+    let mut flush = None;
+    let mut creates = None;
+    if !args.shapes_only {
+        if let Some(keyd) = own.as_mut() {
+            eprintln!("flush scenario...");
+            let flush_shapes: Vec<Shape> =
+                shapes.iter().copied().filter(|s| s.depth == 1).collect();
+            let figures = flush::run(
+                keyd,
+                &workload,
+                &flush_shapes,
+                timing,
+                flush::INTERVAL,
+                default_config,
+            )?;
+            wrong += figures
+                .rows
+                .iter()
+                .map(|r| r.with.wrong_answers + r.without.wrong_answers)
+                .sum::<u64>();
+            flush = Some(figures);
+        }
+        eprintln!("durable creates with {} clients...", args.create_clients);
+        creates = Some(creates::run(
+            &socket,
+            args.create_clients.max(1),
+            timing.duration,
+        )?);
+    }
+
+    let mut scale = None;
+    if args.scale && !args.smoke {
+        match &bin {
+            Some(bin) => {
+                let scale_shapes: Vec<Shape> = shapes
+                    .iter()
+                    .copied()
+                    .filter(|s| s.connections > 1)
+                    .collect();
+                let figures = scale::run(
+                    bin,
+                    args.scale_keys,
+                    &socket,
+                    echo.path(),
+                    &workload,
+                    &scale_shapes,
+                    timing,
+                )?;
+                wrong += figures
+                    .rows
+                    .iter()
+                    .map(|r| {
+                        r.small.wrong_answers
+                            + r.large.wrong_answers
+                            + r.echo_small.wrong_answers
+                            + r.echo_large.wrong_answers
+                    })
+                    .chain(
+                        figures
+                            .flush
+                            .rows
+                            .iter()
+                            .map(|r| r.with.wrong_answers + r.without.wrong_answers),
+                    )
+                    .sum::<u64>();
+                scale = Some(figures);
+            }
+            None => eprintln!("--scale needs a daemon the bench starts: skipped with --socket"),
+        }
+    }
+    drop(echo);
+    drop(own.take());
+    drop(spinners);
+
+    let (request_bytes, answer_bytes) = workload.mean_frame_sizes();
+    let mut report = Report {
+        version: env!("CARGO_PKG_VERSION"),
+        cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        smoke: args.smoke,
+        rounds,
+        spin: args.spin,
+        warmup_secs: timing.warmup.as_secs_f64(),
+        duration_secs: timing.duration.as_secs_f64(),
+        mix: workload.mix,
+        mix_text: workload.mix.describe(),
+        request_bytes,
+        answer_bytes,
+        seed: seed_figures,
+        shapes: rows,
+        daemon_memory,
+        flush,
+        creates,
+        scale,
+        checks: Vec::new(),
+        wrong_answers: wrong,
+    };
+    report.check_targets();
+    Ok(report)
+}

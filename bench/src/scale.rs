@@ -1,0 +1,132 @@
+//! The million-key scenarios: how long seeding takes, start-up time and resident memory with
+//! that many keys in the store, and verify throughput against the same shapes on the
+//! 10,000-key daemon, run alternately so that the noisy machine affects both alike.
+
+use crate::daemon::{Keyd, Memory};
+use crate::echo::EchoServer;
+use crate::flush::{self, Flush};
+use crate::load::{self, Measured, Shape, Timing};
+use crate::seed;
+use crate::workload::{Mix, Workload};
+use anyhow::Result;
+use serde::Serialize;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Connections used to seed: enough to keep the store thread's batches full.
+const SEED_CONNECTIONS: usize = 8;
+
+/// One shape on the small and the large store.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScaleRow {
+    pub shape: Shape,
+    pub small: Measured,
+    pub large: Measured,
+    /// Large ops/s over small ops/s.
+    pub throughput_ratio: f64,
+    /// The same two mixes against the echo server: the part of any difference that is the
+    /// client's own (walking 1.25 million pre-encoded requests instead of 12,500).
+    pub echo_small: Measured,
+    pub echo_large: Measured,
+}
+
+/// The million-key figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct Scale {
+    pub keys: usize,
+    pub small_keys: usize,
+    pub seed_secs: f64,
+    pub seed_per_sec: f64,
+    /// SIGTERM to exit, with the usage of every key flushed.
+    pub stop_secs: f64,
+    /// Process start until the socket answers a handshake.
+    pub startup_secs: f64,
+    /// What the daemon logged as its own start-up (store open to listening).
+    pub logged_startup_ms: Option<u64>,
+    pub memory_after_start: Memory,
+    pub memory_after_load: Memory,
+    pub mix: Mix,
+    pub rows: Vec<ScaleRow>,
+    /// Verify latency with and without usage flushes, on the large store.
+    pub flush: Flush,
+}
+
+/// Seeds `keys` keys into a fresh daemon, restarts it, and compares it with the small daemon
+/// at `small_socket` (whose mix is `small`, also served by the echo server at `small_echo`)
+/// on `shapes`.
+pub fn run(
+    bin: &Path,
+    keys: usize,
+    small_socket: &Path,
+    small_echo: &Path,
+    small: &Workload,
+    shapes: &[Shape],
+    timing: Timing,
+) -> Result<Scale> {
+    let mut keyd = Keyd::start(bin, "")?;
+    eprintln!("scale: seeding {keys} keys on {SEED_CONNECTIONS} connections...");
+    let seeded = seed::seed(keyd.socket(), keys, SEED_CONNECTIONS, true)?;
+    let seed_secs = seeded.elapsed.as_secs_f64();
+    eprintln!("scale: seeded in {seed_secs:.1} s; building the mix");
+    let large = Workload::build(&seeded.keys)?;
+    drop(seeded);
+
+    let stop_secs = keyd.stop()?.as_secs_f64();
+    let startup_secs = keyd.launch("")?.as_secs_f64();
+    let memory_after_start = keyd.memory()?;
+    eprintln!(
+        "scale: restarted in {startup_secs:.2} s, {:.0} MiB resident",
+        memory_after_start.rss_mib
+    );
+
+    let scratch = tempfile::Builder::new()
+        .prefix("authenta-bench-echo-")
+        .tempdir()?;
+    let large = Arc::new(large);
+    let echo_large = EchoServer::start(&scratch.path().join("large.sock"), large.clone())?;
+    let mut rows = Vec::new();
+    for &shape in shapes {
+        let small_run = load::drive(small_socket, small, shape, timing)?;
+        let large_run = load::drive(keyd.socket(), &large, shape, timing)?;
+        let echo_small_run = load::drive(small_echo, small, shape, timing)?;
+        let echo_large_run = load::drive(echo_large.path(), &large, shape, timing)?;
+        eprintln!(
+            "scale: {}: {:.0} ops/s with {} keys, {:.0} ops/s with {keys}",
+            shape.name, small_run.ops_per_sec, small.mix.keys, large_run.ops_per_sec
+        );
+        rows.push(ScaleRow {
+            shape,
+            throughput_ratio: large_run.ops_per_sec / small_run.ops_per_sec.max(1e-9),
+            small: small_run,
+            large: large_run,
+            echo_small: echo_small_run,
+            echo_large: echo_large_run,
+        });
+    }
+    let memory_after_load = keyd.memory()?;
+    let logged_startup_ms = keyd.logged_startup_ms();
+    eprintln!("scale: flush scenario...");
+    let flush_shapes: Vec<Shape> = shapes.iter().copied().filter(|s| s.depth == 1).collect();
+    let flush = flush::run(
+        &mut keyd,
+        &large,
+        &flush_shapes,
+        timing,
+        flush::SCALE_INTERVAL,
+        "",
+    )?;
+    Ok(Scale {
+        keys,
+        small_keys: small.mix.keys,
+        seed_secs,
+        seed_per_sec: keys as f64 / seed_secs.max(1e-9),
+        stop_secs,
+        startup_secs,
+        logged_startup_ms,
+        memory_after_start,
+        memory_after_load,
+        mix: large.mix,
+        rows,
+        flush,
+    })
+}

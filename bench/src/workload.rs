@@ -1,0 +1,205 @@
+//! The verify mix, encoded once before any run: every request frame, and the exact answer
+//! frame the daemon must send back for it.
+//!
+//! Keeping the expected answers lets the driver check every answer with one comparison
+//! (a wrong answer is counted, not silently timed), and lets the echo server send back the
+//! very bytes the daemon would, so both sides of the comparison move the same bytes.
+
+use crate::seed::SeededKey;
+use crate::wire::push_frame;
+use anyhow::{Context, Result};
+use authenta_client::proto::{
+    self, Permission, Request, RequestBody, Response, ResponseBody, VerifyAnswer, VerifyCode,
+    VerifyRequest,
+};
+use serde::Serialize;
+
+/// One in this many keys is also asked for a permission it lacks, and one well-formed but
+/// unknown token is added per this many keys: 8 gives 80% valid, 10% / 10% denied.
+const DENIED_EVERY: usize = 8;
+
+/// What the mix holds, for the report.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Mix {
+    pub keys: usize,
+    pub requests: usize,
+    pub valid: usize,
+    pub insufficient_permissions: usize,
+    pub unknown: usize,
+}
+
+impl Mix {
+    /// One line for people, e.g. "80% valid, 10% insufficient_permissions (403), ...".
+    pub fn describe(&self) -> String {
+        let pct = |n: usize| 100.0 * n as f64 / self.requests.max(1) as f64;
+        format!(
+            "{} requests over {} keys: {:.0}% valid (asks read), {:.0}% insufficient_permissions \
+             (asks delete, 403), {:.0}% unknown well-formed token (401)",
+            self.requests,
+            self.keys,
+            pct(self.valid),
+            pct(self.insufficient_permissions),
+            pct(self.unknown)
+        )
+    }
+}
+
+/// Pre-encoded requests and their expected answers. Request `i` carries id `i + 1`.
+pub struct Workload {
+    /// Every request frame (length prefix included), back to back.
+    requests: Vec<u8>,
+    request_ends: Vec<usize>,
+    /// Every expected answer payload (no length prefix), back to back.
+    answers: Vec<u8>,
+    answer_ends: Vec<usize>,
+    pub mix: Mix,
+}
+
+enum Ask {
+    Valid(usize),
+    Insufficient(usize),
+    Unknown(String),
+}
+
+impl Workload {
+    /// The mix over `keys`, shuffled with a fixed seed so that runs are comparable.
+    pub fn build(keys: &[SeededKey]) -> Result<Workload> {
+        let rng = ring::rand::SystemRandom::new();
+        let mut asks: Vec<Ask> = (0..keys.len()).map(Ask::Valid).collect();
+        let denied = keys.len().div_ceil(DENIED_EVERY);
+        asks.extend((0..keys.len()).step_by(DENIED_EVERY).map(Ask::Insufficient));
+        for _ in 0..denied {
+            let token = authenta_keyd::token::generate_token(&rng)
+                .map_err(|_| anyhow::anyhow!("the system random number generator failed"))?;
+            asks.push(Ask::Unknown(token.to_string()));
+        }
+        shuffle(&mut asks, 0x5eed_1234_abcd_ef01);
+
+        let mut workload = Workload {
+            requests: Vec::with_capacity(asks.len() * 80),
+            request_ends: Vec::with_capacity(asks.len()),
+            answers: Vec::with_capacity(asks.len() * 48),
+            answer_ends: Vec::with_capacity(asks.len()),
+            mix: Mix {
+                keys: keys.len(),
+                requests: asks.len(),
+                valid: 0,
+                insufficient_permissions: 0,
+                unknown: 0,
+            },
+        };
+        for (i, ask) in asks.into_iter().enumerate() {
+            let id = i as u64 + 1;
+            let (token, wanted, answer) = match ask {
+                Ask::Valid(k) => {
+                    workload.mix.valid += 1;
+                    let key = &keys[k];
+                    (
+                        key.token.clone(),
+                        Permission::Read,
+                        key.answer(VerifyCode::Valid),
+                    )
+                }
+                Ask::Insufficient(k) => {
+                    workload.mix.insufficient_permissions += 1;
+                    let key = &keys[k];
+                    (
+                        key.token.clone(),
+                        Permission::Delete,
+                        key.answer(VerifyCode::InsufficientPermissions),
+                    )
+                }
+                Ask::Unknown(token) => {
+                    workload.mix.unknown += 1;
+                    let answer = VerifyAnswer {
+                        code: VerifyCode::Unknown,
+                        key_id: None,
+                        permissions: Vec::new(),
+                        environment: None,
+                        rotate_by: None,
+                        rotation_due: false,
+                    };
+                    (token, Permission::Read, answer)
+                }
+            };
+            let request = Request {
+                id,
+                body: RequestBody::Verify(VerifyRequest {
+                    token,
+                    permissions: vec![wanted],
+                    environment: None,
+                }),
+            };
+            let response = Response {
+                id,
+                body: ResponseBody::Verify(answer),
+            };
+            push_frame(
+                &mut workload.requests,
+                &proto::encode(&request).context("encoding a verify request")?,
+            );
+            workload.request_ends.push(workload.requests.len());
+            proto::encode_into(&response, &mut workload.answers)
+                .context("encoding an expected answer")?;
+            workload.answer_ends.push(workload.answers.len());
+        }
+        Ok(workload)
+    }
+
+    /// Number of requests in the mix.
+    pub fn len(&self) -> usize {
+        self.request_ends.len()
+    }
+
+    /// Request `i` as a whole frame, length prefix included.
+    pub fn request(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.request_ends[i - 1] };
+        &self.requests[start..self.request_ends[i]]
+    }
+
+    /// The payload the daemon must answer request `i` with.
+    pub fn answer(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.answer_ends[i - 1] };
+        &self.answers[start..self.answer_ends[i]]
+    }
+
+    /// The payload answering the request with this id, if the id is one of the mix's.
+    pub fn answer_for_id(&self, id: u64) -> Option<&[u8]> {
+        let i = usize::try_from(id).ok()?.checked_sub(1)?;
+        (i < self.len()).then(|| self.answer(i))
+    }
+
+    /// Mean sizes of a request frame and of an answer frame, in bytes.
+    pub fn mean_frame_sizes(&self) -> (f64, f64) {
+        let n = self.len().max(1) as f64;
+        (
+            self.requests.len() as f64 / n,
+            (self.answers.len() + 4 * self.len()) as f64 / n,
+        )
+    }
+}
+
+/// Fisher-Yates with xorshift64*: deterministic, and no dependency for one shuffle.
+fn shuffle<T>(items: &mut [T], mut state: u64) {
+    for i in (1..items.len()).rev() {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        let r = state.wrapping_mul(0x2545_f491_4f6c_dd1d);
+        items.swap(i, (r % (i as u64 + 1)) as usize);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shuffle_keeps_every_item() {
+        let mut items: Vec<u32> = (0..1000).collect();
+        shuffle(&mut items, 7);
+        assert_ne!(items, (0..1000).collect::<Vec<_>>());
+        items.sort_unstable();
+        assert_eq!(items, (0..1000).collect::<Vec<_>>());
+    }
+}
