@@ -39,6 +39,8 @@ pub struct Config {
     pub regenerate_grace: Duration,
     /// The policy file (default: /etc/authenta/policy.toml when present).
     pub policy: Option<PathBuf>,
+    /// Threads serving connections (default: one per core).
+    pub worker_threads: Option<usize>,
 }
 
 impl Default for Config {
@@ -53,6 +55,7 @@ impl Default for Config {
             usage_flush_interval: default_flush_interval(),
             regenerate_grace: Duration::ZERO,
             policy: None,
+            worker_threads: None,
         }
     }
 }
@@ -85,6 +88,12 @@ impl Config {
         if config.max_connections == 0 {
             bail!(
                 "config {}: max_connections must be at least 1",
+                path.display()
+            );
+        }
+        if config.worker_threads == Some(0) {
+            bail!(
+                "config {}: worker_threads must be at least 1",
                 path.display()
             );
         }

@@ -167,6 +167,10 @@ async fn next_frame(
     if transport.read_buffer().is_empty() && transport.get_ref().readable().await.is_err() {
         return None;
     }
+    // Usually the whole frame is already here: no timer needed for it.
+    if let Some(frame) = transport.next().now_or_never() {
+        return frame;
+    }
     match tokio::time::timeout(FRAME_DEADLINE, transport.next()).await {
         Ok(frame) => frame,
         Err(_) => {

@@ -10,7 +10,7 @@ use crate::token::TokenHash;
 use authenta_client::proto::{KeyInfo, KeyState, Usage};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// Live verify counts of one key; shared by every version of its record.
 #[derive(Debug, Default)]
@@ -35,8 +35,9 @@ impl UsageCounters {
         }
     }
 
-    /// Counts one verify of this key.
-    pub fn record(&self, allowed: bool, now: i64) {
+    /// Counts one verify of this key; true when the key just became dirty (so the caller
+    /// queues it for the next flush).
+    pub fn record(&self, allowed: bool, now: i64) -> bool {
         self.verifications.fetch_add(1, Ordering::Relaxed);
         if allowed {
             self.allowed.fetch_add(1, Ordering::Relaxed);
@@ -44,9 +45,7 @@ impl UsageCounters {
             self.denied.fetch_add(1, Ordering::Relaxed);
         }
         self.last_used_at.fetch_max(now, Ordering::Relaxed);
-        if !self.dirty.load(Ordering::Relaxed) {
-            self.dirty.store(true, Ordering::Relaxed);
-        }
+        !self.dirty.load(Ordering::Relaxed) && !self.dirty.swap(true, Ordering::AcqRel)
     }
 
     /// The counts now.
@@ -266,11 +265,40 @@ impl Maps {
 #[derive(Default)]
 pub struct Index {
     maps: RwLock<Maps>,
+    /// Keys used since the last usage flush, queued by the verify that made them dirty, so a
+    /// flush visits only those rather than every key under the read lock.
+    dirty: Mutex<Vec<Arc<Entry>>>,
     /// Notified after every committed change, so the scheduler sees new and changed keys.
     pub changed: tokio::sync::Notify,
 }
 
 impl Index {
+    /// An empty index with room for `keys` keys, filled by [`Index::add_loaded`].
+    pub fn with_capacity(keys: usize) -> Self {
+        let mut maps = Maps::default();
+        maps.by_hash.reserve(keys);
+        Index {
+            maps: RwLock::new(maps),
+            dirty: Mutex::default(),
+            changed: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Adds a key read from the store at start-up.
+    pub fn add_loaded(&mut self, record: KeyRecord, usage: UsageRecord) {
+        let maps = self.maps.get_mut().unwrap_or_else(|e| e.into_inner());
+        maps.insert(record, Arc::new(UsageCounters::from_record(&usage)));
+    }
+
+    /// Adds the retired token hashes read from the store at start-up.
+    pub fn add_retired(&mut self, retired: Vec<(TokenHash, Option<String>)>) {
+        let maps = self.maps.get_mut().unwrap_or_else(|e| e.into_inner());
+        maps.by_hash.reserve(retired.len());
+        for (hash, key_id) in retired {
+            maps.retire(hash, key_id);
+        }
+    }
+
     /// An index of the keys loaded at start-up.
     pub fn from_loaded(
         keys: Vec<(KeyRecord, UsageRecord)>,
@@ -286,6 +314,7 @@ impl Index {
         }
         Index {
             maps: RwLock::new(maps),
+            dirty: Mutex::default(),
             changed: tokio::sync::Notify::new(),
         }
     }
@@ -302,12 +331,24 @@ impl Index {
         self.maps.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Usage of every key changed since the last call, marked clean.
+    /// Queues a key whose usage just changed for the next flush.
+    pub fn queue_dirty(&self, entry: &Arc<Entry>) {
+        self.dirty
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(entry.clone());
+    }
+
+    /// Usage of every key changed since the last call, marked clean. A verify after the
+    /// key is marked clean dirties and queues it again, so no count is missed.
     pub fn take_dirty_usage(&self) -> Vec<(String, UsageRecord)> {
-        let maps = self.read();
-        maps.entries()
-            .filter(|e| e.usage.dirty.swap(false, Ordering::Relaxed))
-            .map(|e| (e.record.id.clone(), e.usage.snapshot()))
+        let queued = std::mem::take(&mut *self.dirty.lock().unwrap_or_else(|e| e.into_inner()));
+        queued
+            .iter()
+            .map(|entry| {
+                entry.usage.dirty.store(false, Ordering::Release);
+                (entry.record.id.clone(), entry.usage.snapshot())
+            })
             .collect()
     }
 
@@ -316,7 +357,9 @@ impl Index {
         let maps = self.read();
         for id in ids {
             if let Some(entry) = maps.by_id(id) {
-                entry.usage.dirty.store(true, Ordering::Relaxed);
+                if !entry.usage.dirty.swap(true, Ordering::AcqRel) {
+                    self.queue_dirty(entry);
+                }
             }
         }
     }

@@ -113,32 +113,75 @@ impl Store {
     /// Reads every key and its usage. Rows that do not open are reported, not returned.
     pub fn load(&self) -> Result<Loaded> {
         let mut keys = Vec::new();
-        let mut corrupt = Vec::new();
-        let mut statement = self.conn.prepare(
-            "SELECT keys.id, keys.token_hash, keys.sealed, usage.sealed
-             FROM keys LEFT JOIN usage ON usage.id = keys.id",
-        )?;
-        let mut rows = statement.query([])?;
-        while let Some(row) = rows.next()? {
-            let id: String = row.get(0)?;
-            let hash: Vec<u8> = row.get(1)?;
-            let sealed: Vec<u8> = row.get(2)?;
-            let usage: Option<Vec<u8>> = row.get(3)?;
-            match self.open_key_row(&id, &hash, &sealed, usage.as_deref()) {
-                Some(loaded) => keys.push(loaded),
-                None => {
-                    tracing::error!(key_id = %printable(&id), "sealed row does not open: the key is refused until the row is restored");
-                    corrupt.push(printable(&id));
-                }
-            }
-        }
-        drop(rows);
-        let retired = self.load_retired()?;
+        let (corrupt, retired) = self.load_each(|record, usage| keys.push((record, usage)))?;
         Ok(Loaded {
             keys,
             corrupt,
             retired,
         })
+    }
+
+    /// How many key rows the store holds (to size the index before loading).
+    pub fn key_count(&self) -> Result<usize> {
+        let n: i64 = self
+            .conn
+            .query_row("SELECT count(*) FROM keys", [], |row| row.get(0))?;
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+
+    /// Hands every key and its usage to `each` as it is read, without collecting them, and
+    /// returns the ids of rows that do not open and the retired token hashes.
+    ///
+    /// Keys and usage rows are written in the same transaction, so both tables are in the
+    /// same rowid order: they are read side by side (two sequential scans), with a point
+    /// lookup only where they differ. A join would look every usage row up by id instead,
+    /// which at a million keys costs seconds of start-up.
+    pub fn load_each(
+        &self,
+        mut each: impl FnMut(KeyRecord, UsageRecord),
+    ) -> Result<(Vec<String>, Vec<(TokenHash, Option<String>)>)> {
+        let mut corrupt = Vec::new();
+        let mut keys = self
+            .conn
+            .prepare("SELECT id, token_hash, sealed FROM keys ORDER BY rowid")?;
+        let mut usage = self
+            .conn
+            .prepare("SELECT id, sealed FROM usage ORDER BY rowid")?;
+        let mut lookup = self
+            .conn
+            .prepare("SELECT sealed FROM usage WHERE id = ?1")?;
+        let mut usage_rows = usage.query([])?;
+        let mut next_usage = || -> Result<Option<(String, Vec<u8>)>> {
+            Ok(match usage_rows.next()? {
+                Some(row) => Some((row.get(0)?, row.get(1)?)),
+                None => None,
+            })
+        };
+        let mut pending = next_usage()?;
+        let mut rows = keys.query([])?;
+        while let Some(row) = rows.next()? {
+            let id = row.get_ref(0)?.as_str()?;
+            let hash = row.get_ref(1)?.as_blob()?;
+            let sealed = row.get_ref(2)?.as_blob()?;
+            let usage_sealed = match &pending {
+                Some((usage_id, _)) if usage_id == id => {
+                    let found = pending.take().map(|(_, sealed)| sealed);
+                    pending = next_usage()?;
+                    found
+                }
+                _ => lookup
+                    .query_row([id], |r| r.get::<_, Vec<u8>>(0))
+                    .optional()?,
+            };
+            match self.open_key_row(id, hash, sealed, usage_sealed.as_deref()) {
+                Some((record, usage)) => each(record, usage),
+                None => {
+                    tracing::error!(key_id = %printable(id), "sealed row does not open: the key is refused until the row is restored");
+                    corrupt.push(printable(id));
+                }
+            }
+        }
+        Ok((corrupt, self.load_retired()?))
     }
 
     fn load_retired(&self) -> Result<Vec<(TokenHash, Option<String>)>> {

@@ -55,7 +55,9 @@ pub fn verify(index: &Index, request: &VerifyRequest, now: i64) -> VerifyAnswer 
             }
         }
     };
-    entry.usage.record(code == VerifyCode::Valid, now);
+    if entry.usage.record(code == VerifyCode::Valid, now) {
+        index.queue_dirty(entry);
+    }
     VerifyAnswer {
         code,
         key_id: Some(record.id.clone()),

@@ -215,10 +215,15 @@ fn hostile_clients_get_bounded_outcomes_while_a_good_client_keeps_verifying() {
     });
     let slow = std::thread::spawn({
         let mut stream = handshaken(&daemon);
+        // Long enough (about 60 bytes) that it cannot arrive whole within the deadline.
         let request = frame(
             &proto::encode(&Request {
                 id: 1,
-                body: RequestBody::Status,
+                body: RequestBody::Verify(VerifyRequest {
+                    token: token.clone(),
+                    permissions: vec![Permission::Read],
+                    environment: None,
+                }),
             })
             .expect("encode"),
         );

@@ -95,17 +95,28 @@ fn serve(
     )?;
     let store = Store::open(&data_dir, &master)?;
     drop(master);
-    let loaded = store.load()?;
-    let key_count = loaded.keys.len();
-    let index = Arc::new(Index::from_loaded(loaded.keys, loaded.retired));
+    // Keys go straight from the store into the index: no second copy of a large store.
+    let mut index = Index::with_capacity(store.key_count()?);
+    let mut key_count = 0usize;
+    let (corrupt, retired) = store.load_each(|record, usage| {
+        index.add_loaded(record, usage);
+        key_count += 1;
+    })?;
+    index.add_retired(retired);
+    let index = Arc::new(index);
     let (writer, _store_thread) =
         writer::spawn(store, index.clone()).context("cannot start the store thread")?;
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("authenta-worker")
-        .build()
-        .context("cannot start the async runtime")?;
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all().thread_name("authenta-worker");
+    if let Some(threads) = config.worker_threads.or_else(|| {
+        std::env::var("AUTHENTA_WORKER_THREADS")
+            .ok()
+            .and_then(|t| t.parse().ok())
+    }) {
+        runtime.worker_threads(threads.max(1));
+    }
+    let runtime = runtime.build().context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let bound_here = activated.is_none();
         let listener = match activated {
@@ -122,7 +133,7 @@ fn serve(
             started,
             socket: socket.clone(),
             data_dir: data_dir.clone(),
-            corrupt_keys: loaded.corrupt,
+            corrupt_keys: corrupt,
             default_grace: config.regenerate_grace,
             connections: AtomicU64::new(0),
             verifications: AtomicU64::new(0),
