@@ -44,8 +44,11 @@ pub struct Loaded {
     /// Ids of keys whose sealed rows did not open: they fail closed.
     pub corrupt: Vec<String>,
     /// Token hashes that must never verify again, with the key they belonged to if known.
-    pub retired: Vec<(TokenHash, Option<String>)>,
+    pub retired: RetiredHashes,
 }
+
+/// Token hashes that must never verify again, with the key each belonged to if known.
+pub type RetiredHashes = Vec<(TokenHash, Option<String>)>;
 
 /// What is sealed for a retired token hash.
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -139,7 +142,7 @@ impl Store {
     pub fn load_each(
         &self,
         mut each: impl FnMut(KeyRecord, UsageRecord),
-    ) -> Result<(Vec<String>, Vec<(TokenHash, Option<String>)>)> {
+    ) -> Result<(Vec<String>, RetiredHashes)> {
         let mut corrupt = Vec::new();
         let mut keys = self
             .conn
@@ -184,7 +187,7 @@ impl Store {
         Ok((corrupt, self.load_retired()?))
     }
 
-    fn load_retired(&self) -> Result<Vec<(TokenHash, Option<String>)>> {
+    fn load_retired(&self) -> Result<RetiredHashes> {
         let mut statement = self
             .conn
             .prepare("SELECT token_hash, sealed FROM retired")?;
