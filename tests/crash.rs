@@ -27,7 +27,8 @@
 //! Each worker thread owns its keys, so no two threads race on one key and every answer
 //! while the daemon is up is predictable too (checked as it runs).
 //!
-//! `CRASH_CYCLES=N` (default 20) sets the number of kill/restart cycles; `CRASH_SEED=S`
+//! `--cycles N` or `CRASH_CYCLES=N` (default 20) sets the number of kill/restart cycles (e.g.
+//! `cargo test --test crash -- --cycles 200`); `--seed S` or `CRASH_SEED=S`
 //! replays a run's choices of operations and kill points (the seed is printed; where a kill
 //! lands still depends on timing). The summary line goes straight to stderr, so it
 //! shows even when the test harness captures output.
@@ -597,10 +598,25 @@ fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
 }
 
-#[test]
-fn acknowledged_writes_survive_sigkill_at_random_moments() {
-    let cycles = env_u64("CRASH_CYCLES").map_or(DEFAULT_CYCLES, |n| n as u32);
-    let seed = env_u64("CRASH_SEED").unwrap_or_else(|| {
+/// Runs without the libtest harness, so it takes its own options:
+/// `cargo test --test crash -- --cycles 200 [--seed S]` (or `CRASH_CYCLES`, `CRASH_SEED`).
+/// Other arguments (test name filters passed to every test binary) are ignored.
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let option = |name: &str| {
+        args.windows(2)
+            .find(|pair| pair[0] == name)
+            .and_then(|pair| pair[1].trim().parse::<u64>().ok())
+    };
+    let cycles = option("--cycles").or_else(|| env_u64("CRASH_CYCLES"));
+    let seed = option("--seed").or_else(|| env_u64("CRASH_SEED"));
+    acknowledged_writes_survive_sigkill_at_random_moments(cycles, seed);
+    println!("crash safety: 1 passed, 0 failed");
+}
+
+fn acknowledged_writes_survive_sigkill_at_random_moments(cycles: Option<u64>, seed: Option<u64>) {
+    let cycles = cycles.map_or(DEFAULT_CYCLES, |n| n as u32);
+    let seed = seed.unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| d.as_nanos() as u64)
