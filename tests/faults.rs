@@ -4,21 +4,13 @@
 
 mod common;
 
-use authenta_client::proto::{VerifyCode, VerifyRequest};
-use authenta_client::Client;
+use authenta_client::proto::VerifyCode;
 use common::Daemon;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn code(daemon: &Daemon, token: &str) -> VerifyCode {
-    Client::new(&daemon.socket)
-        .verify_answer(VerifyRequest {
-            token: token.into(),
-            permissions: vec![],
-            environment: None,
-        })
-        .expect("daemon answers")
-        .code
+    daemon.answer_code(token)
 }
 
 /// A small tmpfs mounted for one test, unmounted when dropped.

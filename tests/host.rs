@@ -13,16 +13,6 @@ fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
-/// Runs the CLI as `nobody` (uid and gid 65534).
-fn as_nobody(daemon: &Daemon, args: &[&str], token: Option<&str>) -> std::process::Output {
-    let mut command = daemon.cli_command(args);
-    command.uid(65534).gid(65534).env("HOME", "/");
-    if let Some(token) = token {
-        command.env("AUTHENTA_KEY", token);
-    }
-    command.output().expect("run as nobody")
-}
-
 fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(15);
     while Instant::now() < deadline {
@@ -177,7 +167,7 @@ fn verify_gids_allow_and_refuse_exactly_as_configured_and_sighup_reloads_them() 
     let daemon = Daemon::start_with_config(Some("socket_mode = \"0666\"\nverify_gids = [4242]\n"));
     let (_, token) = daemon.create("Backend-Server-Key", "read", &[]);
 
-    let out = as_nobody(&daemon, &["verify"], Some(&token));
+    let out = daemon.cli_as_nobody(&["verify"], Some(&token));
     assert_eq!(out.status.code(), Some(1), "nobody is not in verify_gids");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -202,14 +192,14 @@ fn verify_gids_allow_and_refuse_exactly_as_configured_and_sighup_reloads_them() 
     wait_for("the reload", || {
         daemon.log().contains("reloaded the access rules")
     });
-    let out = as_nobody(&daemon, &["verify"], Some(&token));
+    let out = daemon.cli_as_nobody(&["verify"], Some(&token));
     assert_eq!(
         out.status.code(),
         Some(0),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = as_nobody(&daemon, &["keys", "list"], None);
+    let out = daemon.cli_as_nobody(&["keys", "list"], None);
     assert_eq!(
         out.status.code(),
         Some(1),
@@ -222,7 +212,7 @@ fn verify_gids_allow_and_refuse_exactly_as_configured_and_sighup_reloads_them() 
     wait_for("the failed reload", || {
         daemon.log().contains("config reload failed")
     });
-    let out = as_nobody(&daemon, &["verify"], Some(&token));
+    let out = daemon.cli_as_nobody(&["verify"], Some(&token));
     assert_eq!(out.status.code(), Some(0));
 }
 
@@ -233,7 +223,7 @@ fn admin_gids_grant_admin_requests() {
         return;
     }
     let daemon = Daemon::start_with_config(Some("socket_mode = \"0666\"\nadmin_gids = [65534]\n"));
-    let out = as_nobody(&daemon, &["keys", "list", "--json"], None);
+    let out = daemon.cli_as_nobody(&["keys", "list", "--json"], None);
     assert!(
         out.status.success(),
         "{}",

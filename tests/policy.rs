@@ -3,8 +3,7 @@
 
 mod common;
 
-use authenta_client::proto::{VerifyCode, VerifyRequest};
-use authenta_client::Client;
+use authenta_client::proto::VerifyCode;
 use common::Daemon;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -16,15 +15,7 @@ fn revoking(id: &str) -> String {
 }
 
 fn code(daemon: &Daemon, token: &str) -> VerifyCode {
-    let mut client = Client::new(&daemon.socket);
-    client
-        .verify_answer(VerifyRequest {
-            token: token.into(),
-            permissions: vec![],
-            environment: None,
-        })
-        .expect("daemon answers")
-        .code
+    daemon.answer_code(token)
 }
 
 /// Polls until `token` verifies with `wanted`; returns how long it took.

@@ -11,7 +11,6 @@ use authenta_client::{AsyncClient, Client, Denied, Permission, VerifyCode};
 use common::Daemon;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
 use std::time::Duration;
 
 fn frame(payload: &[u8]) -> Vec<u8> {
@@ -200,16 +199,6 @@ fn pipelined_requests_are_answered_in_order() {
     assert_eq!(answers.len(), 50);
 }
 
-/// Runs the CLI as an unprivileged uid (tests run as root, so it can drop to `nobody`).
-fn as_nobody(daemon: &Daemon, args: &[&str], token: Option<&str>) -> std::process::Output {
-    let mut command = daemon.cli_command(args);
-    command.uid(65534).gid(65534).env("HOME", "/");
-    if let Some(token) = token {
-        command.env("AUTHENTA_KEY", token);
-    }
-    command.output().expect("run as nobody")
-}
-
 #[test]
 fn a_peer_that_is_not_an_admin_can_verify_but_not_administer() {
     if !nix::unistd::geteuid().is_root() {
@@ -219,7 +208,7 @@ fn a_peer_that_is_not_an_admin_can_verify_but_not_administer() {
     let daemon = Daemon::start_with_config(Some("socket_mode = \"0666\"\n"));
     let (id, token) = daemon.create("Backend-Server-Key", "read", &[]);
 
-    let out = as_nobody(&daemon, &["verify", "--permission", "read"], Some(&token));
+    let out = daemon.cli_as_nobody(&["verify", "--permission", "read"], Some(&token));
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -235,7 +224,7 @@ fn a_peer_that_is_not_an_admin_can_verify_but_not_administer() {
         vec!["status"],
         vec!["audit"],
     ] {
-        let out = as_nobody(&daemon, &args, None);
+        let out = daemon.cli_as_nobody(&args, None);
         assert_eq!(out.status.code(), Some(1), "{args:?}");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
@@ -267,8 +256,7 @@ fn named_admin_uids_may_administer() {
         return;
     }
     let daemon = Daemon::start_with_config(Some("socket_mode = \"0666\"\nadmin_uids = [65534]\n"));
-    let out = as_nobody(
-        &daemon,
+    let out = daemon.cli_as_nobody(
         &[
             "keys",
             "create",

@@ -1,11 +1,11 @@
 //! The tokio-based [`AsyncClient`].
 
 use crate::error::Error;
-use crate::frame::{frame_len, push_frame};
+use crate::frame::{decode_answer, encode_requests, frame_len, push_frame};
 use crate::outcome::{self, Denied, Verified};
 use crate::proto::{
-    self, AuditReport, CreateKey, Hello, HelloReply, KeyInfo, NewToken, Permission, Request,
-    RequestBody, Response, ResponseBody, StatusInfo, VerifyAnswer, VerifyRequest, PROTOCOL_VERSION,
+    self, AuditReport, CreateKey, Hello, HelloReply, KeyInfo, NewToken, Permission, RequestBody,
+    ResponseBody, StatusInfo, VerifyAnswer, VerifyRequest, PROTOCOL_VERSION,
 };
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -113,35 +113,16 @@ impl AsyncClient {
         bodies: Vec<RequestBody>,
     ) -> Result<Vec<ResponseBody>, Error> {
         self.ensure_connected().await?;
-        let first_id = self.next_id;
-        self.out.clear();
-        for body in bodies {
-            let request = Request {
-                id: self.next_id,
-                body,
-            };
-            self.next_id += 1;
-            self.payload.clear();
-            proto::encode_into(&request, &mut self.payload)?;
-            push_frame(&mut self.out, &self.payload);
-        }
-        let count = self.next_id - first_id;
+        let ids = encode_requests(bodies, &mut self.next_id, &mut self.payload, &mut self.out)?;
         let stream = self
             .stream
             .as_mut()
             .ok_or_else(|| Error::Unexpected("no connection".into()))?;
         stream.write_all(&self.out).await?;
-        let mut answers = Vec::with_capacity(count as usize);
-        for id in first_id..first_id + count {
+        let mut answers = Vec::with_capacity(ids.clone().count());
+        for id in ids {
             read_frame(stream, &mut self.frame).await?;
-            let response: Response = proto::decode(&self.frame)?;
-            if response.id != id && response.id != 0 {
-                return Err(Error::Unexpected(format!(
-                    "answer for request {} where {id} was due",
-                    response.id
-                )));
-            }
-            answers.push(response.body);
+            answers.push(decode_answer(&self.frame, id)?);
         }
         Ok(answers)
     }

@@ -1,11 +1,11 @@
 //! The blocking [`Client`].
 
 use crate::error::Error;
-use crate::frame::{push_frame, read_frame, write_all};
+use crate::frame::{decode_answer, encode_requests, push_frame, read_frame, write_all};
 use crate::outcome::{self, Denied, Verified};
 use crate::proto::{
-    self, AuditReport, CreateKey, Hello, HelloReply, KeyInfo, NewToken, Permission, Request,
-    RequestBody, Response, ResponseBody, StatusInfo, VerifyAnswer, VerifyRequest, PROTOCOL_VERSION,
+    self, AuditReport, CreateKey, Hello, HelloReply, KeyInfo, NewToken, Permission, RequestBody,
+    ResponseBody, StatusInfo, VerifyAnswer, VerifyRequest, PROTOCOL_VERSION,
 };
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -113,35 +113,16 @@ impl Client {
 
     fn call_many_once(&mut self, bodies: Vec<RequestBody>) -> Result<Vec<ResponseBody>, Error> {
         self.stream()?;
-        let first_id = self.next_id;
-        self.out.clear();
-        for body in bodies {
-            let request = Request {
-                id: self.next_id,
-                body,
-            };
-            self.next_id += 1;
-            self.payload.clear();
-            proto::encode_into(&request, &mut self.payload)?;
-            push_frame(&mut self.out, &self.payload);
-        }
-        let count = self.next_id - first_id;
+        let ids = encode_requests(bodies, &mut self.next_id, &mut self.payload, &mut self.out)?;
         let stream = self
             .stream
             .as_mut()
             .ok_or_else(|| Error::Unexpected("no connection".into()))?;
         write_all(stream, &self.out)?;
-        let mut answers = Vec::with_capacity(count as usize);
-        for id in first_id..first_id + count {
+        let mut answers = Vec::with_capacity(ids.clone().count());
+        for id in ids {
             read_frame(stream, &mut self.frame)?;
-            let response: Response = proto::decode(&self.frame)?;
-            if response.id != id && response.id != 0 {
-                return Err(Error::Unexpected(format!(
-                    "answer for request {} where {id} was due",
-                    response.id
-                )));
-            }
-            answers.push(response.body);
+            answers.push(decode_answer(&self.frame, id)?);
         }
         Ok(answers)
     }

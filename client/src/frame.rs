@@ -1,6 +1,7 @@
 //! Blocking frame I/O: a 4-byte big-endian length, then the payload.
 
-use crate::proto::MAX_FRAME_LEN;
+use crate::proto::{self, Request, RequestBody, Response, ResponseBody, MAX_FRAME_LEN};
+use crate::Error;
 use std::io::{self, Read, Write};
 
 /// Appends a length-prefixed frame holding `payload` to `out`.
@@ -35,4 +36,37 @@ pub(crate) fn frame_len(prefix: [u8; 4]) -> io::Result<usize> {
 pub(crate) fn write_all(writer: &mut impl Write, bytes: &[u8]) -> io::Result<()> {
     writer.write_all(bytes)?;
     writer.flush()
+}
+
+/// Encodes `bodies` as frames of requests with consecutive ids from `*next_id` into `out`
+/// (cleared first); returns the range of ids used, for [`decode_answer`].
+pub(crate) fn encode_requests(
+    bodies: Vec<RequestBody>,
+    next_id: &mut u64,
+    payload: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+) -> Result<std::ops::Range<u64>, Error> {
+    let first = *next_id;
+    out.clear();
+    for body in bodies {
+        let request = Request { id: *next_id, body };
+        *next_id += 1;
+        payload.clear();
+        proto::encode_into(&request, payload)?;
+        push_frame(out, payload);
+    }
+    Ok(first..*next_id)
+}
+
+/// Decodes the answer that is due (`id`); an answer with id 0 is the daemon's word on a
+/// broken connection and is passed on.
+pub(crate) fn decode_answer(frame: &[u8], id: u64) -> Result<ResponseBody, Error> {
+    let response: Response = proto::decode(frame)?;
+    if response.id != id && response.id != 0 {
+        return Err(Error::Unexpected(format!(
+            "answer for request {} where {id} was due",
+            response.id
+        )));
+    }
+    Ok(response.body)
 }

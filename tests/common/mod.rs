@@ -240,6 +240,29 @@ impl Daemon {
         answer["code"].as_str().unwrap_or("none").to_owned()
     }
 
+    /// The verify code of `token` (no permissions asked), straight through the client library.
+    pub fn answer_code(&self, token: &str) -> authenta_client::VerifyCode {
+        authenta_client::Client::new(&self.socket)
+            .verify_answer(authenta_client::proto::VerifyRequest {
+                token: token.into(),
+                permissions: vec![],
+                environment: None,
+            })
+            .expect("daemon answers")
+            .code
+    }
+
+    /// Runs the CLI as `nobody` (uid and gid 65534); tests run as root, so they can drop.
+    pub fn cli_as_nobody(&self, args: &[&str], token: Option<&str>) -> Output {
+        use std::os::unix::process::CommandExt;
+        let mut command = self.cli_command(args);
+        command.uid(65534).gid(65534).env("HOME", "/");
+        if let Some(token) = token {
+            command.env("AUTHENTA_KEY", token);
+        }
+        command.output().expect("run as nobody")
+    }
+
     /// `keys show ID --json`.
     pub fn show(&self, id: &str) -> Value {
         self.cli_json(&["keys", "show", id, "--json"])
