@@ -18,6 +18,8 @@ use std::sync::atomic::Ordering;
 const MAX_NAME_LEN: usize = 200;
 const MAX_ENVIRONMENT_LEN: usize = 64;
 const MAX_REASON_LEN: usize = 500;
+/// Most corrupt keys or failing rotations named in one answer.
+const MAX_LISTED: usize = 100;
 /// Longest expiry or grace accepted: 100 years.
 const MAX_SECS: u64 = 100 * 365 * 86_400;
 
@@ -115,7 +117,13 @@ async fn admin(
             socket: daemon.socket.display().to_string(),
             data_dir: daemon.data_dir.display().to_string(),
             keys: daemon.index.counts(now),
-            corrupt_keys: daemon.corrupt_keys.clone(),
+            // Bounded so the answer always fits a frame; the log names every one.
+            corrupt_keys: daemon
+                .corrupt_keys
+                .iter()
+                .take(MAX_LISTED)
+                .cloned()
+                .collect(),
             connections: daemon.connections.load(Ordering::Relaxed),
             verifications: daemon.verifications.load(Ordering::Relaxed),
             policy_error: daemon.policy_state().last_error.clone(),
@@ -123,8 +131,9 @@ async fn admin(
         })),
         RequestBody::PolicyStatus => Ok(ResponseBody::Policy(policy_report(daemon))),
         RequestBody::Rekey { new_master_key } => {
-            let key = crate::master_key::parse_key(&new_master_key.0)
-                .map_err(|_| bad_request("the new master key must be 32 bytes".into()))?;
+            let key = crate::master_key::parse_key(&new_master_key.0).map_err(|_| {
+                bad_request("the new master key must be 32 raw bytes or 64 hex digits".into())
+            })?;
             let command = Command::Rekey {
                 new_master_key: key,
                 actor,
@@ -184,6 +193,11 @@ fn policy_report(daemon: &Daemon) -> PolicyReport {
         })
         .collect();
     rotation_failures.sort_by(|a, b| a.key_id.cmp(&b.key_id));
+    // Bounded so the answer always fits a frame; the log has every failure.
+    rotation_failures.truncate(MAX_LISTED);
+    for failure in &mut rotation_failures {
+        failure.message.truncate(300);
+    }
     PolicyReport {
         file: state.file.map(|f| f.display().to_string()),
         content_sha256: state.content_sha256,

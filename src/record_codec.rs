@@ -6,8 +6,9 @@ use serde::Serialize;
 /// Largest record the store writes or reads back.
 const MAX_RECORD_LEN: usize = 64 * 1024;
 
+/// bincode's limit counts decoded (in-memory) sizes, so it is a multiple of the record size.
 fn config() -> impl bincode::config::Config {
-    bincode::config::standard().with_limit::<MAX_RECORD_LEN>()
+    bincode::config::standard().with_limit::<{ 8 * MAX_RECORD_LEN }>()
 }
 
 /// Encodes a record (records are small structs; encoding them cannot fail).

@@ -75,6 +75,13 @@ impl AsyncClient {
                 self.stream = Some(stream);
                 Ok(())
             }
+            // Refused although the versions match: the daemon did not understand the hello.
+            HelloReply::Refused { supported, message } if supported == PROTOCOL_VERSION => {
+                Err(Error::Refused {
+                    code: proto::ErrorCode::BadFrame,
+                    message,
+                })
+            }
             HelloReply::Refused { supported, message } => Err(Error::VersionMismatch {
                 supported,
                 ours: PROTOCOL_VERSION,

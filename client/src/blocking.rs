@@ -88,6 +88,13 @@ impl Client {
         read_frame(stream, &mut self.frame)?;
         match proto::decode::<HelloReply>(&self.frame)? {
             HelloReply::Welcome { .. } => Ok(()),
+            // Refused although the versions match: the daemon did not understand the hello.
+            HelloReply::Refused { supported, message } if supported == PROTOCOL_VERSION => {
+                Err(Error::Refused {
+                    code: proto::ErrorCode::BadFrame,
+                    message,
+                })
+            }
             HelloReply::Refused { supported, message } => Err(Error::VersionMismatch {
                 supported,
                 ours: PROTOCOL_VERSION,

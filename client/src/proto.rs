@@ -8,8 +8,9 @@
 //! describes the bytes for authors of clients in other languages.
 //!
 //! bincode is unmaintained (RUSTSEC-2025-0141). It is kept behind this module: every decode
-//! goes through [`decode`], which bounds allocation to the frame size and rejects trailing
-//! bytes, so a hostile peer cannot make the decoder allocate more than one frame's worth.
+//! goes through [`decode`], which refuses payloads over a frame, bounds what decoding may
+//! allocate (8 frames' worth of in-memory size) and rejects trailing bytes, so a hostile peer
+//! cannot make the decoder allocate more than a small bounded amount.
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -491,14 +492,15 @@ pub enum ErrorCode {
     BadRequest,
     /// No key with that id.
     NotFound,
-    /// The peer may not make admin requests.
+    /// The peer may not make this request (admin requests; verify when `verify_gids` is set).
     PermissionDenied,
     /// The daemon is shutting down (at the connection cap, the answer is
     /// [`HelloReply::Busy`]).
     Busy,
     /// The store could not commit the change; nothing was changed.
     Storage,
-    /// A frame or message could not be decoded; the connection is closed after this.
+    /// A frame or message could not be decoded, did not arrive whole within the deadline, or
+    /// an answer would not fit a frame; the connection is closed after this.
     BadFrame,
     /// Something the daemon did not expect.
     Internal,

@@ -102,6 +102,7 @@ fn serve(
         index.add_loaded(record, usage);
         key_count += 1;
     })?;
+    index.finish_loading();
     index.add_retired(retired);
     let index = Arc::new(index);
     let (writer, _store_thread) =
