@@ -16,6 +16,7 @@ use crate::seed::{self, SeededKey};
 use anyhow::{bail, Context, Result};
 use authenta_client::proto::{VerifyCode, VerifyRequest};
 use authenta_client::Client;
+use ring::rand::SecureRandom;
 use serde::Serialize;
 use std::fmt::Write as _;
 use std::path::Path;
@@ -27,6 +28,12 @@ pub const TARGET_MEDIAN_MS: f64 = 250.0;
 /// the removed version directory's) to be delivered and the daemon to be idle again, so a
 /// trial never starts inside the previous one's debounce window.
 const PAUSE: Duration = Duration::from_millis(200);
+/// Added to each pause, drawn at random up to this: the debouncer delivers on a 25 ms tick
+/// that runs from the daemon's start, and with a fixed pause the trials of a quiet machine
+/// land at nearly the same point of that tick and report nearly the same figure (in one run,
+/// every ConfigMap trial took 71-73 ms and most rename trials 52 ms). A random offset
+/// samples the whole tick, as real updates do.
+const PAUSE_JITTER: Duration = Duration::from_millis(25);
 /// A trial slower than this is an error, not a figure: past the daemon's 30 s safety-net
 /// re-read, the file was not applied at all.
 const TRIAL_LIMIT: Duration = Duration::from_secs(40);
@@ -60,7 +67,9 @@ pub struct PolicyLatency {
     pub version: &'static str,
     pub cores: usize,
     pub trials: usize,
+    /// Between trials: `pause_ms` plus a random part of `pause_jitter_ms`.
     pub pause_ms: u64,
+    pub pause_jitter_ms: u64,
     pub styles: Vec<StyleFigures>,
     /// `keys revoke` over the socket: from the request to the first `revoked` answer.
     pub admin_revoke: Figures,
@@ -160,7 +169,7 @@ pub fn run(bin: &Path, trials: usize) -> Result<PolicyLatency> {
     for n in 0..trials {
         for lane in &mut lanes {
             lane.file_trial(n)?;
-            std::thread::sleep(PAUSE);
+            pause()?;
         }
         let lane = &mut lanes[0];
         let key = lane
@@ -174,7 +183,7 @@ pub fn run(bin: &Path, trials: usize) -> Result<PolicyLatency> {
             .revoke(&key.id, Some("authenta-bench baseline".into()))
             .context("keys revoke")?;
         admin_trials.push(poll_until_revoked(&mut lane.client, &request, sent)?);
-        std::thread::sleep(PAUSE);
+        pause()?;
         eprintln!(
             "trial {}/{trials}: {}, keys revoke {:.2} ms",
             n + 1,
@@ -212,6 +221,7 @@ pub fn run(bin: &Path, trials: usize) -> Result<PolicyLatency> {
         cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
         trials,
         pause_ms: PAUSE.as_millis() as u64,
+        pause_jitter_ms: PAUSE_JITTER.as_millis() as u64,
         admin_revoke: figures("keys revoke (socket)", &admin_trials),
         final_policy_bytes: lanes
             .iter()
@@ -221,6 +231,17 @@ pub fn run(bin: &Path, trials: usize) -> Result<PolicyLatency> {
         styles,
         checks,
     })
+}
+
+/// `PAUSE` plus a random part of `PAUSE_JITTER`.
+fn pause() -> Result<()> {
+    let mut bytes = [0u8; 4];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| anyhow::anyhow!("the system random number generator failed"))?;
+    let jitter = PAUSE_JITTER.mul_f64(f64::from(u32::from_le_bytes(bytes)) / f64::from(u32::MAX));
+    std::thread::sleep(PAUSE + jitter);
+    Ok(())
 }
 
 fn verify_request(key: &SeededKey) -> VerifyRequest {
@@ -311,8 +332,12 @@ impl PolicyLatency {
         let _ = writeln!(
             t,
             "authenta-bench {} --policy-latency: {} cores; {} trials per style, interleaved, \
-             {} ms apart",
-            self.version, self.cores, self.trials, self.pause_ms
+             {}-{} ms apart (at random)",
+            self.version,
+            self.cores,
+            self.trials,
+            self.pause_ms,
+            self.pause_ms + self.pause_jitter_ms
         );
         let _ = writeln!(
             t,
