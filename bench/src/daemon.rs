@@ -48,12 +48,24 @@ pub struct Keyd {
     dir: tempfile::TempDir,
     bin: PathBuf,
     socket: PathBuf,
+    /// `serve --policy`: the caller owns the file and its directory, because the daemon
+    /// watches that whole directory and its own log must not be written there.
+    policy: Option<PathBuf>,
     child: Option<Child>,
 }
 
 impl Keyd {
     /// Starts a daemon on a fresh store with `config` (TOML text; empty for the defaults).
     pub fn start(bin: &Path, config: &str) -> Result<Keyd> {
+        Keyd::start_with(bin, config, None)
+    }
+
+    /// Starts a daemon on a fresh store with `config` that watches the policy file `policy`.
+    pub fn start_with_policy(bin: &Path, config: &str, policy: &Path) -> Result<Keyd> {
+        Keyd::start_with(bin, config, Some(policy.to_path_buf()))
+    }
+
+    fn start_with(bin: &Path, config: &str, policy: Option<PathBuf>) -> Result<Keyd> {
         let dir = tempfile::Builder::new()
             .prefix("authenta-bench-")
             .tempdir()
@@ -70,6 +82,7 @@ impl Keyd {
             socket: dir.path().join("keyd.sock"),
             dir,
             bin: bin.to_path_buf(),
+            policy,
             child: None,
         };
         keyd.launch(config)?;
@@ -94,9 +107,13 @@ impl Keyd {
             .append(true)
             .open(self.log_path())
             .context("opening the daemon's log")?;
+        let mut command = Command::new(&self.bin);
+        command.arg("serve");
+        if let Some(policy) = &self.policy {
+            command.arg("--policy").arg(policy);
+        }
         let started = Instant::now();
-        let child = Command::new(&self.bin)
-            .arg("serve")
+        let child = command
             .arg("--socket")
             .arg(&self.socket)
             .arg("--data-dir")

@@ -1,13 +1,17 @@
 //! authenta-bench: how fast authenta-keyd answers verify, next to a server that does nothing
 //! but move the same bytes, and how it holds up with a million keys, durable creates and
 //! usage flushes. Issue 5 says what is measured and why; README.md ("Performance") has the
-//! figures and the commands that produced them.
+//! figures and the commands that produced them. `--policy-latency` is issue 3's benchmark
+//! instead: how soon a revocation written to the policy file is enforced (README.md,
+//! "Policy file").
 
 mod creates;
 mod daemon;
 mod echo;
 mod flush;
 mod load;
+mod policy_latency;
+mod policy_update;
 mod report;
 mod scale;
 mod seed;
@@ -34,7 +38,8 @@ use std::time::Duration;
     cargo build --release -p authenta-keyd -p authenta-bench\n  \
     target/release/authenta-bench                 # shapes, flush, creates (~1 min)\n  \
     target/release/authenta-bench --scale         # and the 1,000,000-key scenarios\n  \
-    target/release/authenta-bench --smoke         # a few seconds, for CI")]
+    target/release/authenta-bench --smoke         # a few seconds, for CI\n  \
+    target/release/authenta-bench --policy-latency   # policy-file revocations (~15 s)")]
 struct Args {
     /// The authenta-keyd binary [default: the one beside this executable]
     #[arg(long, value_name = "PATH")]
@@ -93,6 +98,19 @@ struct Args {
     #[arg(long)]
     spin: bool,
 
+    /// Instead of the verify load: how long a revocation written to the policy file takes
+    /// to be enforced, for an atomic rename and a Kubernetes ConfigMap `..data` swap, next to
+    /// `keys revoke` over the socket. Starts its own daemons (no --socket).
+    #[arg(long, conflicts_with_all = [
+        "socket", "keys", "duration", "warmup", "rounds", "shapes", "shapes_only",
+        "create_clients", "scale", "scale_keys", "smoke", "spin",
+    ])]
+    policy_latency: bool,
+
+    /// Trials per update style of --policy-latency (a fresh key revoked in each).
+    #[arg(long, default_value_t = 20, requires = "policy_latency")]
+    trials: usize,
+
     /// Print the report as JSON on stdout (progress still goes to stderr).
     #[arg(long)]
     json: bool,
@@ -100,6 +118,9 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if args.policy_latency {
+        return policy_latency_main(&args);
+    }
     match run(&args) {
         Ok(report) => {
             if args.json {
@@ -127,6 +148,32 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `--policy-latency`: slow figures are reported against the target, never a failure; only
+/// an error (a daemon that does not start, a key that never answers revoked) is.
+fn policy_latency_main(args: &Args) -> ExitCode {
+    let report = daemon::find_binary(args.keyd.as_deref())
+        .and_then(|bin| policy_latency::run(&bin, args.trials));
+    let report = match report {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("authenta-bench: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if args.json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(json) => println!("{json}"),
+            Err(e) => {
+                eprintln!("authenta-bench: cannot write JSON: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        print!("{}", report.text());
+    }
+    ExitCode::SUCCESS
 }
 
 fn seconds(value: f64, what: &str) -> Result<Duration> {
