@@ -29,7 +29,14 @@ pub async fn run(daemon: Arc<Daemon>, path: PathBuf, mut stopped: watch::Receive
         DEBOUNCE,
         Some(DEBOUNCE / 2),
         move |result: notify_debouncer_full::DebounceEventResult| {
-            if result.is_ok() {
+            // Reads (our own included: inotify reports opens and closes) change nothing;
+            // reacting to them would re-read the file forever.
+            let changed = result.is_ok_and(|events| {
+                events
+                    .iter()
+                    .any(|e| !matches!(e.event.kind, notify::EventKind::Access(_)))
+            });
+            if changed {
                 // A full channel already holds a pending reload: that one will do.
                 let _ = tx.try_send(());
             }
