@@ -138,12 +138,14 @@ fn line_of(text: &str, offset: usize) -> usize {
         .map_or(1, |before| before.matches('\n').count() + 1)
 }
 
-/// toml's messages span several lines (with a caret drawing); logs want one.
+/// toml's messages span several lines and quote the offending source line with a caret
+/// drawing; logs want one line, and no quoted source (it may hold a key name pattern).
 fn one_line(message: &str) -> String {
     message
         .lines()
         .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.chars().all(|c| c == '|' || c == '^' || c == ' '))
+        .filter(|l| !l.is_empty() && !l.contains('|'))
+        .filter(|l| !l.chars().all(|c| c == '^' || c == ' '))
         .collect::<Vec<_>>()
         .join(" ")
 }
@@ -311,6 +313,7 @@ mod tests {
             assert!(error.contains(line), "{text:?}: {error}");
             assert!(error.contains(words), "{text:?}: {error}");
             assert!(!error.contains('\n'), "one line: {error}");
+            assert!(!error.contains('|'), "no quoted source: {error}");
         }
     }
 }
