@@ -4,9 +4,8 @@
 //! Only the writer thread takes the write lock, after a commit, so once an admin write is
 //! acknowledged every later verify sees it.
 
-use crate::key::{KeyRecord, UsageRecord};
+use crate::key::{KeyRecord, RetiredHashes, UsageRecord};
 use crate::policy::{KeyTimes, Policy};
-use crate::store::RetiredHashes;
 use crate::token::TokenHash;
 use authenta_client::proto::{KeyInfo, KeyState, Usage};
 use std::collections::{BTreeMap, HashMap};

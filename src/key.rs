@@ -1,6 +1,9 @@
 //! The key record: what the store seals and the index serves.
 
 use crate::token::TokenHash;
+
+/// Token hashes that must never verify again, with the key each belonged to if known.
+pub type RetiredHashes = Vec<(TokenHash, Option<String>)>;
 use authenta_client::proto::{KeyState, Permission};
 use serde::{Deserialize, Serialize};
 

@@ -9,7 +9,7 @@
 use crate::audit::{self, AuditRecord, ChainHead};
 use crate::barrier::{unwrap_data_key, wrap_data_key, Barrier, KeyBytes};
 use crate::hygiene::LockedKey;
-use crate::key::{KeyRecord, UsageRecord};
+use crate::key::{KeyRecord, RetiredHashes, UsageRecord};
 use crate::record_codec::{from_bytes, to_bytes};
 use crate::token::TokenHash;
 use anyhow::{bail, Context, Result};
@@ -46,9 +46,6 @@ pub struct Loaded {
     /// Token hashes that must never verify again, with the key they belonged to if known.
     pub retired: RetiredHashes,
 }
-
-/// Token hashes that must never verify again, with the key each belonged to if known.
-pub type RetiredHashes = Vec<(TokenHash, Option<String>)>;
 
 /// What is sealed for a retired token hash.
 #[derive(serde::Serialize, serde::Deserialize)]
