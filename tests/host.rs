@@ -467,3 +467,35 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+#[test]
+fn under_journald_log_lines_carry_no_timestamp_of_their_own() {
+    let mut daemon = Daemon::start();
+    assert!(daemon.stop().success());
+    let log = daemon.dir.path().join("journal.log");
+    let mut child = daemon
+        .serve_command(&daemon.master_key)
+        .env("JOURNAL_STREAM", "8:12345")
+        .env("RUST_LOG", "info")
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("start");
+    wait_for("the socket", || {
+        authenta_client::Client::connect(&daemon.socket).is_ok()
+    });
+    common::signal(&child, libc::SIGTERM);
+    assert!(wait_timeout(&mut child, Duration::from_secs(15)).is_some_and(|s| s.success()));
+    let text = std::fs::read_to_string(&log).expect("log");
+    let ready = text
+        .lines()
+        .find(|l| l.contains("authenta-keyd ready"))
+        .expect("ready line");
+    assert!(
+        ready.trim_start().starts_with("INFO"),
+        "no timestamp, no colour: {ready:?}"
+    );
+    assert!(
+        !text.contains('\u{1b}'),
+        "no ANSI colour codes under journald"
+    );
+}
