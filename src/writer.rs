@@ -364,17 +364,14 @@ fn apply(
                 )));
             }
             let token = generate_token(rng).map_err(rng_failed)?;
-            let retiring = replace_token(&mut record, &token, grace_secs, now);
-            store.put_key(&record).map_err(storage)?;
-            for hash in &retiring {
-                store.put_retired(hash, Some(&id), now).map_err(storage)?;
-            }
             let detail = (grace_secs > 0).then(|| format!("grace={grace_secs}s"));
-            audit(store, now, actor, "regenerate", &id, detail)?;
-            changed.upsert(&record);
-            for hash in retiring {
-                changed.retire(hash, Some(id.clone()));
-            }
+            let change = TokenChange {
+                token: &token,
+                grace_secs,
+                actor,
+                detail,
+            };
+            give_new_token(store, changed, &mut record, change, now)?;
             Ok(Outcome::Issued {
                 key_id: record.id,
                 token,
@@ -456,17 +453,13 @@ fn apply(
             let staged = crate::sink::stage(&sink, &token).map_err(|e| {
                 WriteError::Refused(format!("cannot write sink {}: {e}", sink.path.display()))
             })?;
-            let retiring = replace_token(&mut record, &token, overlap_secs, now);
-            store.put_key(&record).map_err(storage)?;
-            for hash in &retiring {
-                store.put_retired(hash, Some(&id), now).map_err(storage)?;
-            }
-            let detail = format!("scheduled rotation, overlap={overlap_secs}s");
-            audit(store, now, Actor::Policy, "regenerate", &id, Some(detail))?;
-            changed.upsert(&record);
-            for hash in retiring {
-                changed.retire(hash, Some(id.clone()));
-            }
+            let change = TokenChange {
+                token: &token,
+                grace_secs: overlap_secs,
+                actor: Actor::Policy,
+                detail: Some(format!("scheduled rotation, overlap={overlap_secs}s")),
+            };
+            give_new_token(store, changed, &mut record, change, now)?;
             Ok(Outcome::Rotated {
                 key_id: id,
                 staged: Some(staged),
@@ -490,6 +483,46 @@ fn apply(
             Ok(Outcome::Changed)
         }
     }
+}
+
+/// A regenerate, by an admin or by the scheduler.
+struct TokenChange<'a> {
+    token: &'a str,
+    /// How long the replaced token keeps verifying (0: it is retired at once).
+    grace_secs: u64,
+    actor: Actor,
+    detail: Option<String>,
+}
+
+/// Writes a key's new token (its hash) and retires the tokens it replaces, audited as
+/// `regenerate`; the index follows after the commit.
+fn give_new_token(
+    store: &mut Store,
+    changed: &mut Changes,
+    record: &mut KeyRecord,
+    change: TokenChange<'_>,
+    now: i64,
+) -> Result<(), WriteError> {
+    let retiring = replace_token(record, change.token, change.grace_secs, now);
+    store.put_key(record).map_err(storage)?;
+    for hash in &retiring {
+        store
+            .put_retired(hash, Some(&record.id), now)
+            .map_err(storage)?;
+    }
+    audit(
+        store,
+        now,
+        change.actor,
+        "regenerate",
+        &record.id,
+        change.detail,
+    )?;
+    changed.upsert(record);
+    for hash in retiring {
+        changed.retire(hash, Some(record.id.clone()));
+    }
+    Ok(())
 }
 
 /// Gives `record` the new `token`. The replaced token stays valid for `grace_secs` (as the
