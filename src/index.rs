@@ -295,6 +295,15 @@ impl Index {
         }
     }
 
+    /// The policy keys read at start-up are evaluated against, so that putting the same
+    /// policy in force afterwards does not evaluate every key a second time.
+    pub fn use_policy_while_loading(&mut self, policy: Arc<Policy>) {
+        self.maps
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .policy = policy;
+    }
+
     /// Adds a key read from the store at start-up.
     /// Call [`Index::finish_loading`] after the last one.
     pub fn add_loaded(&mut self, record: KeyRecord, usage: UsageRecord) {
@@ -383,7 +392,14 @@ impl Index {
     /// Puts a new policy in force: new and changed keys use it at once, and every existing
     /// key's times are recomputed under the read lock (verify is never stalled for it).
     pub fn set_policy(&self, policy: Arc<Policy>) {
-        self.write().policy = policy.clone();
+        {
+            let mut maps = self.write();
+            if *maps.policy == *policy {
+                // Same rules (a reload, or only comments changed): every key's times stand.
+                return;
+            }
+            maps.policy = policy.clone();
+        }
         let maps = self.read();
         for entry in maps.entries() {
             entry.policy.set(policy.times(&entry.record));

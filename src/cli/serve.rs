@@ -97,6 +97,15 @@ fn serve(
     drop(master);
     // Keys go straight from the store into the index: no second copy of a large store.
     let mut index = Index::with_capacity(store.key_count()?);
+    // Evaluate keys against the policy as they load; it is put in force (revocations
+    // written, errors reported) once the daemon runs, without evaluating every key again.
+    let policy_path = policy_path(args_policy, config.policy.as_deref());
+    if let Some(policy) = policy_path
+        .as_deref()
+        .and_then(|p| crate::policy::apply::read(p).ok())
+    {
+        index.use_policy_while_loading(Arc::new(policy));
+    }
     let mut key_count = 0usize;
     let (corrupt, retired) = store.load_each(|record, usage| {
         index.add_loaded(record, usage);
@@ -143,7 +152,6 @@ fn serve(
             scheduler_wake: Default::default(),
         });
         // The policy is in force (revocations written) before anyone is told "ready".
-        let policy_path = policy_path(args_policy, config.policy.as_deref());
         if let Some(path) = &policy_path {
             crate::policy::apply::reload(&daemon, path).await;
         }

@@ -24,6 +24,18 @@ pub struct PolicyState {
     pub last_error_at: Option<i64>,
 }
 
+/// Reads and parses a policy file, without putting it in force.
+pub fn read(path: &Path) -> Result<Policy, String> {
+    let text = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    parse_bytes(&text)
+}
+
+fn parse_bytes(text: &[u8]) -> Result<Policy, String> {
+    std::str::from_utf8(text)
+        .map_err(|_| "the file is not UTF-8 text".to_owned())
+        .and_then(parse)
+}
+
 /// Reads `path` and, if it changed since the last good load, puts it in force.
 pub async fn reload(daemon: &Daemon, path: &Path) {
     let text = match std::fs::read(path) {
@@ -47,10 +59,7 @@ pub async fn reload(daemon: &Daemon, path: &Path) {
     if unchanged {
         return;
     }
-    let policy = match std::str::from_utf8(&text)
-        .map_err(|_| "the file is not UTF-8 text".to_owned())
-        .and_then(parse)
-    {
+    let policy = match parse_bytes(&text) {
         Ok(policy) => policy,
         Err(e) => {
             report_error(
