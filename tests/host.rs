@@ -9,10 +9,6 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
 fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(15);
     while Instant::now() < deadline {
@@ -160,8 +156,7 @@ fn pings_the_watchdog_when_systemd_asks() {
 
 #[test]
 fn verify_gids_allow_and_refuse_exactly_as_configured_and_sighup_reloads_them() {
-    if !is_root() {
-        eprintln!("not root: cannot drop to another uid, so this test cannot run here");
+    if !common::can_drop_privileges() {
         return;
     }
     let daemon = Daemon::start_with_config(Some("socket_mode = \"0666\"\nverify_gids = [4242]\n"));
@@ -218,8 +213,7 @@ fn verify_gids_allow_and_refuse_exactly_as_configured_and_sighup_reloads_them() 
 
 #[test]
 fn admin_gids_grant_admin_requests() {
-    if !is_root() {
-        eprintln!("not root: cannot drop to another uid, so this test cannot run here");
+    if !common::can_drop_privileges() {
         return;
     }
     let daemon = Daemon::start_with_config(Some("socket_mode = \"0666\"\nadmin_gids = [65534]\n"));
@@ -401,8 +395,7 @@ fn rekey_online_through_the_socket() {
 
 #[test]
 fn the_process_is_not_dumpable_and_has_no_core_dumps() {
-    if !is_root() {
-        eprintln!("not root: cannot start the daemon as another uid, so this test cannot run here");
+    if !common::can_drop_privileges() {
         return;
     }
     // Run the daemon as nobody: a non-dumpable process's /proc files belong to root rather

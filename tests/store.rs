@@ -118,23 +118,13 @@ fn a_wrong_master_key_refuses_to_start_and_says_so() {
 
     let malformed = daemon.dir.path().join("short.hex");
     std::fs::write(&malformed, "abc").expect("write");
-    let out = daemon
-        .serve_command(&malformed)
-        .output()
-        .expect("run serve");
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("32 raw bytes or 64 hex digits"));
+    assert!(daemon
+        .serve_refused(&malformed)
+        .contains("32 raw bytes or 64 hex digits"));
 
     // The right key still opens it.
     daemon.restart();
-    assert_eq!(
-        daemon
-            .cli_json(&["keys", "list", "--json"])
-            .as_array()
-            .expect("a")
-            .len(),
-        1
-    );
+    assert_eq!(daemon.key_count(), 1);
 }
 
 #[test]
@@ -296,11 +286,6 @@ fn a_store_from_a_newer_schema_is_refused() {
         let db = rusqlite::Connection::open(daemon.data_dir.join("keys.db")).expect("open");
         db.execute_batch("PRAGMA user_version = 99").expect("bump");
     }
-    let out = daemon
-        .serve_command(&daemon.master_key)
-        .output()
-        .expect("run");
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = daemon.serve_refused(&daemon.master_key);
     assert!(stderr.contains("schema version 99"), "{stderr}");
 }

@@ -118,6 +118,22 @@ impl Daemon {
         command
     }
 
+    /// Runs `serve` with `master_key`, asserts that it refuses to start, and returns what it
+    /// printed on stderr.
+    pub fn serve_refused(&self, master_key: &Path) -> String {
+        let out = self.serve_command(master_key).output().expect("run serve");
+        assert!(!out.status.success(), "serve must refuse to start here");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// How many keys `keys list --json` shows.
+    pub fn key_count(&self) -> usize {
+        self.cli_json(&["keys", "list", "--json"])
+            .as_array()
+            .expect("an array")
+            .len()
+    }
+
     /// Starts (again) on the same directory and waits for the socket.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "daemon already running");
@@ -286,6 +302,16 @@ impl Drop for Daemon {
             let _ = child.wait();
         }
     }
+}
+
+/// Whether this test process can drop to another uid (it runs as root); when it cannot, the
+/// test says so and returns.
+pub fn can_drop_privileges() -> bool {
+    let root = nix::unistd::geteuid().is_root();
+    if !root {
+        eprintln!("not root: cannot act as another uid, so this test cannot run here");
+    }
+    root
 }
 
 /// Sends a signal to a child.
