@@ -29,4 +29,5 @@ pub mod systemd;
 pub mod token;
 pub mod usage_flusher;
 pub mod verify;
+pub mod workers;
 pub mod writer;

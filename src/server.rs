@@ -1,12 +1,14 @@
 //! The listening socket and the accept loop.
 //!
-//! Each connection is its own task. A semaphore caps how many are served at once; one over
-//! the cap is told `busy` and closed, rather than left waiting, so a flood of connections
-//! cannot starve the apps already connected.
+//! Each accepted connection is handed to a connection thread ([`Workers`]) and served there
+//! as its own task. A semaphore caps how many are served at once; one over the cap is told
+//! `busy` and closed, rather than left waiting, so a flood of connections cannot starve the
+//! apps already connected.
 
 use crate::connection;
 use crate::daemon::Daemon;
 use crate::peer::Peer;
+use crate::workers::Workers;
 use anyhow::{bail, Context, Result};
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
@@ -14,7 +16,6 @@ use std::path::Path;
 use std::sync::Arc;
 use tokio::net::UnixListener;
 use tokio::sync::{watch, Semaphore};
-use tokio_util::task::TaskTracker;
 
 /// Binds the socket at `path`: a stale socket file is replaced, but a live daemon, a
 /// regular file or a symlink in its place is refused.
@@ -52,14 +53,16 @@ pub fn bind(path: &Path, mode: u32, group: Option<u32>) -> Result<UnixListener> 
 }
 
 /// Accepts connections until `shutdown` turns true, then waits for open connections to end.
+/// `workers` serve them.
 pub async fn accept_loop(
     listener: UnixListener,
     daemon: Arc<Daemon>,
+    workers: Workers,
     max_connections: usize,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let slots = Arc::new(Semaphore::new(max_connections));
-    let tracker = TaskTracker::new();
+    let tracker = workers.tracker().clone();
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -91,13 +94,9 @@ pub async fn accept_loop(
                 continue;
             }
         };
-        let daemon = daemon.clone();
-        let shutdown = shutdown.clone();
-        tracker.spawn(async move {
-            connection::serve(stream, peer, &daemon, shutdown).await;
-            drop(slot);
-        });
+        workers.hand_off(stream, peer, slot);
     }
+    drop(workers);
     tracker.close();
     if tokio::time::timeout(std::time::Duration::from_secs(5), tracker.wait())
         .await

@@ -11,6 +11,7 @@ use crate::detach::{self, ReadyPipe};
 use crate::index::Index;
 use crate::peer::Access;
 use crate::store::{self, Store};
+use crate::workers::Workers;
 use crate::{hygiene, master_key, paths, server, systemd, usage_flusher, writer};
 use anyhow::{Context, Result};
 use clap::Args;
@@ -117,16 +118,21 @@ fn serve(
     let (writer, _store_thread) =
         writer::spawn(store, index.clone()).context("cannot start the store thread")?;
 
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    runtime.enable_all().thread_name("authenta-worker");
-    if let Some(threads) = config.worker_threads.or_else(|| {
-        std::env::var("AUTHENTA_WORKER_THREADS")
-            .ok()
-            .and_then(|t| t.parse().ok())
-    }) {
-        runtime.worker_threads(threads.max(1));
-    }
-    let runtime = runtime.build().context("cannot start the async runtime")?;
+    let connection_threads = config
+        .worker_threads
+        .or_else(|| {
+            std::env::var("AUTHENTA_WORKER_THREADS")
+                .ok()
+                .and_then(|t| t.parse().ok())
+        })
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    // This runtime accepts connections and runs the housekeeping (signals, policy, usage
+    // flushes, rotations); connections are served on their own threads (`workers`).
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let bound_here = activated.is_none();
         let listener = match activated {
@@ -161,9 +167,11 @@ fn serve(
             config.usage_flush_interval,
             stopped.clone(),
         ));
+        let workers = Workers::start(connection_threads, &daemon, &stopped)?;
         let accepting = tokio::spawn(server::accept_loop(
             listener,
             daemon.clone(),
+            workers,
             config.max_connections,
             stopped.clone(),
         ));

@@ -1,0 +1,121 @@
+//! Connection threads: one single-threaded tokio runtime per thread, each serving for its
+//! whole life every connection handed to it.
+//!
+//! Why not tokio's work-stealing runtime: a verify costs well under a microsecond, so what a
+//! request costs is its wake-ups. With work stealing, a socket that becomes readable on one
+//! worker routinely wakes another (a futex and an inter-processor interrupt), and tasks hop
+//! between cores. Pinning a connection to one thread, as Redis, nginx and Envoy do, keeps
+//! every request of that connection on the thread whose epoll saw it. The price is that a
+//! connection never moves to an idle thread; connections are handed out in turn, and apps
+//! that matter open several.
+
+use crate::connection;
+use crate::daemon::Daemon;
+use crate::peer::Peer;
+use anyhow::{Context, Result};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
+use tokio_util::task::TaskTracker;
+
+/// An accepted connection on its way to a thread, with its slot under the connection cap.
+struct Handoff {
+    stream: std::os::unix::net::UnixStream,
+    peer: Peer,
+    slot: OwnedSemaphorePermit,
+}
+
+/// The connection threads. Dropping it closes their queues: each thread then exits once its
+/// connections have ended (they end at shutdown).
+pub struct Workers {
+    queues: Vec<mpsc::UnboundedSender<Handoff>>,
+    next: AtomicUsize,
+    /// Counts every connection on every thread, so shutdown can wait for them.
+    tracker: TaskTracker,
+}
+
+impl Workers {
+    /// Starts `count` threads (at least one) serving for `daemon` until `shutdown`.
+    pub fn start(
+        count: usize,
+        daemon: &Arc<Daemon>,
+        shutdown: &watch::Receiver<bool>,
+    ) -> Result<Workers> {
+        let tracker = TaskTracker::new();
+        let mut queues = Vec::with_capacity(count);
+        for n in 0..count.max(1) {
+            let (queue, handoffs) = mpsc::unbounded_channel();
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start a connection thread's runtime")?;
+            let (daemon, tracker, shutdown) = (daemon.clone(), tracker.clone(), shutdown.clone());
+            std::thread::Builder::new()
+                .name(format!("authenta-conn-{n}"))
+                .spawn(move || runtime.block_on(serve(handoffs, daemon, tracker, shutdown)))
+                .context("cannot start a connection thread")?;
+            queues.push(queue);
+        }
+        Ok(Workers {
+            queues,
+            next: AtomicUsize::new(0),
+            tracker,
+        })
+    }
+
+    /// The tracker of every connection served (tasks spawned on it are counted too).
+    pub fn tracker(&self) -> &TaskTracker {
+        &self.tracker
+    }
+
+    /// How many threads serve connections.
+    pub fn len(&self) -> usize {
+        self.queues.len()
+    }
+
+    /// Always false: there is at least one thread.
+    pub fn is_empty(&self) -> bool {
+        self.queues.is_empty()
+    }
+
+    /// Hands an accepted connection to the next thread in turn.
+    pub fn hand_off(&self, stream: tokio::net::UnixStream, peer: Peer, slot: OwnedSemaphorePermit) {
+        let stream = match stream.into_std() {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot move a connection to its thread; closing");
+                return;
+            }
+        };
+        let turn = self.next.fetch_add(1, Ordering::Relaxed) % self.queues.len();
+        // A thread only goes away after its queue is closed, when `self` is dropped.
+        let _ = self.queues[turn].send(Handoff { stream, peer, slot });
+    }
+}
+
+/// One thread's loop: serve each connection handed over, until the queue closes and the
+/// connections already here have ended.
+async fn serve(
+    mut handoffs: mpsc::UnboundedReceiver<Handoff>,
+    daemon: Arc<Daemon>,
+    tracker: TaskTracker,
+    shutdown: watch::Receiver<bool>,
+) {
+    let local = TaskTracker::new();
+    while let Some(Handoff { stream, peer, slot }) = handoffs.recv().await {
+        let stream = match tokio::net::UnixStream::from_std(stream) {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot register a connection; closing");
+                continue;
+            }
+        };
+        let (daemon, shutdown) = (daemon.clone(), shutdown.clone());
+        local.spawn(tracker.track_future(async move {
+            connection::serve(stream, peer, &daemon, shutdown).await;
+            drop(slot);
+        }));
+    }
+    local.close();
+    local.wait().await;
+}
