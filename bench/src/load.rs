@@ -1,12 +1,18 @@
-//! The three load shapes and the closed-loop driver that runs them against any socket that
+//! The three load shapes and the closed-loop drivers that run them against any socket that
 //! speaks the protocol: the daemon, or the echo server.
 //!
-//! One blocking thread per connection. Each sends `depth` pre-encoded requests in one
-//! `write`, then reads their `depth` answers, and checks each against the answer the mix
-//! expects. A request's latency runs from the `write` of its batch to the `read` that
-//! completed its answer; at depth 1 that is the plain round trip, at depth 32 it includes
-//! waiting behind the batch's earlier requests.
+//! Every connection sends `depth` pre-encoded requests in one `write`, then reads their
+//! `depth` answers, and checks each against the answer the mix expects. A request's latency
+//! runs from the `write` of its batch to the `read` that completed its answer; at depth 1
+//! that is the plain round trip, at depth 32 it includes waiting behind the batch's earlier
+//! requests.
+//!
+//! Two clients do that: by default one thread with an epoll loop over every connection
+//! ([`crate::event_loop`]), which is how `redis-benchmark` drives Redis, so the two servers
+//! face the same kind of client; or (`--client threads`) one blocking thread per connection,
+//! which makes the server wake a different sleeping thread for every answer.
 
+use crate::event_loop;
 use crate::stats::{nanos, Latency};
 use crate::wire;
 use crate::workload::Workload;
@@ -46,11 +52,22 @@ pub const SHAPES: [Shape; 3] = [
     },
 ];
 
-/// Warm-up (not measured), then the measured window.
+/// Warm-up (not measured), then the measured window; and which client drives the load.
 #[derive(Debug, Clone, Copy)]
 pub struct Timing {
     pub warmup: Duration,
     pub duration: Duration,
+    pub client: ClientKind,
+}
+
+/// How the load is driven.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientKind {
+    /// One thread, one epoll loop over every connection (as `redis-benchmark`).
+    EventLoop,
+    /// One blocking thread per connection.
+    Threads,
 }
 
 /// What one shape measured against one server.
@@ -65,37 +82,58 @@ pub struct Measured {
     pub wrong_answers: u64,
 }
 
-const WARMUP: u8 = 0;
-const MEASURE: u8 = 1;
-const STOP: u8 = 2;
+pub const WARMUP: u8 = 0;
+pub const MEASURE: u8 = 1;
+pub const STOP: u8 = 2;
 
+/// What a client counted in the measured window.
 #[derive(Default)]
-struct ThreadResult {
-    ops: u64,
-    first: Option<Instant>,
-    last: Option<Instant>,
-    samples: Vec<u32>,
-    wrong: u64,
-    first_wrong: Option<String>,
+pub struct Tally {
+    pub ops: u64,
+    pub first: Option<Instant>,
+    pub last: Option<Instant>,
+    /// Per-request latencies in nanoseconds.
+    pub samples: Vec<u32>,
+    pub wrong: u64,
+    pub first_wrong: Option<String>,
+}
+
+impl Tally {
+    /// Checks one answer against the expected bytes, counting a mismatch.
+    pub fn check(&mut self, got: &[u8], expected: &[u8]) {
+        if got != expected {
+            self.wrong += 1;
+            if self.first_wrong.is_none() {
+                self.first_wrong = Some(describe_wrong(got, expected));
+            }
+        }
+    }
 }
 
 /// Runs `shape` against the server at `socket` with the requests of `workload`.
 pub fn drive(socket: &Path, workload: &Workload, shape: Shape, timing: Timing) -> Result<Measured> {
     let phase = AtomicU8::new(WARMUP);
+    let clients = match timing.client {
+        ClientKind::EventLoop => 1,
+        ClientKind::Threads => shape.connections,
+    };
     // Every connection is open and welcomed before the clock starts.
-    let ready = Barrier::new(shape.connections + 1);
-    let results: Vec<Result<ThreadResult>> = std::thread::scope(|scope| {
-        let threads: Vec<_> = (0..shape.connections)
+    let ready = Barrier::new(clients + 1);
+    let results: Vec<Result<Tally>> = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..clients)
             .map(|c| {
                 let (phase, ready) = (&phase, &ready);
                 // Connections start at spread-out points of the mix, so they do not ask for
                 // the same keys in lockstep.
                 let start = c * workload.len() / shape.connections;
-                scope.spawn(move || {
-                    let connected = wire::connect(socket);
-                    ready.wait();
-                    let (stream, reader) = connected?;
-                    client(stream, reader, workload, start, shape.depth, phase)
+                scope.spawn(move || match timing.client {
+                    ClientKind::EventLoop => event_loop::run(socket, workload, shape, ready, phase),
+                    ClientKind::Threads => {
+                        let connected = wire::connect(socket);
+                        ready.wait();
+                        let (stream, reader) = connected?;
+                        client(stream, reader, workload, start, shape.depth, phase)
+                    }
                 })
             })
             .collect();
@@ -165,8 +203,8 @@ fn client(
     mut next: usize,
     depth: usize,
     phase: &AtomicU8,
-) -> Result<ThreadResult> {
-    let mut result = ThreadResult::default();
+) -> Result<Tally> {
+    let mut result = Tally::default();
     let mut out = Vec::with_capacity(depth * 128);
     let mut batch = Vec::with_capacity(depth);
     loop {
@@ -188,12 +226,7 @@ fn client(
         for &i in &batch {
             let answer = reader.next(&mut stream)?;
             done = Instant::now();
-            if answer != workload.answer(i) {
-                result.wrong += 1;
-                if result.first_wrong.is_none() {
-                    result.first_wrong = Some(describe_wrong(answer, workload.answer(i)));
-                }
-            }
+            result.check(answer, workload.answer(i));
             if measuring {
                 result.samples.push(nanos(done - sent));
             }

@@ -8,6 +8,7 @@
 mod creates;
 mod daemon;
 mod echo;
+mod event_loop;
 mod flush;
 mod load;
 mod policy_latency;
@@ -22,7 +23,7 @@ mod workload;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use load::{Shape, Timing, SHAPES};
+use load::{ClientKind, Shape, Timing, SHAPES};
 use report::{Report, SeedFigures, ShapeRow};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -93,6 +94,11 @@ struct Args {
     #[arg(long)]
     smoke: bool,
 
+    /// What drives the load: one epoll loop over every connection, as `redis-benchmark`
+    /// drives Redis, or one blocking thread per connection.
+    #[arg(long, value_enum, default_value_t = ClientKind::EventLoop)]
+    client: ClientKind,
+
     /// Keep every core busy with nice-19 threads during the runs, so that no core halts
     /// between requests (on a VM, waking a halted vCPU can cost more than a request).
     #[arg(long)]
@@ -103,7 +109,7 @@ struct Args {
     /// `keys revoke` over the socket. Starts its own daemons (no --socket).
     #[arg(long, conflicts_with_all = [
         "socket", "keys", "duration", "warmup", "rounds", "shapes", "shapes_only",
-        "create_clients", "scale", "scale_keys", "smoke", "spin",
+        "create_clients", "scale", "scale_keys", "smoke", "spin", "client",
     ])]
     policy_latency: bool,
 
@@ -208,6 +214,7 @@ fn run(args: &Args) -> Result<Report> {
             Timing {
                 warmup: Duration::from_millis(100),
                 duration: Duration::from_millis(300),
+                client: args.client,
             },
         )
     } else {
@@ -216,6 +223,7 @@ fn run(args: &Args) -> Result<Report> {
             Timing {
                 warmup: seconds(args.warmup, "--warmup")?,
                 duration: seconds(args.duration, "--duration")?,
+                client: args.client,
             },
         )
     };

@@ -59,30 +59,57 @@ impl FrameReader {
 
     /// The next frame's payload, reading from `stream` as needed.
     pub fn next(&mut self, stream: &mut impl Read) -> io::Result<&[u8]> {
-        loop {
-            if let Some(len) = self.front_len()? {
-                if self.end - self.start >= 4 + len {
-                    let payload = self.start + 4;
-                    self.start = payload + len;
-                    if self.start == self.end {
-                        self.start = 0;
-                        self.end = 0;
-                        // The payload is still in place: resetting the cursors moves nothing.
-                    }
-                    return Ok(&self.buf[payload..payload + len]);
-                }
-            }
-            if self.start > 0 && self.buf.len() - self.end < MAX_FRAME_LEN + 4 {
-                self.buf.copy_within(self.start..self.end, 0);
-                self.end -= self.start;
-                self.start = 0;
-            }
-            let read = stream.read(&mut self.buf[self.end..])?;
-            if read == 0 {
-                return Err(io::ErrorKind::UnexpectedEof.into());
-            }
-            self.end += read;
+        // `front_len` first, so an oversized prefix fails here instead of reading forever.
+        while self
+            .front_len()?
+            .is_none_or(|len| self.end - self.start < 4 + len)
+        {
+            self.fill(stream)?;
         }
+        self.buffered()
+            .transpose()
+            .unwrap_or_else(|| Err(io::ErrorKind::UnexpectedEof.into()))
+    }
+
+    /// The next frame's payload if it is already buffered; never reads.
+    pub fn buffered(&mut self) -> io::Result<Option<&[u8]>> {
+        let Some(len) = self.front_len()? else {
+            return Ok(None);
+        };
+        if self.end - self.start < 4 + len {
+            return Ok(None);
+        }
+        let payload = self.start + 4;
+        self.start = payload + len;
+        if self.start == self.end {
+            // The payload is still in place: resetting the cursors moves nothing.
+            self.start = 0;
+            self.end = 0;
+        }
+        Ok(Some(&self.buf[payload..payload + len]))
+    }
+
+    /// Moves a partial frame to the front when needed; the room left for the next `read`.
+    /// A read shorter than this drained the socket.
+    pub fn make_room(&mut self) -> usize {
+        if self.start > 0 && self.buf.len() - self.end < MAX_FRAME_LEN + 4 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        self.buf.len() - self.end
+    }
+
+    /// One `read` from `stream` into the buffer (making room first); the bytes read. A
+    /// non-blocking stream with nothing to read gives `WouldBlock`; end of stream is an error.
+    pub fn fill(&mut self, stream: &mut impl Read) -> io::Result<usize> {
+        self.make_room();
+        let read = stream.read(&mut self.buf[self.end..])?;
+        if read == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        self.end += read;
+        Ok(read)
     }
 }
 
