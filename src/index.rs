@@ -1,21 +1,43 @@
 //! The in-memory verify index: every key by token hash and by id, with live usage counters.
 //!
-//! Verify reads it under a read lock held for a few hash-map operations, never across I/O.
-//! Only the writer thread takes the write lock, after a commit, so once an admin write is
-//! acknowledged every later verify sees it.
+//! Verify reads it under a read lock held for a few memory reads, never across I/O. Only the
+//! writer thread takes the write lock, after a commit, so once an admin write is acknowledged
+//! every later verify sees it.
+//!
+//! The layout is chosen for a million keys in well under 300 MiB and few cache misses per
+//! verify. Every key is one fixed-size [`Entry`] in a slab (a `Vec`; keys are never removed,
+//! a revoked key stays to answer `revoked`), with its usage counters and policy times inline
+//! and its strings boxed to their length. The token-hash table holds 4-byte slot numbers
+//! tagged with which token of the key they are; the hash itself is read from the entry when
+//! a probe matches or the table grows. Key ids sit in an ordered map of fixed 20-byte ids, so
+//! listing pages in id order.
 
-use crate::key::{KeyRecord, RetiredHashes, UsageRecord};
-use crate::policy::{KeyTimes, Policy};
-use crate::token::TokenHash;
+use crate::key::{Grace, KeyRecord, Permissions, RetiredHashes, UsageRecord};
+use crate::policy::{KeyFacts, KeyTimes, Policy};
+use crate::token::{TokenHash, KEY_ID_LEN, START_LEN};
 use authenta_client::proto::{KeyInfo, KeyState, Usage};
-use std::collections::{BTreeMap, HashMap};
+use hashbrown::HashTable;
+use std::collections::{BTreeMap, HashSet};
+use std::hash::BuildHasher;
+use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-/// Live verify counts of one key; shared by every version of its record.
+/// A key id in fixed space: `key_` and 16 base62 characters.
+type KeyId = [u8; KEY_ID_LEN];
+
+fn key_id(id: &str) -> Option<KeyId> {
+    id.as_bytes().try_into().ok()
+}
+
+fn id_str(id: &KeyId) -> &str {
+    // Only ids that were `&str` are ever stored.
+    std::str::from_utf8(id).unwrap_or_default()
+}
+
+/// Live verify counts of one key; kept across every version of its record.
 #[derive(Debug, Default)]
 pub struct UsageCounters {
-    verifications: AtomicU64,
     allowed: AtomicU64,
     denied: AtomicU64,
     /// Unix milliseconds; 0 when never used.
@@ -27,7 +49,6 @@ pub struct UsageCounters {
 impl UsageCounters {
     fn from_record(record: &UsageRecord) -> Self {
         UsageCounters {
-            verifications: AtomicU64::new(record.verifications),
             allowed: AtomicU64::new(record.allowed),
             denied: AtomicU64::new(record.denied),
             last_used_at: AtomicI64::new(record.last_used_at.unwrap_or(0)),
@@ -36,25 +57,27 @@ impl UsageCounters {
     }
 
     /// Counts one verify of this key; true when the key just became dirty (so the caller
-    /// queues it for the next flush).
+    /// queues it for the next flush). One atomic add per verify: the total is the sum, and
+    /// `last_used_at` is only written when it moves (two verifies racing within the same
+    /// millisecond may leave the earlier of their two times, never an older one).
     pub fn record(&self, allowed: bool, now: i64) -> bool {
-        self.verifications.fetch_add(1, Ordering::Relaxed);
-        if allowed {
-            self.allowed.fetch_add(1, Ordering::Relaxed);
-        } else {
-            self.denied.fetch_add(1, Ordering::Relaxed);
+        let counter = if allowed { &self.allowed } else { &self.denied };
+        counter.fetch_add(1, Ordering::Relaxed);
+        if self.last_used_at.load(Ordering::Relaxed) < now {
+            self.last_used_at.store(now, Ordering::Relaxed);
         }
-        self.last_used_at.fetch_max(now, Ordering::Relaxed);
         !self.dirty.load(Ordering::Relaxed) && !self.dirty.swap(true, Ordering::AcqRel)
     }
 
     /// The counts now.
     pub fn snapshot(&self) -> UsageRecord {
         let last = self.last_used_at.load(Ordering::Relaxed);
+        let allowed = self.allowed.load(Ordering::Relaxed);
+        let denied = self.denied.load(Ordering::Relaxed);
         UsageRecord {
-            verifications: self.verifications.load(Ordering::Relaxed),
-            allowed: self.allowed.load(Ordering::Relaxed),
-            denied: self.denied.load(Ordering::Relaxed),
+            verifications: allowed + denied,
+            allowed,
+            denied,
             last_used_at: (last > 0).then_some(last),
         }
     }
@@ -119,48 +142,120 @@ impl PolicyCell {
     }
 }
 
-/// One key as the index holds it.
+/// An optional time (unix milliseconds) in 8 bytes rather than `Option<i64>`'s 16.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Millis(i64);
+
+impl Millis {
+    const NONE: i64 = i64::MIN;
+
+    fn from(value: Option<i64>) -> Self {
+        Millis(value.unwrap_or(Self::NONE))
+    }
+
+    fn get(self) -> Option<i64> {
+        (self.0 != Self::NONE).then_some(self.0)
+    }
+}
+
+/// One key as the index holds it: the record's fields in compact form, the live usage
+/// counters and the policy's times for it.
 #[derive(Debug)]
 pub struct Entry {
-    pub record: KeyRecord,
-    pub usage: Arc<UsageCounters>,
+    id: KeyId,
+    token_hash: TokenHash,
+    name: Box<str>,
+    start: [u8; START_LEN],
+    start_len: u8,
+    pub permissions: Permissions,
+    /// Shared by every key with the same label (see `Maps::environments`).
+    environment: Option<Arc<str>>,
+    created_at: i64,
+    rotated_at: Millis,
+    expires_at: Millis,
+    revoked_at: Millis,
+    revoke_reason: Option<Box<str>>,
+    grace: Option<Box<Grace>>,
+    pub usage: UsageCounters,
     pub policy: PolicyCell,
 }
 
 impl Entry {
+    pub fn id(&self) -> &str {
+        id_str(&self.id)
+    }
+
+    pub fn token_hash(&self) -> &TokenHash {
+        &self.token_hash
+    }
+
+    pub fn environment(&self) -> Option<&str> {
+        self.environment.as_deref()
+    }
+
+    pub fn revoked_at(&self) -> Option<i64> {
+        self.revoked_at.get()
+    }
+
+    /// The previous token's grace, if a regenerate left one.
+    pub fn grace(&self) -> Option<&Grace> {
+        self.grace.as_deref()
+    }
+
+    fn start(&self) -> &str {
+        let len = usize::from(self.start_len).min(START_LEN);
+        std::str::from_utf8(&self.start[..len]).unwrap_or_default()
+    }
+
     /// The key's state at `now`, counting the policy's maximum age.
     pub fn state(&self, now: i64) -> KeyState {
-        match self.record.state(now) {
-            KeyState::Active if self.policy.expires_at().is_some_and(|at| at <= now) => {
-                KeyState::Expired
-            }
-            state => state,
+        if self.revoked_at.get().is_some() {
+            KeyState::Revoked
+        } else if self.expires_at.get().is_some_and(|at| at <= now)
+            || self.policy.expires_at().is_some_and(|at| at <= now)
+        {
+            KeyState::Expired
+        } else {
+            KeyState::Active
+        }
+    }
+
+    /// The stored record this entry was made from.
+    pub fn to_record(&self) -> KeyRecord {
+        KeyRecord {
+            id: self.id().to_owned(),
+            token_hash: self.token_hash,
+            name: self.name.to_string(),
+            start: self.start().to_owned(),
+            permissions: self.permissions,
+            environment: self.environment().map(str::to_owned),
+            created_at: self.created_at,
+            rotated_at: self.rotated_at.get(),
+            expires_at: self.expires_at.get(),
+            revoked_at: self.revoked_at.get(),
+            revoke_reason: self.revoke_reason.as_deref().map(str::to_owned),
+            grace: self.grace().cloned(),
         }
     }
 
     /// The key as listed: live usage, never the token.
     pub fn info(&self, now: i64) -> KeyInfo {
         let usage = self.usage.snapshot();
-        let r = &self.record;
         KeyInfo {
-            id: r.id.clone(),
-            name: r.name.clone(),
-            start: r.start.clone(),
-            permissions: r.permissions.to_list(),
-            environment: r.environment.clone(),
+            id: self.id().to_owned(),
+            name: self.name.to_string(),
+            start: self.start().to_owned(),
+            permissions: self.permissions.to_list(),
+            environment: self.environment().map(str::to_owned),
             state: self.state(now),
-            created_at: r.created_at,
-            rotated_at: r.rotated_at,
+            created_at: self.created_at,
+            rotated_at: self.rotated_at.get(),
             last_used_at: usage.last_used_at,
-            expires_at: r.expires_at,
+            expires_at: self.expires_at.get(),
             rotate_by: self.policy.rotate_by(),
             rotation_due: self.policy.rotation_due(now),
-            revoked_at: r.revoked_at,
-            grace_until: r
-                .grace
-                .as_ref()
-                .map(|g| g.until)
-                .filter(|&until| until > now),
+            revoked_at: self.revoked_at.get(),
+            grace_until: self.grace().map(|g| g.until).filter(|&until| until > now),
             usage: Usage {
                 verifications: usage.verifications,
                 allowed: usage.allowed,
@@ -170,101 +265,309 @@ impl Entry {
     }
 }
 
+impl KeyFacts for Entry {
+    fn id(&self) -> &str {
+        Entry::id(self)
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn environment(&self) -> Option<&str> {
+        Entry::environment(self)
+    }
+    fn created_at(&self) -> i64 {
+        self.created_at
+    }
+    fn rotated_at(&self) -> Option<i64> {
+        self.rotated_at.get()
+    }
+}
+
+/// A key found in the index: its entry, and its slot (to queue it for a usage flush).
+#[derive(Debug, Clone, Copy)]
+pub struct Found<'a> {
+    slot: u32,
+    entry: &'a Entry,
+}
+
+impl std::ops::Deref for Found<'_> {
+    type Target = Entry;
+    fn deref(&self) -> &Entry {
+        self.entry
+    }
+}
+
 /// Which of a key's tokens a hash is.
-#[derive(Debug, Clone)]
-pub enum Hit {
+#[derive(Debug, Clone, Copy)]
+pub enum Hit<'a> {
     /// The key's current token.
-    Current(Arc<Entry>),
+    Current(Found<'a>),
     /// The token a regenerate replaced, valid until the entry's grace ends.
-    Previous(Arc<Entry>),
+    Previous(Found<'a>),
     /// A token that must never verify again: replaced, or revoked by its hash. The key it
     /// belonged to, when known.
-    Retired(Option<String>),
+    Retired(Option<&'a str>),
+}
+
+/// A token-hash table value: a slot number (of `entries`, or of `retired`) and, in the top
+/// two bits, which kind of token it is.
+type Tag = u32;
+const KIND_SHIFT: u32 = 30;
+const SLOT_MASK: u32 = (1 << KIND_SHIFT) - 1;
+const CURRENT: u32 = 0;
+const PREVIOUS: u32 = 1;
+const RETIRED: u32 = 2;
+/// Most keys (and, separately, retired hashes) the tags can number.
+const MAX_SLOTS: usize = 1 << KIND_SHIFT;
+
+fn tag(kind: u32, slot: usize) -> Tag {
+    (kind << KIND_SHIFT) | (slot as u32 & SLOT_MASK)
+}
+
+/// What a token-hash table probe compares against and rehashes by.
+struct Hashes<'a> {
+    entries: &'a [Entry],
+    retired: &'a [(TokenHash, Option<KeyId>)],
+}
+
+impl Hashes<'_> {
+    /// The token hash a tag stands for. Every tag in the table names a live slot.
+    fn of(&self, tag: Tag) -> Option<&TokenHash> {
+        let slot = (tag & SLOT_MASK) as usize;
+        match tag >> KIND_SHIFT {
+            CURRENT => self.entries.get(slot).map(|e| &e.token_hash),
+            PREVIOUS => self
+                .entries
+                .get(slot)
+                .and_then(|e| e.grace())
+                .map(|g| &g.token_hash),
+            _ => self.retired.get(slot).map(|(hash, _)| hash),
+        }
+    }
 }
 
 #[derive(Default)]
 pub struct Maps {
     /// The policy in force: every entry's `PolicyCell` reflects it.
     policy: Arc<Policy>,
-    /// Keyed with a per-process random seed (foldhash), so a client grinding tokens cannot
-    /// aim their SHA-256 at one bucket; several times cheaper than SipHash per lookup.
-    by_hash: HashMap<TokenHash, Hit, foldhash::quality::RandomState>,
+    /// Every key; a key's slot never changes.
+    entries: Vec<Entry>,
+    /// Hashes of tokens that must never verify again, with the key they belonged to.
+    retired: Vec<(TokenHash, Option<KeyId>)>,
+    /// Token hash → tag. Hashed with a per-process random seed (foldhash), so a client
+    /// grinding tokens cannot aim their SHA-256 at one bucket.
+    by_hash: HashTable<Tag>,
     /// Ordered, so that listing can page by key id.
-    by_id: BTreeMap<String, Arc<Entry>>,
+    by_id: BTreeMap<KeyId, u32>,
+    /// Environment labels, one allocation each however many keys carry them.
+    environments: HashSet<Arc<str>>,
+    seed: foldhash::quality::RandomState,
 }
 
 impl Maps {
+    fn hash(&self, hash: &TokenHash) -> u64 {
+        self.seed.hash_one(hash)
+    }
+
+    fn find(&self, hash: &TokenHash) -> Option<Tag> {
+        let hashes = Hashes {
+            entries: &self.entries,
+            retired: &self.retired,
+        };
+        self.by_hash
+            .find(self.hash(hash), |&t| hashes.of(t) == Some(hash))
+            .copied()
+    }
+
+    fn found(&self, slot: usize) -> Option<Found<'_>> {
+        self.entries.get(slot).map(|entry| Found {
+            slot: slot as u32,
+            entry,
+        })
+    }
+
     /// The key a token hash belongs to.
-    pub fn by_hash(&self, hash: &TokenHash) -> Option<&Hit> {
-        self.by_hash.get(hash)
+    pub fn by_hash(&self, hash: &TokenHash) -> Option<Hit<'_>> {
+        let tag = self.find(hash)?;
+        let slot = (tag & SLOT_MASK) as usize;
+        match tag >> KIND_SHIFT {
+            CURRENT => self.found(slot).map(Hit::Current),
+            PREVIOUS => self.found(slot).map(Hit::Previous),
+            _ => self
+                .retired
+                .get(slot)
+                .map(|(_, id)| Hit::Retired(id.as_ref().map(id_str))),
+        }
     }
 
     /// The key with this id.
-    pub fn by_id(&self, id: &str) -> Option<&Arc<Entry>> {
-        self.by_id.get(id)
+    pub fn by_id(&self, id: &str) -> Option<Found<'_>> {
+        let slot = *self.by_id.get(&key_id(id)?)?;
+        self.found(slot as usize)
     }
 
-    /// Every key, in key-id order.
-    pub fn entries(&self) -> impl Iterator<Item = &Arc<Entry>> {
-        self.by_id.values()
+    /// Every key, in no particular order.
+    pub fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.iter()
     }
 
-    /// Keys with ids after `after` (all when `None`), in key-id order.
-    pub fn entries_after(&self, after: Option<&str>) -> impl Iterator<Item = &Arc<Entry>> {
-        use std::ops::Bound;
-        let start = match after {
-            Some(id) => Bound::Excluded(id.to_owned()),
+    /// Keys with ids after `after` (all when `None`; it need not be an existing id), in
+    /// key-id order.
+    pub fn entries_after(&self, after: Option<&str>) -> impl Iterator<Item = &Entry> {
+        let start = match after.map(str::as_bytes) {
             None => Bound::Unbounded,
+            Some(after) => {
+                // Ids all have KEY_ID_LEN bytes. Above a shorter `after` means at or above it
+                // padded with zero bytes; above a longer one, above its first KEY_ID_LEN.
+                let mut bound = [0u8; KEY_ID_LEN];
+                let n = after.len().min(KEY_ID_LEN);
+                bound[..n].copy_from_slice(&after[..n]);
+                if after.len() < KEY_ID_LEN {
+                    Bound::Included(bound)
+                } else {
+                    Bound::Excluded(bound)
+                }
+            }
         };
         self.by_id
-            .range::<String, _>((start, Bound::Unbounded))
-            .map(|(_, entry)| entry)
+            .range((start, Bound::Unbounded))
+            .filter_map(|(_, &slot)| self.entries.get(slot as usize))
     }
 
     /// Puts in a new version of a key, keeping its usage counters.
     pub fn upsert(&mut self, record: KeyRecord) {
-        let usage = match self.by_id.get(&record.id) {
-            Some(old) => {
-                let old = old.clone();
-                self.forget_hashes(&old.record);
-                old.usage.clone()
-            }
-            None => Arc::new(UsageCounters::default()),
+        let Some(id) = key_id(&record.id) else {
+            tracing::error!("a key without a key id's shape was not indexed");
+            return;
         };
-        self.insert(record, usage);
+        match self.by_id.get(&id).map(|&slot| slot as usize) {
+            Some(slot) => {
+                self.forget_hashes(slot);
+                let usage = std::mem::take(&mut self.entries[slot].usage);
+                let entry = self.entry(id, record, usage);
+                self.entries[slot] = entry;
+                self.insert_hashes(slot);
+            }
+            None => {
+                if let Some(slot) = self.push(id, record, UsageCounters::default()) {
+                    self.by_id.insert(id, slot as u32);
+                }
+            }
+        }
     }
 
     /// Marks a token hash as never valid again.
-    pub fn retire(&mut self, hash: TokenHash, key_id: Option<String>) {
-        self.by_hash.insert(hash, Hit::Retired(key_id));
-    }
-
-    fn insert(&mut self, record: KeyRecord, usage: Arc<UsageCounters>) {
-        let entry = self.insert_hashes(record, usage);
-        self.by_id.insert(entry.record.id.clone(), entry);
-    }
-
-    /// Makes the entry and puts its token hashes in; the caller files it by id.
-    fn insert_hashes(&mut self, record: KeyRecord, usage: Arc<UsageCounters>) -> Arc<Entry> {
-        let policy = PolicyCell::new(self.policy.times(&record));
-        let entry = Arc::new(Entry {
-            record,
-            usage,
-            policy,
-        });
-        self.by_hash
-            .insert(entry.record.token_hash, Hit::Current(entry.clone()));
-        if let Some(grace) = &entry.record.grace {
-            self.by_hash
-                .insert(grace.token_hash, Hit::Previous(entry.clone()));
+    pub fn retire(&mut self, hash: TokenHash, key_id_owned: Option<String>) {
+        if self.retired.len() >= MAX_SLOTS {
+            tracing::error!("too many retired token hashes to index another");
+            return;
         }
+        let slot = self.retired.len();
+        self.retired
+            .push((hash, key_id_owned.as_deref().and_then(key_id)));
+        self.set_hash(&hash, tag(RETIRED, slot));
+    }
+
+    /// Makes the entry for `record`, its times under the policy in force.
+    fn entry(&mut self, id: KeyId, record: KeyRecord, usage: UsageCounters) -> Entry {
+        let mut start = [0u8; START_LEN];
+        let start_len = record.start.len().min(START_LEN);
+        start[..start_len].copy_from_slice(&record.start.as_bytes()[..start_len]);
+        let environment = record.environment.map(|label| self.environment(label));
+        let entry = Entry {
+            id,
+            token_hash: record.token_hash,
+            name: record.name.into_boxed_str(),
+            start,
+            start_len: start_len as u8,
+            permissions: record.permissions,
+            environment,
+            created_at: record.created_at,
+            rotated_at: Millis::from(record.rotated_at),
+            expires_at: Millis::from(record.expires_at),
+            revoked_at: Millis::from(record.revoked_at),
+            revoke_reason: record.revoke_reason.map(String::into_boxed_str),
+            grace: record.grace.map(Box::new),
+            usage,
+            policy: PolicyCell::new(KeyTimes::default()),
+        };
+        entry.policy.set(self.policy.times(&entry));
         entry
     }
 
-    fn forget_hashes(&mut self, record: &KeyRecord) {
-        self.by_hash.remove(&record.token_hash);
-        if let Some(grace) = &record.grace {
-            self.by_hash.remove(&grace.token_hash);
+    /// The shared copy of an environment label.
+    fn environment(&mut self, label: String) -> Arc<str> {
+        if let Some(shared) = self.environments.get(label.as_str()) {
+            return shared.clone();
+        }
+        let shared: Arc<str> = label.into();
+        self.environments.insert(shared.clone());
+        shared
+    }
+
+    /// Appends a key and puts its token hashes in; the caller files it by id.
+    fn push(&mut self, id: KeyId, record: KeyRecord, usage: UsageCounters) -> Option<usize> {
+        if self.entries.len() >= MAX_SLOTS {
+            tracing::error!("too many keys to index another");
+            return None;
+        }
+        let entry = self.entry(id, record, usage);
+        self.entries.push(entry);
+        let slot = self.entries.len() - 1;
+        self.insert_hashes(slot);
+        Some(slot)
+    }
+
+    fn insert_hashes(&mut self, slot: usize) {
+        let entry = &self.entries[slot];
+        let (current, previous) = (entry.token_hash, entry.grace().map(|g| g.token_hash));
+        self.set_hash(&current, tag(CURRENT, slot));
+        if let Some(previous) = previous {
+            self.set_hash(&previous, tag(PREVIOUS, slot));
+        }
+    }
+
+    fn forget_hashes(&mut self, slot: usize) {
+        let entry = &self.entries[slot];
+        let (current, previous) = (entry.token_hash, entry.grace().map(|g| g.token_hash));
+        self.remove_hash(&current);
+        if let Some(previous) = previous {
+            self.remove_hash(&previous);
+        }
+    }
+
+    /// Points `hash` at `new`, replacing what it pointed at before.
+    fn set_hash(&mut self, hash: &TokenHash, new: Tag) {
+        let h = self.hash(hash);
+        let Maps {
+            by_hash,
+            entries,
+            retired,
+            seed,
+            ..
+        } = self;
+        let hashes = Hashes { entries, retired };
+        match by_hash.find_mut(h, |&t| hashes.of(t) == Some(hash)) {
+            Some(old) => *old = new,
+            None => {
+                by_hash.insert_unique(h, new, |&t| {
+                    hashes.of(t).map_or(0, |hash| seed.hash_one(hash))
+                });
+            }
+        }
+    }
+
+    fn remove_hash(&mut self, hash: &TokenHash) {
+        let h = self.hash(hash);
+        let Maps {
+            by_hash,
+            entries,
+            retired,
+            ..
+        } = self;
+        let hashes = Hashes { entries, retired };
+        if let Ok(found) = by_hash.find_entry(h, |&t| hashes.of(t) == Some(hash)) {
+            found.remove();
         }
     }
 }
@@ -273,11 +576,11 @@ impl Maps {
 #[derive(Default)]
 pub struct Index {
     maps: RwLock<Maps>,
-    /// Keys used since the last usage flush, queued by the verify that made them dirty, so a
-    /// flush visits only those rather than every key under the read lock.
-    dirty: Mutex<Vec<Arc<Entry>>>,
+    /// Slots of keys used since the last usage flush, queued by the verify that made them
+    /// dirty, so a flush visits only those rather than every key.
+    dirty: Mutex<Vec<u32>>,
     /// Keys read at start-up, waiting to be filed by id.
-    loading: Vec<(String, Arc<Entry>)>,
+    loading: Vec<(KeyId, u32)>,
     /// Notified after every committed change, so the scheduler sees new and changed keys.
     pub changed: tokio::sync::Notify,
 }
@@ -286,7 +589,18 @@ impl Index {
     /// An empty index with room for `keys` keys, filled by [`Index::add_loaded`].
     pub fn with_capacity(keys: usize) -> Self {
         let mut maps = Maps::default();
-        maps.by_hash.reserve(keys);
+        maps.entries.reserve_exact(keys);
+        let Maps {
+            by_hash,
+            entries,
+            retired,
+            seed,
+            ..
+        } = &mut maps;
+        let hashes = Hashes { entries, retired };
+        by_hash.reserve(keys, |&t| {
+            hashes.of(t).map_or(0, |hash| seed.hash_one(hash))
+        });
         Index {
             maps: RwLock::new(maps),
             dirty: Mutex::default(),
@@ -304,12 +618,20 @@ impl Index {
             .policy = policy;
     }
 
-    /// Adds a key read from the store at start-up.
-    /// Call [`Index::finish_loading`] after the last one.
-    pub fn add_loaded(&mut self, record: KeyRecord, usage: UsageRecord) {
+    /// Adds a key read from the store at start-up; false (and not added) when its id does
+    /// not have a key id's shape. Call [`Index::finish_loading`] after the last one.
+    pub fn add_loaded(&mut self, record: KeyRecord, usage: UsageRecord) -> bool {
+        let Some(id) = key_id(&record.id) else {
+            return false;
+        };
         let maps = self.maps.get_mut().unwrap_or_else(|e| e.into_inner());
-        let entry = maps.insert_hashes(record, Arc::new(UsageCounters::from_record(&usage)));
-        self.loading.push((entry.record.id.clone(), entry));
+        match maps.push(id, record, UsageCounters::from_record(&usage)) {
+            Some(slot) => {
+                self.loading.push((id, slot as u32));
+                true
+            }
+            None => false,
+        }
     }
 
     /// Files the loaded keys by id. Building the ordered map once from all of them (sorted,
@@ -327,7 +649,7 @@ impl Index {
     /// Adds the retired token hashes read from the store at start-up.
     pub fn add_retired(&mut self, retired: RetiredHashes) {
         let maps = self.maps.get_mut().unwrap_or_else(|e| e.into_inner());
-        maps.by_hash.reserve(retired.len());
+        maps.retired.reserve(retired.len());
         for (hash, key_id) in retired {
             maps.retire(hash, key_id);
         }
@@ -357,22 +679,24 @@ impl Index {
     }
 
     /// Queues a key whose usage just changed for the next flush.
-    pub fn queue_dirty(&self, entry: &Arc<Entry>) {
+    pub fn queue_dirty(&self, key: Found<'_>) {
         self.dirty
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push(entry.clone());
+            .push(key.slot);
     }
 
     /// Usage of every key changed since the last call, marked clean. A verify after the
     /// key is marked clean dirties and queues it again, so no count is missed.
     pub fn take_dirty_usage(&self) -> Vec<(String, UsageRecord)> {
         let queued = std::mem::take(&mut *self.dirty.lock().unwrap_or_else(|e| e.into_inner()));
+        let maps = self.read();
         queued
             .iter()
+            .filter_map(|&slot| maps.entries.get(slot as usize))
             .map(|entry| {
                 entry.usage.dirty.store(false, Ordering::Release);
-                (entry.record.id.clone(), entry.usage.snapshot())
+                (entry.id().to_owned(), entry.usage.snapshot())
             })
             .collect()
     }
@@ -381,9 +705,9 @@ impl Index {
     pub fn mark_dirty(&self, ids: &[String]) {
         let maps = self.read();
         for id in ids {
-            if let Some(entry) = maps.by_id(id) {
-                if !entry.usage.dirty.swap(true, Ordering::AcqRel) {
-                    self.queue_dirty(entry);
+            if let Some(key) = maps.by_id(id) {
+                if !key.usage.dirty.swap(true, Ordering::AcqRel) {
+                    self.queue_dirty(key);
                 }
             }
         }
@@ -402,7 +726,7 @@ impl Index {
         }
         let maps = self.read();
         for entry in maps.entries() {
-            entry.policy.set(policy.times(&entry.record));
+            entry.policy.set(policy.times(entry));
         }
     }
 
@@ -424,5 +748,122 @@ impl Index {
             }
         }
         counts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::token::{generate_key_id, generate_token, hash_token, start_of};
+    use ring::rand::SystemRandom;
+
+    fn record(rng: &SystemRandom, n: usize) -> KeyRecord {
+        let token = generate_token(rng).expect("rng").to_string();
+        KeyRecord {
+            id: generate_key_id(rng).expect("rng"),
+            token_hash: hash_token(&token),
+            name: format!("key-{n}"),
+            start: start_of(&token),
+            permissions: Permissions::default(),
+            environment: Some(if n % 2 == 0 { "production" } else { "staging" }.into()),
+            created_at: n as i64,
+            rotated_at: None,
+            expires_at: None,
+            revoked_at: None,
+            revoke_reason: None,
+            grace: None,
+        }
+    }
+
+    #[test]
+    fn every_key_is_found_by_hash_and_id_after_the_table_grows() {
+        let rng = SystemRandom::new();
+        let records: Vec<KeyRecord> = (0..5_000).map(|n| record(&rng, n)).collect();
+        // Start small, so that the tables grow (and rehash) many times.
+        let index = Index::with_capacity(1);
+        {
+            let mut maps = index.write();
+            for r in &records {
+                maps.upsert(r.clone());
+            }
+        }
+        let maps = index.read();
+        for r in &records {
+            let Some(Hit::Current(found)) = maps.by_hash(&r.token_hash) else {
+                panic!("{} not found by hash", r.id);
+            };
+            assert_eq!(found.to_record(), *r);
+            assert_eq!(maps.by_id(&r.id).map(|e| e.to_record()), Some(r.clone()));
+        }
+        assert!(maps.by_hash(&[7u8; 32]).is_none());
+        // One shared copy per environment label.
+        assert_eq!(maps.environments.len(), 2);
+    }
+
+    #[test]
+    fn a_new_version_keeps_usage_and_moves_the_hashes() {
+        let rng = SystemRandom::new();
+        let old = record(&rng, 1);
+        let index = Index::from_loaded(
+            vec![(
+                old.clone(),
+                UsageRecord {
+                    verifications: 3,
+                    allowed: 2,
+                    denied: 1,
+                    last_used_at: Some(9),
+                },
+            )],
+            vec![],
+        );
+        let mut new = record(&rng, 2);
+        new.id = old.id.clone();
+        new.grace = Some(Grace {
+            token_hash: old.token_hash,
+            until: 100,
+        });
+        index.write().upsert(new.clone());
+        let maps = index.read();
+        assert!(matches!(
+            maps.by_hash(&new.token_hash),
+            Some(Hit::Current(_))
+        ));
+        let Some(Hit::Previous(previous)) = maps.by_hash(&old.token_hash) else {
+            panic!("the replaced token is not the previous one");
+        };
+        assert_eq!(previous.usage.snapshot().verifications, 3);
+        assert_eq!(maps.entries().count(), 1);
+        drop(maps);
+        // Retiring a hash that is some key's token takes it over.
+        index.write().retire(new.token_hash, Some(new.id.clone()));
+        assert!(matches!(
+            index.read().by_hash(&new.token_hash),
+            Some(Hit::Retired(Some(id))) if id == new.id
+        ));
+    }
+
+    #[test]
+    fn listing_pages_in_id_order_from_any_cursor() {
+        let rng = SystemRandom::new();
+        let records: Vec<_> = (0..50)
+            .map(|n| (record(&rng, n), UsageRecord::default()))
+            .collect();
+        let mut ids: Vec<String> = records.iter().map(|(r, _)| r.id.clone()).collect();
+        ids.sort();
+        let index = Index::from_loaded(records, vec![]);
+        let maps = index.read();
+        let listed = |after: Option<&str>| -> Vec<String> {
+            maps.entries_after(after)
+                .map(|e| e.id().to_owned())
+                .collect()
+        };
+        assert_eq!(listed(None), ids);
+        assert_eq!(listed(Some(&ids[9])), ids[10..]);
+        // A cursor that is no key's id, shorter or longer than ids.
+        assert_eq!(listed(Some("key_")), ids);
+        assert_eq!(listed(Some("")), ids);
+        let longer = format!("{}z", ids[9]);
+        assert_eq!(listed(Some(&longer)), ids[10..]);
+        assert_eq!(listed(Some("zzz")), Vec::<String>::new());
     }
 }

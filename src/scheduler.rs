@@ -7,6 +7,7 @@
 
 use crate::clock;
 use crate::daemon::Daemon;
+use crate::policy::KeyFacts;
 use crate::writer::{Command, Outcome};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -74,28 +75,27 @@ fn scan(daemon: &Daemon, now: i64) -> (Vec<Due>, Option<i64>) {
     {
         let maps = daemon.index.read();
         for entry in maps.entries() {
-            let record = &entry.record;
             let Some(at) = entry.policy.scheduled_at() else {
                 continue;
             };
-            if record.revoked_at.is_some() {
+            if entry.revoked_at().is_some() {
                 continue;
             }
-            let retry_at = failures.get(&record.id).map(|f| f.retry_at);
+            let retry_at = failures.get(entry.id()).map(|f| f.retry_at);
             let at = retry_at.map_or(at, |r| at.max(r));
             if at > now {
-                upcoming.push((record.id.clone(), at));
+                upcoming.push((entry.id().to_owned(), at));
                 continue;
             }
-            let Some(rule) = policy.rule_for(record) else {
+            let Some(rule) = policy.rule_for(entry) else {
                 continue;
             };
             let Some(sink) = rule.sink.clone() else {
                 continue;
             };
             due.push(Due {
-                id: record.id.clone(),
-                base: record.rotated_at.unwrap_or(record.created_at),
+                id: entry.id().to_owned(),
+                base: entry.rotated_at().unwrap_or(entry.created_at()),
                 overlap_secs: rule.overlap.as_secs(),
                 sink,
             });

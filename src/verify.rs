@@ -20,17 +20,16 @@ pub fn verify(index: &Index, request: &VerifyRequest, now: i64) -> VerifyAnswer 
         None => return no_key(VerifyCode::Unknown),
         Some(Hit::Retired(key_id)) => {
             return VerifyAnswer {
-                key_id: key_id.clone(),
+                key_id: key_id.map(str::to_owned),
                 ..no_key(VerifyCode::Revoked)
             }
         }
         Some(Hit::Current(entry)) => (entry, false),
         Some(Hit::Previous(entry)) => {
-            let over = entry.record.grace.as_ref().is_none_or(|g| g.until <= now);
+            let over = entry.grace().is_none_or(|g| g.until <= now);
             (entry, over)
         }
     };
-    let record = &entry.record;
     let code = if replaced {
         VerifyCode::Revoked
     } else {
@@ -41,10 +40,10 @@ pub fn verify(index: &Index, request: &VerifyRequest, now: i64) -> VerifyAnswer 
                 if request
                     .environment
                     .as_ref()
-                    .is_some_and(|wanted| record.environment.as_ref() != Some(wanted))
+                    .is_some_and(|wanted| entry.environment() != Some(wanted.as_str()))
                 {
                     VerifyCode::WrongEnvironment
-                } else if !record
+                } else if !entry
                     .permissions
                     .contains_all(Permissions::from_list(&request.permissions))
                 {
@@ -60,9 +59,9 @@ pub fn verify(index: &Index, request: &VerifyRequest, now: i64) -> VerifyAnswer 
     }
     VerifyAnswer {
         code,
-        key_id: Some(record.id.clone()),
-        permissions: record.permissions.to_list(),
-        environment: record.environment.clone(),
+        key_id: Some(entry.id().to_owned()),
+        permissions: entry.permissions.to_list(),
+        environment: entry.environment().map(str::to_owned),
         rotate_by: entry.policy.rotate_by(),
         rotation_due: entry.policy.rotation_due(now),
     }
@@ -196,13 +195,10 @@ mod tests {
         let entry = index
             .read()
             .by_id("key_0123456789abcdef")
-            .cloned()
+            .map(|e| (e.info(110 * DAY), e.info(108 * DAY + 1)))
             .expect("entry");
-        assert_eq!(
-            entry.info(110 * DAY).state,
-            authenta_client::proto::KeyState::Expired
-        );
-        assert!(entry.info(108 * DAY + 1).rotation_due);
+        assert_eq!(entry.0.state, authenta_client::proto::KeyState::Expired);
+        assert!(entry.1.rotation_due);
         // A new policy without max_age brings the key back: age is policy, not state.
         index.set_policy(std::sync::Arc::new(Policy::default()));
         assert_eq!(ask_at(110 * DAY).code, VerifyCode::Valid);

@@ -291,7 +291,7 @@ fn current(index: &Index, changed: &Changes, id: &str) -> Result<KeyRecord, Writ
     index
         .read()
         .by_id(id)
-        .map(|entry| entry.record.clone())
+        .map(|entry| entry.to_record())
         .ok_or_else(|| WriteError::NotFound(id.to_owned()))
 }
 
@@ -592,7 +592,7 @@ fn revoke_hash(
         .find(|r| r.token_hash == hash || r.grace.as_ref().is_some_and(|g| g.token_hash == hash))
         .cloned()
         .or_else(|| match index.read().by_hash(&hash) {
-            Some(Hit::Current(entry)) | Some(Hit::Previous(entry)) => Some(entry.record.clone()),
+            Some(Hit::Current(entry)) | Some(Hit::Previous(entry)) => Some(entry.to_record()),
             _ => None,
         });
     let already_retired = matches!(index.read().by_hash(&hash), Some(Hit::Retired(_)));

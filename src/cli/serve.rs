@@ -109,8 +109,11 @@ fn serve(
     }
     let mut key_count = 0usize;
     let (corrupt, retired) = store.load_each(|record, usage| {
-        index.add_loaded(record, usage);
-        key_count += 1;
+        if index.add_loaded(record, usage) {
+            key_count += 1;
+        } else {
+            tracing::error!("a stored key without a key id's shape was skipped");
+        }
     })?;
     index.finish_loading();
     index.add_retired(retired);

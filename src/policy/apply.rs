@@ -134,10 +134,7 @@ fn pending_revocations(
         .revocations
         .ids
         .iter()
-        .filter(|id| {
-            maps.by_id(id)
-                .is_some_and(|e| e.record.revoked_at.is_none())
-        })
+        .filter(|id| maps.by_id(id).is_some_and(|e| e.revoked_at().is_none()))
         .cloned()
         .collect();
     let hashes = policy
@@ -147,7 +144,7 @@ fn pending_revocations(
         .filter(|hash| match maps.by_hash(hash) {
             None => true,
             Some(Hit::Retired(_)) => false,
-            Some(Hit::Current(e)) => e.record.revoked_at.is_none(),
+            Some(Hit::Current(e)) => e.revoked_at().is_none(),
             Some(Hit::Previous(_)) => true,
         })
         .copied()

@@ -89,26 +89,53 @@ fn millis(d: Duration) -> i64 {
 
 impl RotationRule {
     /// Whether this rule applies to `key`: every matcher it has must match.
-    pub fn matches(&self, key: &KeyRecord) -> bool {
-        self.id.as_ref().is_none_or(|id| *id == key.id)
-            && self.name.as_ref().is_none_or(|p| p.matches(&key.name))
+    pub fn matches(&self, key: &(impl KeyFacts + ?Sized)) -> bool {
+        self.id.as_ref().is_none_or(|id| id == key.id())
+            && self.name.as_ref().is_none_or(|p| p.matches(key.name()))
             && self
                 .environment
                 .as_ref()
-                .is_none_or(|env| key.environment.as_ref() == Some(env))
+                .is_none_or(|env| key.environment() == Some(env.as_str()))
+    }
+}
+
+/// What rules match on and times count from: a stored record, or the index's compact entry.
+pub trait KeyFacts {
+    fn id(&self) -> &str;
+    fn name(&self) -> &str;
+    fn environment(&self) -> Option<&str>;
+    fn created_at(&self) -> i64;
+    fn rotated_at(&self) -> Option<i64>;
+}
+
+impl KeyFacts for KeyRecord {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn environment(&self) -> Option<&str> {
+        self.environment.as_deref()
+    }
+    fn created_at(&self) -> i64 {
+        self.created_at
+    }
+    fn rotated_at(&self) -> Option<i64> {
+        self.rotated_at
     }
 }
 
 impl Policy {
     /// The first rule that matches `key`.
-    pub fn rule_for(&self, key: &KeyRecord) -> Option<&RotationRule> {
+    pub fn rule_for(&self, key: &(impl KeyFacts + ?Sized)) -> Option<&RotationRule> {
         self.rotation.iter().find(|rule| rule.matches(key))
     }
 
     /// What this policy means for `key`.
-    pub fn times(&self, key: &KeyRecord) -> KeyTimes {
+    pub fn times(&self, key: &(impl KeyFacts + ?Sized)) -> KeyTimes {
         let rule = self.rule_for(key);
-        let base = key.rotated_at.unwrap_or(key.created_at);
+        let base = key.rotated_at().unwrap_or(key.created_at());
         let max_age = rule.and_then(|r| r.max_age).or(self.defaults.max_age);
         let warn_before = rule
             .and_then(|r| r.warn_before)
