@@ -8,18 +8,21 @@
 
 use crate::daemon::Daemon;
 use crate::dispatch::dispatch;
+use crate::dispatch::VerifyBatch;
 use crate::peer::Peer;
 use authenta_client::proto::{
     self, ErrorAnswer, ErrorCode, Hello, HelloReply, Request, Response, ResponseBody,
     MAX_FRAME_LEN, PROTOCOL_VERSION,
 };
-use futures_util::{FutureExt, SinkExt, StreamExt};
+use authenta_client::verify_wire::VerifyRequestRef;
+use futures_util::{SinkExt, StreamExt};
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
 use tokio::sync::watch;
-use tokio_util::bytes::Bytes;
-use tokio_util::codec::{Framed, LengthDelimitedCodec};
+use tokio_util::bytes::{Buf, Bytes, BytesMut};
+use tokio_util::codec::{Framed, FramedParts, LengthDelimitedCodec};
 
 /// How long a new connection has to say hello.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -29,6 +32,9 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 const FRAME_DEADLINE: Duration = Duration::from_secs(5);
 /// Answers must drain to the client within this long; one that stops reading is closed.
 const WRITE_DEADLINE: Duration = Duration::from_secs(10);
+/// Bytes asked of the socket per read; also how many answers are gathered before writing
+/// (four times this) when a client pipelines a great many requests.
+const READ_CHUNK: usize = 16 * 1024;
 
 type Transport = Framed<UnixStream, LengthDelimitedCodec>;
 
@@ -51,8 +57,14 @@ pub async fn serve(
     daemon.connections.fetch_add(1, Ordering::Relaxed);
     let mut transport = Framed::new(stream, codec());
     if handshake(&mut transport, &peer).await {
+        // Requests sent straight after the hello may already be in the codec's buffer.
+        let FramedParts {
+            io: mut stream,
+            read_buf,
+            ..
+        } = transport.into_parts();
         tokio::select! {
-            () = requests(&mut transport, &peer, daemon) => {}
+            () = requests(&mut stream, read_buf, &peer, daemon) => {}
             _ = shutdown.changed() => {}
         }
     }
@@ -101,86 +113,170 @@ async fn handshake(transport: &mut Transport, peer: &Peer) -> bool {
 }
 
 /// Answers requests in order until the client leaves or sends something malformed.
-async fn requests(transport: &mut Transport, peer: &Peer, daemon: &Daemon) {
-    let mut payload = Vec::with_capacity(256);
+///
+/// Requests are cut from one input buffer and answers gathered in one output buffer, with
+/// no per-frame allocation: every whole request already here is answered, then the answers
+/// go out in one write. Runs of verifies are answered under one read of the index.
+async fn requests(stream: &mut UnixStream, mut input: BytesMut, peer: &Peer, daemon: &Daemon) {
+    let mut output = Vec::with_capacity(READ_CHUNK);
+    // When the partial frame at the front of `input` began to arrive.
+    let mut frame_started: Option<Instant> = None;
     loop {
-        let Some(frame) = next_frame(transport, peer).await else {
-            return;
-        };
-        let mut frame = Some(frame);
-        // Answer this request and every complete one already buffered, then write once.
-        while let Some(next) = frame.take() {
-            let request = match next {
-                Ok(bytes) => proto::decode::<Request>(&bytes),
-                Err(e) => {
-                    tracing::debug!(uid = peer.uid, error = %e, "bad frame");
-                    reject(transport, "frame is over 64 KiB or cut short; closing").await;
-                    return;
+        loop {
+            match answer_verifies(daemon, peer, &mut input, &mut output) {
+                Next::NeedMore => break,
+                Next::Other(request) => {
+                    let body = dispatch(daemon, peer, request.body).await;
+                    let response = Response {
+                        id: request.id,
+                        body,
+                    };
+                    if proto::push_frame(&response, &mut output).is_err() {
+                        tracing::error!("answer does not encode");
+                        output.clear();
+                        reject(stream, "the answer is too large to send").await;
+                        return;
+                    }
                 }
-            };
-            let request = match request {
-                Ok(request) => request,
-                Err(e) => {
-                    tracing::debug!(uid = peer.uid, error = %e, "undecodable request");
-                    reject(transport, "request does not decode; closing").await;
-                    return;
-                }
-            };
-            let body = dispatch(daemon, peer, request.body).await;
-            let response = Response {
-                id: request.id,
-                body,
-            };
-            payload.clear();
-            if let Err(e) = proto::encode_into(&response, &mut payload) {
-                tracing::error!(error = %e, "answer does not encode");
-                reject(transport, "the answer is too large to send").await;
-                return;
-            }
-            match tokio::time::timeout(WRITE_DEADLINE, transport.feed(payload.as_slice())).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => return,
-                Err(_) => {
-                    tracing::debug!(uid = peer.uid, "client does not read its answers; closing");
+                Next::Bad(problem) => {
+                    tracing::debug!(uid = peer.uid, problem, "bad request; closing");
+                    let _ = write_answers(stream, &output, peer).await;
+                    reject(stream, problem).await;
                     return;
                 }
             }
-            frame = transport.next().now_or_never().flatten();
+            if output.len() >= READ_CHUNK * 4 {
+                if !write_answers(stream, &output, peer).await {
+                    return;
+                }
+                output.clear();
+            }
         }
-        match tokio::time::timeout(WRITE_DEADLINE, SinkExt::<&[u8]>::flush(transport)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => return,
-            Err(_) => {
-                tracing::debug!(uid = peer.uid, "client does not read its answers; closing");
+        if !output.is_empty() {
+            if !write_answers(stream, &output, peer).await {
                 return;
             }
+            output.clear();
+        }
+        frame_started = match (input.is_empty(), frame_started) {
+            (true, _) => None,
+            (false, None) => Some(Instant::now()),
+            (false, started) => started,
+        };
+        if !read_more(stream, &mut input, frame_started, peer).await {
+            return;
         }
     }
 }
 
-/// The next frame: waits as long as the connection is idle, but once bytes of a frame have
-/// arrived, the whole frame must within [`FRAME_DEADLINE`]. `None` ends the connection.
-async fn next_frame(
-    transport: &mut Transport,
-    peer: &Peer,
-) -> Option<Result<tokio_util::bytes::BytesMut, std::io::Error>> {
-    if transport.read_buffer().is_empty() && transport.get_ref().readable().await.is_err() {
-        return None;
+/// What stopped a run of verifies.
+enum Next {
+    /// The rest of the input is a partial frame (or nothing).
+    NeedMore,
+    /// A request other than a verify, decoded, for the async path.
+    Other(Request),
+    /// A frame over the limit or a request that does not decode: what to tell the client.
+    Bad(&'static str),
+}
+
+/// Answers the verifies at the front of `input`, under one read of the index and one
+/// clock reading, and consumes them; stops at anything else.
+fn answer_verifies(daemon: &Daemon, peer: &Peer, input: &mut BytesMut, out: &mut Vec<u8>) -> Next {
+    let mut batch: Option<VerifyBatch<'_>> = None;
+    loop {
+        let Some(frame_len) = whole_frame(input) else {
+            return Next::NeedMore;
+        };
+        let Ok(frame_len) = frame_len else {
+            return Next::Bad("frame is over 64 KiB; closing");
+        };
+        let payload = &input[4..4 + frame_len];
+        match proto::decode_borrowed::<VerifyRequestRef<'_>>(payload) {
+            Ok(request) => {
+                let batch = batch.get_or_insert_with(|| VerifyBatch::new(daemon, peer));
+                if batch.answer(&request, out).is_err() {
+                    return Next::Bad("the answer is too large to send");
+                }
+            }
+            Err(_) => match proto::decode::<Request>(payload) {
+                Ok(request) => {
+                    input.advance(4 + frame_len);
+                    return Next::Other(request);
+                }
+                Err(e) => {
+                    tracing::debug!(uid = peer.uid, error = %e, "undecodable request");
+                    return Next::Bad("request does not decode; closing");
+                }
+            },
+        }
+        input.advance(4 + frame_len);
     }
-    // Usually the whole frame is already here: no timer needed for it.
-    if let Some(frame) = transport.next().now_or_never() {
-        return frame;
+}
+
+/// The length of the whole frame at the front of `input`: `None` until it has all arrived,
+/// an error when its prefix is over the limit.
+fn whole_frame(input: &[u8]) -> Option<Result<usize, ()>> {
+    let prefix: [u8; 4] = input.get(..4)?.try_into().ok()?;
+    let len = u32::from_be_bytes(prefix) as usize;
+    if len > MAX_FRAME_LEN {
+        return Some(Err(()));
     }
-    match tokio::time::timeout(FRAME_DEADLINE, transport.next()).await {
-        Ok(frame) => frame,
+    (input.len() >= 4 + len).then_some(Ok(len))
+}
+
+/// Writes gathered answers; false when the client does not take them within
+/// [`WRITE_DEADLINE`] or has gone.
+async fn write_answers(stream: &mut UnixStream, answers: &[u8], peer: &Peer) -> bool {
+    match tokio::time::timeout(WRITE_DEADLINE, stream.write_all(answers)).await {
+        Ok(Ok(())) => true,
+        Ok(Err(_)) => false,
         Err(_) => {
-            tracing::debug!(uid = peer.uid, "frame not completed in time; closing");
-            reject(
-                transport,
-                "a frame did not arrive whole within 5 s; closing",
-            )
-            .await;
-            None
+            tracing::debug!(uid = peer.uid, "client does not read its answers; closing");
+            false
+        }
+    }
+}
+
+/// Waits for more bytes: as long as the connection is idle, but once a frame has begun to
+/// arrive (`frame_started`), the whole frame must within [`FRAME_DEADLINE`]. False ends the
+/// connection.
+async fn read_more(
+    stream: &mut UnixStream,
+    input: &mut BytesMut,
+    frame_started: Option<Instant>,
+    peer: &Peer,
+) -> bool {
+    loop {
+        input.reserve(READ_CHUNK);
+        match stream.try_read_buf(input) {
+            Ok(0) => {
+                if !input.is_empty() {
+                    tracing::debug!(uid = peer.uid, "connection ended mid-frame");
+                    reject(stream, "the stream ended in the middle of a frame; closing").await;
+                }
+                return false;
+            }
+            Ok(_) => return true,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => return false,
+        }
+        let ready = match frame_started {
+            None => stream.readable().await,
+            Some(started) => {
+                match tokio::time::timeout_at((started + FRAME_DEADLINE).into(), stream.readable())
+                    .await
+                {
+                    Ok(ready) => ready,
+                    Err(_) => {
+                        tracing::debug!(uid = peer.uid, "frame not completed in time; closing");
+                        reject(stream, "a frame did not arrive whole within 5 s; closing").await;
+                        return false;
+                    }
+                }
+            }
+        };
+        if ready.is_err() {
+            return false;
         }
     }
 }
@@ -196,7 +292,7 @@ async fn refuse_hello(transport: &mut Transport, message: &str) {
 }
 
 /// Sends a bad-frame error (request id 0) before the connection is closed.
-async fn reject(transport: &mut Transport, message: &str) {
+async fn reject(stream: &mut UnixStream, message: &str) {
     let response = Response {
         id: 0,
         body: ResponseBody::Error(ErrorAnswer {
@@ -204,7 +300,10 @@ async fn reject(transport: &mut Transport, message: &str) {
             message: message.into(),
         }),
     };
-    send(transport, &response).await;
+    let mut out = Vec::new();
+    if proto::push_frame(&response, &mut out).is_ok() {
+        let _ = tokio::time::timeout(WRITE_DEADLINE, stream.write_all(&out)).await;
+    }
 }
 
 /// Sends one message; false when it could not be sent within [`WRITE_DEADLINE`].

@@ -4,15 +4,19 @@
 use crate::clock;
 use crate::daemon::Daemon;
 use crate::duration::format_secs;
+use crate::index::Maps;
 use crate::peer::Peer;
 use crate::token::is_key_id;
-use crate::verify::verify;
+use crate::verify::{self, verify};
 use crate::writer::{Command, Outcome, WriteError};
+use authenta_client::proto::Response;
 use authenta_client::proto::{
     self, Actor, CreateKey, ErrorAnswer, ErrorCode, KeyInfo, KeyPage, NewToken, PolicyReport,
     RequestBody, ResponseBody, RotationFailure, ScheduledRotation, StatusInfo,
 };
+use authenta_client::verify_wire::{VerifyAnswerBodyRef, VerifyRequestRef, VerifyResponseRef};
 use std::sync::atomic::Ordering;
+use std::sync::RwLockReadGuard;
 
 /// Longest key name, environment label and revoke reason accepted.
 const MAX_NAME_LEN: usize = 200;
@@ -23,16 +27,76 @@ const MAX_LISTED: usize = 100;
 /// Longest expiry or grace accepted: 100 years.
 const MAX_SECS: u64 = 100 * 365 * 86_400;
 
+/// A run of pipelined verifies from one peer, answered under one read of the index, one
+/// look at the access rules and one clock reading: each of those touches memory shared by
+/// every connection thread, which a verify should not pay for one by one.
+pub struct VerifyBatch<'d> {
+    daemon: &'d Daemon,
+    peer: &'d Peer,
+    may_verify: bool,
+    maps: RwLockReadGuard<'d, Maps>,
+    now: i64,
+    answered: u64,
+}
+
+impl<'d> VerifyBatch<'d> {
+    pub fn new(daemon: &'d Daemon, peer: &'d Peer) -> Self {
+        VerifyBatch {
+            daemon,
+            peer,
+            may_verify: daemon.access().may_verify(peer),
+            maps: daemon.index.read(),
+            now: clock::now_ms(),
+            answered: 0,
+        }
+    }
+
+    /// Answers one verify, appending the answer frame to `out`.
+    pub fn answer(
+        &mut self,
+        request: &VerifyRequestRef<'_>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), proto::ProtoError> {
+        if !self.may_verify {
+            tracing::warn!(uid = self.peer.uid, pid = ?self.peer.pid, "verify refused: peer is not in verify_gids");
+            let refused = Response {
+                id: request.id,
+                body: verify_refused(),
+            };
+            return proto::push_frame(&refused, out);
+        }
+        let answer = verify::decide(&self.daemon.index, &self.maps, request.question(), self.now);
+        self.answered += 1;
+        let response = VerifyResponseRef {
+            id: request.id,
+            body: VerifyAnswerBodyRef::Verify(answer),
+        };
+        proto::push_frame(&response, out)
+    }
+}
+
+impl Drop for VerifyBatch<'_> {
+    fn drop(&mut self) {
+        self.daemon
+            .verifications
+            .fetch_add(self.answered, Ordering::Relaxed);
+    }
+}
+
+fn verify_refused() -> ResponseBody {
+    error(
+        ErrorCode::PermissionDenied,
+        "this uid may not verify: ask the operator to add your group to verify_gids",
+    )
+}
+
 /// Answers one request from `peer`.
 pub async fn dispatch(daemon: &Daemon, peer: &Peer, body: RequestBody) -> ResponseBody {
     let access = daemon.access();
     if let RequestBody::Verify(request) = &body {
         if !access.may_verify(peer) {
             tracing::warn!(uid = peer.uid, pid = ?peer.pid, "verify refused: peer is not in verify_gids");
-            return error(
-                ErrorCode::PermissionDenied,
-                "this uid may not verify: ask the operator to add your group to verify_gids",
-            );
+            return verify_refused();
         }
         daemon.verifications.fetch_add(1, Ordering::Relaxed);
         return ResponseBody::Verify(verify(&daemon.index, request, clock::now_ms()));

@@ -290,6 +290,13 @@ pub struct Found<'a> {
     entry: &'a Entry,
 }
 
+impl<'a> Found<'a> {
+    /// The entry, for as long as the read it was found in.
+    pub fn entry(self) -> &'a Entry {
+        self.entry
+    }
+}
+
 impl std::ops::Deref for Found<'_> {
     type Target = Entry;
     fn deref(&self) -> &Entry {
@@ -686,12 +693,16 @@ impl Index {
             .push(key.slot);
     }
 
-    /// Usage of every key changed since the last call, marked clean. A verify after the
+    /// The slots of every key whose usage changed since the last call.
+    pub fn take_dirty(&self) -> Vec<u32> {
+        std::mem::take(&mut *self.dirty.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// The usage of these keys (from [`Index::take_dirty`]), marked clean. A verify after a
     /// key is marked clean dirties and queues it again, so no count is missed.
-    pub fn take_dirty_usage(&self) -> Vec<(String, UsageRecord)> {
-        let queued = std::mem::take(&mut *self.dirty.lock().unwrap_or_else(|e| e.into_inner()));
+    pub fn usage_of(&self, slots: &[u32]) -> Vec<(String, UsageRecord)> {
         let maps = self.read();
-        queued
+        slots
             .iter()
             .filter_map(|&slot| maps.entries.get(slot as usize))
             .map(|entry| {
@@ -701,11 +712,20 @@ impl Index {
             .collect()
     }
 
-    /// Marks usage dirty again after a flush that failed.
-    pub fn mark_dirty(&self, ids: &[String]) {
+    /// Puts back slots taken by [`Index::take_dirty`] but not yet passed to
+    /// [`Index::usage_of`]: still marked dirty, so no verify would queue them again.
+    pub fn put_back(&self, slots: &[u32]) {
+        self.dirty
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(slots);
+    }
+
+    /// Marks usage dirty again after writing what [`Index::usage_of`] gave failed.
+    pub fn requeue(&self, slots: &[u32]) {
         let maps = self.read();
-        for id in ids {
-            if let Some(key) = maps.by_id(id) {
+        for &slot in slots {
+            if let Some(key) = maps.found(slot as usize) {
                 if !key.usage.dirty.swap(true, Ordering::AcqRel) {
                     self.queue_dirty(key);
                 }

@@ -5,6 +5,7 @@ use crate::token::TokenHash;
 /// Token hashes that must never verify again, with the key each belonged to if known.
 pub type RetiredHashes = Vec<(TokenHash, Option<String>)>;
 use authenta_client::proto::{KeyState, Permission};
+use authenta_client::verify_wire::PermissionBits;
 use serde::{Deserialize, Serialize};
 
 /// A set of permissions, one bit each, so a verify checks "holds all of these" with one AND.
@@ -13,11 +14,17 @@ pub struct Permissions(u8);
 
 impl Permissions {
     fn bit(p: Permission) -> u8 {
-        match p {
-            Permission::Read => 1,
-            Permission::Write => 2,
-            Permission::Delete => 4,
-        }
+        p.bit()
+    }
+
+    /// The set with the same bits as a wire-format set.
+    pub fn from_bits(bits: PermissionBits) -> Self {
+        Permissions(bits.0 & Permission::ALL.iter().fold(0, |acc, p| acc | p.bit()))
+    }
+
+    /// The wire-format set.
+    pub fn bits(self) -> PermissionBits {
+        PermissionBits(self.0)
     }
 
     /// The set holding exactly `list`.

@@ -23,18 +23,23 @@ pub async fn run(daemon: Arc<Daemon>, interval: Duration, mut shutdown: watch::R
     }
 }
 
-/// Writes every changed counter now; on failure they stay marked for the next flush.
+/// Keys written per transaction, so that a flush after heavy use of a million keys neither
+/// builds one huge batch in memory nor holds the store thread for a whole second at once.
+const CHUNK: usize = 4096;
+
+/// Writes every changed counter now, in transactions of [`CHUNK`] keys; on failure the
+/// rest stay marked for the next flush.
 pub async fn flush(daemon: &Daemon) -> Result<usize, WriteError> {
-    let dirty = daemon.index.take_dirty_usage();
-    if dirty.is_empty() {
-        return Ok(0);
-    }
-    let ids: Vec<String> = dirty.iter().map(|(id, _)| id.clone()).collect();
-    match daemon.writer.submit(Command::FlushUsage(dirty)).await {
-        Ok(_) => Ok(ids.len()),
-        Err(e) => {
-            daemon.index.mark_dirty(&ids);
-            Err(e)
+    let dirty = daemon.index.take_dirty();
+    let mut written = 0;
+    for (n, chunk) in dirty.chunks(CHUNK).enumerate() {
+        let usage = daemon.index.usage_of(chunk);
+        if let Err(e) = daemon.writer.submit(Command::FlushUsage(usage)).await {
+            daemon.index.requeue(chunk);
+            daemon.index.put_back(&dirty[(n * CHUNK + chunk.len())..]);
+            return Err(e);
         }
+        written += chunk.len();
     }
+    Ok(written)
 }

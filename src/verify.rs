@@ -4,23 +4,48 @@
 //! this order: revoked (or replaced by a regenerate), expired, environment, permissions.
 //! It never touches SQLite and never waits on anything but the index's read lock.
 
-use crate::index::{Hit, Index};
+use crate::index::{Hit, Index, Maps};
 use crate::key::Permissions;
 use crate::token::{check_token, hash_token};
 use authenta_client::proto::{KeyState, VerifyAnswer, VerifyCode, VerifyRequest};
+use authenta_client::verify_wire::{VerifyAnswerRef, VerifyQuestion};
 
 /// Answers a verify at `now` (unix milliseconds) and counts it against the key it matched.
 pub fn verify(index: &Index, request: &VerifyRequest, now: i64) -> VerifyAnswer {
-    if check_token(&request.token).is_err() {
+    let question = VerifyQuestion {
+        token: &request.token,
+        permissions: Permissions::from_list(&request.permissions).bits(),
+        environment: request.environment.as_deref(),
+    };
+    let maps = index.read();
+    let answer = decide(index, &maps, &question, now);
+    VerifyAnswer {
+        code: answer.code,
+        key_id: answer.key_id.map(str::to_owned),
+        permissions: Permissions::from_bits(answer.permissions).to_list(),
+        environment: answer.environment.map(str::to_owned),
+        rotate_by: answer.rotate_by,
+        rotation_due: answer.rotation_due,
+    }
+}
+
+/// The decision, borrowing from `maps` (a read of `index`), so that it is encoded without
+/// allocating; counts it against the key it matched.
+pub fn decide<'m>(
+    index: &Index,
+    maps: &'m Maps,
+    question: &VerifyQuestion<'_>,
+    now: i64,
+) -> VerifyAnswerRef<'m> {
+    if check_token(question.token).is_err() {
         return no_key(VerifyCode::Malformed);
     }
-    let hash = hash_token(&request.token);
-    let maps = index.read();
+    let hash = hash_token(question.token);
     let (entry, replaced) = match maps.by_hash(&hash) {
         None => return no_key(VerifyCode::Unknown),
         Some(Hit::Retired(key_id)) => {
-            return VerifyAnswer {
-                key_id: key_id.map(str::to_owned),
+            return VerifyAnswerRef {
+                key_id,
                 ..no_key(VerifyCode::Revoked)
             }
         }
@@ -37,15 +62,14 @@ pub fn verify(index: &Index, request: &VerifyRequest, now: i64) -> VerifyAnswer 
             KeyState::Revoked => VerifyCode::Revoked,
             KeyState::Expired => VerifyCode::Expired,
             KeyState::Active => {
-                if request
+                if question
                     .environment
-                    .as_ref()
-                    .is_some_and(|wanted| entry.environment() != Some(wanted.as_str()))
+                    .is_some_and(|wanted| entry.environment() != Some(wanted))
                 {
                     VerifyCode::WrongEnvironment
                 } else if !entry
                     .permissions
-                    .contains_all(Permissions::from_list(&request.permissions))
+                    .contains_all(Permissions::from_bits(question.permissions))
                 {
                     VerifyCode::InsufficientPermissions
                 } else {
@@ -57,21 +81,22 @@ pub fn verify(index: &Index, request: &VerifyRequest, now: i64) -> VerifyAnswer 
     if entry.usage.record(code == VerifyCode::Valid, now) {
         index.queue_dirty(entry);
     }
-    VerifyAnswer {
+    let entry = entry.entry();
+    VerifyAnswerRef {
         code,
-        key_id: Some(entry.id().to_owned()),
-        permissions: entry.permissions.to_list(),
-        environment: entry.environment().map(str::to_owned),
+        key_id: Some(entry.id()),
+        permissions: entry.permissions.bits(),
+        environment: entry.environment(),
         rotate_by: entry.policy.rotate_by(),
         rotation_due: entry.policy.rotation_due(now),
     }
 }
 
-fn no_key(code: VerifyCode) -> VerifyAnswer {
-    VerifyAnswer {
+fn no_key(code: VerifyCode) -> VerifyAnswerRef<'static> {
+    VerifyAnswerRef {
         code,
         key_id: None,
-        permissions: Vec::new(),
+        permissions: Default::default(),
         environment: None,
         rotate_by: None,
         rotation_due: false,

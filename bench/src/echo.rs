@@ -73,10 +73,12 @@ fn accept_loop(listener: UnixListener, workload: Arc<Workload>, stop: Arc<Atomic
             .name("echo-conn".into())
             .spawn(move || {
                 if let Err(e) = serve(stream, &workload) {
-                    let eof = e
-                        .downcast_ref::<std::io::Error>()
-                        .is_some_and(|io| io.kind() == std::io::ErrorKind::UnexpectedEof);
-                    if !eof {
+                    // The client leaving, politely or mid-batch at the end of a run, is normal.
+                    use std::io::ErrorKind::{BrokenPipe, ConnectionReset, UnexpectedEof};
+                    let left = e.downcast_ref::<std::io::Error>().is_some_and(|io| {
+                        matches!(io.kind(), UnexpectedEof | ConnectionReset | BrokenPipe)
+                    });
+                    if !left {
                         eprintln!("echo server: connection ended: {e:#}");
                     }
                 }

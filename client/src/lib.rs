@@ -24,6 +24,7 @@ mod error;
 mod frame;
 mod outcome;
 pub mod proto;
+pub mod verify_wire;
 
 #[cfg(feature = "async")]
 mod asynchronous;

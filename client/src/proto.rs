@@ -155,6 +155,15 @@ impl Permission {
     /// All permissions, in display order.
     pub const ALL: [Permission; 3] = [Permission::Read, Permission::Write, Permission::Delete];
 
+    /// This permission's bit in a [`PermissionBits`] set.
+    pub const fn bit(self) -> u8 {
+        match self {
+            Permission::Read => 1,
+            Permission::Write => 2,
+            Permission::Delete => 4,
+        }
+    }
+
     /// The lowercase name used on the command line and in JSON.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -547,6 +556,35 @@ pub fn encode_into<T: Serialize>(message: &T, out: &mut Vec<u8>) -> Result<(), P
         return Err(ProtoError::TooLarge(len));
     }
     Ok(())
+}
+
+/// Appends `message` to `out` as one whole frame: the 4-byte big-endian length, then the
+/// encoding. On error `out` is left as it was.
+pub fn push_frame<T: Serialize>(message: &T, out: &mut Vec<u8>) -> Result<(), ProtoError> {
+    let at = out.len();
+    out.extend_from_slice(&[0; 4]);
+    if let Err(e) = encode_into(message, out) {
+        out.truncate(at);
+        return Err(e);
+    }
+    // At most MAX_FRAME_LEN, which encode_into checked.
+    let len = (out.len() - at - 4) as u32;
+    out[at..at + 4].copy_from_slice(&len.to_be_bytes());
+    Ok(())
+}
+
+/// Decodes exactly one message, borrowing its strings from `payload`: see
+/// [`crate::verify_wire`].
+pub fn decode_borrowed<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Result<T, ProtoError> {
+    if payload.len() > MAX_FRAME_LEN {
+        return Err(ProtoError::TooLarge(payload.len()));
+    }
+    let (value, used) = bincode::serde::borrow_decode_from_slice(payload, config())
+        .map_err(|e| ProtoError::Decode(e.to_string()))?;
+    if used != payload.len() {
+        return Err(ProtoError::TrailingBytes(payload.len() - used));
+    }
+    Ok(value)
 }
 
 /// Decodes exactly one message from a frame's payload: bounded allocation, no trailing bytes.
