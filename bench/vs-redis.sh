@@ -11,8 +11,9 @@
 #   SPIN=1 bench/vs-redis.sh             # cores kept from halting (see authenta-bench --spin)
 #
 # Redis answers GET from one thread with an epoll loop; redis-benchmark drives it from one
-# thread. authenta-bench drives keyd with one blocking thread per connection. All of it runs
-# on the same cores, so the client's own cost is part of both figures.
+# thread with an epoll loop, and so does authenta-bench drive keyd (its default --client
+# event-loop). All of it runs on the same cores, so the client's own cost is part of both
+# figures.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
