@@ -210,7 +210,7 @@ fn serve(
         let _ = stop.send(true);
         let _ = accepting.await;
         let _ = flusher.await;
-        match usage_flusher::flush(&daemon).await {
+        match usage_flusher::flush(&daemon, None).await {
             Ok(n) => tracing::info!(keys = n, "usage flushed"),
             Err(e) => tracing::error!(error = %e, "final usage flush failed"),
         }
