@@ -9,6 +9,7 @@
 use crate::daemon::Daemon;
 use crate::dispatch::dispatch;
 use crate::dispatch::VerifyBatch;
+use crate::input::{Filled, Input, READ_CHUNK};
 use crate::peer::Peer;
 use authenta_client::proto::{
     self, ErrorAnswer, ErrorCode, Hello, HelloReply, Request, Response, ResponseBody,
@@ -21,7 +22,7 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
 use tokio::sync::watch;
-use tokio_util::bytes::{Buf, Bytes, BytesMut};
+use tokio_util::bytes::Bytes;
 use tokio_util::codec::{Framed, FramedParts, LengthDelimitedCodec};
 
 /// How long a new connection has to say hello.
@@ -32,9 +33,8 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 const FRAME_DEADLINE: Duration = Duration::from_secs(5);
 /// Answers must drain to the client within this long; one that stops reading is closed.
 const WRITE_DEADLINE: Duration = Duration::from_secs(10);
-/// Bytes asked of the socket per read; also how many answers are gathered before writing
-/// (four times this) when a client pipelines a great many requests.
-const READ_CHUNK: usize = 16 * 1024;
+/// Answers gathered before writing, when a client pipelines a great many requests.
+const WRITE_AT: usize = 4 * READ_CHUNK;
 
 type Transport = Framed<UnixStream, LengthDelimitedCodec>;
 
@@ -64,7 +64,7 @@ pub async fn serve(
             ..
         } = transport.into_parts();
         tokio::select! {
-            () = requests(&mut stream, read_buf, &peer, daemon) => {}
+            () = requests(&mut stream, Input::new(&read_buf), &peer, daemon) => {}
             _ = shutdown.changed() => {}
         }
     }
@@ -117,8 +117,8 @@ async fn handshake(transport: &mut Transport, peer: &Peer) -> bool {
 /// Requests are cut from one input buffer and answers gathered in one output buffer, with
 /// no per-frame allocation: every whole request already here is answered, then the answers
 /// go out in one write. Runs of verifies are answered under one read of the index.
-async fn requests(stream: &mut UnixStream, mut input: BytesMut, peer: &Peer, daemon: &Daemon) {
-    let mut output = Vec::with_capacity(READ_CHUNK);
+async fn requests(stream: &mut UnixStream, mut input: Input, peer: &Peer, daemon: &Daemon) {
+    let mut output = Vec::with_capacity(WRITE_AT);
     // When the partial frame at the front of `input` began to arrive.
     let mut frame_started: Option<Instant> = None;
     loop {
@@ -145,7 +145,7 @@ async fn requests(stream: &mut UnixStream, mut input: BytesMut, peer: &Peer, dae
                     return;
                 }
             }
-            if output.len() >= READ_CHUNK * 4 {
+            if output.len() >= WRITE_AT {
                 if !write_answers(stream, &output, peer).await {
                     return;
                 }
@@ -181,16 +181,16 @@ enum Next {
 
 /// Answers the verifies at the front of `input`, under one read of the index and one
 /// clock reading, and consumes them; stops at anything else.
-fn answer_verifies(daemon: &Daemon, peer: &Peer, input: &mut BytesMut, out: &mut Vec<u8>) -> Next {
+fn answer_verifies(daemon: &Daemon, peer: &Peer, input: &mut Input, out: &mut Vec<u8>) -> Next {
     let mut batch: Option<VerifyBatch<'_>> = None;
     loop {
-        let Some(frame_len) = whole_frame(input) else {
+        let Some(frame_len) = whole_frame(input.bytes()) else {
             return Next::NeedMore;
         };
         let Ok(frame_len) = frame_len else {
             return Next::Bad("frame is over 64 KiB; closing");
         };
-        let payload = &input[4..4 + frame_len];
+        let payload = &input.bytes()[4..4 + frame_len];
         match proto::decode_borrowed::<VerifyRequestRef<'_>>(payload) {
             Ok(request) => {
                 let batch = batch.get_or_insert_with(|| VerifyBatch::new(daemon, peer));
@@ -200,7 +200,7 @@ fn answer_verifies(daemon: &Daemon, peer: &Peer, input: &mut BytesMut, out: &mut
             }
             Err(_) => match proto::decode::<Request>(payload) {
                 Ok(request) => {
-                    input.advance(4 + frame_len);
+                    input.consume(4 + frame_len);
                     return Next::Other(request);
                 }
                 Err(e) => {
@@ -209,7 +209,7 @@ fn answer_verifies(daemon: &Daemon, peer: &Peer, input: &mut BytesMut, out: &mut
                 }
             },
         }
-        input.advance(4 + frame_len);
+        input.consume(4 + frame_len);
     }
 }
 
@@ -242,22 +242,22 @@ async fn write_answers(stream: &mut UnixStream, answers: &[u8], peer: &Peer) -> 
 /// connection.
 async fn read_more(
     stream: &mut UnixStream,
-    input: &mut BytesMut,
+    input: &mut Input,
     frame_started: Option<Instant>,
     peer: &Peer,
 ) -> bool {
     loop {
-        input.reserve(READ_CHUNK);
-        match stream.try_read_buf(input) {
-            Ok(0) => {
+        match input.fill(stream) {
+            Ok(Filled::Bytes) => return true,
+            Ok(Filled::End) => {
                 if !input.is_empty() {
                     tracing::debug!(uid = peer.uid, "connection ended mid-frame");
                     reject(stream, "the stream ended in the middle of a frame; closing").await;
                 }
                 return false;
             }
-            Ok(_) => return true,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Ok(Filled::Nothing) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(_) => return false,
         }
         let ready = match frame_started {

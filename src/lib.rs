@@ -15,6 +15,7 @@ pub mod dispatch;
 pub mod duration;
 pub mod hygiene;
 pub mod index;
+pub mod input;
 pub mod key;
 pub mod master_key;
 pub mod paths;

@@ -1,0 +1,101 @@
+//! A connection's input buffer, and the one `read` per wake-up that fills it.
+//!
+//! Why not tokio's `try_read_buf`: tokio learns that a socket is drained only from a read
+//! that fails with `WouldBlock`, so a client with one request in flight costs the daemon
+//! that extra `read` (and its syscall) per request. A Unix stream socket's `read` returns
+//! less than asked only when it has handed over everything queued, so a short read is
+//! taken as "drained" and tokio's readiness cleared then ([`UnixStream::try_io`] clears it
+//! race-free: readiness that arrived meanwhile is kept). The buffer is initialised once, so
+//! a read needs no zeroing and no unsafe code.
+
+use authenta_client::proto::MAX_FRAME_LEN;
+use std::io;
+use std::os::fd::AsRawFd;
+use tokio::io::Interest;
+use tokio::net::UnixStream;
+
+/// Bytes asked of the socket per read, at least.
+pub const READ_CHUNK: usize = 16 * 1024;
+
+/// What one read brought.
+pub enum Filled {
+    /// Bytes arrived.
+    Bytes,
+    /// Nothing to read now: wait for the socket to become readable.
+    Nothing,
+    /// The client closed its end.
+    End,
+}
+
+/// Received bytes not yet consumed: `buf[start..end]`. Holds at most one frame (64 KiB)
+/// plus one read, because whole frames are consumed before the next read.
+pub struct Input {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl Input {
+    /// A buffer starting with `leftover` (bytes read along with the handshake).
+    pub fn new(leftover: &[u8]) -> Self {
+        let mut buf = vec![0; (MAX_FRAME_LEN + 4 + READ_CHUNK).max(leftover.len())];
+        buf[..leftover.len()].copy_from_slice(leftover);
+        Input {
+            buf,
+            start: 0,
+            end: leftover.len(),
+        }
+    }
+
+    /// The bytes received and not yet consumed.
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+
+    /// Drops the first `n` bytes (a whole frame).
+    pub fn consume(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.end);
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// One `read` from `stream` if tokio saw it readable.
+    pub fn fill(&mut self, stream: &UnixStream) -> io::Result<Filled> {
+        if self.buf.len() - self.end < READ_CHUNK {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        let space = self.buf.len() - self.end;
+        let fd = stream.as_raw_fd();
+        let mut got = 0;
+        let tail = &mut self.buf[self.end..];
+        let result = stream.try_io(Interest::READABLE, || {
+            got = nix::unistd::read(fd, tail).map_err(io::Error::from)?;
+            if got > 0 && got < space {
+                // Drained: have tokio clear readiness now rather than after one more read.
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            Ok(got)
+        });
+        match result {
+            Ok(0) => Ok(Filled::End),
+            Ok(n) => {
+                self.end += n;
+                Ok(Filled::Bytes)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && got > 0 => {
+                self.end += got;
+                Ok(Filled::Bytes)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Filled::Nothing),
+            Err(e) => Err(e),
+        }
+    }
+}
