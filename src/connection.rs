@@ -9,6 +9,7 @@
 use crate::daemon::Daemon;
 use crate::dispatch::dispatch;
 use crate::dispatch::VerifyBatch;
+use crate::index::WARM_MAX;
 use crate::input::{Filled, Input, READ_CHUNK};
 use crate::peer::Peer;
 use authenta_client::proto::{
@@ -180,36 +181,65 @@ enum Next {
 }
 
 /// Answers the verifies at the front of `input`, under one read of the index and one
-/// clock reading, and consumes them; stops at anything else.
+/// clock reading, in runs of up to [`WARM_MAX`] looked up together, and consumes them; stops
+/// at anything else.
 fn answer_verifies(daemon: &Daemon, peer: &Peer, input: &mut Input, out: &mut Vec<u8>) -> Next {
     let mut batch: Option<VerifyBatch<'_>> = None;
     loop {
-        let Some(frame_len) = whole_frame(input.bytes()) else {
-            return Next::NeedMore;
-        };
-        let Ok(frame_len) = frame_len else {
-            return Next::Bad("frame is over 64 KiB; closing");
-        };
-        let payload = &input.bytes()[4..4 + frame_len];
-        match proto::decode_borrowed::<VerifyRequestRef<'_>>(payload) {
-            Ok(request) => {
-                let batch = batch.get_or_insert_with(|| VerifyBatch::new(daemon, peer));
-                if batch.answer(&request, out).is_err() {
-                    return Next::Bad("the answer is too large to send");
-                }
+        // Cut a run of verifies from the front, then answer it, then consume it.
+        let bytes = input.bytes();
+        let mut run = Vec::with_capacity(WARM_MAX);
+        let mut used = 0;
+        let stop = loop {
+            if run.len() == WARM_MAX {
+                break None;
             }
-            Err(_) => match proto::decode::<Request>(payload) {
+            let rest = &bytes[used..];
+            let Some(frame_len) = whole_frame(rest) else {
+                break Some(Next::NeedMore);
+            };
+            let Ok(frame_len) = frame_len else {
+                break Some(Next::Bad("frame is over 64 KiB; closing"));
+            };
+            let payload = &rest[4..4 + frame_len];
+            match proto::decode_borrowed::<VerifyRequestRef<'_>>(payload) {
                 Ok(request) => {
-                    input.consume(4 + frame_len);
-                    return Next::Other(request);
+                    run.push(request);
+                    used += 4 + frame_len;
                 }
-                Err(e) => {
-                    tracing::debug!(uid = peer.uid, error = %e, "undecodable request");
-                    return Next::Bad("request does not decode; closing");
-                }
-            },
+                Err(_) => break Some(other_request(payload, peer)),
+            }
+        };
+        if !run.is_empty() {
+            let batch = batch.get_or_insert_with(|| VerifyBatch::new(daemon, peer));
+            if batch.answer_run(&run, out).is_err() {
+                return Next::Bad("the answer is too large to send");
+            }
         }
-        input.consume(4 + frame_len);
+        drop(run);
+        input.consume(used);
+        match stop {
+            None => {}
+            Some(Next::Other(request)) => {
+                if let Some(Ok(frame_len)) = whole_frame(input.bytes()) {
+                    input.consume(4 + frame_len);
+                }
+                return Next::Other(request);
+            }
+            Some(next) => return next,
+        }
+    }
+}
+
+/// A request that is not a verify, decoded for the async path, or what to tell a client
+/// whose request does not decode.
+fn other_request(payload: &[u8], peer: &Peer) -> Next {
+    match proto::decode::<Request>(payload) {
+        Ok(request) => Next::Other(request),
+        Err(e) => {
+            tracing::debug!(uid = peer.uid, error = %e, "undecodable request");
+            Next::Bad("request does not decode; closing")
+        }
     }
 }
 

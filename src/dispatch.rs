@@ -4,7 +4,7 @@
 use crate::clock;
 use crate::daemon::Daemon;
 use crate::duration::format_secs;
-use crate::index::Maps;
+use crate::index::{Maps, WARM_MAX};
 use crate::peer::Peer;
 use crate::token::is_key_id;
 use crate::verify::{self, verify};
@@ -51,27 +51,48 @@ impl<'d> VerifyBatch<'d> {
         }
     }
 
-    /// Answers one verify, appending the answer frame to `out`.
-    pub fn answer(
+    /// Answers a run of pipelined verifies (at most [`WARM_MAX`]), appending their answer
+    /// frames to `out` in order. Their tokens are hashed and their entries fetched together
+    /// first (see [`Maps::warm`]), then each is decided.
+    pub fn answer_run(
         &mut self,
-        request: &VerifyRequestRef<'_>,
+        run: &[VerifyRequestRef<'_>],
         out: &mut Vec<u8>,
     ) -> Result<(), proto::ProtoError> {
         if !self.may_verify {
-            tracing::warn!(uid = self.peer.uid, pid = ?self.peer.pid, "verify refused: peer is not in verify_gids");
-            let refused = Response {
-                id: request.id,
-                body: verify_refused(),
-            };
-            return proto::push_frame(&refused, out);
+            for request in run {
+                tracing::warn!(uid = self.peer.uid, pid = ?self.peer.pid, "verify refused: peer is not in verify_gids");
+                let refused = Response {
+                    id: request.id,
+                    body: verify_refused(),
+                };
+                proto::push_frame(&refused, out)?;
+            }
+            return Ok(());
         }
-        let answer = verify::decide(&self.daemon.index, &self.maps, request.question(), self.now);
-        self.answered += 1;
-        let response = VerifyResponseRef {
-            id: request.id,
-            body: VerifyAnswerBodyRef::Verify(answer),
-        };
-        proto::push_frame(&response, out)
+        let mut hashes = [None; WARM_MAX];
+        for (hash, request) in hashes.iter_mut().zip(run) {
+            *hash = verify::token_hash(request.question().token);
+        }
+        if run.len() > 1 {
+            self.maps.warm(hashes.iter().flatten());
+        }
+        for (request, hash) in run.iter().zip(hashes) {
+            let answer = verify::decide_hashed(
+                &self.daemon.index,
+                &self.maps,
+                request.question(),
+                hash,
+                self.now,
+            );
+            self.answered += 1;
+            let response = VerifyResponseRef {
+                id: request.id,
+                body: VerifyAnswerBodyRef::Verify(answer),
+            };
+            proto::push_frame(&response, out)?;
+        }
+        Ok(())
     }
 }
 

@@ -6,7 +6,7 @@
 
 use crate::index::{Hit, Index, Maps};
 use crate::key::Permissions;
-use crate::token::{check_token, hash_token};
+use crate::token::{check_token, hash_token, TokenHash};
 use authenta_client::proto::{KeyState, VerifyAnswer, VerifyCode, VerifyRequest};
 use authenta_client::verify_wire::{VerifyAnswerRef, VerifyQuestion};
 
@@ -37,10 +37,26 @@ pub fn decide<'m>(
     question: &VerifyQuestion<'_>,
     now: i64,
 ) -> VerifyAnswerRef<'m> {
-    if check_token(question.token).is_err() {
+    decide_hashed(index, maps, question, token_hash(question.token), now)
+}
+
+/// The token's SHA-256 if it is well-formed (prefix, length, alphabet, checksum).
+pub fn token_hash(token: &str) -> Option<TokenHash> {
+    check_token(token).ok().map(|()| hash_token(token))
+}
+
+/// [`decide`] with the token already checked and hashed by [`token_hash`] (`None`:
+/// malformed), so that a run of verifies can hash first and look up together.
+pub fn decide_hashed<'m>(
+    index: &Index,
+    maps: &'m Maps,
+    question: &VerifyQuestion<'_>,
+    hash: Option<TokenHash>,
+    now: i64,
+) -> VerifyAnswerRef<'m> {
+    let Some(hash) = hash else {
         return no_key(VerifyCode::Malformed);
-    }
-    let hash = hash_token(question.token);
+    };
     let (entry, replaced) = match maps.by_hash(&hash) {
         None => return no_key(VerifyCode::Unknown),
         Some(Hit::Retired(key_id)) => {
