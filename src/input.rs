@@ -27,8 +27,12 @@ pub enum Filled {
     End,
 }
 
-/// Received bytes not yet consumed: `buf[start..end]`. Holds at most one frame (64 KiB)
-/// plus one read, because whole frames are consumed before the next read.
+/// Most the buffer grows to: one whole frame of the largest size plus one read.
+const MAX_CAPACITY: usize = MAX_FRAME_LEN + 4 + READ_CHUNK;
+
+/// Received bytes not yet consumed: `buf[start..end]`. Starts at one read's size and grows
+/// only while a large frame arrives, to at most [`MAX_CAPACITY`]: whole frames are consumed
+/// before the next read, so it never holds more than one partial frame plus one read.
 pub struct Input {
     buf: Vec<u8>,
     start: usize,
@@ -38,7 +42,7 @@ pub struct Input {
 impl Input {
     /// A buffer starting with `leftover` (bytes read along with the handshake).
     pub fn new(leftover: &[u8]) -> Self {
-        let mut buf = vec![0; (MAX_FRAME_LEN + 4 + READ_CHUNK).max(leftover.len())];
+        let mut buf = vec![0; READ_CHUNK.max(leftover.len())];
         buf[..leftover.len()].copy_from_slice(leftover);
         Input {
             buf,
@@ -71,6 +75,10 @@ impl Input {
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
             self.start = 0;
+        }
+        if self.buf.len() - self.end < READ_CHUNK && self.buf.len() < MAX_CAPACITY {
+            let grown = (self.buf.len() * 2).max(self.end + READ_CHUNK);
+            self.buf.resize(grown.min(MAX_CAPACITY), 0);
         }
         let space = self.buf.len() - self.end;
         let fd = stream.as_raw_fd();
