@@ -78,13 +78,7 @@ impl<'d> VerifyBatch<'d> {
             self.maps.warm(hashes.iter().flatten());
         }
         for (request, hash) in run.iter().zip(hashes) {
-            let answer = verify::decide_hashed(
-                &self.daemon.index,
-                &self.maps,
-                request.question(),
-                hash,
-                self.now,
-            );
+            let answer = verify::decide_hashed(&self.maps, request.question(), hash, self.now);
             self.answered += 1;
             let response = VerifyResponseRef {
                 id: request.id,

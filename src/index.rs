@@ -20,8 +20,8 @@ use hashbrown::HashTable;
 use std::collections::{BTreeMap, HashSet};
 use std::hash::BuildHasher;
 use std::ops::Bound;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// A key id in fixed space: `key_` and 16 base62 characters.
 type KeyId = [u8; KEY_ID_LEN];
@@ -42,8 +42,6 @@ pub struct UsageCounters {
     denied: AtomicU64,
     /// Unix milliseconds; 0 when never used.
     last_used_at: AtomicI64,
-    /// Changed since the last flush to the store.
-    dirty: AtomicBool,
 }
 
 impl UsageCounters {
@@ -52,21 +50,19 @@ impl UsageCounters {
             allowed: AtomicU64::new(record.allowed),
             denied: AtomicU64::new(record.denied),
             last_used_at: AtomicI64::new(record.last_used_at.unwrap_or(0)),
-            dirty: AtomicBool::new(false),
         }
     }
 
-    /// Counts one verify of this key; true when the key just became dirty (so the caller
-    /// queues it for the next flush). One atomic add per verify: the total is the sum, and
-    /// `last_used_at` is only written when it moves (two verifies racing within the same
-    /// millisecond may leave the earlier of their two times, never an older one).
-    pub fn record(&self, allowed: bool, now: i64) -> bool {
+    /// Counts one verify of this key (the caller marks it dirty: [`Maps::mark_dirty`]). One
+    /// atomic add per verify: the total is the sum, and `last_used_at` is only written when
+    /// it moves (two verifies racing within the same millisecond may leave the earlier of
+    /// their two times, never an older one).
+    pub fn record(&self, allowed: bool, now: i64) {
         let counter = if allowed { &self.allowed } else { &self.denied };
         counter.fetch_add(1, Ordering::Relaxed);
         if self.last_used_at.load(Ordering::Relaxed) < now {
             self.last_used_at.store(now, Ordering::Relaxed);
         }
-        !self.dirty.load(Ordering::Relaxed) && !self.dirty.swap(true, Ordering::AcqRel)
     }
 
     /// The counts now.
@@ -337,7 +333,7 @@ const CURRENT: u32 = 0;
 const PREVIOUS: u32 = 1;
 const RETIRED: u32 = 2;
 /// Most token hashes [`Maps::warm`] takes at once.
-pub const WARM_MAX: usize = 16;
+pub const WARM_MAX: usize = 32;
 /// Most keys (and, separately, retired hashes) the tags can number.
 const MAX_SLOTS: usize = 1 << KIND_SHIFT;
 
@@ -380,6 +376,10 @@ pub struct Maps {
     by_hash: HashTable<Tag>,
     /// Ordered, so that listing can page by key id.
     by_id: BTreeMap<KeyId, u32>,
+    /// One bit per slot: usage changed since the last flush. A bit set is one atomic OR on
+    /// a word shared by 64 keys, where a queue of dirty keys behind a mutex was contended by
+    /// every connection thread while a million keys turned dirty after a flush.
+    dirty: Vec<AtomicU64>,
     /// Environment labels, one allocation each however many keys carry them.
     environments: HashSet<Arc<String>>,
     seed: foldhash::quality::RandomState,
@@ -428,13 +428,17 @@ impl Maps {
     /// each miss. The probe takes the first slot whose control byte matches, without reading
     /// the entry to confirm: a wrong guess costs only a wasted fetch.
     pub fn warm<'h>(&self, hashes: impl Iterator<Item = &'h TokenHash>) {
+        // Three tight loops, each of independent loads: the control bytes (in the probe),
+        // then the slot numbers they lead to, then the entries those name.
+        let mut found: [Option<&Tag>; WARM_MAX] = [None; WARM_MAX];
+        for (place, hash) in found.iter_mut().zip(hashes) {
+            *place = self.by_hash.find(self.hash(hash), |_| true);
+        }
         let mut tags = [0 as Tag; WARM_MAX];
         let mut n = 0;
-        for hash in hashes.take(WARM_MAX) {
-            if let Some(&tag) = self.by_hash.find(self.hash(hash), |_| true) {
-                tags[n] = tag;
-                n += 1;
-            }
+        for &&tag in found.iter().flatten() {
+            tags[n] = tag;
+            n += 1;
         }
         let mut touched = 0u64;
         for &tag in &tags[..n] {
@@ -448,6 +452,21 @@ impl Maps {
             };
         }
         std::hint::black_box(touched);
+    }
+
+    /// Marks a key's usage as changed since the last flush.
+    pub fn mark_dirty(&self, key: Found<'_>) {
+        self.mark_slot_dirty(key.slot);
+    }
+
+    fn mark_slot_dirty(&self, slot: u32) {
+        if let Some(word) = self.dirty.get(slot as usize / 64) {
+            let bit = 1u64 << (slot % 64);
+            // Only a clean key pays for the atomic write (and the cache line's ownership).
+            if word.load(Ordering::Relaxed) & bit == 0 {
+                word.fetch_or(bit, Ordering::AcqRel);
+            }
+        }
     }
 
     /// The key with this id.
@@ -564,6 +583,9 @@ impl Maps {
         let entry = self.entry(id, record, usage);
         self.entries.push(entry);
         let slot = self.entries.len() - 1;
+        if self.dirty.len() <= slot / 64 {
+            self.dirty.push(AtomicU64::new(0));
+        }
         self.insert_hashes(slot);
         Some(slot)
     }
@@ -626,9 +648,6 @@ impl Maps {
 #[derive(Default)]
 pub struct Index {
     maps: RwLock<Maps>,
-    /// Slots of keys used since the last usage flush, queued by the verify that made them
-    /// dirty, so a flush visits only those rather than every key.
-    dirty: Mutex<Vec<u32>>,
     /// Keys read at start-up, waiting to be filed by id.
     loading: Vec<(KeyId, u32)>,
     /// Notified after every committed change, so the scheduler sees new and changed keys.
@@ -653,7 +672,6 @@ impl Index {
         });
         Index {
             maps: RwLock::new(maps),
-            dirty: Mutex::default(),
             loading: Vec::with_capacity(keys),
             changed: tokio::sync::Notify::new(),
         }
@@ -728,51 +746,40 @@ impl Index {
         self.maps.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queues a key whose usage just changed for the next flush.
-    pub fn queue_dirty(&self, key: Found<'_>) {
-        self.dirty
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(key.slot);
-    }
-
-    /// The slots of every key whose usage changed since the last call.
+    /// The slots of every key whose usage changed since the last call, marked clean. A
+    /// verify after that marks its key again, so no count is missed (at worst a key is
+    /// written twice).
     pub fn take_dirty(&self) -> Vec<u32> {
-        std::mem::take(&mut *self.dirty.lock().unwrap_or_else(|e| e.into_inner()))
+        let maps = self.read();
+        let mut slots = Vec::new();
+        for (n, word) in maps.dirty.iter().enumerate() {
+            if word.load(Ordering::Relaxed) == 0 {
+                continue;
+            }
+            let mut bits = word.swap(0, Ordering::AcqRel);
+            while bits != 0 {
+                slots.push((n * 64) as u32 + bits.trailing_zeros());
+                bits &= bits - 1;
+            }
+        }
+        slots
     }
 
-    /// The usage of these keys (from [`Index::take_dirty`]), marked clean. A verify after a
-    /// key is marked clean dirties and queues it again, so no count is missed.
+    /// The usage of these keys (from [`Index::take_dirty`]).
     pub fn usage_of(&self, slots: &[u32]) -> Vec<(String, UsageRecord)> {
         let maps = self.read();
         slots
             .iter()
             .filter_map(|&slot| maps.entries.get(slot as usize))
-            .map(|entry| {
-                entry.usage.dirty.store(false, Ordering::Release);
-                (entry.id().to_owned(), entry.usage.snapshot())
-            })
+            .map(|entry| (entry.id().to_owned(), entry.usage.snapshot()))
             .collect()
     }
 
-    /// Puts back slots taken by [`Index::take_dirty`] but not yet passed to
-    /// [`Index::usage_of`]: still marked dirty, so no verify would queue them again.
-    pub fn put_back(&self, slots: &[u32]) {
-        self.dirty
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend_from_slice(slots);
-    }
-
-    /// Marks usage dirty again after writing what [`Index::usage_of`] gave failed.
+    /// Marks keys dirty again: their flush failed or was cut short.
     pub fn requeue(&self, slots: &[u32]) {
         let maps = self.read();
         for &slot in slots {
-            if let Some(key) = maps.found(slot as usize) {
-                if !key.usage.dirty.swap(true, Ordering::AcqRel) {
-                    self.queue_dirty(key);
-                }
-            }
+            maps.mark_slot_dirty(slot);
         }
     }
 
@@ -903,6 +910,38 @@ mod tests {
             index.read().by_hash(&new.token_hash),
             Some(Hit::Retired(Some(id))) if id == new.id
         ));
+    }
+
+    #[test]
+    fn a_flush_takes_each_used_key_once_and_failures_come_back() {
+        let rng = SystemRandom::new();
+        let records: Vec<_> = (0..200)
+            .map(|n| (record(&rng, n), UsageRecord::default()))
+            .collect();
+        let hashes: Vec<TokenHash> = records.iter().map(|(r, _)| r.token_hash).collect();
+        let index = Index::from_loaded(records, vec![]);
+        let use_key = |n: usize| {
+            let maps = index.read();
+            let Some(Hit::Current(key)) = maps.by_hash(&hashes[n]) else {
+                panic!("key {n} not found");
+            };
+            key.usage.record(true, 5);
+            maps.mark_dirty(key);
+        };
+        for n in [3, 64, 199, 3] {
+            use_key(n);
+        }
+        let mut taken = index.take_dirty();
+        taken.sort_unstable();
+        assert_eq!(taken, vec![3, 64, 199]);
+        assert!(index.take_dirty().is_empty());
+        let usage = index.usage_of(&taken);
+        assert_eq!(usage[0].1.verifications, 2);
+        index.requeue(&taken[1..]);
+        use_key(7);
+        let mut again = index.take_dirty();
+        again.sort_unstable();
+        assert_eq!(again, vec![7, 64, 199]);
     }
 
     #[test]

@@ -27,8 +27,10 @@ pub async fn run(daemon: Arc<Daemon>, interval: Duration, mut shutdown: watch::R
 }
 
 /// Keys written per transaction, so that a flush after heavy use of a million keys neither
-/// builds one huge batch in memory nor holds the store thread for a whole second at once.
-const CHUNK: usize = 4096;
+/// builds one huge batch in memory nor keeps the store thread busy for long at a stretch:
+/// a transaction of 1,024 usage rows is a few milliseconds of CPU, which a connection thread
+/// sharing its core waits out at worst (4,096 showed as a 4x verify p99 in one run).
+const CHUNK: usize = 1024;
 
 /// A background flush pauses this many times as long as each transaction took, so that it
 /// takes at most a quarter of a core from verify. With a million keys touched, writing them
@@ -50,8 +52,7 @@ pub async fn flush(
         let started = Instant::now();
         let usage = daemon.index.usage_of(chunk);
         if let Err(e) = daemon.writer.submit(Command::FlushUsage(usage)).await {
-            daemon.index.requeue(chunk);
-            daemon.index.put_back(&dirty[written + chunk.len()..]);
+            daemon.index.requeue(&dirty[written..]);
             return Err(e);
         }
         written += chunk.len();
@@ -66,7 +67,7 @@ pub async fn flush(
                 _ = shutdown.changed() => true,
             };
             if stopping {
-                daemon.index.put_back(rest);
+                daemon.index.requeue(rest);
                 break;
             }
         }

@@ -18,7 +18,7 @@ pub fn verify(index: &Index, request: &VerifyRequest, now: i64) -> VerifyAnswer 
         environment: request.environment.as_deref(),
     };
     let maps = index.read();
-    let answer = decide(index, &maps, &question, now);
+    let answer = decide(&maps, &question, now);
     VerifyAnswer {
         code: answer.code,
         key_id: answer.key_id.map(str::to_owned),
@@ -29,15 +29,10 @@ pub fn verify(index: &Index, request: &VerifyRequest, now: i64) -> VerifyAnswer 
     }
 }
 
-/// The decision, borrowing from `maps` (a read of `index`), so that it is encoded without
+/// The decision, borrowing from `maps` (a read of the index), so that it is encoded without
 /// allocating; counts it against the key it matched.
-pub fn decide<'m>(
-    index: &Index,
-    maps: &'m Maps,
-    question: &VerifyQuestion<'_>,
-    now: i64,
-) -> VerifyAnswerRef<'m> {
-    decide_hashed(index, maps, question, token_hash(question.token), now)
+pub fn decide<'m>(maps: &'m Maps, question: &VerifyQuestion<'_>, now: i64) -> VerifyAnswerRef<'m> {
+    decide_hashed(maps, question, token_hash(question.token), now)
 }
 
 /// The token's SHA-256 if it is well-formed (prefix, length, alphabet, checksum).
@@ -48,7 +43,6 @@ pub fn token_hash(token: &str) -> Option<TokenHash> {
 /// [`decide`] with the token already checked and hashed by [`token_hash`] (`None`:
 /// malformed), so that a run of verifies can hash first and look up together.
 pub fn decide_hashed<'m>(
-    index: &Index,
     maps: &'m Maps,
     question: &VerifyQuestion<'_>,
     hash: Option<TokenHash>,
@@ -94,9 +88,8 @@ pub fn decide_hashed<'m>(
             }
         }
     };
-    if entry.usage.record(code == VerifyCode::Valid, now) {
-        index.queue_dirty(entry);
-    }
+    entry.usage.record(code == VerifyCode::Valid, now);
+    maps.mark_dirty(entry);
     let entry = entry.entry();
     VerifyAnswerRef {
         code,
