@@ -188,10 +188,12 @@ fn answer_verifies(daemon: &Daemon, peer: &Peer, input: &mut Input, out: &mut Ve
     loop {
         // Cut a run of verifies from the front, then answer it, then consume it.
         let bytes = input.bytes();
-        let mut run = Vec::with_capacity(WARM_MAX);
+        // On the stack: a run is cut per wake-up of a connection.
+        let mut run: [Option<VerifyRequestRef<'_>>; WARM_MAX] = [const { None }; WARM_MAX];
+        let mut cut = 0;
         let mut used = 0;
         let stop = loop {
-            if run.len() == WARM_MAX {
+            if cut == WARM_MAX {
                 break None;
             }
             let rest = &bytes[used..];
@@ -204,15 +206,16 @@ fn answer_verifies(daemon: &Daemon, peer: &Peer, input: &mut Input, out: &mut Ve
             let payload = &rest[4..4 + frame_len];
             match proto::decode_borrowed::<VerifyRequestRef<'_>>(payload) {
                 Ok(request) => {
-                    run.push(request);
+                    run[cut] = Some(request);
+                    cut += 1;
                     used += 4 + frame_len;
                 }
                 Err(_) => break Some(other_request(payload, peer)),
             }
         };
-        if !run.is_empty() {
+        if cut > 0 {
             let batch = batch.get_or_insert_with(|| VerifyBatch::new(daemon, peer));
-            if batch.answer_run(&run, out).is_err() {
+            if batch.answer_run(&run[..cut], out).is_err() {
                 return Next::Bad("the answer is too large to send");
             }
         }

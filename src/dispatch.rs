@@ -56,11 +56,11 @@ impl<'d> VerifyBatch<'d> {
     /// first (see [`Maps::warm`]), then each is decided.
     pub fn answer_run(
         &mut self,
-        run: &[VerifyRequestRef<'_>],
+        run: &[Option<VerifyRequestRef<'_>>],
         out: &mut Vec<u8>,
     ) -> Result<(), proto::ProtoError> {
         if !self.may_verify {
-            for request in run {
+            for request in run.iter().flatten() {
                 tracing::warn!(uid = self.peer.uid, pid = ?self.peer.pid, "verify refused: peer is not in verify_gids");
                 let refused = Response {
                     id: request.id,
@@ -71,13 +71,13 @@ impl<'d> VerifyBatch<'d> {
             return Ok(());
         }
         let mut hashes = [None; WARM_MAX];
-        for (hash, request) in hashes.iter_mut().zip(run) {
+        for (hash, request) in hashes.iter_mut().zip(run.iter().flatten()) {
             *hash = verify::token_hash(request.question().token);
         }
         if run.len() > 1 {
             self.maps.warm(hashes.iter().flatten());
         }
-        for (request, hash) in run.iter().zip(hashes) {
+        for (request, hash) in run.iter().flatten().zip(hashes) {
             let answer = verify::decide_hashed(&self.maps, request.question(), hash, self.now);
             self.answered += 1;
             let response = VerifyResponseRef {
