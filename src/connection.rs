@@ -219,7 +219,6 @@ fn answer_verifies(daemon: &Daemon, peer: &Peer, input: &mut Input, out: &mut Ve
                 return Next::Bad("the answer is too large to send");
             }
         }
-        drop(run);
         input.consume(used);
         match stop {
             None => {}
