@@ -123,10 +123,19 @@ async fn requests(stream: &mut UnixStream, mut input: Input, peer: &Peer, daemon
     // When the partial frame at the front of `input` began to arrive.
     let mut frame_started: Option<Instant> = None;
     loop {
+        let consumed_before = input.consumed();
         loop {
             match answer_verifies(daemon, peer, &mut input, &mut output) {
                 Next::NeedMore => break,
                 Next::Other(request) => {
+                    // Answers already made go out first: an admin request may wait on a
+                    // commit, and verifies pipelined before it should not.
+                    if !output.is_empty() {
+                        if !write_answers(stream, &output, peer).await {
+                            return;
+                        }
+                        output.clear();
+                    }
                     let body = dispatch(daemon, peer, request.body).await;
                     let response = Response {
                         id: request.id,
@@ -159,10 +168,13 @@ async fn requests(stream: &mut UnixStream, mut input: Input, peer: &Peer, daemon
             }
             output.clear();
         }
+        // The deadline runs from the first byte of the partial frame now at the front: a
+        // client streaming whole frames, each split across writes, is never cut off.
+        let progressed = input.consumed() != consumed_before;
         frame_started = match (input.is_empty(), frame_started) {
             (true, _) => None,
-            (false, None) => Some(Instant::now()),
-            (false, started) => started,
+            (false, Some(started)) if !progressed => Some(started),
+            (false, _) => Some(Instant::now()),
         };
         if !read_more(stream, &mut input, frame_started, peer).await {
             return;

@@ -37,6 +37,8 @@ pub struct Input {
     buf: Vec<u8>,
     start: usize,
     end: usize,
+    /// Bytes consumed since the connection began.
+    consumed: u64,
 }
 
 impl Input {
@@ -48,6 +50,7 @@ impl Input {
             buf,
             start: 0,
             end: leftover.len(),
+            consumed: 0,
         }
     }
 
@@ -62,11 +65,18 @@ impl Input {
 
     /// Drops the first `n` bytes (a whole frame).
     pub fn consume(&mut self, n: usize) {
-        self.start = (self.start + n).min(self.end);
+        let n = n.min(self.end - self.start);
+        self.consumed += n as u64;
+        self.start += n;
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
         }
+    }
+
+    /// Bytes consumed since the connection began: it moved, so a frame was answered.
+    pub fn consumed(&self) -> u64 {
+        self.consumed
     }
 
     /// One `read` from `stream` if tokio saw it readable.

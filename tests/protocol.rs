@@ -357,3 +357,46 @@ fn connections_over_the_cap_are_told_busy() {
         &token,
     );
 }
+
+/// The 5 s frame deadline is per frame: a client that keeps streaming verifies, each frame
+/// split across two writes so that a partial frame is almost always waiting, is served for
+/// longer than 5 s.
+#[test]
+fn a_client_streaming_split_frames_is_not_cut_off_by_the_frame_deadline() {
+    let daemon = Daemon::start();
+    let (_, token) = daemon.create("Streaming-Key", "read", &[]);
+    let mut stream = raw(&daemon);
+    let started = std::time::Instant::now();
+    let mut id = 1;
+    // The first half of each frame goes out with the second half of the one before.
+    let mut pending: Vec<u8> = Vec::new();
+    while started.elapsed() < Duration::from_secs(6) {
+        let request = proto::encode(&Request {
+            id,
+            body: RequestBody::Verify(VerifyRequest {
+                token: token.clone(),
+                permissions: vec![Permission::Read],
+                environment: None,
+            }),
+        })
+        .expect("encode");
+        let bytes = frame(&request);
+        let (first, second) = bytes.split_at(bytes.len() / 2);
+        pending.extend_from_slice(first);
+        stream
+            .write_all(&pending)
+            .expect("the daemon keeps the connection");
+        pending = second.to_vec();
+        if id > 1 {
+            let answer: Response =
+                proto::decode(&read_frame(&mut stream).expect("an answer")).expect("decode");
+            assert_eq!(answer.id, id - 1);
+            assert!(
+                matches!(answer.body, ResponseBody::Verify(ref v) if v.code == VerifyCode::Valid)
+            );
+        }
+        id += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(id > 60, "only {id} requests in 6 s");
+}
