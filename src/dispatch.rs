@@ -60,8 +60,9 @@ impl<'d> VerifyBatch<'d> {
         out: &mut Vec<u8>,
     ) -> Result<(), proto::ProtoError> {
         if !self.may_verify {
+            // Once per run: a refused peer pipelining verifies must not flood the log.
+            tracing::warn!(uid = self.peer.uid, pid = ?self.peer.pid, requests = run.len(), "verify refused: peer is not in verify_gids");
             for request in run.iter().flatten() {
-                tracing::warn!(uid = self.peer.uid, pid = ?self.peer.pid, "verify refused: peer is not in verify_gids");
                 let refused = Response {
                     id: request.id,
                     body: verify_refused(),

@@ -462,6 +462,12 @@ impl Maps {
     fn mark_slot_dirty(&self, slot: u32) {
         if let Some(word) = self.dirty.get(slot as usize / 64) {
             let bit = 1u64 << (slot % 64);
+            // The count this marks was added before; a flush clears the word and then reads
+            // the counts. Without this fence a verify could see the bit still set (and skip
+            // setting it) while the flush reads the count from before the add: on weakly
+            // ordered CPUs that add would never be flushed. Paired with the fence in
+            // `Index::take_dirty`.
+            std::sync::atomic::fence(Ordering::SeqCst);
             // Only a clean key pays for the atomic write (and the cache line's ownership).
             if word.load(Ordering::Relaxed) & bit == 0 {
                 word.fetch_or(bit, Ordering::AcqRel);
@@ -602,9 +608,10 @@ impl Maps {
     fn forget_hashes(&mut self, slot: usize) {
         let entry = &self.entries[slot];
         let (current, previous) = (entry.token_hash, entry.grace().map(|g| g.token_hash));
-        self.remove_hash(&current);
+        // Only this entry's own tags: a hash since taken over (retired) stays.
+        self.remove_hash(&current, tag(CURRENT, slot));
         if let Some(previous) = previous {
-            self.remove_hash(&previous);
+            self.remove_hash(&previous, tag(PREVIOUS, slot));
         }
     }
 
@@ -629,16 +636,10 @@ impl Maps {
         }
     }
 
-    fn remove_hash(&mut self, hash: &TokenHash) {
+    /// Takes `hash` out of the table if it still stands for `expected`.
+    fn remove_hash(&mut self, hash: &TokenHash, expected: Tag) {
         let h = self.hash(hash);
-        let Maps {
-            by_hash,
-            entries,
-            retired,
-            ..
-        } = self;
-        let hashes = Hashes { entries, retired };
-        if let Ok(found) = by_hash.find_entry(h, |&t| hashes.of(t) == Some(hash)) {
+        if let Ok(found) = self.by_hash.find_entry(h, |&t| t == expected) {
             found.remove();
         }
     }
@@ -762,6 +763,9 @@ impl Index {
                 bits &= bits - 1;
             }
         }
+        // Counts are read (`usage_of`) only after every word was cleared: see
+        // `Maps::mark_slot_dirty`.
+        std::sync::atomic::fence(Ordering::SeqCst);
         slots
     }
 
