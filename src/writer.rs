@@ -592,10 +592,21 @@ fn revoke_hash(
         .find(|r| r.token_hash == hash || r.grace.as_ref().is_some_and(|g| g.token_hash == hash))
         .cloned()
         .or_else(|| match index.read().by_hash(&hash) {
-            Some(Hit::Current(entry)) | Some(Hit::Previous(entry)) => Some(entry.to_record()),
+            // A key changed earlier in this batch no longer holds the hash (else `latest`
+            // would have matched): the index's version of it is out of date.
+            Some(Hit::Current(entry)) | Some(Hit::Previous(entry))
+                if !changed.latest.contains_key(entry.id()) =>
+            {
+                Some(entry.to_record())
+            }
             _ => None,
         });
-    let already_retired = matches!(index.read().by_hash(&hash), Some(Hit::Retired(_)));
+    let retired_in_batch = changed
+        .in_order
+        .iter()
+        .any(|c| matches!(c, IndexChange::Retire(h, _) if *h == hash));
+    let already_retired =
+        retired_in_batch || matches!(index.read().by_hash(&hash), Some(Hit::Retired(_)));
     match owner {
         Some(record) if record.token_hash == hash => {
             if record.revoked_at.is_some() {
@@ -666,4 +677,71 @@ fn audit(
             detail,
         })
         .map_err(storage)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::token::hash_token;
+    use authenta_client::proto::{CreateKey, Permission};
+
+    fn job(command: Command) -> (Job, oneshot::Receiver<Result<Outcome, WriteError>>) {
+        let (reply, answer) = oneshot::channel();
+        (Job { command, reply }, answer)
+    }
+
+    fn issued(answer: oneshot::Receiver<Result<Outcome, WriteError>>) -> (String, String) {
+        match answer.blocking_recv() {
+            Ok(Ok(Outcome::Issued { key_id, token })) => (key_id, token.to_string()),
+            _ => panic!("no token issued"),
+        }
+    }
+
+    /// A policy revocation of a token that a regenerate earlier in the same batch already
+    /// replaced ends that token only: the key and its new token stay.
+    #[test]
+    fn revoking_a_token_replaced_in_the_same_batch_leaves_the_key_alone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = Store::open(dir.path(), &Zeroizing::new([7u8; 32])).expect("store");
+        let index = Index::default();
+        let rng = SystemRandom::new();
+        let actor = Actor::Peer { uid: 0, pid: None };
+        let (create, answer) = job(Command::Create {
+            params: CreateKey {
+                name: "k".into(),
+                permissions: vec![Permission::Read],
+                environment: None,
+                expires_in_secs: None,
+            },
+            actor: actor.clone(),
+        });
+        run_batch(&mut store, &index, &rng, vec![create]);
+        let (id, old_token) = issued(answer);
+
+        let (regenerate, new_answer) = job(Command::Regenerate {
+            id: id.clone(),
+            grace_secs: 0,
+            actor,
+        });
+        let (revocation, revoked) = job(Command::ApplyRevocations {
+            ids: vec![],
+            hashes: vec![hash_token(&old_token)],
+        });
+        run_batch(&mut store, &index, &rng, vec![regenerate, revocation]);
+        let (_, new_token) = issued(new_answer);
+        assert!(matches!(
+            revoked.blocking_recv(),
+            Ok(Ok(Outcome::Revoked(0)))
+        ));
+
+        let maps = index.read();
+        let Some(Hit::Current(key)) = maps.by_hash(&hash_token(&new_token)) else {
+            panic!("the new token is not the key's");
+        };
+        assert_eq!(key.revoked_at(), None);
+        assert!(matches!(
+            maps.by_hash(&hash_token(&old_token)),
+            Some(Hit::Retired(_))
+        ));
+    }
 }
