@@ -184,10 +184,6 @@ impl Entry {
         id_str(&self.id)
     }
 
-    pub fn token_hash(&self) -> &TokenHash {
-        &self.token_hash
-    }
-
     pub fn environment(&self) -> Option<&str> {
         self.environment.as_deref().map(String::as_str)
     }

@@ -68,16 +68,6 @@ impl Workers {
         &self.tracker
     }
 
-    /// How many threads serve connections.
-    pub fn len(&self) -> usize {
-        self.queues.len()
-    }
-
-    /// Always false: there is at least one thread.
-    pub fn is_empty(&self) -> bool {
-        self.queues.is_empty()
-    }
-
     /// Hands an accepted connection to the next thread in turn.
     pub fn hand_off(&self, stream: tokio::net::UnixStream, peer: Peer, slot: OwnedSemaphorePermit) {
         let stream = match stream.into_std() {

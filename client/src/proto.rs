@@ -576,24 +576,25 @@ pub fn push_frame<T: Serialize>(message: &T, out: &mut Vec<u8>) -> Result<(), Pr
 /// Decodes exactly one message, borrowing its strings from `payload`: see
 /// [`crate::verify_wire`].
 pub fn decode_borrowed<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Result<T, ProtoError> {
-    if payload.len() > MAX_FRAME_LEN {
-        return Err(ProtoError::TooLarge(payload.len()));
-    }
-    let (value, used) = bincode::serde::borrow_decode_from_slice(payload, config())
-        .map_err(|e| ProtoError::Decode(e.to_string()))?;
-    if used != payload.len() {
-        return Err(ProtoError::TrailingBytes(payload.len() - used));
-    }
-    Ok(value)
+    exactly_one(payload, |p| {
+        bincode::serde::borrow_decode_from_slice(p, config())
+    })
 }
 
 /// Decodes exactly one message from a frame's payload: bounded allocation, no trailing bytes.
 pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, ProtoError> {
+    exactly_one(payload, |p| bincode::serde::decode_from_slice(p, config()))
+}
+
+/// The checks both decoders make around bincode: at most one frame in, no bytes left over.
+fn exactly_one<'a, T>(
+    payload: &'a [u8],
+    decode: impl FnOnce(&'a [u8]) -> Result<(T, usize), bincode::error::DecodeError>,
+) -> Result<T, ProtoError> {
     if payload.len() > MAX_FRAME_LEN {
         return Err(ProtoError::TooLarge(payload.len()));
     }
-    let (value, used) = bincode::serde::decode_from_slice(payload, config())
-        .map_err(|e| ProtoError::Decode(e.to_string()))?;
+    let (value, used) = decode(payload).map_err(|e| ProtoError::Decode(e.to_string()))?;
     if used != payload.len() {
         return Err(ProtoError::TrailingBytes(payload.len() - used));
     }
