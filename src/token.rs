@@ -70,10 +70,7 @@ pub fn check_token(token: &str) -> Result<(), Malformed> {
     if bytes.len() != TOKEN_LEN {
         return Err(Malformed::Length);
     }
-    if !bytes[TOKEN_PREFIX.len()..]
-        .iter()
-        .all(u8::is_ascii_alphanumeric)
-    {
+    if !all_alphanumeric(&bytes[TOKEN_PREFIX.len()..]) {
         return Err(Malformed::Alphabet);
     }
     let (body, checksum) = bytes.split_at(TOKEN_LEN - CHECKSUM_CHARS);
@@ -83,6 +80,17 @@ pub fn check_token(token: &str) -> Result<(), Malformed> {
         return Err(Malformed::Checksum);
     }
     Ok(())
+}
+
+/// Whether every byte is an ASCII letter or digit. Every verify checks ~50 bytes, and the
+/// early-exit loop of `Iterator::all` (two compares and a branch per byte) was a tenth of a
+/// pipelined verify's time; folded with `&` and no branches, the compiler vectorizes it.
+fn all_alphanumeric(bytes: &[u8]) -> bool {
+    bytes.iter().fold(true, |ok, &b| {
+        let digit = b.wrapping_sub(b'0') < 10;
+        let letter = (b | 0x20).wrapping_sub(b'a') < 26;
+        ok & (digit | letter)
+    })
 }
 
 /// Whether `id` has the shape of a key id (prefix, length, alphabet).
@@ -152,6 +160,22 @@ mod tests {
         generate_token(&SystemRandom::new())
             .expect("rng")
             .to_string()
+    }
+
+    #[test]
+    fn the_branchless_alphabet_check_agrees_with_the_standard_one_on_every_byte() {
+        for byte in 0..=u8::MAX {
+            for at in [0, 1, 17, 48] {
+                let mut body = [b'a'; 49];
+                body[at] = byte;
+                assert_eq!(
+                    all_alphanumeric(&body),
+                    byte.is_ascii_alphanumeric(),
+                    "byte {byte} at {at}"
+                );
+            }
+        }
+        assert!(all_alphanumeric(b""));
     }
 
     #[test]
