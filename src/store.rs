@@ -279,22 +279,23 @@ impl Store {
     /// Inserts or replaces a key row.
     pub fn put_key(&mut self, record: &KeyRecord) -> Result<()> {
         let sealed = self.barrier.seal("keys", &record.id, &to_bytes(record));
-        self.conn.execute(
+        self.conn.prepare_cached(
             "INSERT INTO keys (id, token_hash, sealed) VALUES (?1, ?2, ?3)
              ON CONFLICT(id) DO UPDATE SET token_hash = excluded.token_hash, sealed = excluded.sealed",
-            params![record.id, record.token_hash.as_slice(), sealed],
-        )?;
+        )?
+        .execute(params![record.id, record.token_hash.as_slice(), sealed])?;
         Ok(())
     }
 
     /// Inserts or replaces a key's usage row.
     pub fn put_usage(&mut self, id: &str, usage: &UsageRecord) -> Result<()> {
         let sealed = self.barrier.seal("usage", id, &to_bytes(usage));
-        self.conn.execute(
-            "INSERT INTO usage (id, sealed) VALUES (?1, ?2)
+        self.conn
+            .prepare_cached(
+                "INSERT INTO usage (id, sealed) VALUES (?1, ?2)
              ON CONFLICT(id) DO UPDATE SET sealed = excluded.sealed",
-            params![id, sealed],
-        )?;
+            )?
+            .execute(params![id, sealed])?;
         Ok(())
     }
 
@@ -307,11 +308,12 @@ impl Store {
         let sealed = self
             .barrier
             .seal("retired", &hex::encode(hash), &to_bytes(&record));
-        self.conn.execute(
-            "INSERT INTO retired (token_hash, sealed) VALUES (?1, ?2)
+        self.conn
+            .prepare_cached(
+                "INSERT INTO retired (token_hash, sealed) VALUES (?1, ?2)
              ON CONFLICT(token_hash) DO NOTHING",
-            params![hash.as_slice(), sealed],
-        )?;
+            )?
+            .execute(params![hash.as_slice(), sealed])?;
         Ok(())
     }
 
@@ -322,17 +324,17 @@ impl Store {
             .barrier
             .seal("audit", &seq.to_string(), &to_bytes(record));
         let link = audit::link(&self.pending_head.link, seq, &sealed);
-        self.conn.execute(
-            "INSERT INTO audit (seq, sealed, link) VALUES (?1, ?2, ?3)",
-            params![seq as i64, sealed, link.as_slice()],
-        )?;
+        self.conn
+            .prepare_cached("INSERT INTO audit (seq, sealed, link) VALUES (?1, ?2, ?3)")?
+            .execute(params![seq as i64, sealed, link.as_slice()])?;
         let head = ChainHead { seq, link };
         let sealed_head = self.barrier.seal("meta", META_AUDIT_HEAD, &to_bytes(&head));
-        self.conn.execute(
-            "INSERT INTO meta (name, value) VALUES (?1, ?2)
+        self.conn
+            .prepare_cached(
+                "INSERT INTO meta (name, value) VALUES (?1, ?2)
              ON CONFLICT(name) DO UPDATE SET value = excluded.value",
-            params![META_AUDIT_HEAD, sealed_head],
-        )?;
+            )?
+            .execute(params![META_AUDIT_HEAD, sealed_head])?;
         self.pending_head = head;
         Ok(())
     }
