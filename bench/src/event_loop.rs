@@ -12,7 +12,7 @@ use crate::wire::{self, FrameReader};
 use crate::workload::Workload;
 use anyhow::{Context, Result};
 use mio::net::UnixStream;
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Poll, Registry, Token};
 use std::io::{self, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -25,13 +25,35 @@ const POLL_TIMEOUT: Duration = Duration::from_millis(50);
 /// With nothing answered for this long, the server is taken to be stuck.
 const STALL_LIMIT: Duration = Duration::from_secs(30);
 
+/// What every connection of one run shares.
+struct Run<'a> {
+    workload: &'a Workload,
+    depth: usize,
+    phase: &'a AtomicU8,
+    registry: &'a Registry,
+    /// One walk through the mix, shared by every connection: each batch takes the next
+    /// requests. The mix is shuffled, so the server still sees keys in random order, while
+    /// this client reads its requests and expected answers as one sequential stream. With
+    /// a cursor per connection, a million-key mix was 50 streams through ~150 MB, more
+    /// than the prefetcher follows, and the client's own cache misses were charged to the
+    /// server.
+    cursor: usize,
+}
+
 /// One connection's closed loop: a batch of `depth` requests out, then its answers in.
 struct Connection {
     stream: UnixStream,
+    token: Token,
     reader: FrameReader,
     /// The batch's encoded requests, and how much of it is written.
     out: Vec<u8>,
     written: usize,
+    /// Whether epoll is asked for writability: only while a batch waits for socket space.
+    /// Asked for all along (edge-triggered), every read the server made of a request woke
+    /// this thread with a writable event; on a VM that wake-up (an inter-processor
+    /// interrupt) was half the server's CPU time in `sync-1`, charged to its `read`.
+    /// `redis-benchmark` asks for writability the same way, only while it has to.
+    wants_writable: bool,
     /// The mix indexes of the batch, and how many are answered.
     batch: Vec<usize>,
     answered: usize,
@@ -40,58 +62,62 @@ struct Connection {
 }
 
 impl Connection {
-    /// Encodes the next batch, the requests at `cursor` on, and writes what the socket
-    /// takes; false at the end of the run.
-    fn send_batch(
-        &mut self,
-        workload: &Workload,
-        cursor: &mut usize,
-        depth: usize,
-        phase: &AtomicU8,
-    ) -> Result<bool> {
-        let now = phase.load(Ordering::Acquire);
+    /// Encodes the next batch and writes what the socket takes; false at the end of the
+    /// run.
+    fn send_batch(&mut self, run: &mut Run<'_>) -> Result<bool> {
+        let now = run.phase.load(Ordering::Acquire);
         if now == STOP {
             return Ok(false);
         }
         self.measuring = now == MEASURE;
         self.out.clear();
         self.batch.clear();
-        for _ in 0..depth {
-            self.out.extend_from_slice(workload.request(*cursor));
-            self.batch.push(*cursor);
-            *cursor = (*cursor + 1) % workload.len();
+        for _ in 0..run.depth {
+            self.out.extend_from_slice(run.workload.request(run.cursor));
+            self.batch.push(run.cursor);
+            run.cursor = (run.cursor + 1) % run.workload.len();
         }
         self.written = 0;
         self.answered = 0;
         self.sent = Instant::now();
-        self.write()?;
+        self.write(run.registry)?;
         Ok(true)
     }
 
-    /// Writes the rest of the batch until done or the socket is full (then the writable
-    /// event resumes it).
-    fn write(&mut self) -> Result<()> {
+    /// Writes the rest of the batch until done or the socket is full; then asks epoll for
+    /// the writable event that resumes it, and stops asking once the batch is out.
+    fn write(&mut self, registry: &Registry) -> Result<()> {
         while self.written < self.out.len() {
             match self.stream.write(&self.out[self.written..]) {
                 Ok(n) => self.written += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return self.want_writable(registry, true);
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e).context("cannot send requests"),
             }
+        }
+        self.want_writable(registry, false)
+    }
+
+    fn want_writable(&mut self, registry: &Registry, wanted: bool) -> Result<()> {
+        if self.wants_writable != wanted {
+            let interest = if wanted {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            registry
+                .reregister(&mut self.stream, self.token, interest)
+                .context("epoll_ctl failed")?;
+            self.wants_writable = wanted;
         }
         Ok(())
     }
 
     /// Reads what has arrived, checks each answer, and starts the next batch when one is
     /// complete; false at the end of the run.
-    fn read(
-        &mut self,
-        workload: &Workload,
-        cursor: &mut usize,
-        depth: usize,
-        phase: &AtomicU8,
-        tally: &mut Tally,
-    ) -> Result<bool> {
+    fn read(&mut self, run: &mut Run<'_>, tally: &mut Tally) -> Result<bool> {
         loop {
             let free = self.reader.make_room();
             let read = match self.reader.fill(&mut self.stream) {
@@ -103,18 +129,18 @@ impl Connection {
             let done = Instant::now();
             while let Some(answer) = self.reader.buffered()? {
                 let i = self.batch[self.answered];
-                tally.check(answer, workload.answer(i));
+                tally.check(answer, run.workload.answer(i));
                 if self.measuring {
                     tally.samples.push(nanos(done - self.sent));
                 }
                 self.answered += 1;
-                if self.answered == depth {
+                if self.answered == run.depth {
                     if self.measuring {
-                        tally.ops += depth as u64;
+                        tally.ops += run.depth as u64;
                         tally.first.get_or_insert(self.sent);
                         tally.last = Some(done);
                     }
-                    if !self.send_batch(workload, cursor, depth, phase)? {
+                    if !self.send_batch(run)? {
                         return Ok(false);
                     }
                 }
@@ -141,37 +167,41 @@ pub fn run(
         .map(|_| wire::connect(socket))
         .collect();
     ready.wait();
-    let poll = Poll::new().context("cannot create an epoll instance")?;
+    let mut poll = Poll::new().context("cannot create an epoll instance")?;
     let mut connections = Vec::with_capacity(shape.connections);
     for (c, (stream, reader)) in connected?.into_iter().enumerate() {
         stream.set_nonblocking(true)?;
         let mut stream = UnixStream::from_std(stream);
-        poll.registry().register(
-            &mut stream,
-            Token(c),
-            Interest::READABLE | Interest::WRITABLE,
-        )?;
+        let token = Token(c);
+        poll.registry()
+            .register(&mut stream, token, Interest::READABLE)?;
         connections.push(Connection {
             stream,
+            token,
             reader,
             out: Vec::with_capacity(shape.depth * 128),
             written: 0,
+            wants_writable: false,
             batch: Vec::with_capacity(shape.depth),
             answered: 0,
             sent: Instant::now(),
             measuring: false,
         });
     }
-    let mut poll = poll;
+    let registry = poll
+        .registry()
+        .try_clone()
+        .context("cannot clone the epoll handle")?;
+    let mut run = Run {
+        workload,
+        depth: shape.depth,
+        phase,
+        registry: &registry,
+        cursor: 0,
+    };
     let mut tally = Tally::default();
-    // One walk through the mix, shared by every connection: each batch takes the next
-    // requests. The mix is shuffled, so the server still sees keys in random order, while
-    // this client reads its requests and expected answers as one sequential stream. With
-    // a cursor per connection, a million-key mix was 50 streams through ~150 MB, more than
-    // the prefetcher follows, and the client's own cache misses were charged to the server.
-    let mut cursor = 0;
     for connection in &mut connections {
-        if !connection.send_batch(workload, &mut cursor, shape.depth, phase)? {
+        if !connection.send_batch(&mut run)? {
             return Ok(tally);
         }
     }
@@ -201,11 +231,11 @@ pub fn run(
                 continue;
             };
             if event.is_writable() {
-                connection.write()?;
+                connection.write(run.registry)?;
             }
             if event.is_readable() || event.is_read_closed() {
                 last_answer = Instant::now();
-                if !connection.read(workload, &mut cursor, shape.depth, phase, &mut tally)? {
+                if !connection.read(&mut run, &mut tally)? {
                     return Ok(tally);
                 }
             }
