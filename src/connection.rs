@@ -9,7 +9,7 @@
 use crate::daemon::Daemon;
 use crate::dispatch::dispatch;
 use crate::dispatch::VerifyBatch;
-use crate::index::WARM_MAX;
+use crate::index::RUN_MAX;
 use crate::input::{Filled, Input, READ_CHUNK};
 use crate::peer::Peer;
 use authenta_client::proto::{
@@ -193,7 +193,7 @@ enum Next {
 }
 
 /// Answers the verifies at the front of `input`, under one read of the index and one
-/// clock reading, in runs of up to [`WARM_MAX`] looked up together, and consumes them; stops
+/// clock reading, in runs of up to [`RUN_MAX`] looked up together, and consumes them; stops
 /// at anything else.
 fn answer_verifies(daemon: &Daemon, peer: &Peer, input: &mut Input, out: &mut Vec<u8>) -> Next {
     let mut batch: Option<VerifyBatch<'_>> = None;
@@ -201,11 +201,11 @@ fn answer_verifies(daemon: &Daemon, peer: &Peer, input: &mut Input, out: &mut Ve
         // Cut a run of verifies from the front, then answer it, then consume it.
         let bytes = input.bytes();
         // On the stack: a run is cut per wake-up of a connection.
-        let mut run: [Option<VerifyRequestRef<'_>>; WARM_MAX] = [const { None }; WARM_MAX];
+        let mut run: [Option<VerifyRequestRef<'_>>; RUN_MAX] = [const { None }; RUN_MAX];
         let mut cut = 0;
         let mut used = 0;
         let stop = loop {
-            if cut == WARM_MAX {
+            if cut == RUN_MAX {
                 break None;
             }
             let rest = &bytes[used..];

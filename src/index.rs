@@ -14,9 +14,9 @@
 
 use crate::key::{Grace, KeyRecord, Permissions, RetiredHashes, UsageRecord};
 use crate::policy::{KeyFacts, KeyTimes, Policy};
+use crate::tag_table::{prefetch, TagTable};
 use crate::token::{TokenHash, KEY_ID_LEN, START_LEN};
 use authenta_client::proto::{KeyInfo, KeyState, Usage};
-use hashbrown::HashTable;
 use std::collections::{BTreeMap, HashSet};
 use std::hash::BuildHasher;
 use std::ops::Bound;
@@ -210,12 +210,6 @@ impl Entry {
         self.grace.as_deref()
     }
 
-    /// Reads a byte of each of the two cache lines a verify uses (see [`Entry`]), so that
-    /// [`Maps::warm`] brings them both in.
-    fn touch(&self) -> u64 {
-        u64::from(self.token_hash[0]) ^ self.usage.allowed.load(Ordering::Relaxed)
-    }
-
     fn start(&self) -> &str {
         let len = usize::from(self.start_len).min(START_LEN);
         std::str::from_utf8(&self.start[..len]).unwrap_or_default()
@@ -338,8 +332,8 @@ const SLOT_MASK: u32 = (1 << KIND_SHIFT) - 1;
 const CURRENT: u32 = 0;
 const PREVIOUS: u32 = 1;
 const RETIRED: u32 = 2;
-/// Most token hashes [`Maps::warm`] takes at once.
-pub const WARM_MAX: usize = 32;
+/// Most pipelined verifies looked up together (see [`Maps::prefetch_entry`]).
+pub const RUN_MAX: usize = 32;
 /// Most keys (and, separately, retired hashes) the tags can number.
 const MAX_SLOTS: usize = 1 << KIND_SHIFT;
 
@@ -379,7 +373,7 @@ pub struct Maps {
     retired: Vec<(TokenHash, Option<KeyId>)>,
     /// Token hash → tag. Hashed with a per-process random seed (foldhash), so a client
     /// grinding tokens cannot aim their SHA-256 at one bucket.
-    by_hash: HashTable<Tag>,
+    by_hash: TagTable,
     /// Ordered, so that listing can page by key id.
     by_id: BTreeMap<KeyId, u32>,
     /// One bit per slot: usage changed since the last flush. A bit set is one atomic OR on
@@ -402,8 +396,7 @@ impl Maps {
             retired: &self.retired,
         };
         self.by_hash
-            .find(self.hash(hash), |&t| hashes.of(t) == Some(hash))
-            .copied()
+            .find(self.hash(hash), |t| hashes.of(t) == Some(hash))
     }
 
     fn found(&self, slot: usize) -> Option<Found<'_>> {
@@ -427,37 +420,41 @@ impl Maps {
         }
     }
 
-    /// Brings the entries these token hashes probably belong to into the CPU cache, all at
-    /// once, ahead of looking them up one by one. With a million keys the entries do not fit
-    /// in cache, and a lookup's miss on its entry is most of its cost; loads issued side by
-    /// side overlap (a tight loop of independent loads), where lookups in turn would wait for
-    /// each miss. The probe takes the first slot whose control byte matches, without reading
-    /// the entry to confirm: a wrong guess costs only a wasted fetch.
-    pub fn warm<'h>(&self, hashes: impl Iterator<Item = &'h TokenHash>) {
-        // Three tight loops, each of independent loads: the control bytes (in the probe),
-        // then the slot numbers they lead to, then the entries those name.
-        let mut found: [Option<&Tag>; WARM_MAX] = [None; WARM_MAX];
-        for (place, hash) in found.iter_mut().zip(hashes) {
-            *place = self.by_hash.find(self.hash(hash), |_| true);
+    /// The table hash of `hash`, having asked the CPU for the bucket its lookup starts at.
+    /// The first half of a lookup ahead of time, for runs of lookups: see
+    /// [`Maps::prefetch_entry`].
+    pub fn prefetch_bucket(&self, hash: &TokenHash) -> u64 {
+        let h = self.hash(hash);
+        self.by_hash.prefetch(h);
+        h
+    }
+
+    /// Asks the CPU for the two cache lines of the entry the lookup of table hash `h` will
+    /// most likely land on (the first bucket whose fingerprint matches; a wrong guess costs
+    /// only a wasted fetch). Call it once the bucket asked for by
+    /// [`Maps::prefetch_bucket`] has had time to arrive.
+    ///
+    /// With a million keys neither the table nor the entries are in cache, and the misses
+    /// are most of a lookup's cost; asked for ahead, they overlap each other and the
+    /// hashing of the tokens that follow, where lookups in turn would wait for each.
+    pub fn prefetch_entry(&self, h: u64) {
+        let Some(tag) = self.by_hash.candidate(h) else {
+            return;
+        };
+        let slot = (tag & SLOT_MASK) as usize;
+        match tag >> KIND_SHIFT {
+            CURRENT | PREVIOUS => {
+                if let Some(entry) = self.entries.get(slot) {
+                    prefetch(&entry.token_hash);
+                    prefetch(&entry.usage);
+                }
+            }
+            _ => {
+                if let Some(retired) = self.retired.get(slot) {
+                    prefetch(retired);
+                }
+            }
         }
-        let mut tags = [0 as Tag; WARM_MAX];
-        let mut n = 0;
-        for &&tag in found.iter().flatten() {
-            tags[n] = tag;
-            n += 1;
-        }
-        let mut touched = 0u64;
-        for &tag in &tags[..n] {
-            let slot = (tag & SLOT_MASK) as usize;
-            touched ^= match tag >> KIND_SHIFT {
-                CURRENT | PREVIOUS => self.entries.get(slot).map_or(0, Entry::touch),
-                _ => self
-                    .retired
-                    .get(slot)
-                    .map_or(0, |(hash, _)| u64::from(hash[0])),
-            };
-        }
-        std::hint::black_box(touched);
     }
 
     /// Marks a key's usage as changed since the last flush.
@@ -628,26 +625,16 @@ impl Maps {
             by_hash,
             entries,
             retired,
-            seed,
             ..
         } = self;
         let hashes = Hashes { entries, retired };
-        match by_hash.find_mut(h, |&t| hashes.of(t) == Some(hash)) {
-            Some(old) => *old = new,
-            None => {
-                by_hash.insert_unique(h, new, |&t| {
-                    hashes.of(t).map_or(0, |hash| seed.hash_one(hash))
-                });
-            }
-        }
+        by_hash.set(h, |t| hashes.of(t) == Some(hash), new);
     }
 
     /// Takes `hash` out of the table if it still stands for `expected`.
     fn remove_hash(&mut self, hash: &TokenHash, expected: Tag) {
         let h = self.hash(hash);
-        if let Ok(found) = self.by_hash.find_entry(h, |&t| t == expected) {
-            found.remove();
-        }
+        self.by_hash.remove(h, |t| t == expected);
     }
 }
 
@@ -666,17 +653,7 @@ impl Index {
     pub fn with_capacity(keys: usize) -> Self {
         let mut maps = Maps::default();
         maps.entries.reserve_exact(keys);
-        let Maps {
-            by_hash,
-            entries,
-            retired,
-            seed,
-            ..
-        } = &mut maps;
-        let hashes = Hashes { entries, retired };
-        by_hash.reserve(keys, |&t| {
-            hashes.of(t).map_or(0, |hash| seed.hash_one(hash))
-        });
+        maps.by_hash.reserve(keys);
         Index {
             maps: RwLock::new(maps),
             loading: Vec::with_capacity(keys),
@@ -993,7 +970,7 @@ mod tests {
                 "a field verify reads is past line 1"
             );
         }
-        // And `touch` reads one byte of each of those two lines.
+        // And `Maps::prefetch_entry` asks for those two lines.
         assert_eq!(offset_of!(Entry, token_hash) / 64, 0);
         assert_eq!(offset_of!(Entry, usage) / 64, 1);
     }

@@ -1,7 +1,7 @@
 //! authenta-keyd: the API-key sidecar, as a library so that fuzz targets, benchmarks and
 //! tests can reach its parts. The binary (`src/main.rs`) is only `cli::main`.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod audit;
 pub mod barrier;
@@ -27,6 +27,7 @@ pub mod server;
 pub mod sink;
 pub mod store;
 pub mod systemd;
+pub mod tag_table;
 pub mod token;
 pub mod usage_flusher;
 pub mod verify;
