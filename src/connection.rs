@@ -12,6 +12,7 @@ use crate::dispatch::VerifyBatch;
 use crate::index::RUN_MAX;
 use crate::input::{Filled, Input, READ_CHUNK};
 use crate::peer::Peer;
+use crate::socket::Socket;
 use authenta_client::proto::{
     self, ErrorAnswer, ErrorCode, Hello, HelloReply, Request, Response, ResponseBody,
     MAX_FRAME_LEN, PROTOCOL_VERSION,
@@ -20,7 +21,6 @@ use authenta_client::verify_wire::VerifyRequestRef;
 use futures_util::{SinkExt, StreamExt};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
 use tokio::sync::watch;
 use tokio_util::bytes::Bytes;
@@ -59,14 +59,17 @@ pub async fn serve(
     let mut transport = Framed::new(stream, codec());
     if handshake(&mut transport, &peer).await {
         // Requests sent straight after the hello may already be in the codec's buffer.
-        let FramedParts {
-            io: mut stream,
-            read_buf,
-            ..
-        } = transport.into_parts();
-        tokio::select! {
-            () = requests(&mut stream, Input::new(&read_buf), &peer, daemon) => {}
-            _ = shutdown.changed() => {}
+        let FramedParts { io, read_buf, .. } = transport.into_parts();
+        match Socket::new(io) {
+            Ok(mut socket) => {
+                tokio::select! {
+                    () = requests(&mut socket, Input::new(&read_buf), &peer, daemon) => {}
+                    _ = shutdown.changed() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot register a connection with epoll; closing it")
+            }
         }
     }
     daemon.connections.fetch_sub(1, Ordering::Relaxed);
@@ -118,7 +121,7 @@ async fn handshake(transport: &mut Transport, peer: &Peer) -> bool {
 /// Requests are cut from one input buffer and answers gathered in one output buffer, with
 /// no per-frame allocation: every whole request already here is answered, then the answers
 /// go out in one write. Runs of verifies are answered under one read of the index.
-async fn requests(stream: &mut UnixStream, mut input: Input, peer: &Peer, daemon: &Daemon) {
+async fn requests(stream: &mut Socket, mut input: Input, peer: &Peer, daemon: &Daemon) {
     let mut output = Vec::with_capacity(WRITE_AT);
     // When the partial frame at the front of `input` began to arrive.
     let mut frame_started: Option<Instant> = None;
@@ -270,7 +273,7 @@ fn whole_frame(input: &[u8]) -> Option<Result<usize, ()>> {
 
 /// Writes gathered answers; false when the client does not take them within
 /// [`WRITE_DEADLINE`] or has gone.
-async fn write_answers(stream: &mut UnixStream, answers: &[u8], peer: &Peer) -> bool {
+async fn write_answers(stream: &mut Socket, answers: &[u8], peer: &Peer) -> bool {
     match tokio::time::timeout(WRITE_DEADLINE, stream.write_all(answers)).await {
         Ok(Ok(())) => true,
         Ok(Err(_)) => false,
@@ -285,7 +288,7 @@ async fn write_answers(stream: &mut UnixStream, answers: &[u8], peer: &Peer) -> 
 /// arrive (`frame_started`), the whole frame must within [`FRAME_DEADLINE`]. False ends the
 /// connection.
 async fn read_more(
-    stream: &mut UnixStream,
+    stream: &mut Socket,
     input: &mut Input,
     frame_started: Option<Instant>,
     peer: &Peer,
@@ -336,7 +339,7 @@ async fn refuse_hello(transport: &mut Transport, message: &str) {
 }
 
 /// Sends a bad-frame error (request id 0) before the connection is closed.
-async fn reject(stream: &mut UnixStream, message: &str) {
+async fn reject(stream: &mut Socket, message: &str) {
     let response = Response {
         id: 0,
         body: ResponseBody::Error(ErrorAnswer {

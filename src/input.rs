@@ -4,15 +4,14 @@
 //! that fails with `WouldBlock`, so a client with one request in flight costs the daemon
 //! that extra `read` (and its syscall) per request. A Unix stream socket's `read` returns
 //! less than asked only when it has handed over everything queued, so a short read is
-//! taken as "drained" and tokio's readiness cleared then ([`UnixStream::try_io`] clears it
+//! taken as "drained" and tokio's readiness cleared then ([`Socket::try_read`] clears it
 //! race-free: readiness that arrived meanwhile is kept). The buffer is initialised once, so
 //! a read needs no zeroing and no unsafe code.
 
+use crate::socket::Socket;
 use authenta_client::proto::MAX_FRAME_LEN;
 use std::io;
 use std::os::fd::AsRawFd;
-use tokio::io::Interest;
-use tokio::net::UnixStream;
 
 /// Bytes asked of the socket per read, at least.
 pub const READ_CHUNK: usize = 16 * 1024;
@@ -79,8 +78,8 @@ impl Input {
         self.consumed
     }
 
-    /// One `read` from `stream` if tokio saw it readable.
-    pub fn fill(&mut self, stream: &UnixStream) -> io::Result<Filled> {
+    /// One `read` from `socket` if tokio saw it readable.
+    pub fn fill(&mut self, socket: &Socket) -> io::Result<Filled> {
         if self.buf.len() - self.end < READ_CHUNK {
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
@@ -91,10 +90,10 @@ impl Input {
             self.buf.resize(grown.min(MAX_CAPACITY), 0);
         }
         let space = self.buf.len() - self.end;
-        let fd = stream.as_raw_fd();
         let mut got = 0;
         let tail = &mut self.buf[self.end..];
-        let result = stream.try_io(Interest::READABLE, || {
+        let result = socket.try_read(|stream| {
+            let fd = stream.as_raw_fd();
             got = nix::unistd::read(fd, tail).map_err(io::Error::from)?;
             if got > 0 && got < space {
                 // Drained: have tokio clear readiness now rather than after one more read.

@@ -25,6 +25,7 @@ pub mod record_codec;
 pub mod scheduler;
 pub mod server;
 pub mod sink;
+pub mod socket;
 pub mod store;
 pub mod systemd;
 pub mod tag_table;

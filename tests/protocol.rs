@@ -200,6 +200,58 @@ fn pipelined_requests_are_answered_in_order() {
 }
 
 #[test]
+fn a_client_that_reads_its_answers_late_still_gets_every_one_in_order() {
+    // More answers than the socket buffers hold: the daemon's writes block until the client
+    // reads, and must then resume where they stopped (writability is asked of epoll only
+    // while a write is blocked).
+    const REQUESTS: u64 = 20_000;
+    let daemon = Daemon::start();
+    let (_, token) = daemon.create("Backend-Server-Key", "read", &[]);
+    let mut stream = raw(&daemon);
+    let mut writer = stream.try_clone().expect("clone");
+    let sending = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        for id in 1..=REQUESTS {
+            let request = Request {
+                id,
+                body: RequestBody::Verify(VerifyRequest {
+                    token: token.clone(),
+                    permissions: vec![Permission::Read],
+                    environment: None,
+                }),
+            };
+            bytes.extend_from_slice(&frame(&proto::encode(&request).expect("encode")));
+        }
+        writer.write_all(&bytes).expect("write all requests");
+        bytes.len()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    for id in 1..=REQUESTS {
+        let response: Response =
+            proto::decode(&read_frame(&mut stream).expect("answer")).expect("decode");
+        assert_eq!(response.id, id);
+        let ResponseBody::Verify(answer) = response.body else {
+            panic!("verify answer")
+        };
+        assert_eq!(answer.code, VerifyCode::Valid);
+    }
+    let sent = sending.join().expect("writer");
+    assert!(
+        sent > 1_000_000,
+        "the requests must overflow the socket buffers: {sent}"
+    );
+    // The connection still serves afterwards.
+    let mut client = Client::connect(&daemon.socket).expect("connect");
+    assert_eq!(
+        client
+            .call_many((0..5).map(|_| RequestBody::Status).collect())
+            .expect("status")
+            .len(),
+        5
+    );
+}
+
+#[test]
 fn a_peer_that_is_not_an_admin_can_verify_but_not_administer() {
     if !common::can_drop_privileges() {
         return;
