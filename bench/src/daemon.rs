@@ -124,6 +124,7 @@ impl Keyd {
             .arg(&config_path)
             // Per-request logging would be measured too: keep the daemon at its default level.
             .env("RUST_LOG", "info")
+            .env("GLIBC_TUNABLES", daemon_tunables())
             .env_remove("CREDENTIALS_DIRECTORY")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -250,6 +251,18 @@ impl Drop for Keyd {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// The glibc tunables the shipped systemd unit runs the daemon with (transparent huge pages
+/// for malloc's memory: see `systemd/authenta-keyd.service`), added to any the caller set,
+/// so that the bench measures the daemon as installed.
+fn daemon_tunables() -> String {
+    const HUGE_PAGES: &str = "glibc.malloc.hugetlb=1";
+    match std::env::var("GLIBC_TUNABLES") {
+        Ok(set) if set.contains("glibc.malloc.hugetlb") => set,
+        Ok(set) if !set.is_empty() => format!("{set}:{HUGE_PAGES}"),
+        _ => HUGE_PAGES.to_owned(),
     }
 }
 
