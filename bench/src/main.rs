@@ -349,6 +349,7 @@ fn run(args: &Args) -> Result<Report> {
                     &workload,
                     &scale_shapes,
                     timing,
+                    rounds,
                 )?;
                 wrong += figures
                     .rows

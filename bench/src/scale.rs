@@ -53,7 +53,8 @@ pub struct Scale {
 
 /// Seeds `keys` keys into a fresh daemon, restarts it, and compares it with the small daemon
 /// at `small_socket` (whose mix is `small`, also served by the echo server at `small_echo`)
-/// on `shapes`.
+/// on `shapes`, each `rounds` times.
+#[allow(clippy::too_many_arguments)]
 pub fn run(
     bin: &Path,
     keys: usize,
@@ -62,6 +63,7 @@ pub fn run(
     small: &Workload,
     shapes: &[Shape],
     timing: Timing,
+    rounds: usize,
 ) -> Result<Scale> {
     let mut keyd = Keyd::start(bin, "")?;
     eprintln!("scale: seeding {keys} keys on {SEED_CONNECTIONS} connections...");
@@ -86,10 +88,20 @@ pub fn run(
     let echo_large = EchoServer::start(&scratch.path().join("large.sock"), large.clone())?;
     let mut rows = Vec::new();
     for &shape in shapes {
-        let small_run = load::drive(small_socket, small, shape, timing)?;
-        let large_run = load::drive(keyd.socket(), &large, shape, timing)?;
-        let echo_small_run = load::drive(small_echo, small, shape, timing)?;
-        let echo_large_run = load::drive(echo_large.path(), &large, shape, timing)?;
+        // Alternating, `rounds` times, and the median of each: one burst of other work on a
+        // shared machine must not decide the ratio.
+        let mut runs: [Vec<Measured>; 4] = Default::default();
+        for _ in 0..rounds {
+            runs[0].push(load::drive(small_socket, small, shape, timing)?);
+            runs[1].push(load::drive(keyd.socket(), &large, shape, timing)?);
+            runs[2].push(load::drive(small_echo, small, shape, timing)?);
+            runs[3].push(load::drive(echo_large.path(), &large, shape, timing)?);
+        }
+        let [small_runs, large_runs, echo_small_runs, echo_large_runs] = runs;
+        let small_run = load::median(small_runs);
+        let large_run = load::median(large_runs);
+        let echo_small_run = load::median(echo_small_runs);
+        let echo_large_run = load::median(echo_large_runs);
         eprintln!(
             "scale: {}: {:.0} ops/s with {} keys, {:.0} ops/s with {keys}",
             shape.name, small_run.ops_per_sec, small.mix.keys, large_run.ops_per_sec
