@@ -126,6 +126,11 @@ async fn requests(stream: &mut Socket, mut input: Input, peer: &Peer, daemon: &D
     // When the partial frame at the front of `input` began to arrive.
     let mut frame_started: Option<Instant> = None;
     loop {
+        // A client that keeps its socket full never makes a read come up short or a write
+        // wait, so without this the loop would never yield, and every other connection and
+        // timer on this core's thread would starve. Costs a counter bump; yields once the
+        // task's cooperative budget is spent.
+        tokio::task::consume_budget().await;
         let consumed_before = input.consumed();
         loop {
             match answer_verifies(daemon, peer, &mut input, &mut output) {

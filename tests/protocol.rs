@@ -252,6 +252,69 @@ fn a_client_that_reads_its_answers_late_still_gets_every_one_in_order() {
 }
 
 #[test]
+fn a_client_that_keeps_its_socket_full_does_not_starve_others_on_its_thread() {
+    // One connection thread, so both clients share it. The flood never lets a read come up
+    // short (its writer keeps the socket full) nor a write wait (its reader keeps up).
+    let daemon = Daemon::start_with_config(Some("worker_threads = 1\n"));
+    let (_, token) = daemon.create("Backend-Server-Key", "read", &[]);
+    let mut flood = raw(&daemon);
+    let mut flood_writer = flood.try_clone().expect("clone");
+    let batch: Vec<u8> = (1..=2_000u64)
+        .flat_map(|id| {
+            let request = Request {
+                id,
+                body: RequestBody::Verify(VerifyRequest {
+                    token: token.clone(),
+                    permissions: vec![Permission::Read],
+                    environment: None,
+                }),
+            };
+            frame(&proto::encode(&request).expect("encode"))
+        })
+        .collect();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writing = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if flood_writer.write_all(&batch).is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    let reading = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut sink = vec![0u8; 1 << 16];
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if matches!(flood.read(&mut sink), Ok(0) | Err(_)) {
+                    break;
+                }
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let (done, answered) = std::sync::mpsc::channel();
+    let socket = daemon.socket.clone();
+    let other = std::thread::spawn(move || {
+        let served = Client::connect(&socket).is_ok_and(|mut client| {
+            (0..20).all(|_| client.verify(&token, &[Permission::Read]).is_ok())
+        });
+        let _ = done.send(served);
+    });
+    let served = answered.recv_timeout(Duration::from_secs(10));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    drop(daemon);
+    let _ = (writing.join(), reading.join(), other.join());
+    assert_eq!(
+        served,
+        Ok(true),
+        "a second client on the flooded thread was not served within 10 s"
+    );
+}
+
+#[test]
 fn a_peer_that_is_not_an_admin_can_verify_but_not_administer() {
     if !common::can_drop_privileges() {
         return;
