@@ -2,6 +2,8 @@
 //! tests can reach its parts. The binary (`src/main.rs`) is only `cli::main`.
 
 #![deny(unsafe_code)]
+// The two places that need it say why it is sound (prefetching, registering a socket).
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod audit;
 pub mod barrier;
