@@ -251,18 +251,7 @@ fn hostile_clients_get_bounded_outcomes_while_a_good_client_keeps_verifying() {
         let stream = handshaken(&daemon);
         let token = token.clone();
         move || {
-            let mut bytes = Vec::new();
-            for id in 0..10_000u64 {
-                let request = Request {
-                    id,
-                    body: RequestBody::Verify(VerifyRequest {
-                        token: token.clone(),
-                        permissions: vec![Permission::Read],
-                        environment: None,
-                    }),
-                };
-                bytes.extend_from_slice(&frame(&proto::encode(&request).expect("encode")));
-            }
+            let bytes = common::verify_frames(&token, 0..10_000);
             let started = Instant::now();
             stream
                 .set_write_timeout(Some(Duration::from_secs(20)))

@@ -210,18 +210,7 @@ fn a_client_that_reads_its_answers_late_still_gets_every_one_in_order() {
     let mut stream = raw(&daemon);
     let mut writer = stream.try_clone().expect("clone");
     let sending = std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        for id in 1..=REQUESTS {
-            let request = Request {
-                id,
-                body: RequestBody::Verify(VerifyRequest {
-                    token: token.clone(),
-                    permissions: vec![Permission::Read],
-                    environment: None,
-                }),
-            };
-            bytes.extend_from_slice(&frame(&proto::encode(&request).expect("encode")));
-        }
+        let bytes = common::verify_frames(&token, 1..=REQUESTS);
         writer.write_all(&bytes).expect("write all requests");
         bytes.len()
     });
@@ -259,19 +248,7 @@ fn a_client_that_keeps_its_socket_full_does_not_starve_others_on_its_thread() {
     let (_, token) = daemon.create("Backend-Server-Key", "read", &[]);
     let mut flood = raw(&daemon);
     let mut flood_writer = flood.try_clone().expect("clone");
-    let batch: Vec<u8> = (1..=2_000u64)
-        .flat_map(|id| {
-            let request = Request {
-                id,
-                body: RequestBody::Verify(VerifyRequest {
-                    token: token.clone(),
-                    permissions: vec![Permission::Read],
-                    environment: None,
-                }),
-            };
-            frame(&proto::encode(&request).expect("encode"))
-        })
-        .collect();
+    let batch = common::verify_frames(&token, 1..=2_000);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writing = {
         let stop = stop.clone();

@@ -359,3 +359,25 @@ pub fn run_with_stdin(mut command: Command, input: &str) -> Output {
         .expect("write stdin");
     child.wait_with_output().expect("wait")
 }
+
+/// Verify requests for `token` asking `read`, one per id, as length-prefixed frames back to
+/// back: what a client pipelining them writes.
+pub fn verify_frames(token: &str, ids: impl IntoIterator<Item = u64>) -> Vec<u8> {
+    use authenta_client::proto::{self, Request, RequestBody, VerifyRequest};
+    use authenta_client::Permission;
+    let mut bytes = Vec::new();
+    for id in ids {
+        let request = Request {
+            id,
+            body: RequestBody::Verify(VerifyRequest {
+                token: token.to_owned(),
+                permissions: vec![Permission::Read],
+                environment: None,
+            }),
+        };
+        let payload = proto::encode(&request).expect("encode");
+        bytes.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        bytes.extend_from_slice(&payload);
+    }
+    bytes
+}
