@@ -77,17 +77,19 @@ impl<'d> VerifyBatch<'d> {
         // in cache, instead of waiting for three misses each in turn. (Asking for each entry
         // a couple of tokens after its bucket, instead, waited on buckets not yet there:
         // hashing a token is shorter than a miss on this VM.)
-        let mut hashes = [None; RUN_MAX];
-        let mut table = [None; RUN_MAX];
-        for ((request, hash), h) in run.iter().flatten().zip(&mut hashes).zip(&mut table) {
-            *hash = verify::token_hash(request.question().token);
-            *h = hash.as_ref().map(|hash| self.maps.prefetch_bucket(hash));
+        let mut keys = [None; RUN_MAX];
+        for (request, key) in run.iter().flatten().zip(&mut keys) {
+            *key =
+                verify::token_hash(request.question().token).map(|hash| self.maps.lookup_key(hash));
+            if let Some(key) = key {
+                self.maps.prefetch_bucket(key);
+            }
         }
-        for &h in table.iter().flatten() {
-            self.maps.prefetch_entry(h);
+        for key in keys.iter().flatten() {
+            self.maps.prefetch_entry(key);
         }
-        for (request, hash) in run.iter().flatten().zip(hashes) {
-            let answer = verify::decide_hashed(&self.maps, request.question(), hash, self.now);
+        for (request, key) in run.iter().flatten().zip(keys) {
+            let answer = verify::decide_hashed(&self.maps, request.question(), key, self.now);
             self.answered += 1;
             let response = VerifyResponseRef {
                 id: request.id,

@@ -324,6 +324,13 @@ pub enum Hit<'a> {
     Retired(Option<&'a str>),
 }
 
+/// A token hash and where the token-hash table files it (its seeded 64-bit hash).
+#[derive(Debug, Clone, Copy)]
+pub struct LookupKey {
+    pub token_hash: TokenHash,
+    table: u64,
+}
+
 /// A token-hash table value: a slot number (of `entries`, or of `retired`) and, in the top
 /// two bits, which kind of token it is.
 type Tag = u32;
@@ -390,13 +397,22 @@ impl Maps {
         self.seed.hash_one(hash)
     }
 
-    fn find(&self, hash: &TokenHash) -> Option<Tag> {
+    fn find(&self, key: &LookupKey) -> Option<Tag> {
         let hashes = Hashes {
             entries: &self.entries,
             retired: &self.retired,
         };
         self.by_hash
-            .find(self.hash(hash), |t| hashes.of(t) == Some(hash))
+            .find(key.table, |t| hashes.of(t) == Some(&key.token_hash))
+    }
+
+    /// `hash` with its table hash, so that a verify computes that once for the prefetches
+    /// and the lookup.
+    pub fn lookup_key(&self, hash: TokenHash) -> LookupKey {
+        LookupKey {
+            table: self.hash(&hash),
+            token_hash: hash,
+        }
     }
 
     fn found(&self, slot: usize) -> Option<Found<'_>> {
@@ -408,7 +424,12 @@ impl Maps {
 
     /// The key a token hash belongs to.
     pub fn by_hash(&self, hash: &TokenHash) -> Option<Hit<'_>> {
-        let tag = self.find(hash)?;
+        self.by_key(&self.lookup_key(*hash))
+    }
+
+    /// [`Maps::by_hash`] with the table hash already computed.
+    pub fn by_key(&self, key: &LookupKey) -> Option<Hit<'_>> {
+        let tag = self.find(key)?;
         let slot = (tag & SLOT_MASK) as usize;
         match tag >> KIND_SHIFT {
             CURRENT => self.found(slot).map(Hit::Current),
@@ -420,16 +441,13 @@ impl Maps {
         }
     }
 
-    /// The table hash of `hash`, having asked the CPU for the bucket its lookup starts at.
-    /// The first half of a lookup ahead of time, for runs of lookups: see
-    /// [`Maps::prefetch_entry`].
-    pub fn prefetch_bucket(&self, hash: &TokenHash) -> u64 {
-        let h = self.hash(hash);
-        self.by_hash.prefetch(h);
-        h
+    /// Asks the CPU for the bucket the lookup of `key` starts at: the first half of a
+    /// lookup ahead of time, for runs of lookups (see [`Maps::prefetch_entry`]).
+    pub fn prefetch_bucket(&self, key: &LookupKey) {
+        self.by_hash.prefetch(key.table);
     }
 
-    /// Asks the CPU for the two cache lines of the entry the lookup of table hash `h` will
+    /// Asks the CPU for the two cache lines of the entry the lookup of `key` will
     /// most likely land on (the first bucket whose fingerprint matches; a wrong guess costs
     /// only a wasted fetch). Call it once the bucket asked for by
     /// [`Maps::prefetch_bucket`] has had time to arrive.
@@ -437,8 +455,8 @@ impl Maps {
     /// With a million keys neither the table nor the entries are in cache, and the misses
     /// are most of a lookup's cost; asked for ahead, they overlap each other and the
     /// hashing of the tokens that follow, where lookups in turn would wait for each.
-    pub fn prefetch_entry(&self, h: u64) {
-        let Some(tag) = self.by_hash.candidate(h) else {
+    pub fn prefetch_entry(&self, key: &LookupKey) {
+        let Some(tag) = self.by_hash.candidate(key.table) else {
             return;
         };
         let slot = (tag & SLOT_MASK) as usize;

@@ -4,7 +4,7 @@
 //! this order: revoked (or replaced by a regenerate), expired, environment, permissions.
 //! It never touches SQLite and never waits on anything but the index's read lock.
 
-use crate::index::{Hit, Index, Maps};
+use crate::index::{Hit, Index, LookupKey, Maps};
 use crate::key::Permissions;
 use crate::token::{check_token, hash_token, TokenHash};
 use authenta_client::proto::{KeyState, VerifyAnswer, VerifyCode, VerifyRequest};
@@ -32,7 +32,8 @@ pub fn verify(index: &Index, request: &VerifyRequest, now: i64) -> VerifyAnswer 
 /// The decision, borrowing from `maps` (a read of the index), so that it is encoded without
 /// allocating; counts it against the key it matched.
 pub fn decide<'m>(maps: &'m Maps, question: &VerifyQuestion<'_>, now: i64) -> VerifyAnswerRef<'m> {
-    decide_hashed(maps, question, token_hash(question.token), now)
+    let key = token_hash(question.token).map(|hash| maps.lookup_key(hash));
+    decide_hashed(maps, question, key, now)
 }
 
 /// The token's SHA-256 if it is well-formed (prefix, length, alphabet, checksum).
@@ -40,18 +41,19 @@ pub fn token_hash(token: &str) -> Option<TokenHash> {
     check_token(token).ok().map(|()| hash_token(token))
 }
 
-/// [`decide`] with the token already checked and hashed by [`token_hash`] (`None`:
-/// malformed), so that a run of verifies can hash first and look up together.
+/// [`decide`] with the token already checked and hashed by [`token_hash`] and made a
+/// [`LookupKey`] (`None`: malformed), so that a run of verifies can hash first, prefetch,
+/// and look up together without hashing twice.
 pub fn decide_hashed<'m>(
     maps: &'m Maps,
     question: &VerifyQuestion<'_>,
-    hash: Option<TokenHash>,
+    key: Option<LookupKey>,
     now: i64,
 ) -> VerifyAnswerRef<'m> {
-    let Some(hash) = hash else {
+    let Some(key) = key else {
         return no_key(VerifyCode::Malformed);
     };
-    let (entry, replaced) = match maps.by_hash(&hash) {
+    let (entry, replaced) = match maps.by_key(&key) {
         None => return no_key(VerifyCode::Unknown),
         Some(Hit::Retired(key_id)) => {
             return VerifyAnswerRef {
