@@ -327,7 +327,7 @@ pub enum Hit<'a> {
 /// A token hash and where the token-hash table files it (its seeded 64-bit hash).
 #[derive(Debug, Clone, Copy)]
 pub struct LookupKey {
-    pub token_hash: TokenHash,
+    token_hash: TokenHash,
     table: u64,
 }
 

@@ -51,14 +51,6 @@ impl TagTable {
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     fn mask(&self) -> usize {
         self.buckets.len() - 1
     }
@@ -215,7 +207,7 @@ mod tests {
             table.set(hash_of(i), |t| t >> 16 == i, (i << 16) | 1);
             model.insert(i, (i << 16) | 1);
         }
-        assert_eq!(table.len(), 5_000);
+        assert_eq!(table.len, 5_000);
         assert!(table.buckets.len() >= 10_000);
         // Replace every third, remove every fifth (removal shifts the crowded runs back).
         for i in (0..5_000u32).step_by(3) {
@@ -227,7 +219,7 @@ mod tests {
             assert!(!table.remove(hash_of(i), |t| t >> 16 == i));
             model.remove(&i);
         }
-        assert_eq!(table.len(), model.len());
+        assert_eq!(table.len, model.len());
         for i in 0..5_000u32 {
             assert_eq!(
                 table.find(hash_of(i), |t| t >> 16 == i),
@@ -243,7 +235,7 @@ mod tests {
         let mut table = TagTable::with_capacity(4);
         table.set(7 << 32, |t| t == 1, 1);
         table.set(7 << 32, |t| t == 2, 2);
-        assert_eq!(table.len(), 2);
+        assert_eq!(table.len, 2);
         assert_eq!(table.candidate(7 << 32), Some(1));
         assert_eq!(table.find(7 << 32, |t| t == 2), Some(2));
         assert!(table.remove(7 << 32, |t| t == 1));
