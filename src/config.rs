@@ -41,6 +41,11 @@ pub struct Config {
     pub policy: Option<PathBuf>,
     /// Threads serving connections (default: one per core).
     pub worker_threads: Option<usize>,
+    /// Longest a connection thread keeps polling its sockets after answering, when its
+    /// requests arrive close together, before it sleeps (e.g. "100us"; "0" never polls).
+    /// See `busy_poll.rs`.
+    #[serde(default = "default_busy_poll", with = "humantime_serde_compat")]
+    pub busy_poll: Duration,
 }
 
 impl Default for Config {
@@ -56,6 +61,7 @@ impl Default for Config {
             regenerate_grace: Duration::ZERO,
             policy: None,
             worker_threads: None,
+            busy_poll: default_busy_poll(),
         }
     }
 }
@@ -66,6 +72,10 @@ fn default_socket_mode() -> String {
 
 fn default_max_connections() -> usize {
     1024
+}
+
+fn default_busy_poll() -> Duration {
+    Duration::from_micros(100)
 }
 
 fn default_flush_interval() -> Duration {
@@ -129,5 +139,28 @@ mod humantime_serde_compat {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(d)?;
         crate::duration::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_in_the_repository_is_valid() {
+        let example: Config = toml::from_str(include_str!("../systemd/keyd.example.toml"))
+            .expect("systemd/keyd.example.toml parses");
+        assert_eq!(example.busy_poll, Duration::from_micros(100));
+        assert_eq!(example.usage_flush_interval, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn busy_poll_defaults_on_and_can_be_turned_off() {
+        let default: Config = toml::from_str("").expect("empty config");
+        assert_eq!(default.busy_poll, Duration::from_micros(100));
+        let off: Config = toml::from_str("busy_poll = \"0\"").expect("zero");
+        assert!(off.busy_poll.is_zero());
+        let bad = toml::from_str::<Config>("busy_poll = \"fast\"").expect_err("not a duration");
+        assert!(bad.to_string().contains("busy_poll"), "{bad}");
     }
 }

@@ -6,6 +6,7 @@
 //! batch rather than one per answer. Anything malformed gets an error answer (id 0) and the
 //! connection is closed; other connections are not affected.
 
+use crate::busy_poll;
 use crate::daemon::Daemon;
 use crate::dispatch::dispatch;
 use crate::dispatch::VerifyBatch;
@@ -175,6 +176,7 @@ async fn requests(stream: &mut Socket, mut input: Input, peer: &Peer, daemon: &D
                 return;
             }
             output.clear();
+            busy_poll::answered();
         }
         // The deadline runs from the first byte of the partial frame now at the front: a
         // client streaming whole frames, each split across writes, is never cut off.

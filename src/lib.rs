@@ -7,6 +7,7 @@
 
 pub mod audit;
 pub mod barrier;
+pub mod busy_poll;
 pub mod cli;
 pub mod clock;
 pub mod config;

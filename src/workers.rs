@@ -9,6 +9,7 @@
 //! connection never moves to an idle thread; connections are handed out in turn, and apps
 //! that matter open several.
 
+use crate::busy_poll::BusyPoll;
 use crate::connection;
 use crate::daemon::Daemon;
 use crate::peer::Peer;
@@ -35,9 +36,11 @@ pub struct Workers {
 }
 
 impl Workers {
-    /// Starts `count` threads (at least one) serving for `daemon` until `shutdown`.
+    /// Starts `count` threads (at least one) serving for `daemon` until `shutdown`, each
+    /// busy polling as `busy_poll` says.
     pub fn start(
         count: usize,
+        busy_poll: &BusyPoll,
         daemon: &Arc<Daemon>,
         shutdown: &watch::Receiver<bool>,
     ) -> Result<Workers> {
@@ -45,14 +48,24 @@ impl Workers {
         let mut queues = Vec::with_capacity(count);
         for n in 0..count.max(1) {
             let (queue, handoffs) = mpsc::unbounded_channel();
+            let (sleeps, wakes) = (busy_poll.clone(), busy_poll.clone());
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
+                .on_thread_park(move || sleeps.thread_sleeps(n))
+                .on_thread_unpark(move || wakes.thread_woke(n))
                 .build()
                 .context("cannot start a connection thread's runtime")?;
             let (daemon, tracker, shutdown) = (daemon.clone(), tracker.clone(), shutdown.clone());
+            let busy_poll = busy_poll.clone();
             std::thread::Builder::new()
                 .name(format!("authenta-conn-{n}"))
-                .spawn(move || runtime.block_on(serve(handoffs, daemon, tracker, shutdown)))
+                .spawn(move || {
+                    runtime.block_on(async move {
+                        // Ends with the runtime, once `serve` has returned.
+                        tokio::spawn(busy_poll.run());
+                        serve(handoffs, daemon, tracker, shutdown).await
+                    })
+                })
                 .context("cannot start a connection thread")?;
             queues.push(queue);
         }

@@ -1,5 +1,5 @@
 //! Host integration through the real binary: socket activation, sd_notify, access rules
-//! with dropped privileges, SIGHUP reload, --daemonize, and rekey.
+//! with dropped privileges, SIGHUP reload, --daemonize, rekey, and busy polling that stops.
 
 mod common;
 
@@ -491,4 +491,47 @@ fn under_journald_log_lines_carry_no_timestamp_of_their_own() {
         !text.contains('\u{1b}'),
         "no ANSI colour codes under journald"
     );
+}
+
+/// CPU time the process has used so far, over all its threads (`/proc/PID/task/*/schedstat`).
+fn cpu_time(pid: u32) -> Duration {
+    let mut total = Duration::ZERO;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("daemon's threads") {
+        let path = task.expect("thread entry").path().join("schedstat");
+        // A thread may end between the listing and the read.
+        if let Ok(text) = std::fs::read_to_string(path) {
+            let on_cpu_ns: u64 = text
+                .split_whitespace()
+                .next()
+                .and_then(|ns| ns.parse().ok())
+                .expect("schedstat starts with nanoseconds on a CPU");
+            total += Duration::from_nanos(on_cpu_ns);
+        }
+    }
+    total
+}
+
+#[test]
+fn busy_polling_stops_when_requests_stop() {
+    let daemon = Daemon::start_with_config(Some("busy_poll = \"500us\"\n"));
+    let (_, token) = daemon.create("poller", "read", &[]);
+    let mut client = authenta_client::Client::new(&daemon.socket);
+    // Back to back on one connection: the daemon's thread polls between requests.
+    for _ in 0..3000 {
+        let verified = client.verify(&token, &[authenta_client::Permission::Read]);
+        assert!(verified.is_ok(), "{verified:?}");
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let before = cpu_time(daemon.pid());
+    let quiet = Duration::from_secs(1);
+    std::thread::sleep(quiet);
+    let used = cpu_time(daemon.pid()) - before;
+    assert!(
+        used < quiet / 10,
+        "the daemon used {used:?} of CPU in {quiet:?} without requests"
+    );
+    // And it still answers at once after the quiet spell.
+    assert!(client
+        .verify(&token, &[authenta_client::Permission::Read])
+        .is_ok());
 }

@@ -5,6 +5,7 @@
 //! before the socket is bound or systemd is told READY=1, so a client that can connect is
 //! served the full index.
 
+use crate::busy_poll::BusyPoll;
 use crate::config::Config;
 use crate::daemon::Daemon;
 use crate::detach::{self, ReadyPipe};
@@ -170,7 +171,9 @@ fn serve(
             config.usage_flush_interval,
             stopped.clone(),
         ));
-        let workers = Workers::start(connection_threads, &daemon, &stopped)?;
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let busy_poll = BusyPoll::new(config.busy_poll, cores, connection_threads);
+        let workers = Workers::start(connection_threads, &busy_poll, &daemon, &stopped)?;
         let accepting = tokio::spawn(server::accept_loop(
             listener,
             daemon.clone(),
