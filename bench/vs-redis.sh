@@ -4,7 +4,8 @@
 # Installs redis-server and redis-tools from Debian's packages when missing (as root), starts
 # Redis on a temporary Unix socket with persistence off, loads as many entries as the bench
 # seeds keys, runs authenta-bench (shapes only) and then redis-benchmark with the same number
-# of requests per shape as keyd answered, stops Redis (also on failure), and prints one table.
+# of requests per shape as keyd answered, stops Redis (also on failure), and prints one table,
+# with what CPU each server spent (keyd's busy polling buys latency with a core).
 #
 #   bench/vs-redis.sh                    # 10,000 keys, 3 s per keyd run
 #   KEYS=10000 DURATION=5 ROUNDS=3 bench/vs-redis.sh
@@ -111,25 +112,38 @@ target/release/authenta-bench --shapes-only --json --keys "$KEYS" --duration "$D
   >"$work/keyd.json"
 cp "$work/keyd.json" target/vs-redis-keyd.json
 
+# Redis's user + system CPU so far, in clock ticks (fields 14 and 15 of /proc/PID/stat;
+# the command name before them is in parentheses and has no spaces here).
+redis_cpu_ticks() {
+  awk '{ print $14 + $15 }' "/proc/$redis_pid/stat"
+}
+
 declare -A flags=([sync-1]="-c 1" [sync-50]="-c 50" [pipe-50x32]="-c 50 -P 32")
 rows=()
 all_ok=1
 for shape in sync-1 sync-50 pipe-50x32; do
   row=$(jq -r --arg s "$shape" '.shapes[] | select(.shape.name == $s)
-    | "\(.keyd.ops) \(.keyd.ops_per_sec) \(.keyd.latency.p50_us) \(.echo.latency.p50_us)"' \
+    | "\(.keyd.ops) \(.keyd.ops_per_sec) \(.keyd.latency.p50_us) \(.echo.latency.p50_us)"
+      + " \(.keyd.server_cpu.cores // "nan")"' \
     "$work/keyd.json")
-  read -r keyd_ops keyd_rps keyd_p50 echo_p50 <<<"$row"
+  read -r keyd_ops keyd_rps keyd_p50 echo_p50 keyd_cpu <<<"$row"
   echo "redis-benchmark $shape: GET x $keyd_ops..." >&2
+  cpu_before=$(redis_cpu_ticks)
   # shellcheck disable=SC2086 # the flags are words on purpose
   csv=$(redis-benchmark -s "$sock" -t get -r "$KEYS" -n "$keyd_ops" ${flags[$shape]} --csv \
     | tr -d '"' | awk -F, '$1 == "GET"')
+  cpu_ticks=$(($(redis_cpu_ticks) - cpu_before))
   redis_rps=$(cut -d, -f2 <<<"$csv")
+  # CPU seconds per second of the run, which lasted keyd_ops / redis_rps seconds.
+  redis_cpu=$(awk -v t="$cpu_ticks" -v hz="$(getconf CLK_TCK)" -v n="$keyd_ops" -v r="$redis_rps" \
+    'BEGIN { printf "%.2f", (t / hz) / (n / r) }')
   redis_p50_ms=$(cut -d, -f5 <<<"$csv")
   ratio=$(awk -v k="$keyd_rps" -v r="$redis_rps" 'BEGIN { printf "%.2f", k / r }')
   awk -v r="$ratio" 'BEGIN { exit !(r >= 1.0) }' || all_ok=0
   rows+=("$(awk -v s="$shape" -v k="$keyd_rps" -v r="$redis_rps" -v x="$ratio" \
-    -v kp="$keyd_p50" -v ep="$echo_p50" -v rp="$redis_p50_ms" \
-    'BEGIN { printf "%-11s %12.0f %12.0f %6s %10.1f %10.1f %10.1f", s, k, r, x, kp, ep, rp * 1000 }')")
+    -v kp="$keyd_p50" -v ep="$echo_p50" -v rp="$redis_p50_ms" -v kc="$keyd_cpu" -v rc="$redis_cpu" \
+    'BEGIN { printf "%-11s %12.0f %12.0f %6s %10.1f %10.1f %10.1f %9.2f %9.2f",
+      s, k, r, x, kp, ep, rp * 1000, kc, rc }')")
 done
 
 kill "$redis_pid" && wait "$redis_pid" 2>/dev/null || true
@@ -140,9 +154,10 @@ spin_note=""
 [[ "$SPIN" == 1 ]] && spin_note=", cores kept busy by nice-19 spinners"
 echo "authenta-keyd verify vs Redis GET: $KEYS keys, $(nproc) cores$spin_note, Redis $(redis-server --version | awk '{print $3}' | sed 's/^v=//')"
 jq -r '"keyd mix: " + .mix_text' target/vs-redis-keyd.json
-printf '%-11s %12s %12s %6s %10s %10s %10s\n' shape "keyd ops/s" "Redis ops/s" ratio \
-  "keyd p50us" "echo p50us" "Redis p50us"
+printf '%-11s %12s %12s %6s %10s %10s %10s %9s %9s\n' shape "keyd ops/s" "Redis ops/s" ratio \
+  "keyd p50us" "echo p50us" "Redis p50us" "keyd cpu" "Redis cpu"
 printf '%s\n' "${rows[@]}"
+echo "cpu: the server's CPU seconds per second of its run (1.00 is one core busy)"
 if ((all_ok)); then
   echo "keyd/Redis >= 1.0 in all three shapes"
 else

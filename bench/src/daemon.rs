@@ -181,13 +181,14 @@ impl Keyd {
         self.launch(config)
     }
 
+    /// The daemon's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// The daemon's resident memory now.
     pub fn memory(&self) -> Result<Memory> {
-        let pid = self
-            .child
-            .as_ref()
-            .map(Child::id)
-            .context("the daemon is not running")?;
+        let pid = self.pid().context("the daemon is not running")?;
         let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
             .context("cannot read the daemon's /proc status")?;
         let field = |name: &str| -> Result<f64> {

@@ -47,12 +47,12 @@ pub fn run(
     keyd.restart("usage_flush_interval = \"1h\"\n")?;
     let mut without = Vec::new();
     for &shape in shapes {
-        without.push(load::drive(keyd.socket(), workload, shape, timing)?);
+        without.push(load::drive(keyd.socket(), workload, shape, timing, None)?);
     }
     keyd.restart(&format!("usage_flush_interval = \"{interval}\"\n"))?;
     let mut rows = Vec::new();
     for (&shape, without) in shapes.iter().zip(without) {
-        let with = load::drive(keyd.socket(), workload, shape, timing)?;
+        let with = load::drive(keyd.socket(), workload, shape, timing, None)?;
         rows.push(FlushRow {
             shape,
             p99_ratio: with.latency.p99_us / without.latency.p99_us.max(1e-9),

@@ -12,6 +12,7 @@
 //! face the same kind of client; or (`--client threads`) one blocking thread per connection,
 //! which makes the server wake a different sleeping thread for every answer.
 
+use crate::cpu;
 use crate::event_loop;
 use crate::stats::{nanos, Latency};
 use crate::wire;
@@ -80,6 +81,17 @@ pub struct Measured {
     pub latency: Latency,
     /// Answers that were not the bytes expected (each is a bug, not noise).
     pub wrong_answers: u64,
+    /// What the server process spent, when the bench knows its process.
+    pub server_cpu: Option<ServerCpu>,
+}
+
+/// CPU a server spent in the measured window.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct ServerCpu {
+    /// CPU seconds per second: 1.0 is one core kept busy.
+    pub cores: f64,
+    /// CPU microseconds per answer.
+    pub us_per_op: f64,
 }
 
 pub const WARMUP: u8 = 0;
@@ -110,8 +122,15 @@ impl Tally {
     }
 }
 
-/// Runs `shape` against the server at `socket` with the requests of `workload`.
-pub fn drive(socket: &Path, workload: &Workload, shape: Shape, timing: Timing) -> Result<Measured> {
+/// Runs `shape` against the server at `socket` with the requests of `workload`; when the
+/// server is process `server`, also what CPU it used.
+pub fn drive(
+    socket: &Path,
+    workload: &Workload,
+    shape: Shape,
+    timing: Timing,
+    server: Option<u32>,
+) -> Result<Measured> {
     let phase = AtomicU8::new(WARMUP);
     let clients = match timing.client {
         ClientKind::EventLoop => 1,
@@ -119,6 +138,7 @@ pub fn drive(socket: &Path, workload: &Workload, shape: Shape, timing: Timing) -
     };
     // Every connection is open and welcomed before the clock starts.
     let ready = Barrier::new(clients + 1);
+    let mut server_cpu = None;
     let results: Vec<Result<Tally>> = std::thread::scope(|scope| {
         let threads: Vec<_> = (0..clients)
             .map(|c| {
@@ -139,9 +159,16 @@ pub fn drive(socket: &Path, workload: &Workload, shape: Shape, timing: Timing) -
             .collect();
         ready.wait();
         std::thread::sleep(timing.warmup);
+        let cpu_before = server.and_then(cpu::used);
         phase.store(MEASURE, Ordering::Release);
+        let measuring_since = Instant::now();
         std::thread::sleep(timing.duration);
         phase.store(STOP, Ordering::Release);
+        let cpu_spent = server
+            .and_then(cpu::used)
+            .zip(cpu_before)
+            .map(|(after, before)| after.saturating_sub(before));
+        server_cpu = cpu_spent.map(|spent| (spent, measuring_since.elapsed()));
         threads
             .into_iter()
             .map(|t| {
@@ -185,6 +212,10 @@ pub fn drive(socket: &Path, workload: &Workload, shape: Shape, timing: Timing) -
         ops_per_sec: ops as f64 / secs.max(1e-9),
         latency: Latency::from_nanos(&mut samples),
         wrong_answers: wrong,
+        server_cpu: server_cpu.map(|(spent, wall): (Duration, Duration)| ServerCpu {
+            cores: spent.as_secs_f64() / wall.as_secs_f64().max(1e-9),
+            us_per_op: spent.as_secs_f64() * 1e6 / (ops as f64).max(1.0),
+        }),
     })
 }
 

@@ -5,6 +5,7 @@
 //! instead: how soon a revocation written to the policy file is enforced (README.md,
 //! "Policy file").
 
+mod cpu;
 mod creates;
 mod daemon;
 mod echo;
@@ -273,6 +274,7 @@ fn run(args: &Args) -> Result<Report> {
         .context("cannot make a temporary directory")?;
     let echo = echo::EchoServer::start(&scratch.path().join("echo.sock"), workload.clone())?;
 
+    let keyd_pid = own.as_ref().and_then(daemon::Keyd::pid);
     let mut rows = Vec::new();
     let mut wrong = 0;
     let rounds = if args.smoke { 1 } else { args.rounds.max(1) };
@@ -280,8 +282,8 @@ fn run(args: &Args) -> Result<Report> {
         let mut keyd_runs = Vec::new();
         let mut echo_runs = Vec::new();
         for _ in 0..rounds {
-            keyd_runs.push(load::drive(&socket, &workload, shape, timing)?);
-            echo_runs.push(load::drive(echo.path(), &workload, shape, timing)?);
+            keyd_runs.push(load::drive(&socket, &workload, shape, timing, keyd_pid)?);
+            echo_runs.push(load::drive(echo.path(), &workload, shape, timing, None)?);
         }
         wrong += keyd_runs
             .iter()

@@ -199,7 +199,7 @@ impl Report {
         );
         let _ = writeln!(
             t,
-            "{:<11} {:>9} {:>12} {:>12} {:>9} {:>10} {:>10} {:>10} {:>10} {:>9}",
+            "{:<11} {:>9} {:>12} {:>12} {:>9} {:>10} {:>10} {:>10} {:>10} {:>9} {:>9}",
             "shape",
             "conn x in",
             "keyd ops/s",
@@ -209,12 +209,13 @@ impl Report {
             "keyd p99",
             "echo p50",
             "echo p99",
-            "p50 ratio"
+            "p50 ratio",
+            "keyd cpu"
         );
         for r in &self.shapes {
             let _ = writeln!(
                 t,
-                "{:<11} {:>9} {:>12.0} {:>12.0} {:>9.2} {:>10} {:>10} {:>10} {:>10} {:>9.2}",
+                "{:<11} {:>9} {:>12.0} {:>12.0} {:>9.2} {:>10} {:>10} {:>10} {:>10} {:>9.2} {:>9}",
                 r.shape.name,
                 format!("{}x{}", r.shape.connections, r.shape.depth),
                 r.keyd.ops_per_sec,
@@ -224,7 +225,17 @@ impl Report {
                 us(r.keyd.latency.p99_us),
                 us(r.echo.latency.p50_us),
                 us(r.echo.latency.p99_us),
-                r.p50_ratio
+                r.p50_ratio,
+                r.keyd
+                    .server_cpu
+                    .map_or("-".into(), |cpu| format!("{:.2}", cpu.cores))
+            );
+        }
+        if self.shapes.iter().any(|r| r.keyd.server_cpu.is_some()) {
+            let _ = writeln!(
+                t,
+                "keyd cpu: the daemon's CPU seconds per second over the measured window \
+                 (1.00 is one core busy)"
             );
         }
         if let Some(m) = &self.daemon_memory {

@@ -92,10 +92,10 @@ pub fn run(
         // shared machine must not decide the ratio.
         let mut runs: [Vec<Measured>; 4] = Default::default();
         for _ in 0..rounds {
-            runs[0].push(load::drive(small_socket, small, shape, timing)?);
-            runs[1].push(load::drive(keyd.socket(), &large, shape, timing)?);
-            runs[2].push(load::drive(small_echo, small, shape, timing)?);
-            runs[3].push(load::drive(echo_large.path(), &large, shape, timing)?);
+            runs[0].push(load::drive(small_socket, small, shape, timing, None)?);
+            runs[1].push(load::drive(keyd.socket(), &large, shape, timing, None)?);
+            runs[2].push(load::drive(small_echo, small, shape, timing, None)?);
+            runs[3].push(load::drive(echo_large.path(), &large, shape, timing, None)?);
         }
         // The median of each, carrying the wrong answers of all its rounds, so that one in
         // any round fails the bench.
