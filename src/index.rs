@@ -751,6 +751,11 @@ impl Index {
     /// The slots of every key whose usage changed since the last call, marked clean. A
     /// verify after that marks its key again, so no count is missed (at worst a key is
     /// written twice).
+    ///
+    /// In slot order, on purpose: that is the order keys were loaded in, the store's row
+    /// order, so a flush rewrites neighbouring rows together. Sorted by id instead (the
+    /// order of the store's id index, to spare its page reads), the rows written were
+    /// scattered and a stop that wrote a million keys' usage took 24 s instead of 4.6 s.
     pub fn take_dirty(&self) -> Vec<u32> {
         let maps = self.read();
         let mut slots = Vec::new();

@@ -209,12 +209,21 @@ impl Keyd {
     /// The start-up time the daemon itself logged last (`startup_ms=`): from opening the
     /// store to listening, without process start and the first handshake.
     pub fn logged_startup_ms(&self) -> Option<u64> {
+        self.logged_last("startup_ms=")
+    }
+
+    /// How many keys' usage the daemon's last shutdown flushed (`usage flushed keys=`).
+    pub fn logged_flushed_keys(&self) -> Option<u64> {
         let log = strip_ansi(&self.log());
-        let (_, rest) = log.rsplit_once("startup_ms=")?;
-        rest.split(|c: char| !c.is_ascii_digit())
-            .next()?
-            .parse()
-            .ok()
+        let line = log.lines().rev().find(|l| l.contains("usage flushed"))?;
+        number_after(line, "keys=")
+    }
+
+    /// The number after the last `field` in the log.
+    fn logged_last(&self, field: &str) -> Option<u64> {
+        let log = strip_ansi(&self.log());
+        let (_, rest) = log.rsplit_once(field)?;
+        number_after(rest, "")
     }
 
     fn log_path(&self) -> PathBuf {
@@ -225,6 +234,15 @@ impl Keyd {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
+}
+
+/// The digits right after `field` in `text`.
+fn number_after(text: &str, field: &str) -> Option<u64> {
+    let (_, rest) = text.split_once(field)?;
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// The daemon colours its log even into a file: drop the escape sequences before parsing.

@@ -283,6 +283,15 @@ impl Report {
                 s.memory_after_load.rss_mib,
                 s.memory_after_load.peak_rss_mib
             );
+            if let Some(keys) = s.flushed_at_stop {
+                let _ = writeln!(
+                    t,
+                    "  stop after the load runs {:.2} s, writing the usage of {keys} keys \
+                     ({:.0} keys/s)",
+                    s.stop_after_load_secs,
+                    keys as f64 / s.stop_after_load_secs.max(1e-9)
+                );
+            }
             let _ = writeln!(t, "  mix: {}", s.mix.describe());
             let _ = writeln!(
                 t,

@@ -37,8 +37,12 @@ pub struct Scale {
     pub small_keys: usize,
     pub seed_secs: f64,
     pub seed_per_sec: f64,
-    /// SIGTERM to exit, with the usage of every key flushed.
+    /// SIGTERM to exit, with the usage of every key flushed (just after seeding: none used).
     pub stop_secs: f64,
+    /// SIGTERM to exit after the load runs, and how many keys' usage that stop wrote: what
+    /// one unpaced flush of that many keys costs.
+    pub stop_after_load_secs: f64,
+    pub flushed_at_stop: Option<u64>,
     /// Process start until the socket answers a handshake.
     pub startup_secs: f64,
     /// What the daemon logged as its own start-up (store open to listening).
@@ -120,6 +124,14 @@ pub fn run(
     }
     let memory_after_load = keyd.memory()?;
     let logged_startup_ms = keyd.logged_startup_ms();
+    // The load runs left most keys' usage unwritten; a stop writes all of it unpaced.
+    let stop_after_load_secs = keyd.stop()?.as_secs_f64();
+    let flushed_at_stop = keyd.logged_flushed_keys();
+    eprintln!(
+        "scale: stopped in {stop_after_load_secs:.2} s, flushing the usage of {} keys",
+        flushed_at_stop.map_or("?".into(), |n| n.to_string())
+    );
+    keyd.launch("")?;
     eprintln!("scale: flush scenario...");
     let flush_shapes: Vec<Shape> = shapes.iter().copied().filter(|s| s.depth == 1).collect();
     let flush = flush::run(
@@ -136,6 +148,8 @@ pub fn run(
         seed_secs,
         seed_per_sec: keys as f64 / seed_secs.max(1e-9),
         stop_secs,
+        stop_after_load_secs,
+        flushed_at_stop,
         startup_secs,
         logged_startup_ms,
         memory_after_start,
