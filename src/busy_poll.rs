@@ -18,8 +18,9 @@
 //! kept busy, and one the kernel no longer hands to a thread that wakes; such a thread
 //! then queues behind a busy one, for up to a time slice unless that one gives way. So a
 //! thread polls only while at most half the cores have a connection thread busy now or a
-//! moment ago, only while its own wake-ups each serve a few connections, and a polling
-//! thread gives its core to any thread queued on it on every turn (`sched_yield`).
+//! moment ago (so never on one core), only while its own wake-ups each write a few batches
+//! of answers, and a polling thread gives its core to any thread queued on it on every
+//! turn (`sched_yield`).
 
 use std::cell::Cell;
 use std::future::poll_fn;
@@ -28,10 +29,11 @@ use std::sync::Arc;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
-/// A thread that answers more connections than this per wake-up does not poll: it is
-/// shared by enough busy clients that each wake-up's cost is spread over them, while a
-/// polling core is one the kernel no longer hands to a waking thread, which then queues
-/// behind a busy one (in the bench, `sync-50`'s p99 nearly tripled while polling).
+/// A thread that writes more batches of answers than this per wake-up does not poll: it is
+/// shared by enough busy clients (or one pipelining client) that each wake-up's cost is
+/// spread over many answers, while a polling core is one the kernel no longer hands to a
+/// waking thread, which then queues behind a busy one (in the bench, `sync-50`'s p99 nearly
+/// tripled while polling).
 const CROWD: u64 = 4;
 
 /// The smallest limit a growing one starts from, as a fraction of the maximum.
@@ -90,8 +92,8 @@ pub struct BusyPoll {
     /// (microseconds since `epoch`).
     threads: Arc<[AtomicU64]>,
     epoch: Instant,
-    /// Threads poll only while at most this many have been busy recently: half the cores,
-    /// at least one.
+    /// Threads poll only while at most this many have been busy recently: half the cores
+    /// (none on one core: there polling only takes the core from the apps).
     most_busy: usize,
 }
 
@@ -104,13 +106,14 @@ const RECENT: Duration = Duration::from_millis(1);
 
 impl BusyPoll {
     /// Polls up to `max` after an answer (zero: never) on `threads` connection threads,
-    /// while at most half of `cores` of them (at least one) have been busy recently.
+    /// while at most half of `cores` of them have been busy recently. On one core (or a
+    /// container's quota of one) it never polls: no other core halts for it to spare.
     pub fn new(max: Duration, cores: usize, threads: usize) -> BusyPoll {
         BusyPoll {
             max,
             threads: (0..threads).map(|_| AtomicU64::new(AWAKE)).collect(),
             epoch: Instant::now(),
-            most_busy: (cores / 2).max(1),
+            most_busy: cores / 2,
         }
     }
 
@@ -136,7 +139,11 @@ impl BusyPoll {
     /// Whether few enough connection threads are awake or were a moment ago for one to
     /// keep a core busy polling.
     fn core_to_spare(&self) -> bool {
-        let now = self.micros_now();
+        self.core_to_spare_at(self.micros_now())
+    }
+
+    /// [`core_to_spare`](Self::core_to_spare) at `now` (microseconds since `epoch`).
+    fn core_to_spare_at(&self, now: u64) -> bool {
         let recent = RECENT.as_micros() as u64;
         let busy = self
             .threads
@@ -178,6 +185,7 @@ impl BusyPoll {
         if limit.is_zero() {
             return false;
         }
+        // `limit` is at most the configured maximum, which the config bounds.
         let deadline = Instant::now() + limit;
         while self.core_to_spare() {
             // Back of this thread's queue: its runtime checks every socket (epoll with no
@@ -209,7 +217,10 @@ fn next_limit(limit: Duration, idle: Duration, max: Duration) -> Duration {
             halved
         }
     } else if idle > limit {
-        (limit * 2).max(max / GROW_START_DIVISOR).min(max)
+        limit
+            .saturating_mul(2)
+            .max(max / GROW_START_DIVISOR)
+            .min(max)
     } else {
         limit
     }
@@ -255,21 +266,41 @@ mod tests {
 
     #[test]
     fn threads_poll_only_while_at_most_half_the_cores_are_busy() {
+        let recent = RECENT.as_micros() as u64;
         let poll = BusyPoll::new(MAX, 4, 3);
-        assert!(!poll.core_to_spare(), "three threads awake as they start");
-        poll.thread_sleeps(2);
-        assert!(!poll.core_to_spare(), "one just went to sleep: still busy");
-        std::thread::sleep(RECENT * 2);
-        assert!(poll.core_to_spare(), "two of four cores");
-        poll.thread_sleeps(1);
-        poll.thread_woke(2);
-        std::thread::sleep(RECENT * 2);
-        assert!(poll.core_to_spare());
-        poll.thread_woke(1);
-        assert!(!poll.core_to_spare(), "three of four cores");
+        let state =
+            |thread: usize, value: u64| poll.threads[thread].store(value, Ordering::Relaxed);
+        let t0 = 10 * recent;
+        assert!(
+            !poll.core_to_spare_at(t0),
+            "three threads awake as they start"
+        );
+        state(2, t0);
+        assert!(
+            !poll.core_to_spare_at(t0 + recent - 1),
+            "one just went to sleep: still busy"
+        );
+        assert!(poll.core_to_spare_at(t0 + recent), "two of four cores");
+        state(1, t0);
+        state(2, AWAKE);
+        assert!(poll.core_to_spare_at(t0 + recent));
+        state(1, AWAKE);
+        assert!(!poll.core_to_spare_at(t0 + recent), "three of four cores");
+        // The hooks set these states, and ignore a thread number out of range.
+        poll.thread_sleeps(0);
+        assert_ne!(poll.threads[0].load(Ordering::Relaxed), AWAKE);
+        poll.thread_woke(0);
+        assert_eq!(poll.threads[0].load(Ordering::Relaxed), AWAKE);
         poll.thread_woke(7);
+        poll.thread_sleeps(7);
+    }
+
+    #[test]
+    fn one_core_never_polls() {
+        // The thread deciding whether to poll is awake itself.
         let one_core = BusyPoll::new(MAX, 1, 1);
-        assert!(one_core.core_to_spare(), "a lone thread polls on one core");
+        one_core.thread_woke(0);
+        assert!(!one_core.core_to_spare_at(u64::MAX / 2), "nothing to spare");
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -74,6 +74,9 @@ fn default_max_connections() -> usize {
     1024
 }
 
+/// Past this, polling is no longer about skipping a wake-up (tens of microseconds).
+pub const MOST_BUSY_POLL: Duration = Duration::from_millis(10);
+
 fn default_busy_poll() -> Duration {
     Duration::from_micros(100)
 }
@@ -105,6 +108,15 @@ impl Config {
             bail!(
                 "config {}: worker_threads must be at least 1",
                 path.display()
+            );
+        }
+        if config.busy_poll > MOST_BUSY_POLL {
+            bail!(
+                "config {}: busy_poll must be at most {} (it is how long a connection thread \
+                 may keep a core busy between two requests; the default is {})",
+                path.display(),
+                humantime::format_duration(MOST_BUSY_POLL),
+                humantime::format_duration(default_busy_poll())
             );
         }
         if config.usage_flush_interval.is_zero() {
@@ -152,6 +164,20 @@ mod tests {
             .expect("systemd/keyd.example.toml parses");
         assert_eq!(example.busy_poll, Duration::from_micros(100));
         assert_eq!(example.usage_flush_interval, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_busy_poll_of_more_than_ten_milliseconds_is_refused_with_the_limit() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("keyd.toml");
+        std::fs::write(&path, "busy_poll = \"1h\"\n").expect("write config");
+        let e = Config::load(Some(&path)).expect_err("an hour of polling");
+        assert!(
+            e.to_string().contains("busy_poll must be at most 10ms"),
+            "{e}"
+        );
+        std::fs::write(&path, "busy_poll = \"10ms\"\n").expect("write config");
+        assert!(Config::load(Some(&path)).is_ok());
     }
 
     #[test]

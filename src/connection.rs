@@ -176,7 +176,6 @@ async fn requests(stream: &mut Socket, mut input: Input, peer: &Peer, daemon: &D
                 return;
             }
             output.clear();
-            busy_poll::answered();
         }
         // The deadline runs from the first byte of the partial frame now at the front: a
         // client streaming whole frames, each split across writes, is never cut off.
@@ -278,11 +277,14 @@ fn whole_frame(input: &[u8]) -> Option<Result<usize, ()>> {
     (input.len() >= 4 + len).then_some(Ok(len))
 }
 
-/// Writes gathered answers; false when the client does not take them within
-/// [`WRITE_DEADLINE`] or has gone.
+/// Writes gathered answers, and tells this thread's poller; false when the client does not
+/// take them within [`WRITE_DEADLINE`] or has gone.
 async fn write_answers(stream: &mut Socket, answers: &[u8], peer: &Peer) -> bool {
     match tokio::time::timeout(WRITE_DEADLINE, stream.write_all(answers)).await {
-        Ok(Ok(())) => true,
+        Ok(Ok(())) => {
+            busy_poll::answered();
+            true
+        }
         Ok(Err(_)) => false,
         Err(_) => {
             tracing::debug!(uid = peer.uid, "client does not read its answers; closing");

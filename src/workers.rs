@@ -7,7 +7,8 @@
 //! between cores. Pinning a connection to one thread, as Redis, nginx and Envoy do, keeps
 //! every request of that connection on the thread whose epoll saw it. The price is that a
 //! connection never moves to an idle thread; connections are handed out in turn, and apps
-//! that matter open several.
+//! that matter open several. Each thread also runs a poller ([`crate::busy_poll`]) that
+//! keeps it from sleeping between requests that arrive close together.
 
 use crate::busy_poll::BusyPoll;
 use crate::connection;
