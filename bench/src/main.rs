@@ -14,6 +14,7 @@ mod flush;
 mod load;
 mod policy_latency;
 mod policy_update;
+mod poll_cost;
 mod report;
 mod scale;
 mod seed;
@@ -305,6 +306,7 @@ fn run(args: &Args) -> Result<Report> {
     let daemon_memory = own.as_ref().map(daemon::Keyd::memory).transpose()?;
 
     let mut flush = None;
+    let mut poll_cost = None;
     let mut creates = None;
     if !args.shapes_only {
         if let Some(keyd) = own.as_mut() {
@@ -325,6 +327,14 @@ fn run(args: &Args) -> Result<Report> {
                 .map(|r| r.with.wrong_answers + r.without.wrong_answers)
                 .sum::<u64>();
             flush = Some(figures);
+            eprintln!("busy polling at steady rates...");
+            let figures = poll_cost::run(keyd, &workload, timing.duration, default_config)?;
+            wrong += figures
+                .rows
+                .iter()
+                .map(|r| r.polling.wrong_answers + r.off.wrong_answers)
+                .sum::<u64>();
+            poll_cost = Some(figures);
         }
         eprintln!("durable creates with {} clients...", args.create_clients);
         creates = Some(creates::run(
@@ -396,6 +406,7 @@ fn run(args: &Args) -> Result<Report> {
         shapes: rows,
         daemon_memory,
         flush,
+        poll_cost,
         creates,
         scale,
         checks: Vec::new(),

@@ -6,6 +6,7 @@ use crate::creates::Creates;
 use crate::daemon::Memory;
 use crate::flush::Flush;
 use crate::load::{Measured, Shape};
+use crate::poll_cost::PollCost;
 use crate::scale::Scale;
 use crate::workload::Mix;
 use serde::Serialize;
@@ -73,6 +74,8 @@ pub struct Report {
     pub shapes: Vec<ShapeRow>,
     pub daemon_memory: Option<Memory>,
     pub flush: Option<Flush>,
+    /// Busy polling on and off at steady request rates.
+    pub poll_cost: Option<PollCost>,
     pub creates: Option<Creates>,
     pub scale: Option<Scale>,
     pub checks: Vec<Check>,
@@ -248,6 +251,9 @@ impl Report {
         if let Some(f) = &self.flush {
             flush_table(&mut t, f, "");
         }
+        if let Some(p) = &self.poll_cost {
+            poll_cost_table(&mut t, p);
+        }
         if let Some(c) = &self.creates {
             let _ = writeln!(
                 t,
@@ -365,6 +371,35 @@ fn flush_table(t: &mut String, f: &Flush, keys: &str) {
             us(r.without.latency.p99_us),
             us(r.with.latency.p99_us),
             r.p99_ratio
+        );
+    }
+}
+
+fn poll_cost_table(t: &mut String, p: &PollCost) {
+    let _ = writeln!(
+        t,
+        "\nbusy polling at steady rates: one connection, a verify every 1/rate s for {:.1} s; \
+         the daemon's CPU (cores) and the round trip, with the default busy_poll and with \
+         busy_poll = \"0\":",
+        p.secs_per_run
+    );
+    let _ = writeln!(
+        t,
+        "{:>7} {:>11} {:>9} {:>9} {:>10} {:>10} {:>10} {:>10}",
+        "rate/s", "achieved/s", "cpu poll", "cpu off", "p50 poll", "p50 off", "p99 poll", "p99 off"
+    );
+    for r in &p.rows {
+        let _ = writeln!(
+            t,
+            "{:>7} {:>11.0} {:>9.2} {:>9.2} {:>10} {:>10} {:>10} {:>10}",
+            r.rate,
+            r.polling.per_sec,
+            r.polling.cpu_cores,
+            r.off.cpu_cores,
+            us(r.polling.latency.p50_us),
+            us(r.off.latency.p50_us),
+            us(r.polling.latency.p99_us),
+            us(r.off.latency.p99_us)
         );
     }
 }
