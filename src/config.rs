@@ -42,7 +42,7 @@ pub struct Config {
     /// Threads serving connections (default: one per core).
     pub worker_threads: Option<usize>,
     /// Longest a connection thread keeps polling its sockets after answering, when its
-    /// requests arrive close together, before it sleeps (e.g. "100us"; "0" never polls).
+    /// requests arrive close together, before it sleeps (default "75us"; "0" never polls).
     /// See `busy_poll.rs`.
     #[serde(default = "default_busy_poll", with = "humantime_serde_compat")]
     pub busy_poll: Duration,
@@ -78,7 +78,7 @@ fn default_max_connections() -> usize {
 pub const MOST_BUSY_POLL: Duration = Duration::from_millis(10);
 
 fn default_busy_poll() -> Duration {
-    Duration::from_micros(100)
+    Duration::from_micros(75)
 }
 
 fn default_flush_interval() -> Duration {
@@ -162,7 +162,7 @@ mod tests {
     fn the_example_config_in_the_repository_is_valid() {
         let example: Config = toml::from_str(include_str!("../systemd/keyd.example.toml"))
             .expect("systemd/keyd.example.toml parses");
-        assert_eq!(example.busy_poll, Duration::from_micros(100));
+        assert_eq!(example.busy_poll, Duration::from_micros(75));
         assert_eq!(example.usage_flush_interval, Duration::from_secs(5));
     }
 
@@ -183,7 +183,7 @@ mod tests {
     #[test]
     fn busy_poll_defaults_on_and_can_be_turned_off() {
         let default: Config = toml::from_str("").expect("empty config");
-        assert_eq!(default.busy_poll, Duration::from_micros(100));
+        assert_eq!(default.busy_poll, Duration::from_micros(75));
         let off: Config = toml::from_str("busy_poll = \"0\"").expect("zero");
         assert!(off.busy_poll.is_zero());
         let bad = toml::from_str::<Config>("busy_poll = \"fast\"").expect_err("not a duration");
