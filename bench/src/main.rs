@@ -1,6 +1,6 @@
 //! authenta-bench: how fast authenta-keyd answers verify, next to a server that does nothing
 //! but move the same bytes, and how it holds up with a million keys, durable creates and
-//! usage flushes. Issue 5 says what is measured and why; README.md ("Performance") has the
+//! usage flushes, and what the daemon's busy polling costs at steady rates. Issue 5 says what is measured and why; README.md ("Performance") has the
 //! figures and the commands that produced them. `--policy-latency` is issue 3's benchmark
 //! instead: how soon a revocation written to the policy file is enforced (README.md,
 //! "Policy file").
@@ -34,12 +34,12 @@ use std::time::Duration;
 
 /// Benchmarks authenta-keyd's verify path in three load shapes, each also run against an
 /// in-process echo server with the same frames, plus durable creates, verify during usage
-/// flushes and (with --scale) a million keys.
+/// flushes, busy polling at steady rates and (with --scale) a million keys.
 #[derive(Parser, Debug)]
 #[command(name = "authenta-bench", version)]
 #[command(after_help = "Examples:\n  \
     cargo build --release -p authenta-keyd -p authenta-bench\n  \
-    target/release/authenta-bench                 # shapes, flush, creates (~1 min)\n  \
+    target/release/authenta-bench                 # shapes, flush, poll cost, creates (~2 min)\n  \
     target/release/authenta-bench --scale         # and the 1,000,000-key scenarios\n  \
     target/release/authenta-bench --smoke         # a few seconds, for CI\n  \
     target/release/authenta-bench --policy-latency   # policy-file revocations (~15 s)")]
@@ -76,7 +76,7 @@ struct Args {
     #[arg(long, value_delimiter = ',', value_name = "NAMES")]
     shapes: Option<Vec<String>>,
 
-    /// Only the shapes: no flush or create scenario.
+    /// Only the shapes: no flush, poll-cost or create scenario.
     #[arg(long)]
     shapes_only: bool,
 
