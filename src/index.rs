@@ -14,13 +14,14 @@
 
 use crate::key::{Grace, KeyRecord, Permissions, RetiredHashes, UsageRecord};
 use crate::policy::{KeyFacts, KeyTimes, Policy};
+use crate::store::UsageRow;
 use crate::tag_table::{prefetch, TagTable};
 use crate::token::{TokenHash, KEY_ID_LEN, START_LEN};
 use authenta_client::proto::{KeyInfo, KeyState, Usage};
 use std::collections::{BTreeMap, HashSet};
 use std::hash::BuildHasher;
 use std::ops::Bound;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// A key id in fixed space: `key_` and 16 base62 characters.
@@ -33,6 +34,16 @@ fn key_id(id: &str) -> Option<KeyId> {
 fn id_str(id: &KeyId) -> &str {
     // Only ids that were `&str` are ever stored.
     std::str::from_utf8(id).unwrap_or_default()
+}
+
+/// One key's usage on its way to the store, from a flush.
+#[derive(Debug, Clone)]
+pub struct UsageWrite {
+    pub slot: u32,
+    pub id: String,
+    pub usage: UsageRecord,
+    /// Where the row is, if known.
+    pub row: UsageRow,
 }
 
 /// Live verify counts of one key; kept across every version of its record.
@@ -387,6 +398,10 @@ pub struct Maps {
     /// a word shared by 64 keys, where a queue of dirty keys behind a mutex was contended by
     /// every connection thread while a million keys turned dirty after a flush.
     dirty: Vec<AtomicU64>,
+    /// Per slot, where the key's usage row is in the store ([`UsageRow`] bits; 0 unknown),
+    /// so a flush rewrites it by rowid. Atomic so the flush can learn rows under the read
+    /// lock. 4 MB per million keys.
+    usage_rows: Vec<AtomicU32>,
     /// Environment labels, one allocation each however many keys carry them.
     environments: HashSet<Arc<String>>,
     seed: foldhash::quality::RandomState,
@@ -613,6 +628,8 @@ impl Maps {
         if self.dirty.len() <= slot / 64 {
             self.dirty.push(AtomicU64::new(0));
         }
+        self.usage_rows
+            .push(AtomicU32::new(UsageRow::UNKNOWN.to_bits()));
         self.insert_hashes(slot);
         Some(slot)
     }
@@ -690,13 +707,14 @@ impl Index {
 
     /// Adds a key read from the store at start-up; false (and not added) when its id does
     /// not have a key id's shape. Call [`Index::finish_loading`] after the last one.
-    pub fn add_loaded(&mut self, record: KeyRecord, usage: UsageRecord) -> bool {
+    pub fn add_loaded(&mut self, record: KeyRecord, usage: UsageRecord, row: UsageRow) -> bool {
         let Some(id) = key_id(&record.id) else {
             return false;
         };
         let maps = self.maps.get_mut().unwrap_or_else(|e| e.into_inner());
         match maps.push(id, record, UsageCounters::from_record(&usage)) {
             Some(slot) => {
+                maps.usage_rows[slot].store(row.to_bits(), Ordering::Relaxed);
                 self.loading.push((id, slot as u32));
                 true
             }
@@ -729,7 +747,7 @@ impl Index {
     pub fn from_loaded(keys: Vec<(KeyRecord, UsageRecord)>, retired: RetiredHashes) -> Self {
         let mut index = Index::with_capacity(keys.len());
         for (record, usage) in keys {
-            index.add_loaded(record, usage);
+            index.add_loaded(record, usage, UsageRow::UNKNOWN);
         }
         index.finish_loading();
         index.add_retired(retired);
@@ -775,14 +793,29 @@ impl Index {
         slots
     }
 
-    /// The usage of these keys (from [`Index::take_dirty`]).
-    pub fn usage_of(&self, slots: &[u32]) -> Vec<(String, UsageRecord)> {
+    /// The usage of these keys (from [`Index::take_dirty`]), with where each is stored.
+    pub fn usage_of(&self, slots: &[u32]) -> Vec<UsageWrite> {
         let maps = self.read();
         slots
             .iter()
-            .filter_map(|&slot| maps.entries.get(slot as usize))
-            .map(|entry| (entry.id().to_owned(), entry.usage.snapshot()))
+            .filter_map(|&slot| {
+                let entry = maps.entries.get(slot as usize)?;
+                let row = maps.usage_rows.get(slot as usize)?.load(Ordering::Relaxed);
+                Some(UsageWrite {
+                    slot,
+                    id: entry.id().to_owned(),
+                    usage: entry.usage.snapshot(),
+                    row: UsageRow::from_bits(row),
+                })
+            })
             .collect()
+    }
+
+    /// Remembers where a key's usage row is, learned by writing it.
+    pub fn remember_usage_row(&self, slot: u32, row: UsageRow) {
+        if let Some(cell) = self.read().usage_rows.get(slot as usize) {
+            cell.store(row.to_bits(), Ordering::Relaxed);
+        }
     }
 
     /// Marks keys dirty again: their flush failed or was cut short.
@@ -946,7 +979,7 @@ mod tests {
         assert_eq!(taken, vec![3, 64, 199]);
         assert!(index.take_dirty().is_empty());
         let usage = index.usage_of(&taken);
-        assert_eq!(usage[0].1.verifications, 2);
+        assert_eq!(usage[0].usage.verifications, 2);
         index.requeue(&taken[1..]);
         use_key(7);
         let mut again = index.take_dirty();

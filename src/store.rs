@@ -38,6 +38,39 @@ const META_AUDIT_HEAD: &str = "audit_head";
 /// Budget for the sealed entries of one audit page: well inside a frame.
 const AUDIT_PAGE_BYTES: usize = 48 * 1024;
 
+/// Where a key's usage row is in the store: its rowid, as a hint for rewriting it (see
+/// [`Store::put_usage`]). Four bytes, as a million keys keep one each in memory; a rowid
+/// past `u32::MAX` is simply not remembered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct UsageRow(u32);
+
+impl UsageRow {
+    /// Not known: the row is found by id.
+    pub const UNKNOWN: UsageRow = UsageRow(0);
+
+    /// The hint for this rowid (rowids start at 1; others are not remembered).
+    pub fn from_rowid(rowid: i64) -> UsageRow {
+        UsageRow(u32::try_from(rowid).unwrap_or(0))
+    }
+
+    /// The row as stored, as a number for the hint's atomic cell.
+    pub fn to_bits(self) -> u32 {
+        self.0
+    }
+
+    /// The hint back from [`to_bits`](Self::to_bits).
+    pub fn from_bits(bits: u32) -> UsageRow {
+        UsageRow(bits)
+    }
+
+    fn rowid(self) -> Option<i64> {
+        (self.0 != 0).then_some(i64::from(self.0))
+    }
+}
+
+/// A usage row as read: its sealed bytes and its rowid.
+type SealedUsage = (Vec<u8>, i64);
+
 /// Everything start-up needs from the store.
 pub struct Loaded {
     pub keys: Vec<(KeyRecord, UsageRecord)>,
@@ -113,7 +146,7 @@ impl Store {
     /// Reads every key and its usage. Rows that do not open are reported, not returned.
     pub fn load(&self) -> Result<Loaded> {
         let mut keys = Vec::new();
-        let (corrupt, retired) = self.load_each(|record, usage| keys.push((record, usage)))?;
+        let (corrupt, retired) = self.load_each(|record, usage, _| keys.push((record, usage)))?;
         Ok(Loaded {
             keys,
             corrupt,
@@ -136,9 +169,12 @@ impl Store {
     /// same rowid order: they are read side by side (two sequential scans), with a point
     /// lookup only where they differ. A join would look every usage row up by id instead,
     /// which at a million keys costs seconds of start-up.
+    ///
+    /// Each key comes with where its usage row is ([`UsageRow`]), so that flushes can
+    /// rewrite the row without looking its id up again.
     pub fn load_each(
         &self,
-        mut each: impl FnMut(KeyRecord, UsageRecord),
+        mut each: impl FnMut(KeyRecord, UsageRecord, UsageRow),
     ) -> Result<(Vec<String>, RetiredHashes)> {
         let mut corrupt = Vec::new();
         let mut keys = self
@@ -146,14 +182,14 @@ impl Store {
             .prepare("SELECT id, token_hash, sealed FROM keys ORDER BY rowid")?;
         let mut usage = self
             .conn
-            .prepare("SELECT id, sealed FROM usage ORDER BY rowid")?;
+            .prepare("SELECT id, sealed, rowid FROM usage ORDER BY rowid")?;
         let mut lookup = self
             .conn
-            .prepare("SELECT sealed FROM usage WHERE id = ?1")?;
+            .prepare("SELECT sealed, rowid FROM usage WHERE id = ?1")?;
         let mut usage_rows = usage.query([])?;
-        let mut next_usage = || -> Result<Option<(String, Vec<u8>)>> {
+        let mut next_usage = || -> Result<Option<(String, SealedUsage)>> {
             Ok(match usage_rows.next()? {
-                Some(row) => Some((row.get(0)?, row.get(1)?)),
+                Some(row) => Some((row.get(0)?, (row.get(1)?, row.get(2)?))),
                 None => None,
             })
         };
@@ -163,18 +199,22 @@ impl Store {
             let id = row.get_ref(0)?.as_str()?;
             let hash = row.get_ref(1)?.as_blob()?;
             let sealed = row.get_ref(2)?.as_blob()?;
-            let usage_sealed = match &pending {
+            let usage_found = match &pending {
                 Some((usage_id, _)) if usage_id == id => {
-                    let found = pending.take().map(|(_, sealed)| sealed);
+                    let found = pending.take().map(|(_, found)| found);
                     pending = next_usage()?;
                     found
                 }
                 _ => lookup
-                    .query_row([id], |r| r.get::<_, Vec<u8>>(0))
+                    .query_row([id], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?)))
                     .optional()?,
             };
+            let (usage_sealed, usage_row) = match usage_found {
+                Some((sealed, rowid)) => (Some(sealed), UsageRow::from_rowid(rowid)),
+                None => (None, UsageRow::UNKNOWN),
+            };
             match self.open_key_row(id, hash, sealed, usage_sealed.as_deref()) {
-                Some((record, usage)) => each(record, usage),
+                Some((record, usage)) => each(record, usage, usage_row),
                 None => {
                     tracing::error!(key_id = %printable(id), "sealed row does not open: the key is refused until the row is restored");
                     corrupt.push(printable(id));
@@ -287,16 +327,32 @@ impl Store {
         Ok(())
     }
 
-    /// Inserts or replaces a key's usage row.
-    pub fn put_usage(&mut self, id: &str, usage: &UsageRecord) -> Result<()> {
+    /// Inserts or replaces a key's usage row; returns where the row is.
+    ///
+    /// With a known row (`at`, from loading or an earlier write), the row is rewritten by
+    /// rowid, skipping the lookup in the id index: flushing a million keys in slot order
+    /// otherwise read an index page per key. The id is checked on that row too, so a stale
+    /// or wrong hint only costs the lookup, never another key's row.
+    pub fn put_usage(&mut self, id: &str, usage: &UsageRecord, at: UsageRow) -> Result<UsageRow> {
         let sealed = self.barrier.seal("usage", id, &to_bytes(usage));
-        self.conn
+        if let Some(rowid) = at.rowid() {
+            let rewritten = self
+                .conn
+                .prepare_cached("UPDATE usage SET sealed = ?2 WHERE rowid = ?1 AND id = ?3")?
+                .execute(params![rowid, sealed, id])?;
+            if rewritten == 1 {
+                return Ok(at);
+            }
+        }
+        let rowid: i64 = self
+            .conn
             .prepare_cached(
                 "INSERT INTO usage (id, sealed) VALUES (?1, ?2)
-             ON CONFLICT(id) DO UPDATE SET sealed = excluded.sealed",
+             ON CONFLICT(id) DO UPDATE SET sealed = excluded.sealed
+             RETURNING rowid",
             )?
-            .execute(params![id, sealed])?;
-        Ok(())
+            .query_row(params![id, sealed], |row| row.get(0))?;
+        Ok(UsageRow::from_rowid(rowid))
     }
 
     /// Records that a token hash must never verify again.

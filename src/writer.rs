@@ -8,11 +8,11 @@
 use crate::audit::AuditRecord;
 use crate::barrier::KeyBytes;
 use crate::clock;
-use crate::index::{Hit, Index};
+use crate::index::{Hit, Index, UsageWrite};
 use crate::key::{Grace, KeyRecord, Permissions, UsageRecord};
 use crate::policy::Sink;
 use crate::sink::StagedSink;
-use crate::store::Store;
+use crate::store::{Store, UsageRow};
 use crate::token::{generate_key_id, generate_token, hash_token, start_of, TokenHash};
 use authenta_client::proto::{Actor, AuditReport, CreateKey};
 use ring::rand::SystemRandom;
@@ -42,7 +42,7 @@ pub enum Command {
         reason: Option<String>,
         actor: Actor,
     },
-    FlushUsage(Vec<(String, UsageRecord)>),
+    FlushUsage(Vec<UsageWrite>),
     ReadAudit {
         verify: bool,
         after: u64,
@@ -327,8 +327,9 @@ fn apply(
                 grace: None,
             };
             store.put_key(&record).map_err(storage)?;
+            // Its slot learns where the row is at the first flush.
             store
-                .put_usage(&id, &UsageRecord::default())
+                .put_usage(&id, &UsageRecord::default(), UsageRow::UNKNOWN)
                 .map_err(storage)?;
             let detail = format!(
                 "permissions={}{}",
@@ -392,8 +393,15 @@ fn apply(
             Ok(Outcome::Changed)
         }
         Command::FlushUsage(usage) => {
-            for (id, record) in &usage {
-                store.put_usage(id, record).map_err(storage)?;
+            for write in &usage {
+                let row = store
+                    .put_usage(&write.id, &write.usage, write.row)
+                    .map_err(storage)?;
+                // A hint only: kept even if this transaction rolls back, as `put_usage`
+                // checks the id on the row it names.
+                if row != write.row {
+                    index.remember_usage_row(write.slot, row);
+                }
             }
             Ok(Outcome::Flushed)
         }
@@ -743,5 +751,93 @@ mod tests {
             maps.by_hash(&hash_token(&old_token)),
             Some(Hit::Retired(_))
         ));
+    }
+
+    fn create(store: &mut Store, index: &Index, name: &str) -> String {
+        let (job, answer) = job(Command::Create {
+            params: CreateKey {
+                name: name.into(),
+                permissions: vec![Permission::Read],
+                environment: None,
+                expires_in_secs: None,
+            },
+            actor: Actor::Peer { uid: 0, pid: None },
+        });
+        run_batch(store, index, &SystemRandom::new(), vec![job]);
+        issued(answer).0
+    }
+
+    fn flush(store: &mut Store, index: &Index, write: UsageWrite) {
+        let (job, answer) = job(Command::FlushUsage(vec![write]));
+        run_batch(store, index, &SystemRandom::new(), vec![job]);
+        assert!(matches!(answer.blocking_recv(), Ok(Ok(Outcome::Flushed))));
+    }
+
+    fn counted(n: u64) -> UsageRecord {
+        UsageRecord {
+            verifications: n,
+            allowed: n,
+            denied: 0,
+            last_used_at: Some(1),
+        }
+    }
+
+    /// A flush learns where each usage row is and rewrites it there after; a hint that
+    /// names another key's row never touches that row.
+    #[test]
+    fn usage_rows_are_rewritten_where_they_are_and_a_wrong_hint_harms_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = Store::open(dir.path(), &Zeroizing::new([7u8; 32])).expect("store");
+        let index = Index::default();
+        let a = create(&mut store, &index, "a");
+        let b = create(&mut store, &index, "b");
+        // Slots in creation order: a is 0, b is 1.
+        let row_of = |slot: u32| index.usage_of(&[slot])[0].row;
+        assert_eq!(
+            row_of(0),
+            UsageRow::UNKNOWN,
+            "created keys learn it at a flush"
+        );
+
+        let write = |slot: u32, id: &str, n: u64, row: UsageRow| UsageWrite {
+            slot,
+            id: id.into(),
+            usage: counted(n),
+            row,
+        };
+        flush(&mut store, &index, write(0, &a, 3, UsageRow::UNKNOWN));
+        flush(&mut store, &index, write(1, &b, 4, UsageRow::UNKNOWN));
+        let (row_a, row_b) = (row_of(0), row_of(1));
+        assert_ne!(row_a, UsageRow::UNKNOWN);
+        assert_ne!(row_a, row_b);
+
+        flush(&mut store, &index, write(0, &a, 5, row_a));
+        flush(&mut store, &index, write(0, &a, 6, row_b));
+        assert_eq!(
+            row_of(0),
+            row_a,
+            "the wrong hint was replaced by the row found"
+        );
+
+        let loaded = store.load().expect("load");
+        let usage = |id: &str| {
+            loaded
+                .keys
+                .iter()
+                .find(|(record, _)| record.id == id)
+                .map(|(_, usage)| usage.verifications)
+        };
+        assert_eq!(usage(&a), Some(6));
+        assert_eq!(usage(&b), Some(4), "b's row kept its own usage");
+        assert!(loaded.corrupt.is_empty());
+        let mut rows = Vec::new();
+        store
+            .load_each(|record, _, row| rows.push((record.id, row)))
+            .expect("load");
+        assert!(
+            rows.contains(&(a.clone(), row_a)),
+            "start-up learns the rows"
+        );
+        assert!(rows.contains(&(b.clone(), row_b)));
     }
 }

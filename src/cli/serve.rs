@@ -109,8 +109,8 @@ fn serve(
         index.use_policy_while_loading(Arc::new(policy));
     }
     let mut key_count = 0usize;
-    let (corrupt, retired) = store.load_each(|record, usage| {
-        if index.add_loaded(record, usage) {
+    let (corrupt, retired) = store.load_each(|record, usage, row| {
+        if index.add_loaded(record, usage, row) {
             key_count += 1;
         } else {
             tracing::error!("a stored key without a key id's shape was skipped");
