@@ -688,6 +688,7 @@ impl Index {
     pub fn with_capacity(keys: usize) -> Self {
         let mut maps = Maps::default();
         maps.entries.reserve_exact(keys);
+        maps.usage_rows.reserve_exact(keys);
         maps.by_hash.reserve(keys);
         Index {
             maps: RwLock::new(maps),

@@ -34,9 +34,10 @@ const CHUNK: usize = 1024;
 
 /// A background flush pauses this many times as long as each transaction took, so that it
 /// takes at most an eighth of a core from verify. With a million keys touched, writing them
-/// all costs about six seconds of CPU (mostly SQLite reading the id index's pages); on a
-/// two-core host, unpaced, that halved verify throughput for as long, and paced to a
-/// quarter of a core it still showed in pipelined verify throughput. Usage is then
+/// all cost about six seconds of CPU when each row was found through the id index (two
+/// since rows are rewritten by rowid, `Store::put_usage`); on a two-core host, unpaced,
+/// that halved verify throughput for as long, and paced to a quarter of a core it still
+/// showed in pipelined verify throughput. Usage is then
 /// persisted less often under heavy load (a million busy keys: about once a minute), never
 /// lost on a clean stop: a key stays queued until written, and shutdown flushes without
 /// pauses. A crash loses at most the counts since the key's last write.

@@ -209,21 +209,15 @@ impl Keyd {
     /// The start-up time the daemon itself logged last (`startup_ms=`): from opening the
     /// store to listening, without process start and the first handshake.
     pub fn logged_startup_ms(&self) -> Option<u64> {
-        self.logged_last("startup_ms=")
+        let log = strip_ansi(&self.log());
+        leading_number(log.rsplit_once("startup_ms=")?.1)
     }
 
     /// How many keys' usage the daemon's last shutdown flushed (`usage flushed keys=`).
     pub fn logged_flushed_keys(&self) -> Option<u64> {
         let log = strip_ansi(&self.log());
         let line = log.lines().rev().find(|l| l.contains("usage flushed"))?;
-        number_after(line, "keys=")
-    }
-
-    /// The number after the last `field` in the log.
-    fn logged_last(&self, field: &str) -> Option<u64> {
-        let log = strip_ansi(&self.log());
-        let (_, rest) = log.rsplit_once(field)?;
-        number_after(rest, "")
+        leading_number(line.split_once("keys=")?.1)
     }
 
     fn log_path(&self) -> PathBuf {
@@ -236,10 +230,9 @@ impl Keyd {
     }
 }
 
-/// The digits right after `field` in `text`.
-fn number_after(text: &str, field: &str) -> Option<u64> {
-    let (_, rest) = text.split_once(field)?;
-    rest.split(|c: char| !c.is_ascii_digit())
+/// The number `text` starts with.
+fn leading_number(text: &str) -> Option<u64> {
+    text.split(|c: char| !c.is_ascii_digit())
         .next()?
         .parse()
         .ok()
@@ -293,5 +286,15 @@ mod tests {
     fn escape_sequences_are_dropped() {
         let logged = "\u{1b}[3mstartup_ms\u{1b}[0m\u{1b}[2m=\u{1b}[0m31 done";
         assert_eq!(strip_ansi(logged), "startup_ms=31 done");
+    }
+
+    #[test]
+    fn a_logged_field_reads_as_the_number_after_it() {
+        let line = strip_ansi("INFO \u{1b}[3mkeys\u{1b}[0m=1000000 usage flushed");
+        assert_eq!(
+            leading_number(line.split_once("keys=").expect("field").1),
+            Some(1_000_000)
+        );
+        assert_eq!(leading_number("ms"), None);
     }
 }
