@@ -33,15 +33,18 @@ pub async fn run(daemon: Arc<Daemon>, interval: Duration, mut shutdown: watch::R
 const CHUNK: usize = 1024;
 
 /// A background flush pauses this many times as long as each transaction took, so that it
-/// takes at most an eighth of a core from verify. With a million keys touched, writing them
-/// all cost about six seconds of CPU when each row was found through the id index (two
-/// since rows are rewritten by rowid, `Store::put_usage`); on a two-core host, unpaced,
-/// that halved verify throughput for as long, and paced to a quarter of a core it still
-/// showed in pipelined verify throughput. Usage is then
-/// persisted less often under heavy load (a million busy keys: about once a minute), never
-/// lost on a clean stop: a key stays queued until written, and shutdown flushes without
-/// pauses. A crash loses at most the counts since the key's last write.
-const PAUSE_FACTOR: u32 = 7;
+/// takes at most a sixteenth of a core from verify. With a million keys touched, writing
+/// them all costs about two seconds of CPU (six before rows were rewritten by rowid,
+/// `Store::put_usage`); on a two-core host, unpaced, that halved verify throughput for as
+/// long, and under a million busy keys the flush never catches up, so this share is taken
+/// from verify for as long as the load lasts. At an eighth of a core it cost pipelined
+/// verify with a million keys about 4% of its throughput (0.85 → 0.89 of the 10,000-key
+/// figure in one `--scale` run at a sixteenth). The price is freshness: a million busy keys
+/// are each persisted about every 30 s (2 s of CPU, paced), which is still sooner than the
+/// minute they took at an eighth of a core before the rowid change. Usage is never lost on
+/// a clean stop: a key stays queued until written, and shutdown flushes without pauses. A
+/// crash loses at most the counts since the key's last write.
+const PAUSE_FACTOR: u32 = 15;
 
 /// Writes every changed counter now, in transactions of [`CHUNK`] keys; on failure the
 /// rest stay marked for the next flush. With `background` (the shutdown signal), pauses
