@@ -39,11 +39,12 @@ const CHUNK: usize = 1024;
 /// long, and under a million busy keys the flush never catches up, so this share is taken
 /// from verify for as long as the load lasts. At an eighth of a core, pipelined verify with
 /// a million keys ran at 0.85-0.87 of its 10,000-key throughput; at a sixteenth, 0.84-0.94
-/// (median 0.89 of five `--scale` runs in the README: a small gain inside the noise). The price is freshness: a million busy keys are each
-/// persisted every 30 s or more (sixteen times a 2 s pass), about the minute they took at
-/// an eighth of a core before the rowid change. Usage is never lost on
-/// a clean stop: a key stays queued until written, and shutdown flushes without pauses. A
-/// crash loses at most the counts since the key's last write.
+/// (median 0.89 of five `--scale` runs in the README: a small gain inside the noise). The
+/// price is freshness: a million busy keys are each persisted every 30 s or more (sixteen
+/// times a 2 s pass), about the minute they took at an eighth of a core before the rowid
+/// change. Usage is never lost on a clean stop: a key stays queued until written, and
+/// shutdown flushes without pauses. A crash loses at most the counts since the key's last
+/// write.
 const PAUSE_FACTOR: u32 = 15;
 
 /// Writes every changed counter now, in transactions of [`CHUNK`] keys; on failure the
