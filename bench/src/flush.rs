@@ -34,6 +34,16 @@ pub struct Flush {
     pub rows: Vec<FlushRow>,
 }
 
+impl Flush {
+    /// Answers that differed from the expected ones, in every run of the scenario.
+    pub fn wrong_answers(&self) -> u64 {
+        self.rows
+            .iter()
+            .map(|r| r.with.wrong_answers + r.without.wrong_answers)
+            .sum()
+    }
+}
+
 /// Runs `shapes` on `keyd` without flushes and with one every `interval`, then restores
 /// `restore_config`.
 pub fn run(

@@ -321,19 +321,11 @@ fn run(args: &Args) -> Result<Report> {
                 flush::INTERVAL,
                 default_config,
             )?;
-            wrong += figures
-                .rows
-                .iter()
-                .map(|r| r.with.wrong_answers + r.without.wrong_answers)
-                .sum::<u64>();
+            wrong += figures.wrong_answers();
             flush = Some(figures);
             eprintln!("busy polling at steady rates...");
             let figures = poll_cost::run(keyd, &workload, timing.duration, default_config)?;
-            wrong += figures
-                .rows
-                .iter()
-                .map(|r| r.polling.wrong_answers + r.off.wrong_answers)
-                .sum::<u64>();
+            wrong += figures.wrong_answers();
             poll_cost = Some(figures);
         }
         eprintln!("durable creates with {} clients...", args.create_clients);
@@ -372,14 +364,8 @@ fn run(args: &Args) -> Result<Report> {
                             + r.echo_small.wrong_answers
                             + r.echo_large.wrong_answers
                     })
-                    .chain(
-                        figures
-                            .flush
-                            .rows
-                            .iter()
-                            .map(|r| r.with.wrong_answers + r.without.wrong_answers),
-                    )
-                    .sum::<u64>();
+                    .sum::<u64>()
+                    + figures.flush.wrong_answers();
                 scale = Some(figures);
             }
             None => eprintln!("--scale needs a daemon the bench starts: skipped with --socket"),

@@ -43,6 +43,16 @@ pub struct PollCost {
     pub rows: Vec<PollCostRow>,
 }
 
+impl PollCost {
+    /// Answers that differed from the expected ones, in every run of the scenario.
+    pub fn wrong_answers(&self) -> u64 {
+        self.rows
+            .iter()
+            .map(|r| r.polling.wrong_answers + r.off.wrong_answers)
+            .sum()
+    }
+}
+
 /// Runs every rate for `duration` on `keyd` as it is configured (polling by default), then
 /// with `busy_poll = "0"`, then restarts it with `restore_config`.
 pub fn run(
