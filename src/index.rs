@@ -468,8 +468,8 @@ impl Maps {
     /// [`Maps::prefetch_bucket`] has had time to arrive.
     ///
     /// With a million keys neither the table nor the entries are in cache, and the misses
-    /// are most of a lookup's cost; asked for ahead, they overlap each other and the
-    /// hashing of the tokens that follow, where lookups in turn would wait for each.
+    /// are most of a lookup's cost; asked for ahead and together, they overlap each other,
+    /// where lookups in turn would wait for each (see `VerifyBatch::answer_run`).
     pub fn prefetch_entry(&self, key: &LookupKey) {
         let Some(tag) = self.by_hash.candidate(key.table) else {
             return;
