@@ -117,6 +117,13 @@ impl BusyPoll {
         }
     }
 
+    /// Whether threads ever poll. When not (`busy_poll = "0"`, or one core), the
+    /// connection threads' runtimes skip the park and unpark hooks too: nothing reads what
+    /// they record.
+    pub fn enabled(&self) -> bool {
+        !self.max.is_zero() && self.most_busy > 0
+    }
+
     /// For connection thread `thread`'s runtime, whenever it wakes (`on_thread_unpark`).
     pub fn thread_woke(&self, thread: usize) {
         if let Some(state) = self.threads.get(thread) {
@@ -156,7 +163,7 @@ impl BusyPoll {
 
     /// The poller of the calling connection thread; runs for the thread's life.
     pub async fn run(self) {
-        if self.max.is_zero() {
+        if !self.enabled() {
             return;
         }
         let mut limit = Duration::ZERO;
@@ -301,6 +308,17 @@ mod tests {
         let one_core = BusyPoll::new(MAX, 1, 1);
         one_core.thread_woke(0);
         assert!(!one_core.core_to_spare_at(u64::MAX / 2), "nothing to spare");
+        assert!(!one_core.enabled(), "so its runtime needs no park hooks");
+    }
+
+    #[test]
+    fn polling_is_enabled_only_with_a_limit_and_a_core_to_spare() {
+        assert!(BusyPoll::new(MAX, 2, 2).enabled());
+        assert!(
+            !BusyPoll::new(Duration::ZERO, 2, 2).enabled(),
+            "busy_poll = \"0\""
+        );
+        assert!(!BusyPoll::new(MAX, 1, 1).enabled(), "one core");
     }
 
     #[tokio::test(flavor = "current_thread")]

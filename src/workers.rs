@@ -49,11 +49,15 @@ impl Workers {
         let mut queues = Vec::with_capacity(count);
         for n in 0..count.max(1) {
             let (queue, handoffs) = mpsc::unbounded_channel();
-            let (sleeps, wakes) = (busy_poll.clone(), busy_poll.clone());
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .on_thread_park(move || sleeps.thread_sleeps(n))
-                .on_thread_unpark(move || wakes.thread_woke(n))
+            let mut builder = tokio::runtime::Builder::new_current_thread();
+            builder.enable_all();
+            if busy_poll.enabled() {
+                let (sleeps, wakes) = (busy_poll.clone(), busy_poll.clone());
+                builder
+                    .on_thread_park(move || sleeps.thread_sleeps(n))
+                    .on_thread_unpark(move || wakes.thread_woke(n));
+            }
+            let runtime = builder
                 .build()
                 .context("cannot start a connection thread's runtime")?;
             let (daemon, tracker, shutdown) = (daemon.clone(), tracker.clone(), shutdown.clone());
