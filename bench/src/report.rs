@@ -325,6 +325,15 @@ impl Report {
                     r.echo_large.ops_per_sec
                 );
             }
+            for r in s.rows.iter().filter(|r| r.round_ratios.len() > 1) {
+                let each: Vec<String> = r.round_ratios.iter().map(|x| format!("{x:.2}")).collect();
+                let _ = writeln!(
+                    t,
+                    "  {}: each round's ratio, in order: {}",
+                    r.shape.name,
+                    each.join(" ")
+                );
+            }
         }
         if let Some(s) = &self.scale {
             flush_table(&mut t, &s.flush, &format!(" with {} keys", s.keys));

@@ -22,8 +22,11 @@ pub struct ScaleRow {
     pub shape: Shape,
     pub small: Measured,
     pub large: Measured,
-    /// Large ops/s over small ops/s.
+    /// Large ops/s over small ops/s (the median run of each).
     pub throughput_ratio: f64,
+    /// Each round's large ops/s over the small ops/s measured just before it, in order: the
+    /// spread a reader needs on a noisy machine, where one median hides it.
+    pub round_ratios: Vec<f64>,
     /// The same two mixes against the echo server: the part of any difference that is the
     /// client's own (walking 1.25 million pre-encoded requests instead of 12,500).
     pub echo_small: Measured,
@@ -101,6 +104,11 @@ pub fn run(
             runs[2].push(load::drive(small_echo, small, shape, timing, None)?);
             runs[3].push(load::drive(echo_large.path(), &large, shape, timing, None)?);
         }
+        let round_ratios = runs[0]
+            .iter()
+            .zip(&runs[1])
+            .map(|(small_run, large_run)| large_run.ops_per_sec / small_run.ops_per_sec.max(1e-9))
+            .collect();
         // The median of each, carrying the wrong answers of all its rounds, so that one in
         // any round fails the bench.
         let [small_run, large_run, echo_small_run, echo_large_run] = runs.map(|group| {
@@ -116,6 +124,7 @@ pub fn run(
         rows.push(ScaleRow {
             shape,
             throughput_ratio: large_run.ops_per_sec / small_run.ops_per_sec.max(1e-9),
+            round_ratios,
             small: small_run,
             large: large_run,
             echo_small: echo_small_run,
