@@ -202,6 +202,11 @@ impl Keyd {
             .with_context(|| format!("cannot send {signal} to the daemon"))
     }
 
+    /// Runs `bin` from the next launch on (the store stays): for A/B runs of two builds.
+    pub fn use_binary(&mut self, bin: &Path) {
+        self.bin = bin.to_path_buf();
+    }
+
     /// The daemon's process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)

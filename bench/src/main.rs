@@ -5,6 +5,7 @@
 //! instead: how soon a revocation written to the policy file is enforced (README.md,
 //! "Policy file").
 
+mod compare;
 mod cpu;
 mod creates;
 mod daemon;
@@ -91,6 +92,13 @@ struct Args {
     /// Keys of the --scale scenarios.
     #[arg(long, default_value_t = 1_000_000)]
     scale_keys: usize,
+
+    /// With --scale, A/B-test this other authenta-keyd build on the same million-key store:
+    /// after the usual scenarios, each pipelined shape runs --rounds times (at least 3) per
+    /// binary, alternating, each large run divided by the 10,000-key run just before it. For
+    /// judging a change to the verify path on a machine too noisy for runs taken apart.
+    #[arg(long, value_name = "PATH", requires = "scale")]
+    scale_compare: Option<PathBuf>,
 
     /// Everything tiny (200 keys, 0.3 s runs, no --scale): checks the bench works, for CI.
     #[arg(long)]
@@ -347,6 +355,7 @@ fn run(args: &Args) -> Result<Report> {
                     .collect();
                 let figures = scale::run(
                     bin,
+                    args.scale_compare.as_deref(),
                     args.scale_keys,
                     &socket,
                     echo.path(),
@@ -365,7 +374,8 @@ fn run(args: &Args) -> Result<Report> {
                             + r.echo_large.wrong_answers
                     })
                     .sum::<u64>()
-                    + figures.flush.wrong_answers();
+                    + figures.flush.wrong_answers()
+                    + figures.compare.as_ref().map_or(0, |c| c.wrong_answers);
                 scale = Some(figures);
             }
             None => eprintln!("--scale needs a daemon the bench starts: skipped with --socket"),

@@ -2,6 +2,7 @@
 //! with the issue's targets checked against it (a missed target is reported, not an error:
 //! the smoke run in CI checks that the bench runs, not how fast).
 
+use crate::compare::{self, Compare};
 use crate::creates::Creates;
 use crate::daemon::Memory;
 use crate::flush::Flush;
@@ -337,6 +338,9 @@ impl Report {
         }
         if let Some(s) = &self.scale {
             flush_table(&mut t, &s.flush, &format!(" with {} keys", s.keys));
+            if let Some(c) = &s.compare {
+                compare_table(&mut t, c, s.keys);
+            }
         }
         if !self.checks.is_empty() {
             let _ = writeln!(t, "\ntargets (from issue 5):");
@@ -355,6 +359,24 @@ impl Report {
             let _ = writeln!(t, "\n{} WRONG ANSWERS: see stderr", self.wrong_answers);
         }
         t
+    }
+}
+
+/// The A/B test of `--scale-compare`.
+fn compare_table(t: &mut String, c: &Compare, keys: usize) {
+    let _ = writeln!(
+        t,
+        "\nA/B on the {keys}-key store: each round's ratio to the small daemon, the large \
+         daemon restarted with each binary in turn\n  other: {}",
+        c.other_binary
+    );
+    let rounds = |ratios: &[f64]| {
+        let each: Vec<String> = ratios.iter().map(|x| format!("{x:.2}")).collect();
+        format!("{} (median {:.3})", each.join(" "), compare::median(ratios))
+    };
+    for r in &c.rows {
+        let _ = writeln!(t, "  {:<11} this:  {}", r.shape.name, rounds(&r.this));
+        let _ = writeln!(t, "  {:<11} other: {}", "", rounds(&r.other));
     }
 }
 

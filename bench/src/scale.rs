@@ -2,6 +2,7 @@
 //! that many keys in the store, and verify throughput against the same shapes on the
 //! 10,000-key daemon, run alternately so that the noisy machine affects both alike.
 
+use crate::compare::{self, Compare};
 use crate::daemon::{Keyd, Memory};
 use crate::echo::EchoServer;
 use crate::flush::{self, Flush};
@@ -56,14 +57,18 @@ pub struct Scale {
     pub rows: Vec<ScaleRow>,
     /// Verify latency with and without usage flushes, on the large store.
     pub flush: Flush,
+    /// With `--scale-compare`: the A/B test of another build on the large store.
+    pub compare: Option<Compare>,
 }
 
 /// Seeds `keys` keys into a fresh daemon, restarts it, and compares it with the small daemon
 /// at `small_socket` (whose mix is `small`, also served by the echo server at `small_echo`)
-/// on `shapes`, each `rounds` times.
+/// on `shapes`, each `rounds` times; then, given `compare_with`, A/B-tests that build
+/// against `bin` on the same store ([`compare::run`]).
 #[allow(clippy::too_many_arguments)]
 pub fn run(
     bin: &Path,
+    compare_with: Option<&Path>,
     keys: usize,
     small_socket: &Path,
     small_echo: &Path,
@@ -157,6 +162,24 @@ pub fn run(
         flush::SCALE_INTERVAL,
         "",
     )?;
+    let compare = match compare_with {
+        Some(other) => {
+            eprintln!("scale: A/B with {}...", other.display());
+            let shapes: Vec<Shape> = shapes.iter().copied().filter(|s| s.depth > 1).collect();
+            Some(compare::run(
+                &mut keyd,
+                bin,
+                other,
+                small_socket,
+                small,
+                &large,
+                &shapes,
+                timing,
+                rounds.max(3),
+            )?)
+        }
+        None => None,
+    };
     Ok(Scale {
         keys,
         small_keys: small.mix.keys,
@@ -172,5 +195,6 @@ pub fn run(
         mix: large.mix,
         rows,
         flush,
+        compare,
     })
 }
