@@ -37,9 +37,8 @@ const CHUNK: usize = 1024;
 /// them all costs about two seconds of CPU (six before rows were rewritten by rowid,
 /// `Store::put_usage`); on a two-core host, unpaced, that halved verify throughput for as
 /// long, and under a million busy keys the flush never catches up, so this share is taken
-/// from verify for as long as the load lasts. At an eighth of a core, pipelined verify with
-/// a million keys ran at 0.85-0.87 of its 10,000-key throughput; at a sixteenth, 0.84-0.94
-/// (median 0.89 of five `--scale` runs in the README: a small gain inside the noise). The
+/// from verify for as long as the load lasts (a sixteenth rather than an eighth: a small
+/// gain in pipelined million-key throughput, inside the noise; README, "Performance"). The
 /// price is freshness: a million busy keys are each persisted every 30 s or more (sixteen
 /// times a 2 s pass), about the minute they took at an eighth of a core before the rowid
 /// change. Usage is never lost on a clean stop: a key stays queued until written, and

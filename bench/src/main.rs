@@ -1,7 +1,8 @@
 //! authenta-bench: how fast authenta-keyd answers verify, next to a server that does nothing
 //! but move the same bytes, and how it holds up with a million keys, durable creates and
-//! usage flushes, and what the daemon's busy polling costs at steady rates. Issue 5 says what is measured and why; README.md ("Performance") has the
-//! figures and the commands that produced them. `--policy-latency` is issue 3's benchmark
+//! usage flushes, and what the daemon's busy polling costs at steady rates. Issue 5 says what
+//! is measured and why; README.md ("Performance") has the figures and the commands that
+//! produced them. `--policy-latency` is issue 3's benchmark
 //! instead: how soon a revocation written to the policy file is enforced (README.md,
 //! "Policy file").
 
@@ -358,18 +359,7 @@ fn run(args: &Args) -> Result<Report> {
                     timing,
                     rounds,
                 )?;
-                wrong += figures
-                    .rows
-                    .iter()
-                    .map(|r| {
-                        r.small.wrong_answers
-                            + r.large.wrong_answers
-                            + r.echo_small.wrong_answers
-                            + r.echo_large.wrong_answers
-                    })
-                    .sum::<u64>()
-                    + figures.flush.wrong_answers()
-                    + figures.compare.as_ref().map_or(0, |c| c.wrong_answers);
+                wrong += figures.wrong_answers();
                 scale = Some(figures);
             }
             None => eprintln!("--scale needs a daemon the bench starts: skipped with --socket"),

@@ -327,12 +327,11 @@ impl Report {
                 );
             }
             for r in s.rows.iter().filter(|r| r.round_ratios.len() > 1) {
-                let each: Vec<String> = r.round_ratios.iter().map(|x| format!("{x:.2}")).collect();
                 let _ = writeln!(
                     t,
                     "  {}: each round's ratio, in order: {}",
                     r.shape.name,
-                    each.join(" ")
+                    ratios_line(&r.round_ratios)
                 );
             }
         }
@@ -362,6 +361,12 @@ impl Report {
     }
 }
 
+/// Per-round ratios, in order, two decimals each.
+fn ratios_line(ratios: &[f64]) -> String {
+    let each: Vec<String> = ratios.iter().map(|x| format!("{x:.2}")).collect();
+    each.join(" ")
+}
+
 /// The A/B test of `--scale-compare`.
 fn compare_table(t: &mut String, c: &Compare, keys: usize) {
     let _ = writeln!(
@@ -371,8 +376,11 @@ fn compare_table(t: &mut String, c: &Compare, keys: usize) {
         c.other_binary
     );
     let rounds = |ratios: &[f64]| {
-        let each: Vec<String> = ratios.iter().map(|x| format!("{x:.2}")).collect();
-        format!("{} (median {:.3})", each.join(" "), compare::median(ratios))
+        format!(
+            "{} (median {:.3})",
+            ratios_line(ratios),
+            compare::median(ratios)
+        )
     };
     for r in &c.rows {
         let _ = writeln!(t, "  {:<11} this:  {}", r.shape.name, rounds(&r.this));

@@ -61,6 +61,24 @@ pub struct Scale {
     pub compare: Option<Compare>,
 }
 
+impl Scale {
+    /// Answers that differed from the expected ones, in every run of the million-key
+    /// scenarios (the comparison, its flush scenario and any A/B).
+    pub fn wrong_answers(&self) -> u64 {
+        let compared: u64 = self
+            .rows
+            .iter()
+            .map(|r| {
+                r.small.wrong_answers
+                    + r.large.wrong_answers
+                    + r.echo_small.wrong_answers
+                    + r.echo_large.wrong_answers
+            })
+            .sum();
+        compared + self.flush.wrong_answers() + self.compare.as_ref().map_or(0, |c| c.wrong_answers)
+    }
+}
+
 /// Seeds `keys` keys into a fresh daemon, restarts it, and compares it with the small daemon
 /// at `small_socket` (whose mix is `small`, also served by the echo server at `small_echo`)
 /// on `shapes`, each `rounds` times; then, given `compare_with`, A/B-tests that build
