@@ -92,16 +92,26 @@ impl<'d> VerifyBatch<'d> {
         for key in keys.iter().flatten() {
             self.maps.prefetch_entry(key);
         }
-        for (request, key) in run.iter().flatten().zip(keys) {
-            let answer = verify::decide_hashed(&self.maps, request.question(), key, self.now);
+        let mut uses = [None; RUN_MAX];
+        let mut answered = Ok(());
+        for ((request, key), used) in run.iter().flatten().zip(keys).zip(&mut uses) {
+            let answer;
+            (answer, *used) = verify::judge(&self.maps, request.question(), key, self.now);
             self.answered += 1;
             let response = VerifyResponseRef {
                 id: request.id,
                 body: VerifyAnswerBodyRef::Verify(answer),
             };
-            proto::push_frame(&response, out)?;
+            answered = proto::push_frame(&response, out);
+            if answered.is_err() {
+                break;
+            }
         }
-        Ok(())
+        // Counted once the run is decided, with one fence for all (see `Maps::count_uses`):
+        // a decision waits for no count. Still before any answer is sent, so a client that
+        // lists its keys after an answer sees that verify counted.
+        self.maps.count_uses(&uses, self.now);
+        answered
     }
 }
 

@@ -4,7 +4,7 @@
 //! this order: revoked (or replaced by a regenerate), expired, environment, permissions.
 //! It never touches SQLite and never waits on anything but the index's read lock.
 
-use crate::index::{Hit, Index, LookupKey, Maps};
+use crate::index::{Hit, Index, KeyUse, LookupKey, Maps};
 use crate::key::Permissions;
 use crate::token::{check_token, hash_token, TokenHash};
 use authenta_client::proto::{KeyState, VerifyAnswer, VerifyCode, VerifyRequest};
@@ -33,7 +33,11 @@ pub fn verify(index: &Index, request: &VerifyRequest, now: i64) -> VerifyAnswer 
 /// allocating; counts it against the key it matched.
 pub fn decide<'m>(maps: &'m Maps, question: &VerifyQuestion<'_>, now: i64) -> VerifyAnswerRef<'m> {
     let key = token_hash(question.token).map(|hash| maps.lookup_key(hash));
-    decide_hashed(maps, question, key, now)
+    let (answer, used) = judge(maps, question, key, now);
+    if let Some(used) = used {
+        maps.count_uses(&[Some(used)], now);
+    }
+    answer
 }
 
 /// The token's SHA-256 if it is well-formed (prefix, length, alphabet, checksum).
@@ -43,23 +47,26 @@ pub fn token_hash(token: &str) -> Option<TokenHash> {
 
 /// [`decide`] with the token already checked and hashed by [`token_hash`] and made a
 /// [`LookupKey`] (`None`: malformed), so that a run of verifies can hash first, prefetch,
-/// and look up together without hashing twice.
-pub fn decide_hashed<'m>(
+/// and look up together without hashing twice; and without counting: it returns the use
+/// to count (when the token matched a key), so that a run counts all of its uses together
+/// ([`Maps::count_uses`]).
+pub fn judge<'m>(
     maps: &'m Maps,
     question: &VerifyQuestion<'_>,
     key: Option<LookupKey>,
     now: i64,
-) -> VerifyAnswerRef<'m> {
+) -> (VerifyAnswerRef<'m>, Option<KeyUse<'m>>) {
     let Some(key) = key else {
-        return no_key(VerifyCode::Malformed);
+        return (no_key(VerifyCode::Malformed), None);
     };
     let (entry, replaced) = match maps.by_key(&key) {
-        None => return no_key(VerifyCode::Unknown),
+        None => return (no_key(VerifyCode::Unknown), None),
         Some(Hit::Retired(key_id)) => {
-            return VerifyAnswerRef {
+            let answer = VerifyAnswerRef {
                 key_id,
                 ..no_key(VerifyCode::Revoked)
-            }
+            };
+            return (answer, None);
         }
         Some(Hit::Current(entry)) => (entry, false),
         Some(Hit::Previous(entry)) => {
@@ -90,17 +97,20 @@ pub fn decide_hashed<'m>(
             }
         }
     };
-    entry.usage.record(code == VerifyCode::Valid, now);
-    maps.mark_dirty(entry);
+    let used = KeyUse {
+        key: entry,
+        allowed: code == VerifyCode::Valid,
+    };
     let entry = entry.entry();
-    VerifyAnswerRef {
+    let answer = VerifyAnswerRef {
         code,
         key_id: Some(entry.id()),
         permissions: entry.permissions.bits(),
         environment: entry.environment(),
         rotate_by: entry.policy.rotate_by(),
         rotation_due: entry.policy.rotation_due(now),
-    }
+    };
+    (answer, Some(used))
 }
 
 fn no_key(code: VerifyCode) -> VerifyAnswerRef<'static> {

@@ -156,9 +156,9 @@ fn a_wrong_protocol_version_is_refused_with_a_reason() {
 }
 
 #[test]
-fn pipelined_requests_are_answered_in_order() {
+fn pipelined_requests_are_answered_in_order_and_each_verify_is_counted() {
     let daemon = Daemon::start();
-    let (_, token) = daemon.create("Backend-Server-Key", "read", &[]);
+    let (id, token) = daemon.create("Backend-Server-Key", "read", &[]);
     let mut stream = raw(&daemon);
     let mut bytes = Vec::new();
     for id in 1..=200u64 {
@@ -192,6 +192,13 @@ fn pipelined_requests_are_answered_in_order() {
         };
         assert_eq!(answer.code, expected);
     }
+    // A run of pipelined verifies is counted after it is decided (one fence per run): every
+    // one of them, before any answer of the run reaches the client.
+    let shown = daemon.cli_json(&["keys", "show", &id, "--json"]);
+    assert_eq!(
+        shown["usage"],
+        serde_json::json!({"verifications": 100, "allowed": 100, "denied": 0})
+    );
     let mut client = Client::connect(&daemon.socket).expect("connect");
     let answers = client
         .call_many((0..50).map(|_| RequestBody::Status).collect())
