@@ -302,6 +302,12 @@ impl Report {
             let _ = writeln!(t, "  mix: {}", s.mix.describe());
             let _ = writeln!(
                 t,
+                "  the {}-key daemon's mix in these runs (at least as long): {}",
+                s.small_keys,
+                s.small_mix.describe()
+            );
+            let _ = writeln!(
+                t,
                 "  {:<11} {:>13} {:>13} {:>6} {:>10} {:>10} {:>13} {:>13}",
                 "shape",
                 format!("{} keys", s.small_keys),

@@ -7,7 +7,7 @@ use crate::daemon::{Keyd, Memory};
 use crate::echo::EchoServer;
 use crate::flush::{self, Flush};
 use crate::load::{self, Measured, Shape, Timing};
-use crate::seed;
+use crate::seed::{self, SeededKey};
 use crate::workload::{Mix, Workload};
 use anyhow::Result;
 use serde::Serialize;
@@ -28,8 +28,8 @@ pub struct ScaleRow {
     /// Each round's large ops/s over the small ops/s measured just before it, in order: the
     /// spread a reader needs on a noisy machine, where one median hides it.
     pub round_ratios: Vec<f64>,
-    /// The same two mixes against the echo server: the part of any difference that is the
-    /// client's own (walking 1.25 million pre-encoded requests instead of 12,500).
+    /// The same two mixes against the echo server: the part of any difference that is not
+    /// the daemon's.
     pub echo_small: Measured,
     pub echo_large: Measured,
 }
@@ -54,6 +54,9 @@ pub struct Scale {
     pub memory_after_start: Memory,
     pub memory_after_load: Memory,
     pub mix: Mix,
+    /// The small daemon's mix in these runs: its keys asked over and over, as many requests
+    /// as `mix` (see [`Workload::build_at_least`]).
+    pub small_mix: Mix,
     pub rows: Vec<ScaleRow>,
     /// Verify latency with and without usage flushes, on the large store.
     pub flush: Flush,
@@ -80,17 +83,20 @@ impl Scale {
 }
 
 /// Seeds `keys` keys into a fresh daemon, restarts it, and compares it with the small daemon
-/// at `small_socket` (whose mix is `small`, also served by the echo server at `small_echo`)
-/// on `shapes`, each `rounds` times; then, given `compare_with`, A/B-tests that build
-/// against `bin` on the same store ([`compare::run`]).
+/// at `small_socket` (which holds `small_keys`) on `shapes`, each `rounds` times; then, given
+/// `compare_with`, A/B-tests that build against `bin` on the same store ([`compare::run`]).
+///
+/// The small daemon is asked a mix as long as the large one (its keys over and over), so
+/// that the client streams as much pre-encoded mix through the caches the two share with
+/// the daemons in both runs: with the small daemon's usual mix (12,500 requests, which stay
+/// in cache), part of the difference was the client's.
 #[allow(clippy::too_many_arguments)]
 pub fn run(
     bin: &Path,
     compare_with: Option<&Path>,
     keys: usize,
     small_socket: &Path,
-    small_echo: &Path,
-    small: &Workload,
+    small_keys: &[SeededKey],
     shapes: &[Shape],
     timing: Timing,
     rounds: usize,
@@ -116,6 +122,12 @@ pub fn run(
         .tempdir()?;
     let large = Arc::new(large);
     let echo_large = EchoServer::start(&scratch.path().join("large.sock"), large.clone())?;
+    let small = Arc::new(Workload::build_at_least(small_keys, large.mix.requests)?);
+    let echo_small = EchoServer::start(&scratch.path().join("small.sock"), small.clone())?;
+    eprintln!(
+        "scale: the small daemon's mix here: {}",
+        small.mix.describe()
+    );
     let mut rows = Vec::new();
     for &shape in shapes {
         // Alternating, `rounds` times, and the median of each: one burst of other work on a
@@ -125,11 +137,11 @@ pub fn run(
         // a run goes on in the background, and is its cost, not theirs.
         for _ in 0..rounds {
             keyd.pause()?;
-            runs[0].push(load::drive(small_socket, small, shape, timing, None)?);
+            runs[0].push(load::drive(small_socket, &small, shape, timing, None)?);
             keyd.resume()?;
             runs[1].push(load::drive(keyd.socket(), &large, shape, timing, None)?);
             keyd.pause()?;
-            runs[2].push(load::drive(small_echo, small, shape, timing, None)?);
+            runs[2].push(load::drive(echo_small.path(), &small, shape, timing, None)?);
             runs[3].push(load::drive(echo_large.path(), &large, shape, timing, None)?);
             keyd.resume()?;
         }
@@ -189,7 +201,7 @@ pub fn run(
                 bin,
                 other,
                 small_socket,
-                small,
+                &small,
                 &large,
                 &shapes,
                 timing,
@@ -211,6 +223,7 @@ pub fn run(
         memory_after_start,
         memory_after_load,
         mix: large.mix,
+        small_mix: small.mix,
         rows,
         flush,
         compare,

@@ -64,14 +64,27 @@ enum Ask {
 impl Workload {
     /// The mix over `keys`, shuffled with a fixed seed so that runs are comparable.
     pub fn build(keys: &[SeededKey]) -> Result<Workload> {
+        Workload::build_at_least(keys, 0)
+    }
+
+    /// The mix over `keys`, asked over and over (with new unknown tokens each time) until it
+    /// holds at least `requests` requests, shuffled together: as long as the mix over more
+    /// keys, so that comparing the two changes only the number of keys, not how much
+    /// pre-encoded mix the client streams through its caches.
+    pub fn build_at_least(keys: &[SeededKey], requests: usize) -> Result<Workload> {
         let rng = ring::rand::SystemRandom::new();
-        let mut asks: Vec<Ask> = (0..keys.len()).map(Ask::Valid).collect();
-        let denied = keys.len().div_ceil(DENIED_EVERY);
-        asks.extend((0..keys.len()).step_by(DENIED_EVERY).map(Ask::Insufficient));
-        for _ in 0..denied {
-            let token = authenta_keyd::token::generate_token(&rng)
-                .map_err(|_| anyhow::anyhow!("the system random number generator failed"))?;
-            asks.push(Ask::Unknown(token.to_string()));
+        let mut asks: Vec<Ask> = Vec::new();
+        loop {
+            asks.extend((0..keys.len()).map(Ask::Valid));
+            asks.extend((0..keys.len()).step_by(DENIED_EVERY).map(Ask::Insufficient));
+            for _ in 0..keys.len().div_ceil(DENIED_EVERY) {
+                let token = authenta_keyd::token::generate_token(&rng)
+                    .map_err(|_| anyhow::anyhow!("the system random number generator failed"))?;
+                asks.push(Ask::Unknown(token.to_string()));
+            }
+            if asks.len() >= requests || keys.is_empty() {
+                break;
+            }
         }
         shuffle(&mut asks, 0x5eed_1234_abcd_ef01);
 
