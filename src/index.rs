@@ -65,10 +65,10 @@ impl UsageCounters {
         }
     }
 
-    /// Counts one verify of this key (the caller marks it dirty: [`Maps::mark_dirty`]). One
-    /// atomic add per verify: the total is the sum, and `last_used_at` is only written when
-    /// it moves (two verifies racing within the same millisecond may leave the earlier of
-    /// their two times, never an older one).
+    /// Counts one verify of this key (called by [`Maps::count_uses`], which also marks it
+    /// dirty). One atomic add per verify: the total is the sum, and `last_used_at` is only
+    /// written when it moves (two racing verifies may leave the earlier of their two times,
+    /// never one older than both).
     pub fn record(&self, allowed: bool, now: i64) {
         let counter = if allowed { &self.allowed } else { &self.denied };
         counter.fetch_add(1, Ordering::Relaxed);

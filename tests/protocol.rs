@@ -193,7 +193,7 @@ fn pipelined_requests_are_answered_in_order_and_each_verify_is_counted() {
         assert_eq!(answer.code, expected);
     }
     // A run of pipelined verifies is counted after it is decided (one fence per run): every
-    // one of them, before any answer of the run reaches the client.
+    // one of them.
     let shown = daemon.cli_json(&["keys", "show", &id, "--json"]);
     assert_eq!(
         shown["usage"],
