@@ -35,7 +35,7 @@ pub fn decide<'m>(maps: &'m Maps, question: &VerifyQuestion<'_>, now: i64) -> Ve
     let key = token_hash(question.token).map(|hash| maps.lookup_key(hash));
     let (answer, used) = judge(maps, question, key, now);
     if let Some(used) = used {
-        maps.count_uses(&[Some(used)], now);
+        maps.count_use(used, now);
     }
     answer
 }
