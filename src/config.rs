@@ -150,7 +150,7 @@ mod humantime_serde_compat {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(d)?;
-        crate::duration::parse(&text).map_err(serde::de::Error::custom)
+        crate::time::parse_duration(&text).map_err(serde::de::Error::custom)
     }
 }
 

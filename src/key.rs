@@ -95,6 +95,36 @@ pub struct UsageRecord {
     pub last_used_at: Option<i64>,
 }
 
+/// Where a key's usage row is in the store: its rowid, as a hint for rewriting it (see
+/// `Store::put_usage`). Four bytes, as a million keys keep one each in memory; a rowid
+/// past `u32::MAX` is simply not remembered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct UsageRow(u32);
+
+impl UsageRow {
+    /// Not known: the row is found by id.
+    pub const UNKNOWN: UsageRow = UsageRow(0);
+
+    /// The hint for this rowid (rowids start at 1; others are not remembered).
+    pub fn from_rowid(rowid: i64) -> UsageRow {
+        UsageRow(u32::try_from(rowid).unwrap_or(0))
+    }
+
+    /// The row as stored, as a number for the hint's atomic cell.
+    pub fn to_bits(self) -> u32 {
+        self.0
+    }
+
+    /// The hint back from [`to_bits`](Self::to_bits).
+    pub fn from_bits(bits: u32) -> UsageRow {
+        UsageRow(bits)
+    }
+
+    pub fn rowid(self) -> Option<i64> {
+        (self.0 != 0).then_some(i64::from(self.0))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

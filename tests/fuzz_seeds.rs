@@ -14,10 +14,10 @@ use authenta_client::proto::{
     Response, ResponseBody, StatusInfo, Usage, VerifyAnswer, VerifyCode, VerifyRequest,
     MAX_FRAME_LEN, PROTOCOL_VERSION,
 };
-use authenta_keyd::audit::{AuditRecord, ChainHead};
-use authenta_keyd::barrier::{unwrap_data_key, wrap_data_key, Barrier};
 use authenta_keyd::key::{Grace, KeyRecord, Permissions, UsageRecord};
-use authenta_keyd::record_codec::{from_bytes, to_bytes};
+use authenta_keyd::store::audit::{AuditRecord, ChainHead};
+use authenta_keyd::store::barrier::{unwrap_data_key, wrap_data_key, Barrier};
+use authenta_keyd::store::record_codec::{from_bytes, to_bytes};
 use authenta_keyd::token::{check_token, generate_key_id, generate_token};
 use ring::rand::SystemRandom;
 use std::path::{Path, PathBuf};

@@ -10,9 +10,9 @@ use authenta_client::proto::{
     ProtoError, Request, RequestBody, Response, ResponseBody, RotationFailure, ScheduledRotation,
     StatusInfo, Usage, VerifyAnswer, VerifyCode, VerifyRequest, MAX_FRAME_LEN,
 };
-use authenta_keyd::barrier::{unwrap_data_key, wrap_data_key, Barrier, Tampered};
 use authenta_keyd::key::{Grace, KeyRecord, Permissions, UsageRecord};
-use authenta_keyd::record_codec;
+use authenta_keyd::store::barrier::{unwrap_data_key, wrap_data_key, Barrier, Tampered};
+use authenta_keyd::store::record_codec;
 use authenta_keyd::token::{check_token, hash_token, start_of, Malformed, TOKEN_LEN, TOKEN_PREFIX};
 use proptest::collection::vec;
 use proptest::option;

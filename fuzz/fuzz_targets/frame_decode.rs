@@ -1,7 +1,7 @@
 //! The first thing a hostile peer reaches: the frame splitter and the message decoder.
 //!
 //! The input is a byte stream as it would arrive on the socket. It is split into frames by
-//! the daemon's own codec (`authenta_keyd::connection::codec`, tokio-util's
+//! the daemon's own codec (`authenta_keyd::server::codec`, tokio-util's
 //! `LengthDelimitedCodec`) three ways — all at once, one byte at a time, and in chunks of a
 //! size taken from the input — and by a reference splitter written from `docs/protocol.md`;
 //! all four must agree, so neither a partial read nor a codec setting can change what the
@@ -13,7 +13,7 @@
 use authenta_client::proto::{
     self, Hello, HelloReply, ProtoError, Request, Response, MAX_FRAME_LEN,
 };
-use authenta_keyd::connection::codec;
+use authenta_keyd::server::codec;
 use libfuzzer_sys::fuzz_target;
 use serde::de::DeserializeOwned;
 use serde::Serialize;

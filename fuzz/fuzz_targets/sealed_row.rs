@@ -9,10 +9,10 @@
 //! bytes that decode to the same record.
 #![no_main]
 
-use authenta_keyd::audit::{AuditRecord, ChainHead};
-use authenta_keyd::barrier::{unwrap_data_key, Barrier};
+use authenta_keyd::store::audit::{AuditRecord, ChainHead};
+use authenta_keyd::store::barrier::{unwrap_data_key, Barrier};
 use authenta_keyd::key::{KeyRecord, UsageRecord};
-use authenta_keyd::record_codec::{from_bytes, to_bytes};
+use authenta_keyd::store::record_codec::{from_bytes, to_bytes};
 use libfuzzer_sys::fuzz_target;
 use serde::de::DeserializeOwned;
 use serde::Serialize;

@@ -59,7 +59,7 @@ pub struct CreateArgs {
 }
 
 fn parse_secs(text: &str) -> Result<u64, String> {
-    crate::duration::parse(text).map(|d| d.as_secs())
+    crate::time::parse_duration(text).map(|d| d.as_secs())
 }
 
 pub fn run(command: KeysCommand, context: &Context) -> Result<ExitCode> {

@@ -80,7 +80,7 @@ pub fn main() -> ExitCode {
     let socket = cli
         .socket
         .clone()
-        .unwrap_or_else(crate::paths::default_socket);
+        .unwrap_or_else(crate::host::paths::default_socket);
     let context = Context {
         socket,
         json: cli.json,

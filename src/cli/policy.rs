@@ -41,7 +41,7 @@ fn check(file: &PathBuf, context: &Context) -> Result<ExitCode> {
     };
     // The daemon's keys, when it can be asked; the file is checked either way.
     let keys = context.client().list_keys().ok();
-    let now = crate::clock::now_ms();
+    let now = crate::time::now_ms();
     let effects: Vec<serde_json::Value> = keys
         .iter()
         .flatten()
@@ -100,9 +100,7 @@ fn check(file: &PathBuf, context: &Context) -> Result<ExitCode> {
 
 fn print_summary(file: &std::path::Path, policy: &Policy) {
     let show = |d: Option<std::time::Duration>| {
-        d.map_or("-".to_owned(), |d| {
-            crate::duration::format_secs(d.as_secs())
-        })
+        d.map_or("-".to_owned(), |d| crate::time::format_secs(d.as_secs()))
     };
     println!("{}: valid", file.display());
     println!(
@@ -125,8 +123,8 @@ fn print_summary(file: &std::path::Path, policy: &Policy) {
         let schedule = match (&rule.every, &rule.sink) {
             (Some(every), Some(sink)) => format!(
                 ", regenerate every {} with overlap {} into {}",
-                crate::duration::format_secs(every.as_secs()),
-                crate::duration::format_secs(rule.overlap.as_secs()),
+                crate::time::format_secs(every.as_secs()),
+                crate::time::format_secs(rule.overlap.as_secs()),
                 sink.path.display()
             ),
             _ => String::new(),

@@ -6,8 +6,10 @@
 //! directly with the current master key.
 
 use super::Context;
-use crate::audit::AuditRecord;
-use crate::{clock, master_key, paths, store};
+use crate::host::paths;
+use crate::store::audit::AuditRecord;
+use crate::store::{self, master_key};
+use crate::time;
 use anyhow::{bail, Context as _, Result};
 use authenta_client::proto::Actor;
 use clap::Args;
@@ -58,7 +60,7 @@ pub fn run(args: RekeyArgs, context: &Context) -> Result<ExitCode> {
     };
     let changed = store.rewrap_data_key(&new_key).and_then(|()| {
         store.append_audit(&AuditRecord {
-            at: clock::now_ms(),
+            at: time::now_ms(),
             actor,
             action: "rekey".into(),
             key_id: None,

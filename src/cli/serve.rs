@@ -5,15 +5,18 @@
 //! before the socket is bound or systemd is told READY=1, so a client that can connect is
 //! served the full index.
 
-use crate::busy_poll::BusyPoll;
+use crate::access::Access;
 use crate::config::Config;
+use crate::daemon::usage_flusher;
 use crate::daemon::Daemon;
-use crate::detach::{self, ReadyPipe};
+use crate::host::detach::{self, ReadyPipe};
+use crate::host::{hygiene, paths, systemd};
 use crate::index::Index;
-use crate::peer::Access;
+use crate::server;
+use crate::server::busy_poll::BusyPoll;
+use crate::server::workers::Workers;
 use crate::store::{self, Store};
-use crate::workers::Workers;
-use crate::{hygiene, master_key, paths, server, systemd, usage_flusher, writer};
+use crate::store::{master_key, writer};
 use anyhow::{Context, Result};
 use clap::Args;
 use std::path::{Path, PathBuf};
@@ -104,7 +107,7 @@ fn serve(
     let policy_path = policy_path(args_policy, config.policy.as_deref());
     if let Some(policy) = policy_path
         .as_deref()
-        .and_then(|p| crate::policy::apply::read(p).ok())
+        .and_then(|p| crate::daemon::policy_reload::read(p).ok())
     {
         index.use_policy_while_loading(Arc::new(policy));
     }
@@ -163,7 +166,7 @@ fn serve(
         });
         // The policy is in force (revocations written) before anyone is told "ready".
         if let Some(path) = &policy_path {
-            crate::policy::apply::reload(&daemon, path).await;
+            crate::daemon::policy_reload::reload(&daemon, path).await;
         }
         let (stop, stopped) = watch::channel(false);
         let flusher = tokio::spawn(usage_flusher::run(
@@ -182,13 +185,13 @@ fn serve(
             stopped.clone(),
         ));
         if let Some(path) = policy_path.clone() {
-            tokio::spawn(crate::policy::watch::run(
+            tokio::spawn(crate::daemon::policy_watch::run(
                 daemon.clone(),
                 path,
                 stopped.clone(),
             ));
         }
-        tokio::spawn(crate::scheduler::run(daemon.clone(), stopped.clone()));
+        tokio::spawn(crate::daemon::scheduler::run(daemon.clone(), stopped.clone()));
         if let Some(period) = systemd::watchdog_interval() {
             tokio::spawn(watchdog(daemon.clone(), period, stopped));
         }
@@ -252,7 +255,7 @@ async fn run_until_stopped(
 async fn reload(daemon: &Daemon, config_path: Option<&Path>, policy_path: Option<&Path>) {
     systemd::reloading();
     if let Some(path) = policy_path {
-        crate::policy::apply::reload(daemon, path).await;
+        crate::daemon::policy_reload::reload(daemon, path).await;
     }
     match Config::load(config_path) {
         Ok((config, _)) => {
@@ -265,7 +268,7 @@ async fn reload(daemon: &Daemon, config_path: Option<&Path>, policy_path: Option
     }
     systemd::ready(&format!(
         "serving {} keys",
-        daemon.index.counts(crate::clock::now_ms()).total
+        daemon.index.counts(crate::time::now_ms()).total
     ));
 }
 

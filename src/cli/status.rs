@@ -30,7 +30,7 @@ pub fn run(context: &Context) -> Result<ExitCode> {
         println!("authenta-keyd {}", status.version);
         println!(
             "uptime:        {}",
-            crate::duration::format_secs(status.uptime_secs)
+            crate::time::format_secs(status.uptime_secs)
         );
         println!("socket:        {}", status.socket);
         println!("data dir:      {}", status.data_dir);

@@ -1,10 +1,13 @@
-//! The policy file: rotation schedules, maximum key ages, expiry warnings and revocation
-//! pushes, applied live. `parse` reads and validates a file whole; `watch` notices changes;
-//! `apply` puts a new policy in force; the scheduler (`crate::scheduler`) runs rotations.
+//! The policy file's rules: rotation schedules, maximum key ages, expiry warnings and
+//! revocation pushes. [`parse`] reads and validates a file whole; this module evaluates the
+//! rules for a key; [`sink`] writes a rotated token where its consumer reads it.
+//!
+//! Owns the rules only. Never touches the store, the index or the daemon: putting a policy
+//! in force and watching the file are `crate::daemon::policy_reload` and
+//! `crate::daemon::policy_watch`; the scheduler (`crate::daemon::scheduler`) runs rotations.
 
-pub mod apply;
 pub mod parse;
-pub mod watch;
+pub(crate) mod sink;
 
 use crate::key::KeyRecord;
 use crate::token::TokenHash;

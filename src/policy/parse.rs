@@ -152,7 +152,7 @@ fn one_line(message: &str) -> String {
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     let text = String::deserialize(d)?;
-    crate::duration::parse(&text)
+    crate::time::parse_duration(&text)
         .map(Some)
         .map_err(serde::de::Error::custom)
 }

@@ -6,7 +6,7 @@
 //!
 //! A file holds 32 raw bytes, or 64 hex digits with an optional trailing newline.
 
-use crate::barrier::{random_key, KeyBytes};
+use crate::store::barrier::{random_key, KeyBytes};
 use anyhow::{bail, Context, Result};
 use ring::rand::SystemRandom;
 use std::fs;

@@ -4,13 +4,13 @@
 //! permissions, timestamps, usage and the audit log are sealed by the [`Barrier`], each
 //! with its table and row as associated data. WAL with `synchronous=FULL` makes every
 //! acknowledged commit survive `kill -9` and power loss. Only the writer thread
-//! ([`crate::writer`]) holds a `Store` after start-up.
+//! ([`crate::store::writer`]) holds a `Store` after start-up.
 
-use crate::audit::{self, AuditRecord, ChainHead};
-use crate::barrier::{unwrap_data_key, wrap_data_key, Barrier, KeyBytes};
-use crate::hygiene::LockedKey;
-use crate::key::{KeyRecord, RetiredHashes, UsageRecord};
-use crate::record_codec::{from_bytes, to_bytes};
+use crate::key::{KeyRecord, RetiredHashes, UsageRecord, UsageRow};
+use crate::store::audit::{self, AuditRecord, ChainHead};
+use crate::store::barrier::{unwrap_data_key, wrap_data_key, Barrier, KeyBytes};
+use crate::store::locked_key::LockedKey;
+use crate::store::record_codec::{from_bytes, to_bytes};
 use crate::token::TokenHash;
 use anyhow::{bail, Context, Result};
 use authenta_client::proto::{AuditEntry, AuditReport, ChainCheck};
@@ -37,36 +37,6 @@ const META_DATA_KEY: &str = "data_key";
 const META_AUDIT_HEAD: &str = "audit_head";
 /// Budget for the sealed entries of one audit page: well inside a frame.
 const AUDIT_PAGE_BYTES: usize = 48 * 1024;
-
-/// Where a key's usage row is in the store: its rowid, as a hint for rewriting it (see
-/// [`Store::put_usage`]). Four bytes, as a million keys keep one each in memory; a rowid
-/// past `u32::MAX` is simply not remembered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct UsageRow(u32);
-
-impl UsageRow {
-    /// Not known: the row is found by id.
-    pub const UNKNOWN: UsageRow = UsageRow(0);
-
-    /// The hint for this rowid (rowids start at 1; others are not remembered).
-    pub fn from_rowid(rowid: i64) -> UsageRow {
-        UsageRow(u32::try_from(rowid).unwrap_or(0))
-    }
-
-    /// The row as stored, as a number for the hint's atomic cell.
-    pub fn to_bits(self) -> u32 {
-        self.0
-    }
-
-    /// The hint back from [`to_bits`](Self::to_bits).
-    pub fn from_bits(bits: u32) -> UsageRow {
-        UsageRow(bits)
-    }
-
-    fn rowid(self) -> Option<i64> {
-        (self.0 != 0).then_some(i64::from(self.0))
-    }
-}
 
 /// A usage row as read: its sealed bytes and its rowid.
 type SealedUsage = (Vec<u8>, i64);
@@ -546,7 +516,7 @@ fn load_or_create_data_key(conn: &Connection, master: &KeyBytes) -> Result<KeyBy
         }),
         None => {
             let rng = ring::rand::SystemRandom::new();
-            let data_key = crate::barrier::random_key(&rng)
+            let data_key = crate::store::barrier::random_key(&rng)
                 .map_err(|_| anyhow::anyhow!("the system random number generator failed"))?;
             conn.execute(
                 "INSERT INTO meta (name, value) VALUES (?1, ?2)",

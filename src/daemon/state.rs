@@ -1,10 +1,9 @@
 //! What every connection shares: the index, the writer, access rules and counters.
 
+use crate::access::Access;
 use crate::index::Index;
-use crate::peer::Access;
-use crate::policy::apply::PolicyState;
-use crate::scheduler::SchedulerState;
-use crate::writer::WriterHandle;
+use crate::store::writer::WriterHandle;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
@@ -57,4 +56,30 @@ impl Daemon {
     pub fn scheduler_state(&self) -> MutexGuard<'_, SchedulerState> {
         self.scheduler.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// What `policy status` shows about the file.
+#[derive(Debug, Clone, Default)]
+pub struct PolicyState {
+    pub file: Option<PathBuf>,
+    /// SHA-256 (hex) of the content in force.
+    pub content_sha256: Option<String>,
+    pub loaded_at: Option<i64>,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<i64>,
+}
+
+/// A rotation that failed, for `policy status`.
+#[derive(Debug, Clone)]
+pub struct RotationFailure {
+    pub message: String,
+    pub retry_at: i64,
+}
+
+/// What `policy status` shows about rotations.
+#[derive(Debug, Clone, Default)]
+pub struct SchedulerState {
+    /// The next rotations, soonest first (at most 20).
+    pub next: Vec<(String, i64)>,
+    pub failures: HashMap<String, RotationFailure>,
 }

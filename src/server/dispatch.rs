@@ -1,14 +1,14 @@
 //! From a decoded request to its answer: access checks, argument checks, then the index
 //! (verify, reads) or the writer (changes). Nothing here knows about sockets.
 
-use crate::clock;
+use crate::access::Peer;
 use crate::daemon::Daemon;
-use crate::duration::format_secs;
+use crate::index::verify::{self, verify};
 use crate::index::{Maps, RUN_MAX};
-use crate::peer::Peer;
+use crate::store::writer::{Command, Outcome, WriteError};
+use crate::time;
+use crate::time::format_secs;
 use crate::token::is_key_id;
-use crate::verify::{self, verify};
-use crate::writer::{Command, Outcome, WriteError};
 use authenta_client::proto::Response;
 use authenta_client::proto::{
     self, Actor, CreateKey, ErrorAnswer, ErrorCode, KeyInfo, KeyPage, NewToken, PolicyReport,
@@ -46,7 +46,7 @@ impl<'d> VerifyBatch<'d> {
             peer,
             may_verify: daemon.access().may_verify(peer),
             maps: daemon.index.read(),
-            now: clock::now_ms(),
+            now: time::now_ms(),
             answered: 0,
         }
     }
@@ -139,7 +139,7 @@ pub async fn dispatch(daemon: &Daemon, peer: &Peer, body: RequestBody) -> Respon
             return verify_refused();
         }
         daemon.verifications.fetch_add(1, Ordering::Relaxed);
-        return ResponseBody::Verify(verify(&daemon.index, request, clock::now_ms()));
+        return ResponseBody::Verify(verify(&daemon.index, request, time::now_ms()));
     }
     if !access.may_admin(peer) {
         tracing::warn!(uid = peer.uid, pid = ?peer.pid, "admin request refused");
@@ -169,7 +169,7 @@ async fn admin(
         uid: peer.uid,
         pid: peer.pid,
     };
-    let now = clock::now_ms();
+    let now = time::now_ms();
     match body {
         RequestBody::Verify(_) => unreachable!("verify is answered before admin requests"),
         RequestBody::CreateKey(params) => {
@@ -235,7 +235,7 @@ async fn admin(
         })),
         RequestBody::PolicyStatus => Ok(ResponseBody::Policy(policy_report(daemon))),
         RequestBody::Rekey { new_master_key } => {
-            let key = crate::master_key::parse_key(&new_master_key.0).map_err(|_| {
+            let key = crate::store::master_key::parse_key(&new_master_key.0).map_err(|_| {
                 bad_request("the new master key must be 32 raw bytes or 64 hex digits".into())
             })?;
             let command = Command::Rekey {

@@ -7,13 +7,13 @@
 //! between cores. Pinning a connection to one thread, as Redis, nginx and Envoy do, keeps
 //! every request of that connection on the thread whose epoll saw it. The price is that a
 //! connection never moves to an idle thread; connections are handed out in turn, and apps
-//! that matter open several. Each thread also runs a poller ([`crate::busy_poll`]) that
+//! that matter open several. Each thread also runs a poller ([`crate::server::busy_poll`]) that
 //! keeps it from sleeping between requests that arrive close together.
 
-use crate::busy_poll::BusyPoll;
-use crate::connection;
+use crate::access::Peer;
 use crate::daemon::Daemon;
-use crate::peer::Peer;
+use crate::server::busy_poll::BusyPoll;
+use crate::server::connection;
 use anyhow::{Context, Result};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

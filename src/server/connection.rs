@@ -6,14 +6,14 @@
 //! batch rather than one per answer. Anything malformed gets an error answer (id 0) and the
 //! connection is closed; other connections are not affected.
 
-use crate::busy_poll;
+use crate::access::Peer;
 use crate::daemon::Daemon;
-use crate::dispatch::dispatch;
-use crate::dispatch::VerifyBatch;
 use crate::index::RUN_MAX;
-use crate::input::{Filled, Input, READ_CHUNK};
-use crate::peer::Peer;
-use crate::socket::Socket;
+use crate::server::busy_poll;
+use crate::server::dispatch::dispatch;
+use crate::server::dispatch::VerifyBatch;
+use crate::server::input::{Filled, Input, READ_CHUNK};
+use crate::server::socket::Socket;
 use authenta_client::proto::{
     self, ErrorAnswer, ErrorCode, Hello, HelloReply, Request, Response, ResponseBody,
     MAX_FRAME_LEN, PROTOCOL_VERSION,

@@ -8,7 +8,7 @@
 //! race-free: readiness that arrived meanwhile is kept). The buffer is initialised once, so
 //! a read needs no zeroing and no unsafe code.
 
-use crate::socket::Socket;
+use crate::server::socket::Socket;
 use authenta_client::proto::MAX_FRAME_LEN;
 use std::io;
 use std::os::fd::AsRawFd;

@@ -5,11 +5,10 @@
 //! the key's grace, also in the store). Failures are logged, shown in `policy status`, and
 //! retried.
 
-use crate::clock;
-use crate::daemon::Daemon;
+use crate::daemon::{Daemon, RotationFailure};
 use crate::policy::KeyFacts;
-use crate::writer::{Command, Outcome};
-use std::collections::HashMap;
+use crate::store::writer::{Command, Outcome};
+use crate::time;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -18,21 +17,6 @@ use tokio::sync::watch;
 const RETRY_AFTER_MS: i64 = 30_000;
 /// The longest the scheduler sleeps without looking (clock changes, safety).
 const MAX_SLEEP: Duration = Duration::from_secs(30);
-
-/// A rotation that failed, for `policy status`.
-#[derive(Debug, Clone)]
-pub struct RotationFailure {
-    pub message: String,
-    pub retry_at: i64,
-}
-
-/// What `policy status` shows about rotations.
-#[derive(Debug, Clone, Default)]
-pub struct SchedulerState {
-    /// The next rotations, soonest first (at most 20).
-    pub next: Vec<(String, i64)>,
-    pub failures: HashMap<String, RotationFailure>,
-}
 
 struct Due {
     id: String,
@@ -44,13 +28,13 @@ struct Due {
 /// Runs rotations as they fall due, until `stopped`.
 pub async fn run(daemon: Arc<Daemon>, mut stopped: watch::Receiver<bool>) {
     loop {
-        let now = clock::now_ms();
+        let now = time::now_ms();
         let (due, next_at) = scan(&daemon, now);
         for job in due {
             rotate(&daemon, job).await;
         }
         let sleep = next_at
-            .map(|at| Duration::from_millis(u64::try_from(at - clock::now_ms()).unwrap_or(0)))
+            .map(|at| Duration::from_millis(u64::try_from(at - time::now_ms()).unwrap_or(0)))
             .unwrap_or(MAX_SLEEP)
             .clamp(Duration::from_millis(10), MAX_SLEEP);
         tokio::select! {
@@ -149,7 +133,7 @@ async fn rotate(daemon: &Daemon, job: Due) {
                 id,
                 RotationFailure {
                     message,
-                    retry_at: clock::now_ms() + RETRY_AFTER_MS,
+                    retry_at: time::now_ms() + RETRY_AFTER_MS,
                 },
             );
         }

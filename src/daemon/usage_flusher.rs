@@ -3,7 +3,7 @@
 //! at shutdown.
 
 use crate::daemon::Daemon;
-use crate::writer::{Command, WriteError};
+use crate::store::writer::{Command, WriteError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;

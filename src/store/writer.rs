@@ -5,14 +5,15 @@
 //! only that job (group commit), commits durably, then applies the changes to the index, and
 //! only then answers. So once an admin call returns, every verify sees its effect.
 
-use crate::audit::AuditRecord;
-use crate::barrier::KeyBytes;
-use crate::clock;
 use crate::index::{Hit, Index, UsageWrite};
+use crate::key::UsageRow;
 use crate::key::{Grace, KeyRecord, Permissions, UsageRecord};
+use crate::policy::sink::StagedSink;
 use crate::policy::Sink;
-use crate::sink::StagedSink;
-use crate::store::{Store, UsageRow};
+use crate::store::audit::AuditRecord;
+use crate::store::barrier::KeyBytes;
+use crate::store::Store;
+use crate::time;
 use crate::token::{generate_key_id, generate_token, hash_token, start_of, TokenHash};
 use authenta_client::proto::{Actor, AuditReport, CreateKey};
 use ring::rand::SystemRandom;
@@ -186,7 +187,7 @@ fn run_batch(store: &mut Store, index: &Index, rng: &SystemRandom, batch: Vec<Jo
         }
         return;
     }
-    let now = clock::now_ms();
+    let now = time::now_ms();
     let mut changed = Changes::default();
     let mut done = Vec::with_capacity(writes.len());
     for (command, reply) in writes {
@@ -321,7 +322,7 @@ fn apply(
                 environment: params.environment,
                 created_at: now,
                 rotated_at: None,
-                expires_at: params.expires_in_secs.map(|s| clock::add_secs(now, s)),
+                expires_at: params.expires_in_secs.map(|s| time::add_secs(now, s)),
                 revoked_at: None,
                 revoke_reason: None,
                 grace: None,
@@ -458,7 +459,7 @@ fn apply(
                 });
             }
             let token = generate_token(rng).map_err(rng_failed)?;
-            let staged = crate::sink::stage(&sink, &token).map_err(|e| {
+            let staged = crate::policy::sink::stage(&sink, &token).map_err(|e| {
                 WriteError::Refused(format!("cannot write sink {}: {e}", sink.path.display()))
             })?;
             let change = TokenChange {
@@ -546,7 +547,7 @@ fn replace_token(record: &mut KeyRecord, token: &str, grace_secs: u64, now: i64)
     if grace_secs > 0 {
         record.grace = Some(Grace {
             token_hash: record.token_hash,
-            until: clock::add_secs(now, grace_secs),
+            until: time::add_secs(now, grace_secs),
         });
     } else {
         retiring.push(record.token_hash);

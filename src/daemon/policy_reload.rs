@@ -3,26 +3,15 @@
 //! woken. A file that does not parse, or whose revocations cannot be written, leaves the
 //! last good policy in force and is reported.
 
-use super::parse::parse;
-use super::Policy;
-use crate::clock;
 use crate::daemon::Daemon;
 use crate::index::Hit;
-use crate::writer::{Command, Outcome};
+use crate::policy::parse::parse;
+use crate::policy::Policy;
+use crate::store::writer::{Command, Outcome};
+use crate::time;
 use ring::digest;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
-
-/// What `policy status` shows about the file.
-#[derive(Debug, Clone, Default)]
-pub struct PolicyState {
-    pub file: Option<PathBuf>,
-    /// SHA-256 (hex) of the content in force.
-    pub content_sha256: Option<String>,
-    pub loaded_at: Option<i64>,
-    pub last_error: Option<String>,
-    pub last_error_at: Option<i64>,
-}
 
 /// Reads and parses a policy file, without putting it in force.
 pub fn read(path: &Path) -> Result<Policy, String> {
@@ -77,7 +66,7 @@ pub async fn reload(daemon: &Daemon, path: &Path) {
             let mut state = daemon.policy_state();
             state.file = Some(path.to_path_buf());
             state.content_sha256 = Some(sha);
-            state.loaded_at = Some(clock::now_ms());
+            state.loaded_at = Some(time::now_ms());
             state.last_error = None;
             drop(state);
             tracing::info!(file = %path.display(), revoked, "policy applied");
@@ -90,7 +79,7 @@ fn report_error(daemon: &Daemon, message: String) {
     tracing::error!(error = %message, "policy not applied");
     let mut state = daemon.policy_state();
     state.last_error = Some(message);
-    state.last_error_at = Some(clock::now_ms());
+    state.last_error_at = Some(time::now_ms());
 }
 
 /// Applies revocations durably, then the policy's times; returns how many revocations
@@ -116,7 +105,7 @@ pub async fn put_in_force(daemon: &Daemon, policy: Policy) -> Result<usize, Stri
     };
     daemon.index.set_policy(Arc::new(policy));
     // A changed policy may have fixed what made rotations fail: try them again now.
-    let now = clock::now_ms();
+    let now = time::now_ms();
     for failure in daemon.scheduler_state().failures.values_mut() {
         failure.retry_at = now;
     }

@@ -4,7 +4,7 @@
 //! re-read are safety nets for anything a watch misses. Every trigger just re-reads the
 //! file; an unchanged file costs one read and one hash.
 
-use super::apply::reload;
+use super::policy_reload::reload;
 use crate::daemon::Daemon;
 use notify::RecursiveMode;
 use std::path::PathBuf;

@@ -5,10 +5,10 @@
 //! `busy` and closed, rather than left waiting, so a flood of connections cannot starve the
 //! apps already connected.
 
-use crate::connection;
+use super::connection;
+use crate::access::Peer;
 use crate::daemon::Daemon;
-use crate::peer::Peer;
-use crate::workers::Workers;
+use crate::server::workers::Workers;
 use anyhow::{bail, Context, Result};
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};

@@ -34,11 +34,6 @@ pub fn stopping() {
     send(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
 }
 
-/// A STATUS= line for `systemctl status`.
-pub fn status(text: &str) {
-    send(&[NotifyState::Status(text)]);
-}
-
 /// How often to ping the watchdog: half of `WatchdogSec=`, when it is set for this process.
 pub fn watchdog_interval() -> Option<Duration> {
     sd_notify::watchdog_enabled().map(|period| period / 2)

@@ -12,10 +12,11 @@
 //! a probe matches or the table grows. Key ids sit in an ordered map of fixed 20-byte ids, so
 //! listing pages in id order.
 
-use crate::key::{Grace, KeyRecord, Permissions, RetiredHashes, UsageRecord};
+pub(crate) mod tag_table;
+pub(crate) mod verify;
+
+use crate::key::{Grace, KeyRecord, Permissions, RetiredHashes, UsageRecord, UsageRow};
 use crate::policy::{KeyFacts, KeyTimes, Policy};
-use crate::store::UsageRow;
-use crate::tag_table::{prefetch, TagTable};
 use crate::token::{TokenHash, KEY_ID_LEN, START_LEN};
 use authenta_client::proto::{KeyInfo, KeyState, Usage};
 use std::collections::{BTreeMap, HashSet};
@@ -23,6 +24,7 @@ use std::hash::BuildHasher;
 use std::ops::Bound;
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use tag_table::{prefetch, TagTable};
 
 /// A key id in fixed space: `key_` and 16 base62 characters.
 type KeyId = [u8; KEY_ID_LEN];
@@ -774,6 +776,7 @@ impl Index {
         }
     }
 
+    #[cfg(test)]
     /// An index of the keys loaded at start-up.
     pub fn from_loaded(keys: Vec<(KeyRecord, UsageRecord)>, retired: RetiredHashes) -> Self {
         let mut index = Index::with_capacity(keys.len());

@@ -1,19 +1,7 @@
-//! Process hygiene for a process that holds keys: no core dumps, not dumpable (no ptrace
-//! attach by other processes of the same uid, no `/proc/PID/mem` reads), and key material in
-//! memory that is locked (never swapped) where the limits allow, and wiped on drop.
+//! Key material in memory that is locked (never swapped) where the limits allow, and wiped
+//! on drop.
 
-use crate::barrier::KeyBytes;
-
-/// Turns off core dumps and makes the process non-dumpable. Failures are logged, not fatal:
-/// the daemon is still correct without them, only less hardened.
-pub fn harden_process() {
-    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
-        tracing::warn!(error = %e, "cannot set PR_SET_DUMPABLE 0");
-    }
-    if let Err(e) = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0) {
-        tracing::warn!(error = %e, "cannot turn off core dumps");
-    }
-}
+use crate::store::barrier::KeyBytes;
 
 /// A 32-byte key in its own heap allocation, locked into RAM when permitted
 /// (`RLIMIT_MEMLOCK`), and zeroed when dropped.

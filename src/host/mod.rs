@@ -1,0 +1,10 @@
+//! The host the daemon runs on: systemd (readiness, socket activation), `--daemonize`,
+//! default paths, and process hygiene.
+//!
+//! Owns only the conversation with the operating system around the daemon; knows nothing of
+//! keys, the store or the protocol.
+
+pub(crate) mod detach;
+pub(crate) mod hygiene;
+pub(crate) mod paths;
+pub(crate) mod systemd;

@@ -1,0 +1,22 @@
+//! The server: the listening socket, the connection threads, and everything between a
+//! client's bytes and an answer.
+//!
+//! Owns: binding the socket and accepting ([`accept`]), the connection threads
+//! ([`workers`]), one connection's handshake and request loop ([`connection`]), framing
+//! ([`input`], [`socket`]), adaptive busy polling ([`busy_poll`]) and turning a decoded
+//! request into an answer ([`dispatch`]).
+//!
+//! Never touches SQLite or the policy file: verifies are answered from the index, admin
+//! changes go to the writer thread through [`crate::daemon::Daemon`]. Nothing below this
+//! part knows that sockets exist.
+
+mod accept;
+pub(crate) mod busy_poll;
+pub(crate) mod connection;
+mod dispatch;
+mod input;
+mod socket;
+pub(crate) mod workers;
+
+pub(crate) use accept::{accept_loop, bind};
+pub use connection::codec;

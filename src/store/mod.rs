@@ -1,0 +1,20 @@
+//! The durable store: an encrypted SQLite file and the one thread that writes it.
+//!
+//! Owns: the schema and sealed rows ([`database`]), their encoding ([`record_codec`]), the
+//! AES-256-GCM barrier ([`barrier`]) and the master key that wraps its data key
+//! ([`master_key`], held in [`locked_key`] memory), the hash-chained audit log ([`audit`]),
+//! and the writer thread that commits admin changes in groups and then updates the index
+//! ([`writer`]).
+//!
+//! Never answers a verify and never touches a socket: the index is what verify reads; the
+//! store only feeds it, after each commit.
+
+pub mod audit;
+pub mod barrier;
+mod database;
+pub(crate) mod locked_key;
+pub(crate) mod master_key;
+pub mod record_codec;
+pub(crate) mod writer;
+
+pub use database::{db_path, exists, Loaded, Store};
