@@ -21,8 +21,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Instant;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
@@ -74,12 +73,55 @@ fn serve(
     socket: Option<PathBuf>,
     ready_pipe: &mut Option<ReadyPipe>,
 ) -> Result<ExitCode> {
+    let opened = open(args, socket)?;
+    // This runtime accepts connections and runs the housekeeping (signals, policy, usage
+    // flushes, rotations); connections are served on their own threads (`workers`).
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let running = start(opened).await?;
+        if let Some(pipe) = ready_pipe.as_mut() {
+            pipe.ready();
+        }
+        run_until_stopped(
+            &running.daemon,
+            running.config_path.as_deref(),
+            running.policy_path.as_deref(),
+        )
+        .await?;
+        shut_down(running).await;
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Everything opened before the runtime starts: the config, the store loaded into the
+/// index, and the store thread.
+struct Opened {
+    started: Instant,
+    config: Config,
+    config_path: Option<PathBuf>,
+    policy_path: Option<PathBuf>,
+    socket: PathBuf,
+    activated: Option<std::os::unix::net::UnixListener>,
+    data_dir: PathBuf,
+    master_key_source: String,
+    index: Arc<Index>,
+    key_count: usize,
+    corrupt: Vec<String>,
+    writer: writer::WriterHandle,
+}
+
+/// Hardens the process, reads the config, opens the store and loads every key into the
+/// index, and starts the store thread. Nothing is listening yet.
+fn open(args: ServeArgs, socket: Option<PathBuf>) -> Result<Opened> {
     let started = Instant::now();
     hygiene::harden_process();
     // Everything the daemon creates (store, WAL, key file) is for its own user only.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let activated = systemd::take_activated_listener()?;
-    let args_policy = args.policy.clone();
     let (config, config_path) = Config::load(args.config.as_deref())?;
     let socket = socket.unwrap_or_else(paths::default_socket);
     let data_dir = match args.data_dir {
@@ -92,7 +134,6 @@ fn serve(
             paths::ensure_dir(parent, 0o750, "socket directory")?;
         }
     }
-
     let (master, source) = master_key::load(
         args.master_key_file.as_deref(),
         &data_dir,
@@ -100,15 +141,37 @@ fn serve(
     )?;
     let store = Store::open(&data_dir, &master)?;
     drop(master);
+    let policy_path = policy_path(args.policy, config.policy.as_deref());
+    let (index, key_count, corrupt) = load_index(&store, policy_path.as_deref())?;
+    let (writer, _store_thread) =
+        writer::spawn(store, index.clone()).context("cannot start the store thread")?;
+    Ok(Opened {
+        started,
+        config,
+        config_path,
+        policy_path,
+        socket,
+        activated,
+        data_dir,
+        master_key_source: source.to_string(),
+        index,
+        key_count,
+        corrupt,
+        writer,
+    })
+}
+
+/// Reads every key from the store into a new index: the keys, how many, and the ids of
+/// those whose rows did not open.
+fn load_index(
+    store: &Store,
+    policy_path: Option<&Path>,
+) -> Result<(Arc<Index>, usize, Vec<String>)> {
     // Keys go straight from the store into the index: no second copy of a large store.
     let mut index = Index::with_capacity(store.key_count()?);
     // Evaluate keys against the policy as they load; it is put in force (revocations
     // written, errors reported) once the daemon runs, without evaluating every key again.
-    let policy_path = policy_path(args_policy, config.policy.as_deref());
-    if let Some(policy) = policy_path
-        .as_deref()
-        .and_then(|p| crate::daemon::policy_reload::read(p).ok())
-    {
+    if let Some(policy) = policy_path.and_then(|p| crate::daemon::policy_reload::read(p).ok()) {
         index.use_policy_while_loading(Arc::new(policy));
     }
     let mut key_count = 0usize;
@@ -121,11 +184,135 @@ fn serve(
     })?;
     index.finish_loading();
     index.add_retired(retired);
-    let index = Arc::new(index);
-    let (writer, _store_thread) =
-        writer::spawn(store, index.clone()).context("cannot start the store thread")?;
+    Ok((Arc::new(index), key_count, corrupt))
+}
 
-    let connection_threads = config
+/// The running daemon, and what shutting it down waits for.
+struct Running {
+    daemon: Arc<Daemon>,
+    config_path: Option<PathBuf>,
+    policy_path: Option<PathBuf>,
+    bound_here: bool,
+    stop: watch::Sender<bool>,
+    accepting: tokio::task::JoinHandle<()>,
+    flusher: tokio::task::JoinHandle<()>,
+}
+
+/// Listens, puts the policy in force, starts the connection threads and the tasks beside
+/// them, and tells systemd the daemon is ready.
+async fn start(opened: Opened) -> Result<Running> {
+    let Opened {
+        started,
+        config,
+        config_path,
+        policy_path,
+        socket,
+        activated,
+        data_dir,
+        master_key_source,
+        index,
+        key_count,
+        corrupt,
+        writer,
+    } = opened;
+    let bound_here = activated.is_none();
+    let listener = listen(activated, &socket, &config)?;
+    let daemon = Arc::new(Daemon::new(
+        started,
+        index,
+        writer,
+        Access::from_config(&config),
+        socket.clone(),
+        data_dir.clone(),
+        corrupt,
+        config.regenerate_grace,
+    ));
+    // The policy is in force (revocations written) before anyone is told "ready".
+    if let Some(path) = &policy_path {
+        crate::daemon::policy_reload::reload(&daemon, path).await;
+    }
+    let (stop, stopped) = watch::channel(false);
+    let flusher = tokio::spawn(usage_flusher::run(
+        daemon.clone(),
+        config.usage_flush_interval,
+        stopped.clone(),
+    ));
+    let threads = connection_threads(&config);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let busy_poll = BusyPoll::new(config.busy_poll, cores, threads);
+    let workers = Workers::start(threads, &busy_poll, &daemon, &stopped)?;
+    let accepting = tokio::spawn(server::accept_loop(
+        listener,
+        daemon.clone(),
+        workers,
+        config.max_connections,
+        stopped.clone(),
+    ));
+    spawn_housekeeping(&daemon, policy_path.clone(), stopped);
+    tracing::info!(
+        socket = %socket.display(),
+        socket_activated = !bound_here,
+        data_dir = %data_dir.display(),
+        keys = key_count,
+        master_key = %master_key_source,
+        config = ?config_path,
+        startup_ms = started.elapsed().as_millis() as u64,
+        "authenta-keyd ready"
+    );
+    systemd::ready(&format!(
+        "serving {} keys on {}",
+        key_count,
+        socket.display()
+    ));
+    Ok(Running {
+        daemon,
+        config_path,
+        policy_path,
+        bound_here,
+        stop,
+        accepting,
+        flusher,
+    })
+}
+
+/// The tasks beside the server that need no handle at shutdown: they stop on `stopped`.
+fn spawn_housekeeping(
+    daemon: &Arc<Daemon>,
+    policy_path: Option<PathBuf>,
+    stopped: watch::Receiver<bool>,
+) {
+    if let Some(path) = policy_path {
+        let watcher = crate::daemon::policy_watch::run(daemon.clone(), path, stopped.clone());
+        tokio::spawn(watcher);
+    }
+    tokio::spawn(crate::daemon::scheduler::run(
+        daemon.clone(),
+        stopped.clone(),
+    ));
+    if let Some(period) = systemd::watchdog_interval() {
+        tokio::spawn(watchdog(daemon.clone(), period, stopped));
+    }
+}
+
+/// The listener systemd handed over, else the socket bound here.
+fn listen(
+    activated: Option<std::os::unix::net::UnixListener>,
+    socket: &Path,
+    config: &Config,
+) -> Result<tokio::net::UnixListener> {
+    match activated {
+        Some(listener) => {
+            listener.set_nonblocking(true)?;
+            Ok(tokio::net::UnixListener::from_std(listener)?)
+        }
+        None => server::bind(socket, config.socket_mode_bits()?, socket_group(config)?),
+    }
+}
+
+/// Connection threads: the config's `worker_threads`, else `AUTHENTA_WORKER_THREADS`, else
+/// one per core.
+fn connection_threads(config: &Config) -> usize {
+    config
         .worker_threads
         .or_else(|| {
             std::env::var("AUTHENTA_WORKER_THREADS")
@@ -133,103 +320,28 @@ fn serve(
                 .and_then(|t| t.parse().ok())
         })
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-        .max(1);
-    // This runtime accepts connections and runs the housekeeping (signals, policy, usage
-    // flushes, rotations); connections are served on their own threads (`workers`).
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(async move {
-        let bound_here = activated.is_none();
-        let listener = match activated {
-            Some(listener) => {
-                listener.set_nonblocking(true)?;
-                tokio::net::UnixListener::from_std(listener)?
-            }
-            None => server::bind(&socket, config.socket_mode_bits()?, socket_group(&config)?)?,
-        };
-        let daemon = Arc::new(Daemon {
-            index,
-            writer,
-            access: RwLock::new(Arc::new(Access::from_config(&config))),
-            started,
-            socket: socket.clone(),
-            data_dir: data_dir.clone(),
-            corrupt_keys: corrupt,
-            default_grace: config.regenerate_grace,
-            connections: AtomicU64::new(0),
-            verifications: AtomicU64::new(0),
-            policy: Default::default(),
-            scheduler: Default::default(),
-            scheduler_wake: Default::default(),
-        });
-        // The policy is in force (revocations written) before anyone is told "ready".
-        if let Some(path) = &policy_path {
-            crate::daemon::policy_reload::reload(&daemon, path).await;
-        }
-        let (stop, stopped) = watch::channel(false);
-        let flusher = tokio::spawn(usage_flusher::run(
-            daemon.clone(),
-            config.usage_flush_interval,
-            stopped.clone(),
-        ));
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let busy_poll = BusyPoll::new(config.busy_poll, cores, connection_threads);
-        let workers = Workers::start(connection_threads, &busy_poll, &daemon, &stopped)?;
-        let accepting = tokio::spawn(server::accept_loop(
-            listener,
-            daemon.clone(),
-            workers,
-            config.max_connections,
-            stopped.clone(),
-        ));
-        if let Some(path) = policy_path.clone() {
-            tokio::spawn(crate::daemon::policy_watch::run(
-                daemon.clone(),
-                path,
-                stopped.clone(),
-            ));
-        }
-        tokio::spawn(crate::daemon::scheduler::run(daemon.clone(), stopped.clone()));
-        if let Some(period) = systemd::watchdog_interval() {
-            tokio::spawn(watchdog(daemon.clone(), period, stopped));
-        }
-        tracing::info!(
-            socket = %socket.display(),
-            socket_activated = !bound_here,
-            data_dir = %data_dir.display(),
-            keys = key_count,
-            master_key = %source,
-            config = ?config_path,
-            startup_ms = started.elapsed().as_millis() as u64,
-            "authenta-keyd ready"
-        );
-        systemd::ready(&format!("serving {key_count} keys on {}", socket.display()));
-        if let Some(pipe) = ready_pipe.as_mut() {
-            pipe.ready();
-        }
+        .max(1)
+}
 
-        run_until_stopped(&daemon, config_path.as_deref(), policy_path.as_deref()).await?;
-        tracing::info!("shutting down");
-        systemd::stopping();
-        let _ = stop.send(true);
-        let _ = accepting.await;
-        let _ = flusher.await;
-        match usage_flusher::flush(&daemon, None).await {
-            Ok(n) => tracing::info!(keys = n, "usage flushed"),
-            Err(e) => tracing::error!(error = %e, "final usage flush failed"),
-        }
-        if let Err(e) = daemon.writer.submit(writer::Command::Checkpoint).await {
-            tracing::warn!(error = %e, "final checkpoint failed; the WAL will be replayed at start-up");
-        }
-        if bound_here {
-            remove_socket(&socket);
-        }
-        tracing::info!("stopped");
-        Ok::<_, anyhow::Error>(())
-    })?;
-    Ok(ExitCode::SUCCESS)
+/// Stops accepting, flushes usage, checkpoints the WAL, and removes the socket it bound.
+async fn shut_down(running: Running) {
+    tracing::info!("shutting down");
+    systemd::stopping();
+    let _ = running.stop.send(true);
+    let _ = running.accepting.await;
+    let _ = running.flusher.await;
+    let daemon = &running.daemon;
+    match usage_flusher::flush(daemon, None).await {
+        Ok(n) => tracing::info!(keys = n, "usage flushed"),
+        Err(e) => tracing::error!(error = %e, "final usage flush failed"),
+    }
+    if let Err(e) = daemon.writer.submit(writer::Command::Checkpoint).await {
+        tracing::warn!(error = %e, "final checkpoint failed; the WAL will be replayed at start-up");
+    }
+    if running.bound_here {
+        remove_socket(&daemon.socket);
+    }
+    tracing::info!("stopped");
 }
 
 /// Serves until SIGTERM or SIGINT; SIGHUP reloads the config's access rules and the policy.

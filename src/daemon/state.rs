@@ -36,6 +36,35 @@ pub struct Daemon {
 }
 
 impl Daemon {
+    /// The state of a daemon started at `started`, with no connection, verify or policy yet.
+    #[allow(clippy::too_many_arguments)] // each is one part of the state, named at the call
+    pub fn new(
+        started: Instant,
+        index: Arc<Index>,
+        writer: WriterHandle,
+        access: Access,
+        socket: PathBuf,
+        data_dir: PathBuf,
+        corrupt_keys: Vec<String>,
+        default_grace: Duration,
+    ) -> Self {
+        Daemon {
+            index,
+            writer,
+            access: RwLock::new(Arc::new(access)),
+            started,
+            socket,
+            data_dir,
+            corrupt_keys,
+            default_grace,
+            connections: AtomicU64::new(0),
+            verifications: AtomicU64::new(0),
+            policy: Default::default(),
+            scheduler: Default::default(),
+            scheduler_wake: Default::default(),
+        }
+    }
+
     /// The access rules in force.
     pub fn access(&self) -> Arc<Access> {
         self.access

@@ -499,11 +499,6 @@ impl Maps {
         }
     }
 
-    /// Counts one verify against its key (see [`Maps::count_uses`]).
-    pub fn count_use(&self, used: KeyUse<'_>, now: i64) {
-        self.count_uses(&[Some(used)], now);
-    }
-
     /// Counts verifies against their keys (`None`: a verify that matched no key) and marks
     /// the keys' usage as changed since the last flush: every count first, then one fence,
     /// then every dirty bit.
@@ -1002,7 +997,7 @@ mod tests {
             let Some(Hit::Current(key)) = maps.by_hash(&hashes[n]) else {
                 panic!("key {n} not found");
             };
-            maps.count_use(KeyUse { key, allowed: true }, 5);
+            maps.count_uses(&[Some(KeyUse { key, allowed: true })], 5);
         };
         for n in [3, 64, 199, 3] {
             use_key(n);

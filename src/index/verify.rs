@@ -4,53 +4,66 @@
 //! this order: revoked (or replaced by a regenerate), expired, environment, permissions.
 //! It never touches SQLite and never waits on anything but the index's read lock.
 
-use crate::index::{Hit, Index, KeyUse, LookupKey, Maps};
+use crate::index::{Hit, KeyUse, LookupKey, Maps, RUN_MAX};
 use crate::key::Permissions;
 use crate::token::{check_token, hash_token, TokenHash};
-use authenta_client::proto::{KeyState, VerifyAnswer, VerifyCode, VerifyRequest};
-use authenta_client::verify_wire::{VerifyAnswerRef, VerifyQuestion};
+use authenta_client::proto::{KeyState, VerifyCode};
+use authenta_client::verify_wire::{VerifyAnswerRef, VerifyQuestion, VerifyRequestRef};
 
-/// Answers a verify at `now` (unix milliseconds) and counts it against the key it matched.
-pub fn verify(index: &Index, request: &VerifyRequest, now: i64) -> VerifyAnswer {
-    let question = VerifyQuestion {
-        token: &request.token,
-        permissions: Permissions::from_list(&request.permissions).bits(),
-        environment: request.environment.as_deref(),
-    };
-    let maps = index.read();
-    let answer = decide(&maps, &question, now);
-    VerifyAnswer {
-        code: answer.code,
-        key_id: answer.key_id.map(str::to_owned),
-        permissions: Permissions::from_bits(answer.permissions).to_list(),
-        environment: answer.environment.map(str::to_owned),
-        rotate_by: answer.rotate_by,
-        rotation_due: answer.rotation_due,
+/// Decides a run of pipelined verifies (at most [`RUN_MAX`]) under one read of the index,
+/// at `now`, handing each answer with its request id to `answered`, in order; stops at the
+/// first error `answered` returns. Every verify an app sends is decided here.
+///
+/// Three passes, so that the memory each lookup needs is asked for in runs of prefetches
+/// with nothing between them: every token is checked and hashed, then every table bucket is
+/// asked for, then every entry those buckets name. With a million keys each of those lines
+/// sits on a page the TLB does not hold, and a prefetch does not retire until its page walk
+/// is done; issued back to back, the walks overlap instead of queueing behind the hashing.
+///
+/// The uses are counted once the whole run is decided, with one fence for all (see
+/// [`Maps::count_uses`]), so a decision waits for no count; still before `decide_run`
+/// returns, so a client that lists its keys after an answer sees that verify counted.
+pub fn decide_run<'m, E>(
+    maps: &'m Maps,
+    run: &[Option<VerifyRequestRef<'_>>],
+    now: i64,
+    mut answered: impl FnMut(u64, VerifyAnswerRef<'m>) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut keys = [None; RUN_MAX];
+    for (request, key) in run.iter().flatten().zip(&mut keys) {
+        *key = token_hash(request.question().token).map(|hash| maps.lookup_key(hash));
     }
-}
-
-/// The decision, borrowing from `maps` (a read of the index), so that it is encoded without
-/// allocating; counts it against the key it matched.
-pub fn decide<'m>(maps: &'m Maps, question: &VerifyQuestion<'_>, now: i64) -> VerifyAnswerRef<'m> {
-    let key = token_hash(question.token).map(|hash| maps.lookup_key(hash));
-    let (answer, used) = judge(maps, question, key, now);
-    if let Some(used) = used {
-        maps.count_use(used, now);
+    for key in keys.iter().flatten() {
+        maps.prefetch_bucket(key);
     }
-    answer
+    for key in keys.iter().flatten() {
+        maps.prefetch_entry(key);
+    }
+    let mut uses = [None; RUN_MAX];
+    let mut result = Ok(());
+    for ((request, key), used) in run.iter().flatten().zip(keys).zip(&mut uses) {
+        let answer;
+        (answer, *used) = decide(maps, request.question(), key, now);
+        result = answered(request.id, answer);
+        if result.is_err() {
+            break;
+        }
+    }
+    maps.count_uses(&uses, now);
+    result
 }
 
 /// The token's SHA-256 if it is well-formed (prefix, length, alphabet, checksum).
-pub fn token_hash(token: &str) -> Option<TokenHash> {
+fn token_hash(token: &str) -> Option<TokenHash> {
     check_token(token).ok().map(|()| hash_token(token))
 }
 
-/// [`decide`] with the token already checked and hashed by [`token_hash`] and made a
-/// [`LookupKey`] (`None`: malformed), so that a run of verifies can hash first, prefetch,
-/// and look up together without hashing twice; and without counting: it returns the use
-/// to count (when the token matched a key), so that a run counts all of its uses together
-/// ([`Maps::count_uses`]).
-pub fn judge<'m>(
+/// The decision for one verify, its token already checked and hashed and made a
+/// [`LookupKey`] (`None`: malformed), borrowing from `maps` so that the answer is encoded
+/// without allocating. In this order: unknown, revoked (or replaced by a regenerate),
+/// expired, environment, permissions. Returns the use to count when the token matched a
+/// key, for [`decide_run`] to count with the rest of its run.
+fn decide<'m>(
     maps: &'m Maps,
     question: &VerifyQuestion<'_>,
     key: Option<LookupKey>,
@@ -127,9 +140,11 @@ fn no_key(code: VerifyCode) -> VerifyAnswerRef<'static> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::index::Index;
     use crate::key::{Grace, KeyRecord, UsageRecord};
     use crate::token::generate_token;
     use authenta_client::proto::Permission;
+    use authenta_client::verify_wire::VerifyBodyRef;
     use ring::rand::SystemRandom;
 
     fn record(token: &str) -> KeyRecord {
@@ -149,6 +164,39 @@ mod tests {
         }
     }
 
+    /// What a verify answered, owned.
+    type Answer = (u64, VerifyCode, Option<i64>, bool);
+
+    /// Asks a run of pipelined verifies through [`decide_run`], the path every request takes.
+    fn ask_run(
+        index: &Index,
+        questions: &[(&str, &[Permission], Option<&str>)],
+        now: i64,
+    ) -> Vec<Answer> {
+        let run: Vec<_> = questions
+            .iter()
+            .enumerate()
+            .map(|(n, (token, perms, environment))| {
+                Some(VerifyRequestRef {
+                    id: n as u64,
+                    body: VerifyBodyRef::Verify(VerifyQuestion {
+                        token,
+                        permissions: Permissions::from_list(perms).bits(),
+                        environment: *environment,
+                    }),
+                })
+            })
+            .collect();
+        let maps = index.read();
+        let mut answers = Vec::new();
+        decide_run(&maps, &run, now, |id, a| {
+            answers.push((id, a.code, a.rotate_by, a.rotation_due));
+            Ok::<(), ()>(())
+        })
+        .expect("every answer taken");
+        answers
+    }
+
     fn ask(
         index: &Index,
         token: &str,
@@ -156,12 +204,7 @@ mod tests {
         env: Option<&str>,
         now: i64,
     ) -> VerifyCode {
-        let request = VerifyRequest {
-            token: token.into(),
-            permissions: perms.to_vec(),
-            environment: env.map(Into::into),
-        };
-        verify(index, &request, now).code
+        ask_run(index, &[(token, perms, env)], now)[0].1
     }
 
     #[test]
@@ -201,6 +244,46 @@ mod tests {
     }
 
     #[test]
+    fn a_pipelined_run_answers_in_order_and_counts_every_verify() {
+        let rng = SystemRandom::new();
+        let token = generate_token(&rng).expect("rng").to_string();
+        let other = generate_token(&rng).expect("rng").to_string();
+        let index = Index::from_loaded(vec![(record(&token), UsageRecord::default())], vec![]);
+        let read: &[Permission] = &[Permission::Read];
+        let answers = ask_run(
+            &index,
+            &[
+                (&token, read, None),
+                ("api_nope", &[], None),
+                (&token, &[Permission::Write], None),
+                (&other, &[], None),
+                (&token, read, Some("production")),
+            ],
+            0,
+        );
+        let codes: Vec<_> = answers.iter().map(|a| (a.0, a.1)).collect();
+        assert_eq!(
+            codes,
+            vec![
+                (0, VerifyCode::Valid),
+                (1, VerifyCode::Malformed),
+                (2, VerifyCode::InsufficientPermissions),
+                (3, VerifyCode::Unknown),
+                (4, VerifyCode::Valid),
+            ]
+        );
+        let usage = index
+            .read()
+            .by_id("key_0123456789abcdef")
+            .map(|e| e.usage.snapshot())
+            .expect("key present");
+        assert_eq!(
+            (usage.verifications, usage.allowed, usage.denied),
+            (3, 2, 1)
+        );
+    }
+
+    #[test]
     fn policy_max_age_and_warning_follow_an_injected_clock() {
         use crate::policy::{Defaults, Policy};
         use std::time::Duration;
@@ -220,24 +303,13 @@ mod tests {
             },
             ..Policy::default()
         }));
-        let ask_at = |now: i64| {
-            let request = VerifyRequest {
-                token: token.clone(),
-                permissions: vec![],
-                environment: None,
-            };
-            verify(&index, &request, now)
-        };
-        let early = ask_at(107 * DAY);
-        assert_eq!((early.code, early.rotation_due), (VerifyCode::Valid, false));
-        assert_eq!(early.rotate_by, Some(110 * DAY));
-        let warned = ask_at(108 * DAY + 1);
-        assert_eq!(
-            (warned.code, warned.rotation_due),
-            (VerifyCode::Valid, true)
-        );
-        let late = ask_at(110 * DAY);
-        assert_eq!(late.code, VerifyCode::Expired);
+        let ask_at = |now: i64| ask_run(&index, &[(&token, &[], None)], now)[0];
+        let (_, code, rotate_by, due) = ask_at(107 * DAY);
+        assert_eq!((code, due), (VerifyCode::Valid, false));
+        assert_eq!(rotate_by, Some(110 * DAY));
+        let (_, code, _, due) = ask_at(108 * DAY + 1);
+        assert_eq!((code, due), (VerifyCode::Valid, true));
+        assert_eq!(ask_at(110 * DAY).1, VerifyCode::Expired);
         let entry = index
             .read()
             .by_id("key_0123456789abcdef")
@@ -247,7 +319,7 @@ mod tests {
         assert!(entry.1.rotation_due);
         // A new policy without max_age brings the key back: age is policy, not state.
         index.set_policy(std::sync::Arc::new(Policy::default()));
-        assert_eq!(ask_at(110 * DAY).code, VerifyCode::Valid);
+        assert_eq!(ask_at(110 * DAY).1, VerifyCode::Valid);
     }
 
     #[test]

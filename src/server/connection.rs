@@ -9,11 +9,11 @@
 use crate::access::Peer;
 use crate::daemon::Daemon;
 use crate::index::RUN_MAX;
+use crate::server::admin::dispatch;
 use crate::server::busy_poll;
-use crate::server::dispatch::dispatch;
-use crate::server::dispatch::VerifyBatch;
 use crate::server::input::{Filled, Input, READ_CHUNK};
 use crate::server::socket::Socket;
+use crate::server::verify_batch::VerifyBatch;
 use authenta_client::proto::{
     self, ErrorAnswer, ErrorCode, Hello, HelloReply, Request, Response, ResponseBody,
     MAX_FRAME_LEN, PROTOCOL_VERSION,

@@ -4,18 +4,19 @@
 //! Owns: binding the socket and accepting ([`accept`]), the connection threads
 //! ([`workers`]), one connection's handshake and request loop ([`connection`]), framing
 //! ([`input`], [`socket`]), adaptive busy polling ([`busy_poll`]) and turning a decoded
-//! request into an answer ([`dispatch`]).
+//! request into an answer ([`admin`], [`verify_batch`]).
 //!
 //! Never touches SQLite or the policy file: verifies are answered from the index, admin
 //! changes go to the writer thread through [`crate::daemon::Daemon`]. Nothing below this
 //! part knows that sockets exist.
 
 mod accept;
+mod admin;
 pub(crate) mod busy_poll;
 pub(crate) mod connection;
-mod dispatch;
 mod input;
 mod socket;
+mod verify_batch;
 pub(crate) mod workers;
 
 pub(crate) use accept::{accept_loop, bind};

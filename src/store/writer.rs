@@ -109,7 +109,7 @@ pub enum WriteError {
 
 struct Job {
     command: Command,
-    reply: oneshot::Sender<Result<Outcome, WriteError>>,
+    reply: Reply,
 }
 
 /// Sends jobs to the store thread. Cloneable; the thread stops when every handle is gone.
@@ -156,27 +156,13 @@ fn run(mut store: Store, index: Arc<Index>, rx: mpsc::Receiver<Job>) {
     tracing::debug!("store thread stopped");
 }
 
+type Reply = oneshot::Sender<Result<Outcome, WriteError>>;
+
+/// Runs a batch of jobs: reads at once, then every change in one transaction (group
+/// commit), then the index, then the answers. A change is answered only once it is both
+/// committed and visible to verify.
 fn run_batch(store: &mut Store, index: &Index, rng: &SystemRandom, batch: Vec<Job>) {
-    let mut writes = Vec::with_capacity(batch.len());
-    for job in batch {
-        match job.command {
-            Command::ReadAudit { verify, after } => {
-                let result = store
-                    .read_audit(verify, after)
-                    .map(Outcome::Audit)
-                    .map_err(|e| WriteError::Storage(e.to_string()));
-                let _ = job.reply.send(result);
-            }
-            Command::Checkpoint => {
-                let result = store
-                    .checkpoint()
-                    .map(|()| Outcome::Changed)
-                    .map_err(|e| WriteError::Storage(e.to_string()));
-                let _ = job.reply.send(result);
-            }
-            command => writes.push((command, job.reply)),
-        }
-    }
+    let writes = answer_reads(store, batch);
     if writes.is_empty() {
         return;
     }
@@ -187,32 +173,15 @@ fn run_batch(store: &mut Store, index: &Index, rng: &SystemRandom, batch: Vec<Jo
         }
         return;
     }
-    let now = time::now_ms();
     let mut changed = Changes::default();
-    let mut done = Vec::with_capacity(writes.len());
-    for (command, reply) in writes {
-        let result = match store.savepoint() {
-            Ok(head) => match apply(store, index, &mut changed, rng, command, now) {
-                Ok(outcome) => store
-                    .release()
-                    .map(|()| outcome)
-                    .map_err(|e| WriteError::Storage(e.to_string())),
-                Err(e) => {
-                    if let Err(undo) = store.rollback_to(head) {
-                        tracing::error!(error = %undo, "cannot undo a failed job");
-                    }
-                    Err(e)
-                }
-            },
-            Err(e) => Err(WriteError::Storage(e.to_string())),
-        };
-        match result {
-            Ok(outcome) => done.push((outcome, reply)),
-            Err(e) => {
-                let _ = reply.send(Err(e));
-            }
-        }
-    }
+    let mut txn = Txn {
+        store,
+        index,
+        changed: &mut changed,
+        rng,
+        now: time::now_ms(),
+    };
+    let done = apply_each(&mut txn, writes);
     if let Err(e) = store.commit() {
         tracing::error!(error = %e, "store commit failed; the batch's changes are dropped");
         store.rollback();
@@ -221,20 +190,73 @@ fn run_batch(store: &mut Store, index: &Index, rng: &SystemRandom, batch: Vec<Jo
         }
         return;
     }
-    if !changed.in_order.is_empty() {
-        let mut maps = index.write();
-        for change in changed.in_order {
-            match change {
-                IndexChange::Upsert(record) => maps.upsert(*record),
-                IndexChange::Retire(hash, key_id) => maps.retire(hash, key_id),
-            }
-        }
-        drop(maps);
-        index.changed.notify_one();
-    }
+    update_index(index, changed);
     for (outcome, reply) in done {
         let _ = reply.send(Ok(publish_sinks(outcome)));
     }
+}
+
+/// Answers the jobs that only read (they need no transaction); returns the changes.
+fn answer_reads(store: &mut Store, batch: Vec<Job>) -> Vec<(Command, Reply)> {
+    let mut writes = Vec::with_capacity(batch.len());
+    for job in batch {
+        let result = match job.command {
+            Command::ReadAudit { verify, after } => {
+                store.read_audit(verify, after).map(Outcome::Audit)
+            }
+            Command::Checkpoint => store.checkpoint().map(|()| Outcome::Changed),
+            command => {
+                writes.push((command, job.reply));
+                continue;
+            }
+        };
+        let _ = job.reply.send(result.map_err(storage));
+    }
+    writes
+}
+
+/// Makes each change in its own savepoint, so that one that fails leaves the others; a
+/// failed one is answered at once, the rest are returned to be answered after the commit.
+fn apply_each(t: &mut Txn<'_>, writes: Vec<(Command, Reply)>) -> Vec<(Outcome, Reply)> {
+    let mut done = Vec::with_capacity(writes.len());
+    for (command, reply) in writes {
+        match apply_in_savepoint(t, command) {
+            Ok(outcome) => done.push((outcome, reply)),
+            Err(e) => {
+                let _ = reply.send(Err(e));
+            }
+        }
+    }
+    done
+}
+
+fn apply_in_savepoint(t: &mut Txn<'_>, command: Command) -> Result<Outcome, WriteError> {
+    let head = t.store.savepoint().map_err(storage)?;
+    match apply(t, command) {
+        Ok(outcome) => t.store.release().map(|()| outcome).map_err(storage),
+        Err(e) => {
+            if let Err(undo) = t.store.rollback_to(head) {
+                tracing::error!(error = %undo, "cannot undo a failed job");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Puts a committed batch's changes in the index, in order, under one write lock.
+fn update_index(index: &Index, changed: Changes) {
+    if changed.in_order.is_empty() {
+        return;
+    }
+    let mut maps = index.write();
+    for change in changed.in_order {
+        match change {
+            IndexChange::Upsert(record) => maps.upsert(*record),
+            IndexChange::Retire(hash, key_id) => maps.retire(hash, key_id),
+        }
+    }
+    drop(maps);
+    index.changed.notify_one();
 }
 
 /// After the commit: puts a rotated token in its sink.
@@ -300,198 +322,242 @@ fn storage(e: anyhow::Error) -> WriteError {
     WriteError::Storage(e.to_string())
 }
 
-fn apply(
-    store: &mut Store,
-    index: &Index,
-    changed: &mut Changes,
-    rng: &SystemRandom,
-    command: Command,
+/// What every change of one batch works with: the store inside the batch's transaction, the
+/// index as last committed, what earlier jobs of the batch changed, and the batch's time.
+struct Txn<'a> {
+    store: &'a mut Store,
+    index: &'a Index,
+    changed: &'a mut Changes,
+    rng: &'a SystemRandom,
     now: i64,
-) -> Result<Outcome, WriteError> {
-    let rng_failed = |_| WriteError::Storage("the system random number generator failed".into());
+}
+
+fn rng_failed(_: ring::error::Unspecified) -> WriteError {
+    WriteError::Storage("the system random number generator failed".into())
+}
+
+/// Makes one change inside the batch's transaction.
+fn apply(t: &mut Txn<'_>, command: Command) -> Result<Outcome, WriteError> {
     match command {
-        Command::Create { params, actor } => {
-            let token = generate_token(rng).map_err(rng_failed)?;
-            let id = generate_key_id(rng).map_err(rng_failed)?;
-            let record = KeyRecord {
-                id: id.clone(),
-                token_hash: hash_token(&token),
-                name: params.name,
-                start: start_of(&token),
-                permissions: Permissions::from_list(&params.permissions),
-                environment: params.environment,
-                created_at: now,
-                rotated_at: None,
-                expires_at: params.expires_in_secs.map(|s| time::add_secs(now, s)),
-                revoked_at: None,
-                revoke_reason: None,
-                grace: None,
-            };
-            store.put_key(&record).map_err(storage)?;
-            // Its slot learns where the row is at the first flush.
-            store
-                .put_usage(&id, &UsageRecord::default(), UsageRow::UNKNOWN)
-                .map_err(storage)?;
-            let detail = format!(
-                "permissions={}{}",
-                record
-                    .permissions
-                    .to_list()
-                    .iter()
-                    .map(|p| p.as_str())
-                    .collect::<Vec<_>>()
-                    .join(","),
-                record
-                    .environment
-                    .as_ref()
-                    .map(|e| format!(" environment={e}"))
-                    .unwrap_or_default()
-            );
-            audit(store, now, actor, "create", &id, Some(detail))?;
-            changed.upsert(&record);
-            Ok(Outcome::Issued {
-                key_id: record.id,
-                token,
-            })
-        }
+        Command::Create { params, actor } => create(t, params, actor),
         Command::Regenerate {
             id,
             grace_secs,
             actor,
-        } => {
-            let mut record = current(index, changed, &id)?;
-            if record.revoked_at.is_some() {
-                return Err(WriteError::Refused(format!(
-                    "key {id} is revoked and stays so: create a new key instead"
-                )));
-            }
-            let token = generate_token(rng).map_err(rng_failed)?;
-            let detail = (grace_secs > 0).then(|| format!("grace={grace_secs}s"));
-            let change = TokenChange {
-                token: &token,
-                grace_secs,
-                actor,
-                detail,
-            };
-            give_new_token(store, changed, &mut record, change, now)?;
-            Ok(Outcome::Issued {
-                key_id: record.id,
-                token,
-            })
-        }
-        Command::Revoke { id, reason, actor } => {
-            let record = current(index, changed, &id)?;
-            if record.revoked_at.is_none() {
-                revoke(
-                    store,
-                    changed,
-                    record,
-                    now,
-                    actor,
-                    reason.as_deref().unwrap_or(""),
-                )?;
-            }
-            Ok(Outcome::Changed)
-        }
-        Command::FlushUsage(usage) => {
-            for write in &usage {
-                let row = store
-                    .put_usage(&write.id, &write.usage, write.row)
-                    .map_err(storage)?;
-                // A hint only: kept even if this transaction rolls back, as `put_usage`
-                // checks the id on the row it names.
-                if row != write.row {
-                    index.remember_usage_row(write.slot, row);
-                }
-            }
-            Ok(Outcome::Flushed)
-        }
-        Command::ReadAudit { verify, after } => store
+        } => regenerate(t, id, grace_secs, actor),
+        Command::Revoke { id, reason, actor } => revoke_by_admin(t, id, reason, actor),
+        Command::FlushUsage(usage) => flush_usage(t, &usage),
+        Command::ReadAudit { verify, after } => t
+            .store
             .read_audit(verify, after)
             .map(Outcome::Audit)
             .map_err(storage),
-        Command::Checkpoint => store
+        Command::Checkpoint => t
+            .store
             .checkpoint()
             .map(|()| Outcome::Changed)
             .map_err(storage),
-        Command::ApplyRevocations { ids, hashes } => {
-            let mut applied = 0;
-            for id in ids {
-                let record = match current(index, changed, &id) {
-                    Ok(record) => record,
-                    Err(_) => {
-                        tracing::warn!(key_id = %id, "policy revokes a key id this store does not have");
-                        continue;
-                    }
-                };
-                if record.revoked_at.is_none() {
-                    revoke(
-                        store,
-                        changed,
-                        record,
-                        now,
-                        Actor::Policy,
-                        "policy: revoked by id",
-                    )?;
-                    applied += 1;
-                }
-            }
-            for hash in hashes {
-                applied += usize::from(revoke_hash(store, index, changed, hash, now)?);
-            }
-            Ok(Outcome::Revoked(applied))
-        }
+        Command::ApplyRevocations { ids, hashes } => apply_revocations(t, ids, hashes),
         Command::Rotate {
             id,
             expected_base,
             overlap_secs,
             sink,
-        } => {
-            let mut record = current(index, changed, &id)?;
-            if record.revoked_at.is_some()
-                || record.rotated_at.unwrap_or(record.created_at) != expected_base
-            {
-                // Revoked or regenerated since it was scheduled: nothing to do now.
-                return Ok(Outcome::Rotated {
-                    key_id: id,
-                    staged: None,
-                    publish_error: None,
-                });
-            }
-            let token = generate_token(rng).map_err(rng_failed)?;
-            let staged = crate::policy::sink::stage(&sink, &token).map_err(|e| {
-                WriteError::Refused(format!("cannot write sink {}: {e}", sink.path.display()))
-            })?;
-            let change = TokenChange {
-                token: &token,
-                grace_secs: overlap_secs,
-                actor: Actor::Policy,
-                detail: Some(format!("scheduled rotation, overlap={overlap_secs}s")),
-            };
-            give_new_token(store, changed, &mut record, change, now)?;
-            Ok(Outcome::Rotated {
-                key_id: id,
-                staged: Some(staged),
-                publish_error: None,
-            })
-        }
+        } => rotate(t, id, expected_base, overlap_secs, sink),
         Command::Rekey {
             new_master_key,
             actor,
-        } => {
-            store.rewrap_data_key(&new_master_key).map_err(storage)?;
-            store
-                .append_audit(&AuditRecord {
-                    at: now,
-                    actor,
-                    action: "rekey".into(),
-                    key_id: None,
-                    detail: None,
-                })
-                .map_err(storage)?;
-            Ok(Outcome::Changed)
+        } => rekey(t, &new_master_key, actor),
+    }
+}
+
+fn create(t: &mut Txn<'_>, params: CreateKey, actor: Actor) -> Result<Outcome, WriteError> {
+    let token = generate_token(t.rng).map_err(rng_failed)?;
+    let id = generate_key_id(t.rng).map_err(rng_failed)?;
+    let record = KeyRecord {
+        id: id.clone(),
+        token_hash: hash_token(&token),
+        name: params.name,
+        start: start_of(&token),
+        permissions: Permissions::from_list(&params.permissions),
+        environment: params.environment,
+        created_at: t.now,
+        rotated_at: None,
+        expires_at: params.expires_in_secs.map(|s| time::add_secs(t.now, s)),
+        revoked_at: None,
+        revoke_reason: None,
+        grace: None,
+    };
+    t.store.put_key(&record).map_err(storage)?;
+    // Its slot learns where the row is at the first flush.
+    t.store
+        .put_usage(&id, &UsageRecord::default(), UsageRow::UNKNOWN)
+        .map_err(storage)?;
+    let detail = format!(
+        "permissions={}{}",
+        record
+            .permissions
+            .to_list()
+            .iter()
+            .map(|p| p.as_str())
+            .collect::<Vec<_>>()
+            .join(","),
+        record
+            .environment
+            .as_ref()
+            .map(|e| format!(" environment={e}"))
+            .unwrap_or_default()
+    );
+    audit(t.store, t.now, actor, "create", &id, Some(detail))?;
+    t.changed.upsert(&record);
+    Ok(Outcome::Issued {
+        key_id: record.id,
+        token,
+    })
+}
+
+fn regenerate(
+    t: &mut Txn<'_>,
+    id: String,
+    grace_secs: u64,
+    actor: Actor,
+) -> Result<Outcome, WriteError> {
+    let mut record = current(t.index, t.changed, &id)?;
+    if record.revoked_at.is_some() {
+        return Err(WriteError::Refused(format!(
+            "key {id} is revoked and stays so: create a new key instead"
+        )));
+    }
+    let token = generate_token(t.rng).map_err(rng_failed)?;
+    let detail = (grace_secs > 0).then(|| format!("grace={grace_secs}s"));
+    let change = TokenChange {
+        token: &token,
+        grace_secs,
+        actor,
+        detail,
+    };
+    give_new_token(t.store, t.changed, &mut record, change, t.now)?;
+    Ok(Outcome::Issued {
+        key_id: record.id,
+        token,
+    })
+}
+
+fn revoke_by_admin(
+    t: &mut Txn<'_>,
+    id: String,
+    reason: Option<String>,
+    actor: Actor,
+) -> Result<Outcome, WriteError> {
+    let record = current(t.index, t.changed, &id)?;
+    if record.revoked_at.is_none() {
+        revoke(
+            t.store,
+            t.changed,
+            record,
+            t.now,
+            actor,
+            reason.as_deref().unwrap_or(""),
+        )?;
+    }
+    Ok(Outcome::Changed)
+}
+
+fn flush_usage(t: &mut Txn<'_>, usage: &[UsageWrite]) -> Result<Outcome, WriteError> {
+    for write in usage {
+        let row = t
+            .store
+            .put_usage(&write.id, &write.usage, write.row)
+            .map_err(storage)?;
+        // A hint only: kept even if this transaction rolls back, as `put_usage`
+        // checks the id on the row it names.
+        if row != write.row {
+            t.index.remember_usage_row(write.slot, row);
         }
     }
+    Ok(Outcome::Flushed)
+}
+
+fn apply_revocations(
+    t: &mut Txn<'_>,
+    ids: Vec<String>,
+    hashes: Vec<TokenHash>,
+) -> Result<Outcome, WriteError> {
+    let mut applied = 0;
+    for id in ids {
+        let record = match current(t.index, t.changed, &id) {
+            Ok(record) => record,
+            Err(_) => {
+                tracing::warn!(key_id = %id, "policy revokes a key id this t.store does not have");
+                continue;
+            }
+        };
+        if record.revoked_at.is_none() {
+            revoke(
+                t.store,
+                t.changed,
+                record,
+                t.now,
+                Actor::Policy,
+                "policy: revoked by id",
+            )?;
+            applied += 1;
+        }
+    }
+    for hash in hashes {
+        applied += usize::from(revoke_hash(t.store, t.index, t.changed, hash, t.now)?);
+    }
+    Ok(Outcome::Revoked(applied))
+}
+
+fn rotate(
+    t: &mut Txn<'_>,
+    id: String,
+    expected_base: i64,
+    overlap_secs: u64,
+    sink: Sink,
+) -> Result<Outcome, WriteError> {
+    let mut record = current(t.index, t.changed, &id)?;
+    if record.revoked_at.is_some()
+        || record.rotated_at.unwrap_or(record.created_at) != expected_base
+    {
+        // Revoked or regenerated since it was scheduled: nothing to do t.now.
+        return Ok(Outcome::Rotated {
+            key_id: id,
+            staged: None,
+            publish_error: None,
+        });
+    }
+    let token = generate_token(t.rng).map_err(rng_failed)?;
+    let staged = crate::policy::sink::stage(&sink, &token).map_err(|e| {
+        WriteError::Refused(format!("cannot write sink {}: {e}", sink.path.display()))
+    })?;
+    let change = TokenChange {
+        token: &token,
+        grace_secs: overlap_secs,
+        actor: Actor::Policy,
+        detail: Some(format!("scheduled rotation, overlap={overlap_secs}s")),
+    };
+    give_new_token(t.store, t.changed, &mut record, change, t.now)?;
+    Ok(Outcome::Rotated {
+        key_id: id,
+        staged: Some(staged),
+        publish_error: None,
+    })
+}
+
+fn rekey(t: &mut Txn<'_>, new_master_key: &KeyBytes, actor: Actor) -> Result<Outcome, WriteError> {
+    t.store.rewrap_data_key(new_master_key).map_err(storage)?;
+    t.store
+        .append_audit(&AuditRecord {
+            at: t.now,
+            actor,
+            action: "rekey".into(),
+            key_id: None,
+            detail: None,
+        })
+        .map_err(storage)?;
+    Ok(Outcome::Changed)
 }
 
 /// A regenerate, by an admin or by the scheduler.
@@ -595,62 +661,22 @@ fn revoke_hash(
     hash: TokenHash,
     now: i64,
 ) -> Result<bool, WriteError> {
-    let owner = changed
-        .latest
-        .values()
-        .find(|r| r.token_hash == hash || r.grace.as_ref().is_some_and(|g| g.token_hash == hash))
-        .cloned()
-        .or_else(|| match index.read().by_hash(&hash) {
-            // A key changed earlier in this batch no longer holds the hash (else `latest`
-            // would have matched): the index's version of it is out of date.
-            Some(Hit::Current(entry)) | Some(Hit::Previous(entry))
-                if !changed.latest.contains_key(entry.id()) =>
-            {
-                Some(entry.to_record())
-            }
-            _ => None,
-        });
     let retired_in_batch = changed
         .in_order
         .iter()
         .any(|c| matches!(c, IndexChange::Retire(h, _) if *h == hash));
     let already_retired =
         retired_in_batch || matches!(index.read().by_hash(&hash), Some(Hit::Retired(_)));
-    match owner {
+    match hash_owner(index, changed, &hash) {
         Some(record) if record.token_hash == hash => {
             if record.revoked_at.is_some() {
                 return Ok(false);
             }
-            revoke(
-                store,
-                changed,
-                record,
-                now,
-                Actor::Policy,
-                "policy: leaked token",
-            )?;
+            let reason = "policy: leaked token";
+            revoke(store, changed, record, now, Actor::Policy, reason)?;
             Ok(true)
         }
-        Some(mut record) => {
-            // The hash is the token in the key's grace: end that token only.
-            record.grace = None;
-            store.put_key(&record).map_err(storage)?;
-            store
-                .put_retired(&hash, Some(&record.id), now)
-                .map_err(storage)?;
-            let id = record.id.clone();
-            audit(
-                store,
-                now,
-                Actor::Policy,
-                "retire-token",
-                &id,
-                Some("policy: leaked token".into()),
-            )?;
-            changed.upsert(&record);
-            changed.retire(hash, Some(id));
-            Ok(true)
-        }
+        Some(record) => end_grace_token(store, changed, record, hash, now).map(|()| true),
         None if already_retired => Ok(false),
         None => {
             store.put_retired(&hash, None, now).map_err(storage)?;
@@ -667,6 +693,47 @@ fn revoke_hash(
             Ok(true)
         }
     }
+}
+
+/// The key whose current or grace token has this hash, as this batch left it.
+fn hash_owner(index: &Index, changed: &Changes, hash: &TokenHash) -> Option<KeyRecord> {
+    let held = |r: &&KeyRecord| {
+        r.token_hash == *hash || r.grace.as_ref().is_some_and(|g| g.token_hash == *hash)
+    };
+    if let Some(record) = changed.latest.values().find(held) {
+        return Some(record.clone());
+    }
+    match index.read().by_hash(hash) {
+        // A key changed earlier in this batch no longer holds the hash (else `latest`
+        // would have matched): the index's version of it is out of date.
+        Some(Hit::Current(entry)) | Some(Hit::Previous(entry))
+            if !changed.latest.contains_key(entry.id()) =>
+        {
+            Some(entry.to_record())
+        }
+        _ => None,
+    }
+}
+
+/// Ends the token in a key's grace (its previous one), leaving the current token alone.
+fn end_grace_token(
+    store: &mut Store,
+    changed: &mut Changes,
+    mut record: KeyRecord,
+    hash: TokenHash,
+    now: i64,
+) -> Result<(), WriteError> {
+    record.grace = None;
+    store.put_key(&record).map_err(storage)?;
+    store
+        .put_retired(&hash, Some(&record.id), now)
+        .map_err(storage)?;
+    let id = record.id.clone();
+    let detail = Some("policy: leaked token".into());
+    audit(store, now, Actor::Policy, "retire-token", &id, detail)?;
+    changed.upsert(&record);
+    changed.retire(hash, Some(id));
+    Ok(())
 }
 
 fn audit(

@@ -1,0 +1,356 @@
+//! Admin requests: access check, argument checks, then a read of the index or a change
+//! submitted to the writer thread. Nothing here knows about sockets.
+
+use crate::access::Peer;
+use crate::daemon::Daemon;
+use crate::store::writer::{Command, Outcome, WriteError};
+use crate::time::{self, format_secs};
+use crate::token::is_key_id;
+use authenta_client::proto::{
+    self, Actor, CreateKey, ErrorAnswer, ErrorCode, KeyInfo, KeyPage, NewToken, PolicyReport,
+    RequestBody, ResponseBody, RotationFailure, ScheduledRotation, StatusInfo,
+};
+use std::sync::atomic::Ordering;
+
+/// Longest key name, environment label and revoke reason accepted.
+const MAX_NAME_LEN: usize = 200;
+const MAX_ENVIRONMENT_LEN: usize = 64;
+const MAX_REASON_LEN: usize = 500;
+/// Most corrupt keys or failing rotations named in one answer.
+const MAX_LISTED: usize = 100;
+/// Longest expiry or grace accepted: 100 years.
+const MAX_SECS: u64 = 100 * 365 * 86_400;
+
+/// Answers one admin request from `peer`: checks that the peer may administer, then the
+/// arguments, then reads the index or submits the change to the writer thread.
+pub(crate) async fn dispatch(daemon: &Daemon, peer: &Peer, body: RequestBody) -> ResponseBody {
+    let access = daemon.access();
+    if !access.may_admin(peer) {
+        tracing::warn!(uid = peer.uid, pid = ?peer.pid, "admin request refused");
+        return error(
+            ErrorCode::PermissionDenied,
+            &format!(
+                "uid {} may not make admin requests: run as root or as the daemon's user \
+                 (uid {}), or add the uid to admin_uids (or its group to admin_gids) in the \
+                 daemon's config",
+                peer.uid,
+                access.daemon_uid()
+            ),
+        );
+    }
+    match admin(daemon, peer, body).await {
+        Ok(body) => body,
+        Err(answer) => ResponseBody::Error(answer),
+    }
+}
+
+async fn admin(
+    daemon: &Daemon,
+    peer: &Peer,
+    body: RequestBody,
+) -> Result<ResponseBody, ErrorAnswer> {
+    let actor = Actor::Peer {
+        uid: peer.uid,
+        pid: peer.pid,
+    };
+    let now = time::now_ms();
+    match body {
+        // Every verify is taken by the connection's borrowed decoder, which reads the same
+        // bytes the owned one does; one arriving here is refused, not answered a second way.
+        RequestBody::Verify(_) => Err(bad_request("a verify is not an admin request".into())),
+        RequestBody::CreateKey(params) => create(daemon, params, actor, now).await,
+        RequestBody::ListKeys { after } => Ok(ResponseBody::Keys(key_page(daemon, after, now))),
+        RequestBody::ShowKey { id } => Ok(ResponseBody::Key(key_info(daemon, &id, now)?)),
+        RequestBody::Regenerate { id, grace_secs } => {
+            regenerate(daemon, id, grace_secs, actor, now).await
+        }
+        RequestBody::Revoke { id, reason } => revoke(daemon, id, reason, actor, now).await,
+        RequestBody::Status => Ok(ResponseBody::Status(status(daemon, now))),
+        RequestBody::PolicyStatus => Ok(ResponseBody::Policy(policy_report(daemon))),
+        RequestBody::Rekey { new_master_key } => rekey(daemon, &new_master_key.0, actor).await,
+        RequestBody::Audit { verify, after } => {
+            match submit(daemon, Command::ReadAudit { verify, after }).await? {
+                Outcome::Audit(report) => Ok(ResponseBody::Audit(report)),
+                _ => Err(internal()),
+            }
+        }
+    }
+}
+
+async fn create(
+    daemon: &Daemon,
+    params: CreateKey,
+    actor: Actor,
+    now: i64,
+) -> Result<ResponseBody, ErrorAnswer> {
+    check_create(&params)?;
+    let outcome = submit(daemon, Command::Create { params, actor }).await?;
+    issued(daemon, outcome, now)
+}
+
+async fn regenerate(
+    daemon: &Daemon,
+    id: String,
+    grace_secs: Option<u64>,
+    actor: Actor,
+    now: i64,
+) -> Result<ResponseBody, ErrorAnswer> {
+    check_id(&id)?;
+    let default_grace = daemon.index.policy().regenerate_grace(daemon.default_grace);
+    let grace_secs = grace_secs.unwrap_or(default_grace.as_secs());
+    if grace_secs > MAX_SECS {
+        return Err(bad_request(format!(
+            "grace of {} is too long: at most 100 years",
+            format_secs(grace_secs)
+        )));
+    }
+    let command = Command::Regenerate {
+        id,
+        grace_secs,
+        actor,
+    };
+    let outcome = submit(daemon, command).await?;
+    issued(daemon, outcome, now)
+}
+
+async fn revoke(
+    daemon: &Daemon,
+    id: String,
+    reason: Option<String>,
+    actor: Actor,
+    now: i64,
+) -> Result<ResponseBody, ErrorAnswer> {
+    check_id(&id)?;
+    if reason.as_ref().is_some_and(|r| r.len() > MAX_REASON_LEN) {
+        return Err(bad_request(format!(
+            "reason is longer than {MAX_REASON_LEN} bytes"
+        )));
+    }
+    let command = Command::Revoke {
+        id: id.clone(),
+        reason,
+        actor,
+    };
+    submit(daemon, command).await?;
+    Ok(ResponseBody::Key(key_info(daemon, &id, now)?))
+}
+
+fn status(daemon: &Daemon, now: i64) -> StatusInfo {
+    StatusInfo {
+        version: env!("CARGO_PKG_VERSION").into(),
+        uptime_secs: daemon.started.elapsed().as_secs(),
+        socket: daemon.socket.display().to_string(),
+        data_dir: daemon.data_dir.display().to_string(),
+        keys: daemon.index.counts(now),
+        // Bounded so the answer always fits a frame; the log names every one.
+        corrupt_keys: daemon
+            .corrupt_keys
+            .iter()
+            .take(MAX_LISTED)
+            .cloned()
+            .collect(),
+        connections: daemon.connections.load(Ordering::Relaxed),
+        verifications: daemon.verifications.load(Ordering::Relaxed),
+        policy_error: daemon.policy_state().last_error.clone(),
+        rotation_failures: daemon.scheduler_state().failures.len() as u64,
+    }
+}
+
+async fn rekey(
+    daemon: &Daemon,
+    new_master_key: &[u8],
+    actor: Actor,
+) -> Result<ResponseBody, ErrorAnswer> {
+    let key = crate::store::master_key::parse_key(new_master_key).map_err(|_| {
+        bad_request("the new master key must be 32 raw bytes or 64 hex digits".into())
+    })?;
+    let command = Command::Rekey {
+        new_master_key: key,
+        actor,
+    };
+    submit(daemon, command).await?;
+    Ok(ResponseBody::Done(
+        "the data key is now wrapped by the new master key: start the daemon with the new \
+         key from now on (the old one no longer opens the store)"
+            .into(),
+    ))
+}
+
+/// Budget for the keys of one page: well inside a frame, leaving room for the envelope.
+const PAGE_BYTES: usize = proto::MAX_FRAME_LEN - 4096;
+
+/// As many keys after `after` as fit in one answer.
+fn key_page(daemon: &Daemon, after: Option<String>, now: i64) -> KeyPage {
+    let maps = daemon.index.read();
+    let mut keys = Vec::new();
+    let mut used = 0;
+    let mut entries = maps.entries_after(after.as_deref()).peekable();
+    while let Some(entry) = entries.peek() {
+        let info = entry.info(now);
+        let size = proto::encode(&info).map(|b| b.len()).unwrap_or(PAGE_BYTES);
+        if used + size > PAGE_BYTES && !keys.is_empty() {
+            break;
+        }
+        used += size;
+        keys.push(info);
+        entries.next();
+    }
+    let next = entries
+        .peek()
+        .and_then(|_| keys.last().map(|k: &KeyInfo| k.id.clone()));
+    KeyPage { keys, next }
+}
+
+fn policy_report(daemon: &Daemon) -> PolicyReport {
+    let policy = daemon.index.policy();
+    let state = daemon.policy_state().clone();
+    let scheduler = daemon.scheduler_state().clone();
+    let mut rotation_failures: Vec<RotationFailure> = scheduler
+        .failures
+        .into_iter()
+        .map(|(key_id, f)| RotationFailure {
+            key_id,
+            message: f.message,
+            retry_at: f.retry_at,
+        })
+        .collect();
+    rotation_failures.sort_by(|a, b| a.key_id.cmp(&b.key_id));
+    // Bounded so the answer always fits a frame; the log has every failure.
+    rotation_failures.truncate(MAX_LISTED);
+    for failure in &mut rotation_failures {
+        failure.message.truncate(300);
+    }
+    PolicyReport {
+        file: state.file.map(|f| f.display().to_string()),
+        content_sha256: state.content_sha256,
+        loaded_at: state.loaded_at,
+        last_error: state.last_error,
+        last_error_at: state.last_error_at,
+        rules: policy.rotation.len() as u32,
+        revoked_ids: policy.revocations.ids.len() as u32,
+        revoked_hashes: policy.revocations.token_sha256.len() as u32,
+        next_rotations: scheduler
+            .next
+            .into_iter()
+            .map(|(key_id, at)| ScheduledRotation { key_id, at })
+            .collect(),
+        rotation_failures,
+    }
+}
+
+async fn submit(daemon: &Daemon, command: Command) -> Result<Outcome, ErrorAnswer> {
+    daemon.writer.submit(command).await.map_err(|e| {
+        let code = match &e {
+            WriteError::NotFound(_) => ErrorCode::NotFound,
+            WriteError::Refused(_) => ErrorCode::BadRequest,
+            WriteError::Storage(_) => ErrorCode::Storage,
+            WriteError::Stopped => ErrorCode::Busy,
+        };
+        if code == ErrorCode::Storage {
+            tracing::error!(error = %e, "admin write failed");
+        }
+        ErrorAnswer {
+            code,
+            message: e.to_string(),
+        }
+    })
+}
+
+fn issued(daemon: &Daemon, outcome: Outcome, now: i64) -> Result<ResponseBody, ErrorAnswer> {
+    match outcome {
+        Outcome::Issued { key_id, token } => Ok(ResponseBody::Created(NewToken {
+            key: key_info(daemon, &key_id, now)?,
+            token: token.to_string(),
+        })),
+        _ => Err(internal()),
+    }
+}
+
+fn key_info(daemon: &Daemon, id: &str, now: i64) -> Result<KeyInfo, ErrorAnswer> {
+    check_id(id)?;
+    daemon
+        .index
+        .read()
+        .by_id(id)
+        .map(|entry| entry.info(now))
+        .ok_or_else(|| not_found(id))
+}
+
+fn check_id(id: &str) -> Result<(), ErrorAnswer> {
+    if is_key_id(id) {
+        Ok(())
+    } else {
+        Err(not_found(id))
+    }
+}
+
+fn check_create(params: &CreateKey) -> Result<(), ErrorAnswer> {
+    let name = params.name.trim();
+    if name.is_empty() || params.name.len() > MAX_NAME_LEN || name.chars().any(char::is_control) {
+        return Err(bad_request(format!(
+            "a key name must be 1 to {MAX_NAME_LEN} bytes of printable text"
+        )));
+    }
+    if params.permissions.is_empty() {
+        return Err(bad_request(
+            "a key needs at least one permission: read, write or delete".into(),
+        ));
+    }
+    if let Some(env) = &params.environment {
+        let ok = !env.is_empty()
+            && env.len() <= MAX_ENVIRONMENT_LEN
+            && env
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+        if !ok {
+            return Err(bad_request(format!(
+                "an environment label is 1 to {MAX_ENVIRONMENT_LEN} letters, digits, '-', '_' or '.'"
+            )));
+        }
+    }
+    if params
+        .expires_in_secs
+        .is_some_and(|s| s == 0 || s > MAX_SECS)
+    {
+        return Err(bad_request(
+            "expiry must be between 1 second and 100 years".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn error(code: ErrorCode, message: &str) -> ResponseBody {
+    ResponseBody::Error(ErrorAnswer {
+        code,
+        message: message.into(),
+    })
+}
+
+fn bad_request(message: String) -> ErrorAnswer {
+    ErrorAnswer {
+        code: ErrorCode::BadRequest,
+        message,
+    }
+}
+
+fn not_found(id: &str) -> ErrorAnswer {
+    // Only a well-formed key id is echoed: whatever else was passed might be a token.
+    let message = if is_key_id(id) {
+        format!("no key with id {id}: see `authenta-keyd keys list`")
+    } else {
+        "that is not a key id (they look like key_ and 16 letters or digits): see \
+         `authenta-keyd keys list`"
+            .to_owned()
+    };
+    ErrorAnswer {
+        code: ErrorCode::NotFound,
+        message,
+    }
+}
+
+fn internal() -> ErrorAnswer {
+    ErrorAnswer {
+        code: ErrorCode::Internal,
+        message: "unexpected outcome from the store".into(),
+    }
+}
