@@ -1,5 +1,8 @@
 //! Starts the real `authenta-keyd` binary on a temporary directory and socket, like a user.
+//! [`strategies`] holds the proptest strategies of the property tests.
 #![allow(dead_code)]
+
+pub mod strategies;
 
 use serde_json::Value;
 use std::io::Write;
