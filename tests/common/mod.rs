@@ -317,6 +317,18 @@ pub fn can_drop_privileges() -> bool {
     root
 }
 
+/// Polls `ready` every 25 ms until it holds; panics naming `what` after 15 s.
+pub fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if ready() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("timed out waiting for {what}");
+}
+
 /// Sends a signal to a child.
 pub fn signal(child: &Child, signal: i32) {
     signal_pid(child.id(), signal);
