@@ -13,8 +13,8 @@
 //! Keys are checked through the restarted daemon (what apps see) and in the store file
 //! itself, opened from this process with the library's `Store` (what the next start will
 //! load: rows, retired token hashes, the audit chain). The operator's `audit --verify` is run
-//! through the CLI too; it is reported apart, because it currently also fails for a reason
-//! unrelated to crashes once the log outgrows one answer frame (tests/large_answers.rs).
+//! through the CLI too; its failures are collected apart and reported after the crash
+//! checks, which run to the end either way.
 //!
 //! A write that was sent but not answered before the kill may or may not have committed.
 //! That ambiguity is resolved from what the restarted daemon reports, never assumed: a
@@ -33,20 +33,26 @@
 //! lands still depends on timing). The summary line goes straight to stderr, so it
 //! shows even when the test harness captures output.
 
-mod common;
+//!
+//! The harness is split by part: this file holds the model of what was acknowledged and
+//! the run itself; `crash/workload.rs` the worker threads and the choice of kill moment;
+//! `crash/check.rs` the checks after each restart.
 
-use authenta_client::proto::{CreateKey, ErrorCode, KeyState, VerifyRequest};
+#[path = "crash/check.rs"]
+mod check;
+mod common;
+#[path = "crash/workload.rs"]
+mod workload;
+
+use authenta_client::proto::VerifyRequest;
 use authenta_client::{Client, Error, Permission, VerifyCode};
-use authenta_keyd::key::KeyRecord;
-use authenta_keyd::store::Store;
-use authenta_keyd::token::{hash_token, start_of, TokenHash};
+use check::check_after_restart;
 use common::Daemon;
-use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use zeroize::Zeroizing;
+use std::time::Instant;
+use workload::{kill_moment, worker};
 
 const DEFAULT_CYCLES: u32 = 20;
 const WORKERS: usize = 4;
@@ -139,24 +145,6 @@ struct WorkerReport {
     violations: Vec<String>,
 }
 
-/// How a call that did not answer ended: never sent, or sent with the outcome unknown.
-enum Failure {
-    /// The daemon said no: nothing was changed (documented for every error answer).
-    Refused(String),
-    /// The socket could not even be reached: nothing was sent.
-    NotSent,
-    /// The request may have reached the daemon before it died.
-    Unknown,
-}
-
-fn classify(error: Error) -> Failure {
-    match error {
-        Error::Refused { code, message } => Failure::Refused(format!("{code:?}: {message}")),
-        Error::Connect { .. } => Failure::NotSent,
-        _ => Failure::Unknown,
-    }
-}
-
 fn verify_code(client: &mut Client, token: &str) -> Result<(VerifyCode, Option<String>), Error> {
     let answer = client.verify_answer(VerifyRequest {
         token: token.to_owned(),
@@ -164,163 +152,6 @@ fn verify_code(client: &mut Client, token: &str) -> Result<(VerifyCode, Option<S
         environment: None,
     })?;
     Ok((answer.code, answer.key_id))
-}
-
-/// Runs random operations on the worker's own keys until the daemon dies or `stop` is set.
-fn worker(
-    socket: std::path::PathBuf,
-    mut keys: Vec<Key>,
-    seed: u64,
-    stop: Arc<AtomicBool>,
-    acked: Arc<AtomicU64>,
-) -> WorkerReport {
-    let mut rng = Rng::new(seed);
-    let mut client = Client::new(&socket);
-    let mut report = WorkerReport {
-        keys: Vec::new(),
-        unanswered_creates: 0,
-        acked_writes: 0,
-        violations: Vec::new(),
-    };
-    let mut created = 0u64;
-    let mut writes = 0u64;
-    while !stop.load(Ordering::Relaxed) {
-        let live: Vec<usize> = (0..keys.len()).filter(|&i| keys[i].live()).collect();
-        let (create, regenerate, revoke) = if live.len() < 3 {
-            (60, 20, 5)
-        } else if live.len() > LIVE_KEYS_PER_WORKER {
-            (10, 25, 35)
-        } else {
-            (30, 30, 10)
-        };
-        let roll = if writes < MAX_WRITES_PER_WORKER {
-            rng.below(100)
-        } else {
-            99 // verifies only
-        };
-        if (roll < create || keys.is_empty()) && writes < MAX_WRITES_PER_WORKER {
-            writes += 1;
-            created += 1;
-            let request = CreateKey {
-                name: format!("crash-{seed:x}-{created}"),
-                permissions: vec![Permission::Read],
-                environment: None,
-                expires_in_secs: None,
-            };
-            match client.create_key(request) {
-                Ok(new) => {
-                    report.acked_writes += 1;
-                    acked.fetch_add(1, Ordering::Relaxed);
-                    keys.push(Key::created(new.key.id, new.token));
-                }
-                Err(e) => match classify(e) {
-                    Failure::Refused(why) => {
-                        report.violations.push(format!("create refused: {why}"))
-                    }
-                    Failure::NotSent => break,
-                    Failure::Unknown => {
-                        report.unanswered_creates += 1;
-                        break;
-                    }
-                },
-            }
-        } else if roll < create + regenerate + revoke && !live.is_empty() {
-            writes += 1;
-            let key = &mut keys[live[rng.below(live.len() as u64) as usize]];
-            let regenerating = roll < create + regenerate;
-            let result = if regenerating {
-                client
-                    .regenerate(&key.id, Some(0))
-                    .map(|new| (new.key.id.clone(), new.key.state, Some(new.token)))
-            } else {
-                client
-                    .revoke(&key.id, Some("crash test".into()))
-                    .map(|info| (info.id, info.state, None))
-            };
-            match result {
-                Ok((id, state, token)) => {
-                    report.acked_writes += 1;
-                    acked.fetch_add(1, Ordering::Relaxed);
-                    key.acked_writes += 1;
-                    key.audit_min += 1;
-                    key.audit_max += 1;
-                    if id != key.id {
-                        report
-                            .violations
-                            .push(format!("a write on {} answered for {id}", key.id));
-                    }
-                    match token {
-                        Some(token) => {
-                            key.retired.extend(key.current.take());
-                            key.current = Some(token);
-                            if state != KeyState::Active {
-                                report.violations.push(format!(
-                                    "regenerated {} answered state {state:?}",
-                                    key.id
-                                ));
-                            }
-                        }
-                        None => {
-                            key.revoked = true;
-                            if state != KeyState::Revoked {
-                                report
-                                    .violations
-                                    .push(format!("revoked {} answered state {state:?}", key.id));
-                            }
-                        }
-                    }
-                }
-                Err(e) => match classify(e) {
-                    Failure::Refused(why) => report
-                        .violations
-                        .push(format!("write on {} refused: {why}", key.id)),
-                    Failure::NotSent => break,
-                    Failure::Unknown => {
-                        key.pending = Some(if regenerating {
-                            Pending::Regenerate
-                        } else {
-                            Pending::Revoke
-                        });
-                        key.audit_max += 1;
-                        break;
-                    }
-                },
-            }
-        } else {
-            // A verify, checked against the model: this thread alone changes these keys.
-            if keys.is_empty() {
-                std::thread::sleep(Duration::from_millis(1));
-                continue;
-            }
-            let key = &keys[rng.below(keys.len() as u64) as usize];
-            let (token, expected) = if !key.retired.is_empty() && rng.below(3) == 0 {
-                let i = rng.below(key.retired.len() as u64) as usize;
-                (key.retired[i].clone(), VerifyCode::Revoked)
-            } else if let Some(current) = &key.current {
-                let expected = if key.revoked {
-                    VerifyCode::Revoked
-                } else {
-                    VerifyCode::Valid
-                };
-                (current.clone(), expected)
-            } else {
-                continue;
-            };
-            match verify_code(&mut client, &token) {
-                Ok((code, key_id)) => {
-                    if code != expected || key_id.as_deref() != Some(key.id.as_str()) {
-                        report.violations.push(format!(
-                            "while up, a token of {} answered {code:?} for {key_id:?}, expected {expected:?}",
-                            key.id
-                        ));
-                    }
-                }
-                Err(_) => break,
-            }
-        }
-    }
-    report.keys = keys;
-    report
 }
 
 /// Everything checked after restarts, for the summary.
@@ -340,258 +171,6 @@ struct Totals {
     other: Vec<String>,
     /// Restarts after which `audit --verify` (through the daemon) did not succeed.
     audit_cli_failures: Vec<String>,
-}
-
-/// Opens the store file as the daemon does, with the test master key, from this process.
-/// SQLite's WAL lets it read beside the running daemon; no worker writes meanwhile.
-fn open_store(daemon: &Daemon) -> Store {
-    let master: [u8; 32] = hex::decode(common::MASTER_HEX)
-        .expect("hex")
-        .try_into()
-        .expect("32 bytes");
-    Store::open(&daemon.data_dir, &Zeroizing::new(master)).expect("the store opens cleanly")
-}
-
-/// Resolves unanswered writes from what the daemon reports, then checks every key, through
-/// the daemon (what apps see) and in the store file (what the next start will see).
-/// The whole audit log from the store file, page by page, with the chain checked.
-fn read_whole_audit(store: &authenta_keyd::store::Store) -> authenta_client::proto::AuditReport {
-    let mut report = store.read_audit(true, 0).expect("read the audit log");
-    while let Some(after) = report.next.take() {
-        let page = store.read_audit(false, after).expect("read the audit log");
-        report.entries.extend(page.entries);
-        report.next = page.next;
-    }
-    report
-}
-
-fn check_after_restart(
-    daemon: &Daemon,
-    keys: &mut Vec<Key>,
-    unanswered_creates: u64,
-    cycle: u32,
-    totals: &mut Totals,
-) {
-    let mut client = Client::connect(&daemon.socket).expect("restarted daemon answers");
-    let store = open_store(daemon);
-    let disk = store.load().expect("load the store");
-    let audit = read_whole_audit(&store);
-    drop(store);
-    if !disk.corrupt.is_empty() {
-        totals
-            .other
-            .push(format!("corrupt rows in the store: {:?}", disk.corrupt));
-    }
-    match &audit.chain {
-        Some(chain) if chain.ok => {}
-        other => totals
-            .other
-            .push(format!("audit chain in the store not intact: {other:?}")),
-    }
-    let records: HashMap<&str, &KeyRecord> =
-        disk.keys.iter().map(|(r, _)| (r.id.as_str(), r)).collect();
-    let retired: HashSet<TokenHash> = disk.retired.iter().map(|(hash, _)| *hash).collect();
-    let mut audit_count: HashMap<&str, u64> = HashMap::new();
-    for entry in &audit.entries {
-        if let Some(id) = &entry.key_id {
-            *audit_count.entry(id.as_str()).or_default() += 1;
-        }
-    }
-
-    for key in keys.iter_mut() {
-        totals.writes_checked += key.acked_writes;
-        let mut lost = Vec::new();
-        let mut other = Vec::new();
-        let info = match client.show_key(&key.id) {
-            Ok(info) => info,
-            Err(Error::Refused {
-                code: ErrorCode::NotFound,
-                ..
-            }) => {
-                totals
-                    .lost
-                    .push(format!("{}: acknowledged create is gone", key.id));
-                continue;
-            }
-            Err(e) => panic!("show {}: {e}", key.id),
-        };
-        match key.pending.take() {
-            None => {}
-            Some(Pending::Revoke) => {
-                totals.unanswered += 1;
-                if info.state == KeyState::Revoked {
-                    key.revoked = true;
-                    key.audit_min += 1;
-                    totals.unanswered_committed += 1;
-                } else {
-                    key.audit_max -= 1;
-                }
-            }
-            Some(Pending::Regenerate) => {
-                totals.unanswered += 1;
-                if let Some(current) = &key.current {
-                    if info.start == start_of(current) {
-                        key.audit_max -= 1;
-                    } else {
-                        // Committed: the token nobody saw replaced the acknowledged one.
-                        key.retired.extend(key.current.take());
-                        key.audit_min += 1;
-                        totals.unanswered_committed += 1;
-                    }
-                }
-            }
-        }
-
-        let expected_state = if key.revoked {
-            KeyState::Revoked
-        } else {
-            KeyState::Active
-        };
-        if info.state != expected_state {
-            let problem = format!("state {:?}, expected {expected_state:?}", info.state);
-            if key.revoked {
-                lost.push(format!("{problem} (acknowledged revoke lost)"));
-            } else {
-                other.push(problem);
-            }
-        }
-        let record = records.get(key.id.as_str());
-        if record.is_none() {
-            lost.push("no row in the store".into());
-        }
-        if let Some(record) = record {
-            if record.revoked_at.is_some() != key.revoked {
-                lost.push(format!("stored revoked_at is {:?}", record.revoked_at));
-            }
-        }
-        let mut valid = 0;
-        if let Some(current) = &key.current {
-            let expected = if key.revoked {
-                VerifyCode::Revoked
-            } else {
-                VerifyCode::Valid
-            };
-            let (code, _) = verify_code(&mut client, current).expect("verify");
-            valid += usize::from(code == VerifyCode::Valid);
-            if code != expected {
-                lost.push(format!(
-                    "newest acknowledged token answers {code:?}, expected {expected:?}"
-                ));
-            }
-            if info.start != start_of(current) {
-                lost.push("current token is not the newest acknowledged one".into());
-            }
-            if record.is_some_and(|r| r.token_hash != hash_token(current)) {
-                lost.push("stored token hash is not the newest acknowledged token's".into());
-            }
-        }
-        for old in &key.retired {
-            let (code, _) = verify_code(&mut client, old).expect("verify");
-            valid += usize::from(code == VerifyCode::Valid);
-            if code != VerifyCode::Revoked {
-                lost.push(format!("a replaced token answers {code:?}"));
-            }
-            if !retired.contains(&hash_token(old)) {
-                lost.push("a replaced token is not recorded as retired".into());
-            }
-        }
-        if valid > 1 {
-            other.push(format!("{valid} known tokens verify"));
-        }
-        let entries = audit_count.get(key.id.as_str()).copied().unwrap_or(0);
-        if entries < key.audit_min {
-            lost.push(format!(
-                "{entries} audit entries, at least {} acknowledged",
-                key.audit_min
-            ));
-        } else if entries > key.audit_max {
-            other.push(format!(
-                "{entries} audit entries, at most {} writes were sent",
-                key.audit_max
-            ));
-        }
-        if !lost.is_empty() {
-            totals.lost.push(format!("{}: {}", key.id, lost.join("; ")));
-        }
-        if !other.is_empty() {
-            totals
-                .other
-                .push(format!("{}: {}", key.id, other.join("; ")));
-        }
-        if key.revoked {
-            key.settled_checks += 1;
-        }
-    }
-
-    let status = client.status().expect("status");
-    if !status.corrupt_keys.is_empty() {
-        totals.other.push(format!(
-            "corrupt keys after restart: {:?}",
-            status.corrupt_keys
-        ));
-    }
-    let known = keys.len() as u64 + totals.forgotten;
-    let strangers = status.keys.total.saturating_sub(known);
-    if status.keys.total < known {
-        totals.other.push(format!(
-            "the daemon counts {} keys, fewer than the {known} acknowledged",
-            status.keys.total
-        ));
-    }
-    if strangers > unanswered_creates {
-        totals.other.push(format!(
-            "{strangers} keys nobody created, but only {unanswered_creates} creates went unanswered"
-        ));
-    }
-    if status.keys.total != disk.keys.len() as u64 {
-        totals.other.push(format!(
-            "the daemon counts {} keys, the store holds {}",
-            status.keys.total,
-            disk.keys.len()
-        ));
-    }
-
-    // The operator's check, through the daemon. Kept apart from the rest: it also fails,
-    // for a reason unrelated to crashes, once the log outgrows one answer frame (see
-    // tests/large_answers.rs), and the crash checks above must still run to the end.
-    let cli = daemon.cli(&["audit", "--verify"]);
-    if !cli.status.success() {
-        totals.audit_cli_failures.push(format!(
-            "cycle {cycle}, {} entries: {}{}",
-            audit.entries.len(),
-            String::from_utf8_lossy(&cli.stdout)
-                .lines()
-                .last()
-                .unwrap_or(""),
-            String::from_utf8_lossy(&cli.stderr).trim()
-        ));
-    }
-    if daemon.log().contains("panicked") {
-        totals.other.push("the daemon log shows a panic".into());
-    }
-
-    // Revoked keys checked after two restarts are settled: stop tracking them.
-    let before = keys.len();
-    keys.retain(|k| k.settled_checks < 2);
-    totals.forgotten += (before - keys.len()) as u64;
-}
-
-/// Waits for a random moment to kill. Writes commit in a few milliseconds on a fast disk, so a
-/// delay by the clock alone mostly lands after the workers' writes; three kills in four are
-/// instead timed by progress — after a random number of acknowledged writes, plus up to 2 ms —
-/// so they land while writes are in flight. The rest use the clock, up to
-/// [`MAX_KILL_DELAY_MS`], and also hit quiet moments and the start of a cycle.
-fn kill_moment(rng: &mut Rng, acked: &AtomicU64) {
-    if rng.below(4) == 0 {
-        std::thread::sleep(Duration::from_millis(rng.below(MAX_KILL_DELAY_MS + 1)));
-        return;
-    }
-    let target = rng.below(WORKERS as u64 * MAX_WRITES_PER_WORKER);
-    let deadline = Instant::now() + Duration::from_millis(MAX_KILL_DELAY_MS);
-    while acked.load(Ordering::Relaxed) < target && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_micros(200));
-    }
-    std::thread::sleep(Duration::from_micros(rng.below(2000)));
 }
 
 fn env_u64(name: &str) -> Option<u64> {

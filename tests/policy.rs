@@ -67,6 +67,7 @@ fn a_revocation_written_in_place_applies_without_a_restart() {
 fn an_editor_style_write_and_rename_applies() {
     let daemon = Daemon::start_with_policy(EMPTY);
     let (id, token) = daemon.create("K", "read", &[]);
+    assert_eq!(code(&daemon, &token), VerifyCode::Valid);
     write_then_rename(policy_path(&daemon), &revoking(&id));
     wait_for_code(&daemon, &token, VerifyCode::Revoked, Duration::from_secs(5));
 }

@@ -1,5 +1,6 @@
 //! The socket protocol against the real daemon: raw bytes from hostile or broken clients,
-//! peers that are not admins, pipelining, and the client library's reconnects.
+//! pipelining, slow readers and writers, the connection cap, and the client libraries
+//! (reconnects, the async client). Who may verify or administer is in `tests/access.rs`.
 
 mod common;
 
@@ -296,77 +297,6 @@ fn a_client_that_keeps_its_socket_full_does_not_starve_others_on_its_thread() {
         Ok(true),
         "a second client on the flooded thread was not served within 10 s"
     );
-}
-
-#[test]
-fn a_peer_that_is_not_an_admin_can_verify_but_not_administer() {
-    if !common::can_drop_privileges() {
-        return;
-    }
-    let daemon = Daemon::start_with_config(Some("socket_mode = \"0666\"\n"));
-    let (id, token) = daemon.create("Backend-Server-Key", "read", &[]);
-
-    let out = daemon.cli_as_nobody(&["verify", "--permission", "read"], Some(&token));
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "nobody may verify: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-
-    for args in [
-        vec!["keys", "list"],
-        vec!["keys", "create", "--name", "x", "--permissions", "read"],
-        vec!["keys", "revoke", id.as_str()],
-        vec!["keys", "regenerate", id.as_str()],
-        vec!["status"],
-        vec!["audit"],
-    ] {
-        let out = daemon.cli_as_nobody(&args, None);
-        assert_eq!(out.status.code(), Some(1), "{args:?}");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            stderr.contains("uid 65534 may not make admin requests"),
-            "{args:?}: {stderr}"
-        );
-        assert!(stderr.contains("admin_uids"), "says what to do: {stderr}");
-    }
-    assert_eq!(
-        daemon.verify_code(&token, &[]),
-        "valid",
-        "nothing was revoked"
-    );
-    assert_eq!(daemon.key_count(), 1);
-    assert!(daemon.log().contains("admin request refused"));
-}
-
-#[test]
-fn named_admin_uids_may_administer() {
-    if !common::can_drop_privileges() {
-        return;
-    }
-    let daemon = Daemon::start_with_config(Some("socket_mode = \"0666\"\nadmin_uids = [65534]\n"));
-    let out = daemon.cli_as_nobody(
-        &[
-            "keys",
-            "create",
-            "--name",
-            "ByNobody",
-            "--permissions",
-            "read",
-        ],
-        None,
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let audit = daemon.cli_json(&["audit", "--json"]);
-    assert!(audit["entries"][0]["actor"]
-        .as_str()
-        .expect("actor")
-        .starts_with("uid=65534"));
 }
 
 #[test]

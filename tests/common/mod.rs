@@ -1,5 +1,8 @@
 //! Starts the real `authenta-keyd` binary on a temporary directory and socket, like a user.
+//! [`strategies`] holds the proptest strategies of the property tests.
 #![allow(dead_code)]
+
+pub mod strategies;
 
 use serde_json::Value;
 use std::io::Write;
@@ -312,6 +315,18 @@ pub fn can_drop_privileges() -> bool {
         eprintln!("not root: cannot act as another uid, so this test cannot run here");
     }
     root
+}
+
+/// Polls `ready` every 25 ms until it holds; panics naming `what` after 15 s.
+pub fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if ready() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("timed out waiting for {what}");
 }
 
 /// Sends a signal to a child.
