@@ -1,10 +1,9 @@
 //! authenta-bench: how fast authenta-keyd answers verify, next to a server that does nothing
 //! but move the same bytes, and how it holds up with a million keys, durable creates and
-//! usage flushes, and what the daemon's busy polling costs at steady rates. Issue 5 says what
-//! is measured and why; README.md ("Performance") has the figures and the commands that
-//! produced them. `--policy-latency` is issue 3's benchmark
-//! instead: how soon a revocation written to the policy file is enforced (README.md,
-//! "Policy file").
+//! usage flushes, and what the daemon's busy polling costs at steady rates;
+//! docs/performance.md has the figures and the commands that produced them.
+//! `--policy-latency` measures instead how soon a revocation written to the policy file is
+//! enforced.
 
 mod compare;
 mod cpu;

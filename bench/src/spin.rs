@@ -1,7 +1,7 @@
 //! `--spin`: keeps every core busy with a lowest-priority thread during the runs.
 //!
 //! On a virtual machine an idle vCPU halts, and waking it goes through the hypervisor: on the
-//! machine of the README's figures that costs about 50 µs, which then is most of a `sync-1`
+//! machine of the figures in docs/performance.md that costs about 50 µs, which then is most of a `sync-1`
 //! round trip, for the daemon, the echo server and Redis alike. A thread at nice 19 keeps
 //! its core from halting and gets about 1.5% of the core while anything else wants it, so
 //! what is left is the cost of the servers themselves, as on a host that is busy anyway.

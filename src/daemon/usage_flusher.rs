@@ -29,19 +29,16 @@ pub async fn run(daemon: Arc<Daemon>, interval: Duration, mut shutdown: watch::R
 /// Keys written per transaction, so that a flush after heavy use of a million keys neither
 /// builds one huge batch in memory nor keeps the store thread busy for long at a stretch:
 /// a transaction of 1,024 usage rows is a few milliseconds of CPU, which a connection thread
-/// sharing its core waits out at worst (4,096 showed as a 4x verify p99 in one run).
+/// sharing its core waits out at worst; larger transactions show in verify's p99.
 const CHUNK: usize = 1024;
 
 /// A background flush pauses this many times as long as each transaction took, so that it
 /// takes at most a sixteenth of a core from verify. With a million keys touched, writing
-/// them all costs about two seconds of CPU (six before rows were rewritten by rowid,
-/// `Store::put_usage`); on a two-core host, unpaced, that halved verify throughput for as
-/// long, and under a million busy keys the flush never catches up, so this share is taken
-/// from verify for as long as the load lasts (a sixteenth rather than an eighth: a small
-/// gain in pipelined million-key throughput, inside the noise; README, "Performance"). The
-/// price is freshness: a million busy keys are each persisted every 30 s or more (sixteen
-/// times a 2 s pass), about the minute they took at an eighth of a core before the rowid
-/// change. Usage is never lost on a clean stop: a key stays queued until written, and
+/// them all costs about two seconds of CPU; on a two-core host, unpaced, that would halve
+/// verify throughput for as long, and under a million busy keys the flush never catches
+/// up, so this share is taken from verify for as long as the load lasts. The price is
+/// freshness: a million busy keys are each persisted every 30 s or more (sixteen times a
+/// 2 s pass). Usage is never lost on a clean stop: a key stays queued until written, and
 /// shutdown flushes without pauses. A crash loses at most the counts since the key's last
 /// write.
 const PAUSE_FACTOR: u32 = 15;

@@ -508,10 +508,8 @@ impl Maps {
     /// bit still set (and skip setting it) while the flush reads the count from before the
     /// add, and that add would never be flushed. Paired with the fence in
     /// `Index::take_dirty`. One fence per run rather than one per verify: a fence waits for
-    /// every earlier access, and between two verifies it kept the next one's reads from
-    /// starting early. With a million keys, nearly three quarters of the per-verify
-    /// decision's perf samples sat on that fence, the count just before it and the dirty
-    /// bit's load just after it. Counted per run, the decisions are reads only.
+    /// every earlier access, and between two verifies it would keep the next one's reads
+    /// from starting early. Counted per run, the decisions are reads only.
     pub fn count_uses(&self, uses: &[Option<KeyUse<'_>>], now: i64) {
         let mut counted = false;
         for used in uses.iter().flatten() {

@@ -1,7 +1,7 @@
 //! The token-hash table of the index: a 64-bit hash of a token hash → a 32-bit tag (see
 //! `index::Tag`), in open addressing with linear probing over 8-byte buckets.
 //!
-//! Why not `hashbrown`, which the index used before: with a million keys none of the table
+//! Why not `hashbrown`: with a million keys none of the table
 //! is in cache, and a lookup's cost is its cache misses. `hashbrown` keeps control bytes
 //! and values in two arrays, so a lookup misses twice before it even reaches the key's
 //! entry, and it does not tell where a probe will land, so a run of lookups cannot ask the

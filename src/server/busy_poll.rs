@@ -32,8 +32,7 @@ use std::time::{Duration, Instant};
 /// A thread that writes more batches of answers than this per wake-up does not poll: it is
 /// shared by enough busy clients (or one pipelining client) that each wake-up's cost is
 /// spread over many answers, while a polling core is one the kernel no longer hands to a
-/// waking thread, which then queues behind a busy one (in the bench, `sync-50`'s p99 nearly
-/// tripled while polling).
+/// waking thread, which then queues behind a busy one (`sync-50`'s p99 suffers most).
 const CROWD: u64 = 4;
 
 /// The smallest limit a growing one starts from, as a fraction of the maximum.
