@@ -201,73 +201,59 @@ struct Running {
 /// Listens, puts the policy in force, starts the connection threads and the tasks beside
 /// them, and tells systemd the daemon is ready.
 async fn start(opened: Opened) -> Result<Running> {
-    let Opened {
-        started,
-        config,
-        config_path,
-        policy_path,
-        socket,
-        activated,
-        data_dir,
-        master_key_source,
-        index,
-        key_count,
-        corrupt,
-        writer,
-    } = opened;
-    let bound_here = activated.is_none();
-    let listener = listen(activated, &socket, &config)?;
+    let bound_here = opened.activated.is_none();
+    let listener = listen(opened.activated, &opened.socket, &opened.config)?;
     let daemon = Arc::new(Daemon::new(
-        started,
-        index,
-        writer,
-        Access::from_config(&config),
-        socket.clone(),
-        data_dir.clone(),
-        corrupt,
-        config.regenerate_grace,
+        opened.started,
+        opened.index,
+        opened.writer,
+        Access::from_config(&opened.config),
+        opened.socket.clone(),
+        opened.data_dir.clone(),
+        opened.corrupt,
+        opened.config.regenerate_grace,
     ));
     // The policy is in force (revocations written) before anyone is told "ready".
-    if let Some(path) = &policy_path {
+    if let Some(path) = &opened.policy_path {
         crate::daemon::policy_reload::reload(&daemon, path).await;
     }
     let (stop, stopped) = watch::channel(false);
     let flusher = tokio::spawn(usage_flusher::run(
         daemon.clone(),
-        config.usage_flush_interval,
+        opened.config.usage_flush_interval,
         stopped.clone(),
     ));
-    let threads = connection_threads(&config);
+    let threads = connection_threads(&opened.config);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let busy_poll = BusyPoll::new(config.busy_poll, cores, threads);
+    let busy_poll = BusyPoll::new(opened.config.busy_poll, cores, threads);
     let workers = Workers::start(threads, &busy_poll, &daemon, &stopped)?;
     let accepting = tokio::spawn(server::accept_loop(
         listener,
         daemon.clone(),
         workers,
-        config.max_connections,
+        opened.config.max_connections,
         stopped.clone(),
     ));
-    spawn_housekeeping(&daemon, policy_path.clone(), stopped);
+    spawn_housekeeping(&daemon, opened.policy_path.clone(), stopped);
     tracing::info!(
-        socket = %socket.display(),
+        socket = %opened.socket.display(),
         socket_activated = !bound_here,
-        data_dir = %data_dir.display(),
-        keys = key_count,
-        master_key = %master_key_source,
-        config = ?config_path,
-        startup_ms = started.elapsed().as_millis() as u64,
+        data_dir = %opened.data_dir.display(),
+        keys = opened.key_count,
+        master_key = %opened.master_key_source,
+        config = ?opened.config_path,
+        startup_ms = opened.started.elapsed().as_millis() as u64,
         "authenta-keyd ready"
     );
     systemd::ready(&format!(
         "serving {} keys on {}",
-        key_count,
-        socket.display()
+        opened.key_count,
+        opened.socket.display()
     ));
     Ok(Running {
         daemon,
-        config_path,
-        policy_path,
+        config_path: opened.config_path,
+        policy_path: opened.policy_path,
         bound_here,
         stop,
         accepting,

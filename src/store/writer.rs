@@ -451,14 +451,8 @@ fn revoke_by_admin(
 ) -> Result<Outcome, WriteError> {
     let record = current(t.index, t.changed, &id)?;
     if record.revoked_at.is_none() {
-        revoke(
-            t.store,
-            t.changed,
-            record,
-            t.now,
-            actor,
-            reason.as_deref().unwrap_or(""),
-        )?;
+        let reason = reason.as_deref().unwrap_or("");
+        revoke(t.store, t.changed, record, t.now, actor, reason)?;
     }
     Ok(Outcome::Changed)
 }
@@ -488,19 +482,13 @@ fn apply_revocations(
         let record = match current(t.index, t.changed, &id) {
             Ok(record) => record,
             Err(_) => {
-                tracing::warn!(key_id = %id, "policy revokes a key id this t.store does not have");
+                tracing::warn!(key_id = %id, "policy revokes a key id this store does not have");
                 continue;
             }
         };
         if record.revoked_at.is_none() {
-            revoke(
-                t.store,
-                t.changed,
-                record,
-                t.now,
-                Actor::Policy,
-                "policy: revoked by id",
-            )?;
+            let reason = "policy: revoked by id";
+            revoke(t.store, t.changed, record, t.now, Actor::Policy, reason)?;
             applied += 1;
         }
     }
@@ -521,7 +509,7 @@ fn rotate(
     if record.revoked_at.is_some()
         || record.rotated_at.unwrap_or(record.created_at) != expected_base
     {
-        // Revoked or regenerated since it was scheduled: nothing to do t.now.
+        // Revoked or regenerated since it was scheduled: nothing to do now.
         return Ok(Outcome::Rotated {
             key_id: id,
             staged: None,
