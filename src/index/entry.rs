@@ -1,0 +1,317 @@
+//! One key in the index: its entry (fixed size, in a slab), its live usage counters and
+//! policy times, and what a lookup hands back (`Found`, `Hit`, `KeyUse`).
+
+use crate::key::{Grace, KeyRecord, Permissions, UsageRecord};
+use crate::policy::{KeyFacts, KeyTimes};
+use crate::token::{TokenHash, KEY_ID_LEN, START_LEN};
+use authenta_client::proto::{KeyInfo, KeyState, Usage};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// A key id in fixed space: `key_` and 16 base62 characters.
+pub(super) type KeyId = [u8; KEY_ID_LEN];
+
+pub(super) fn key_id(id: &str) -> Option<KeyId> {
+    id.as_bytes().try_into().ok()
+}
+
+pub(super) fn id_str(id: &KeyId) -> &str {
+    // Only ids that were `&str` are ever stored.
+    std::str::from_utf8(id).unwrap_or_default()
+}
+
+/// Live verify counts of one key; kept across every version of its record.
+#[derive(Debug, Default)]
+#[repr(C)]
+pub struct UsageCounters {
+    pub(super) allowed: AtomicU64,
+    pub(super) denied: AtomicU64,
+    /// Unix milliseconds; 0 when never used.
+    pub(super) last_used_at: AtomicI64,
+}
+
+impl UsageCounters {
+    pub(super) fn from_record(record: &UsageRecord) -> Self {
+        UsageCounters {
+            allowed: AtomicU64::new(record.allowed),
+            denied: AtomicU64::new(record.denied),
+            last_used_at: AtomicI64::new(record.last_used_at.unwrap_or(0)),
+        }
+    }
+
+    /// Counts one verify of this key (called by [`Maps::count_uses`], which also marks it
+    /// dirty). One atomic add per verify: the total is the sum, and `last_used_at` is only
+    /// written when it moves (two racing verifies may leave the earlier of their two times,
+    /// never one older than both).
+    pub fn record(&self, allowed: bool, now: i64) {
+        let counter = if allowed { &self.allowed } else { &self.denied };
+        counter.fetch_add(1, Ordering::Relaxed);
+        if self.last_used_at.load(Ordering::Relaxed) < now {
+            self.last_used_at.store(now, Ordering::Relaxed);
+        }
+    }
+
+    /// The counts now.
+    pub fn snapshot(&self) -> UsageRecord {
+        let last = self.last_used_at.load(Ordering::Relaxed);
+        let allowed = self.allowed.load(Ordering::Relaxed);
+        let denied = self.denied.load(Ordering::Relaxed);
+        UsageRecord {
+            verifications: allowed + denied,
+            allowed,
+            denied,
+            last_used_at: (last > 0).then_some(last),
+        }
+    }
+}
+
+/// What the policy in force means for one key; updated in place when the policy changes,
+/// so verify reads it without another lookup. `NONE` means "not set".
+#[derive(Debug)]
+#[repr(C)]
+pub struct PolicyCell {
+    pub(super) expires_at: AtomicI64,
+    pub(super) rotate_by: AtomicI64,
+    pub(super) warn_from: AtomicI64,
+    pub(super) scheduled_at: AtomicI64,
+}
+
+impl PolicyCell {
+    const NONE: i64 = i64::MAX;
+
+    pub(super) fn new(times: KeyTimes) -> Self {
+        let cell = PolicyCell {
+            expires_at: AtomicI64::new(Self::NONE),
+            rotate_by: AtomicI64::new(Self::NONE),
+            warn_from: AtomicI64::new(Self::NONE),
+            scheduled_at: AtomicI64::new(Self::NONE),
+        };
+        cell.set(times);
+        cell
+    }
+
+    pub(super) fn set(&self, times: KeyTimes) {
+        let store = |cell: &AtomicI64, value: Option<i64>| {
+            cell.store(value.unwrap_or(Self::NONE), Ordering::Relaxed)
+        };
+        store(&self.expires_at, times.expires_at);
+        store(&self.rotate_by, times.rotate_by);
+        store(&self.warn_from, times.warn_from);
+        store(&self.scheduled_at, times.scheduled_at);
+    }
+
+    pub(super) fn get(cell: &AtomicI64) -> Option<i64> {
+        Some(cell.load(Ordering::Relaxed)).filter(|&v| v != Self::NONE)
+    }
+
+    /// When the policy's `max_age` runs out for this key.
+    pub fn expires_at(&self) -> Option<i64> {
+        Self::get(&self.expires_at)
+    }
+
+    /// When the key is due for rotation.
+    pub fn rotate_by(&self) -> Option<i64> {
+        Self::get(&self.rotate_by)
+    }
+
+    /// Whether the key is flagged as due for rotation at `now`.
+    pub fn rotation_due(&self, now: i64) -> bool {
+        Self::get(&self.warn_from).is_some_and(|from| from <= now)
+    }
+
+    /// When the scheduler regenerates it.
+    pub fn scheduled_at(&self) -> Option<i64> {
+        Self::get(&self.scheduled_at)
+    }
+}
+
+/// An optional time (unix milliseconds) in 8 bytes rather than `Option<i64>`'s 16.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Millis(i64);
+
+impl Millis {
+    const NONE: i64 = i64::MIN;
+
+    pub(super) fn from(value: Option<i64>) -> Self {
+        Millis(value.unwrap_or(Self::NONE))
+    }
+
+    pub(super) fn get(self) -> Option<i64> {
+        (self.0 != Self::NONE).then_some(self.0)
+    }
+}
+
+/// One key as the index holds it: the record's fields in compact form, the live usage
+/// counters and the policy's times for it.
+///
+/// Laid out by hand (`repr(C)`) and aligned to a cache line, so that a verify reads exactly
+/// the first two of its three lines: with a million keys every verify misses the cache on
+/// its entry, and each line more is one more miss. Unaligned and in the compiler's order, a
+/// verify touched three or four lines. `an_entry_keeps_what_verify_reads_in_two_lines`
+/// holds this.
+#[derive(Debug)]
+#[repr(C, align(64))]
+pub struct Entry {
+    // Line 0: what finds and names the key.
+    pub(super) token_hash: TokenHash,
+    pub(super) id: KeyId,
+    pub permissions: Permissions,
+    pub(super) start_len: u8,
+    /// Shared by every key with the same label (see `Maps::environments`). `Arc<String>`
+    /// and `Box<String>` below, rather than `str`, for thin 8-byte pointers.
+    pub(super) environment: Option<Arc<String>>,
+    // Line 1: what decides the answer, and the counters it bumps.
+    pub usage: UsageCounters,
+    pub(super) expires_at: Millis,
+    pub(super) revoked_at: Millis,
+    /// Its last field (`scheduled_at`, which verify does not read) begins line 2.
+    pub policy: PolicyCell,
+    // Line 2: what lists, rotations and grace periods read.
+    pub(super) name: Box<str>,
+    pub(super) created_at: i64,
+    pub(super) rotated_at: Millis,
+    // A thin pointer: most keys have no reason, and a `Box<str>` would take 16 bytes.
+    #[allow(clippy::box_collection)]
+    pub(super) revoke_reason: Option<Box<String>>,
+    pub(super) grace: Option<Box<Grace>>,
+    pub(super) start: [u8; START_LEN],
+}
+
+impl Entry {
+    pub fn id(&self) -> &str {
+        id_str(&self.id)
+    }
+
+    pub fn environment(&self) -> Option<&str> {
+        self.environment.as_deref().map(String::as_str)
+    }
+
+    pub fn revoked_at(&self) -> Option<i64> {
+        self.revoked_at.get()
+    }
+
+    /// The previous token's grace, if a regenerate left one.
+    pub fn grace(&self) -> Option<&Grace> {
+        self.grace.as_deref()
+    }
+
+    pub(super) fn start(&self) -> &str {
+        let len = usize::from(self.start_len).min(START_LEN);
+        std::str::from_utf8(&self.start[..len]).unwrap_or_default()
+    }
+
+    /// The key's state at `now`, counting the policy's maximum age.
+    pub fn state(&self, now: i64) -> KeyState {
+        if self.revoked_at.get().is_some() {
+            KeyState::Revoked
+        } else if self.expires_at.get().is_some_and(|at| at <= now)
+            || self.policy.expires_at().is_some_and(|at| at <= now)
+        {
+            KeyState::Expired
+        } else {
+            KeyState::Active
+        }
+    }
+
+    /// The stored record this entry was made from.
+    pub fn to_record(&self) -> KeyRecord {
+        KeyRecord {
+            id: self.id().to_owned(),
+            token_hash: self.token_hash,
+            name: self.name.to_string(),
+            start: self.start().to_owned(),
+            permissions: self.permissions,
+            environment: self.environment().map(str::to_owned),
+            created_at: self.created_at,
+            rotated_at: self.rotated_at.get(),
+            expires_at: self.expires_at.get(),
+            revoked_at: self.revoked_at.get(),
+            revoke_reason: self.revoke_reason.as_deref().cloned(),
+            grace: self.grace().cloned(),
+        }
+    }
+
+    /// The key as listed: live usage, never the token.
+    pub fn info(&self, now: i64) -> KeyInfo {
+        let usage = self.usage.snapshot();
+        KeyInfo {
+            id: self.id().to_owned(),
+            name: self.name.to_string(),
+            start: self.start().to_owned(),
+            permissions: self.permissions.to_list(),
+            environment: self.environment().map(str::to_owned),
+            state: self.state(now),
+            created_at: self.created_at,
+            rotated_at: self.rotated_at.get(),
+            last_used_at: usage.last_used_at,
+            expires_at: self.expires_at.get(),
+            rotate_by: self.policy.rotate_by(),
+            rotation_due: self.policy.rotation_due(now),
+            revoked_at: self.revoked_at.get(),
+            grace_until: self.grace().map(|g| g.until).filter(|&until| until > now),
+            usage: Usage {
+                verifications: usage.verifications,
+                allowed: usage.allowed,
+                denied: usage.denied,
+            },
+        }
+    }
+}
+
+impl KeyFacts for Entry {
+    fn id(&self) -> &str {
+        Entry::id(self)
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn environment(&self) -> Option<&str> {
+        Entry::environment(self)
+    }
+    fn created_at(&self) -> i64 {
+        self.created_at
+    }
+    fn rotated_at(&self) -> Option<i64> {
+        self.rotated_at.get()
+    }
+}
+
+/// A key found in the index: its entry, and its slot (to queue it for a usage flush).
+#[derive(Debug, Clone, Copy)]
+pub struct Found<'a> {
+    pub(super) slot: u32,
+    pub(super) entry: &'a Entry,
+}
+
+impl<'a> Found<'a> {
+    /// The entry, for as long as the read it was found in.
+    pub fn entry(self) -> &'a Entry {
+        self.entry
+    }
+}
+
+impl std::ops::Deref for Found<'_> {
+    type Target = Entry;
+    fn deref(&self) -> &Entry {
+        self.entry
+    }
+}
+
+/// One verify to count against the key it matched: allowed (valid) or denied.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyUse<'a> {
+    pub key: Found<'a>,
+    pub allowed: bool,
+}
+
+/// Which of a key's tokens a hash is.
+#[derive(Debug, Clone, Copy)]
+pub enum Hit<'a> {
+    /// The key's current token.
+    Current(Found<'a>),
+    /// The token a regenerate replaced, valid until the entry's grace ends.
+    Previous(Found<'a>),
+    /// A token that must never verify again: replaced, or revoked by its hash. The key it
+    /// belonged to, when known.
+    Retired(Option<&'a str>),
+}

@@ -1,0 +1,374 @@
+//! The index's tables under its lock: the entry slab, the token-hash table, the id map,
+//! retired hashes and dirty bits; lookups, prefetches, counting and changes.
+
+use super::entry::{
+    id_str, key_id, Entry, Found, Hit, KeyId, KeyUse, Millis, PolicyCell, UsageCounters,
+};
+use super::tag_table::{prefetch, TagTable};
+use crate::key::{KeyRecord, UsageRow};
+use crate::policy::{KeyTimes, Policy};
+use crate::token::{TokenHash, KEY_ID_LEN, START_LEN};
+use std::collections::{BTreeMap, HashSet};
+use std::hash::BuildHasher;
+use std::ops::Bound;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// A token hash and where the token-hash table files it (its seeded 64-bit hash).
+#[derive(Debug, Clone, Copy)]
+pub struct LookupKey {
+    pub(super) token_hash: TokenHash,
+    pub(super) table: u64,
+}
+
+/// A token-hash table value: a slot number (of `entries`, or of `retired`) and, in the top
+/// two bits, which kind of token it is.
+pub(super) type Tag = u32;
+pub(super) const KIND_SHIFT: u32 = 30;
+pub(super) const SLOT_MASK: u32 = (1 << KIND_SHIFT) - 1;
+pub(super) const CURRENT: u32 = 0;
+pub(super) const PREVIOUS: u32 = 1;
+pub(super) const RETIRED: u32 = 2;
+/// Most pipelined verifies looked up together (see [`Maps::prefetch_entry`]).
+pub const RUN_MAX: usize = 32;
+/// Most keys (and, separately, retired hashes) the tags can number.
+pub(super) const MAX_SLOTS: usize = 1 << KIND_SHIFT;
+
+pub(super) fn tag(kind: u32, slot: usize) -> Tag {
+    (kind << KIND_SHIFT) | (slot as u32 & SLOT_MASK)
+}
+
+/// What a token-hash table probe compares against and rehashes by.
+pub(super) struct Hashes<'a> {
+    pub(super) entries: &'a [Entry],
+    pub(super) retired: &'a [(TokenHash, Option<KeyId>)],
+}
+
+impl Hashes<'_> {
+    /// The token hash a tag stands for. Every tag in the table names a live slot.
+    pub(super) fn of(&self, tag: Tag) -> Option<&TokenHash> {
+        let slot = (tag & SLOT_MASK) as usize;
+        match tag >> KIND_SHIFT {
+            CURRENT => self.entries.get(slot).map(|e| &e.token_hash),
+            PREVIOUS => self
+                .entries
+                .get(slot)
+                .and_then(|e| e.grace())
+                .map(|g| &g.token_hash),
+            _ => self.retired.get(slot).map(|(hash, _)| hash),
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct Maps {
+    /// The policy in force: every entry's `PolicyCell` reflects it.
+    pub(super) policy: Arc<Policy>,
+    /// Every key; a key's slot never changes.
+    pub(super) entries: Vec<Entry>,
+    /// Hashes of tokens that must never verify again, with the key they belonged to.
+    pub(super) retired: Vec<(TokenHash, Option<KeyId>)>,
+    /// Token hash → tag. Hashed with a per-process random seed (foldhash), so a client
+    /// grinding tokens cannot aim their SHA-256 at one bucket.
+    pub(super) by_hash: TagTable,
+    /// Ordered, so that listing can page by key id.
+    pub(super) by_id: BTreeMap<KeyId, u32>,
+    /// One bit per slot: usage changed since the last flush. A bit set is one atomic OR on
+    /// a word shared by 64 keys, where a queue of dirty keys behind a mutex was contended by
+    /// every connection thread while a million keys turned dirty after a flush.
+    pub(super) dirty: Vec<AtomicU64>,
+    /// Per slot, where the key's usage row is in the store ([`UsageRow`] bits; 0 unknown),
+    /// so a flush rewrites it by rowid. Atomic so the flush can learn rows under the read
+    /// lock. 4 MB per million keys.
+    pub(super) usage_rows: Vec<AtomicU32>,
+    /// Environment labels, one allocation each however many keys carry them.
+    pub(super) environments: HashSet<Arc<String>>,
+    pub(super) seed: foldhash::quality::RandomState,
+}
+
+impl Maps {
+    pub(super) fn hash(&self, hash: &TokenHash) -> u64 {
+        self.seed.hash_one(hash)
+    }
+
+    pub(super) fn find(&self, key: &LookupKey) -> Option<Tag> {
+        let hashes = Hashes {
+            entries: &self.entries,
+            retired: &self.retired,
+        };
+        self.by_hash
+            .find(key.table, |t| hashes.of(t) == Some(&key.token_hash))
+    }
+
+    /// `hash` with its table hash, so that a verify computes that once for the prefetches
+    /// and the lookup.
+    pub fn lookup_key(&self, hash: TokenHash) -> LookupKey {
+        LookupKey {
+            table: self.hash(&hash),
+            token_hash: hash,
+        }
+    }
+
+    pub(super) fn found(&self, slot: usize) -> Option<Found<'_>> {
+        self.entries.get(slot).map(|entry| Found {
+            slot: slot as u32,
+            entry,
+        })
+    }
+
+    /// The key a token hash belongs to.
+    pub fn by_hash(&self, hash: &TokenHash) -> Option<Hit<'_>> {
+        self.by_key(&self.lookup_key(*hash))
+    }
+
+    /// [`Maps::by_hash`] with the table hash already computed.
+    pub fn by_key(&self, key: &LookupKey) -> Option<Hit<'_>> {
+        let tag = self.find(key)?;
+        let slot = (tag & SLOT_MASK) as usize;
+        match tag >> KIND_SHIFT {
+            CURRENT => self.found(slot).map(Hit::Current),
+            PREVIOUS => self.found(slot).map(Hit::Previous),
+            _ => self
+                .retired
+                .get(slot)
+                .map(|(_, id)| Hit::Retired(id.as_ref().map(id_str))),
+        }
+    }
+
+    /// Asks the CPU for the bucket the lookup of `key` starts at: the first half of a
+    /// lookup ahead of time, for runs of lookups (see [`Maps::prefetch_entry`]).
+    pub fn prefetch_bucket(&self, key: &LookupKey) {
+        self.by_hash.prefetch(key.table);
+    }
+
+    /// Asks the CPU for the two cache lines of the entry the lookup of `key` will
+    /// most likely land on (the first bucket whose fingerprint matches; a wrong guess costs
+    /// only a wasted fetch). Call it once the bucket asked for by
+    /// [`Maps::prefetch_bucket`] has had time to arrive.
+    ///
+    /// With a million keys neither the table nor the entries are in cache, and the misses
+    /// are most of a lookup's cost; asked for ahead and together, they overlap each other,
+    /// where lookups in turn would wait for each (see `VerifyBatch::answer_run`).
+    pub fn prefetch_entry(&self, key: &LookupKey) {
+        let Some(tag) = self.by_hash.candidate(key.table) else {
+            return;
+        };
+        let slot = (tag & SLOT_MASK) as usize;
+        match tag >> KIND_SHIFT {
+            CURRENT | PREVIOUS => {
+                if let Some(entry) = self.entries.get(slot) {
+                    prefetch(&entry.token_hash);
+                    prefetch(&entry.usage);
+                }
+            }
+            _ => {
+                if let Some(retired) = self.retired.get(slot) {
+                    prefetch(retired);
+                }
+            }
+        }
+    }
+
+    /// Counts verifies against their keys (`None`: a verify that matched no key) and marks
+    /// the keys' usage as changed since the last flush: every count first, then one fence,
+    /// then every dirty bit.
+    ///
+    /// The fence orders each count before the check of its key's dirty bit. A flush clears
+    /// the bits and then reads the counts; without the fence a verify could see its key's
+    /// bit still set (and skip setting it) while the flush reads the count from before the
+    /// add, and that add would never be flushed. Paired with the fence in
+    /// `Index::take_dirty`. One fence per run rather than one per verify: a fence waits for
+    /// every earlier access, and between two verifies it would keep the next one's reads
+    /// from starting early. Counted per run, the decisions are reads only.
+    pub fn count_uses(&self, uses: &[Option<KeyUse<'_>>], now: i64) {
+        let mut counted = false;
+        for used in uses.iter().flatten() {
+            used.key.usage.record(used.allowed, now);
+            counted = true;
+        }
+        if !counted {
+            return;
+        }
+        std::sync::atomic::fence(Ordering::SeqCst);
+        for used in uses.iter().flatten() {
+            self.set_dirty_bit(used.key.slot);
+        }
+    }
+
+    /// Sets a slot's dirty bit; the caller has fenced after the count it marks.
+    pub(super) fn set_dirty_bit(&self, slot: u32) {
+        if let Some(word) = self.dirty.get(slot as usize / 64) {
+            let bit = 1u64 << (slot % 64);
+            // Only a clean key pays for the atomic write (and the cache line's ownership).
+            if word.load(Ordering::Relaxed) & bit == 0 {
+                word.fetch_or(bit, Ordering::AcqRel);
+            }
+        }
+    }
+
+    /// The key with this id.
+    pub fn by_id(&self, id: &str) -> Option<Found<'_>> {
+        let slot = *self.by_id.get(&key_id(id)?)?;
+        self.found(slot as usize)
+    }
+
+    /// Every key, in no particular order.
+    pub fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.iter()
+    }
+
+    /// Keys with ids after `after` (all when `None`; it need not be an existing id), in
+    /// key-id order.
+    pub fn entries_after(&self, after: Option<&str>) -> impl Iterator<Item = &Entry> {
+        let start = match after.map(str::as_bytes) {
+            None => Bound::Unbounded,
+            Some(after) => {
+                // Ids all have KEY_ID_LEN bytes. Above a shorter `after` means at or above it
+                // padded with zero bytes; above a longer one, above its first KEY_ID_LEN.
+                let mut bound = [0u8; KEY_ID_LEN];
+                let n = after.len().min(KEY_ID_LEN);
+                bound[..n].copy_from_slice(&after[..n]);
+                if after.len() < KEY_ID_LEN {
+                    Bound::Included(bound)
+                } else {
+                    Bound::Excluded(bound)
+                }
+            }
+        };
+        self.by_id
+            .range((start, Bound::Unbounded))
+            .filter_map(|(_, &slot)| self.entries.get(slot as usize))
+    }
+
+    /// Puts in a new version of a key, keeping its usage counters.
+    pub fn upsert(&mut self, record: KeyRecord) {
+        let Some(id) = key_id(&record.id) else {
+            tracing::error!("a key without a key id's shape was not indexed");
+            return;
+        };
+        match self.by_id.get(&id).map(|&slot| slot as usize) {
+            Some(slot) => {
+                self.forget_hashes(slot);
+                let usage = std::mem::take(&mut self.entries[slot].usage);
+                let entry = self.entry(id, record, usage);
+                self.entries[slot] = entry;
+                self.insert_hashes(slot);
+            }
+            None => {
+                if let Some(slot) = self.push(id, record, UsageCounters::default()) {
+                    self.by_id.insert(id, slot as u32);
+                }
+            }
+        }
+    }
+
+    /// Marks a token hash as never valid again.
+    pub fn retire(&mut self, hash: TokenHash, key_id_owned: Option<String>) {
+        if self.retired.len() >= MAX_SLOTS {
+            tracing::error!("too many retired token hashes to index another");
+            return;
+        }
+        let slot = self.retired.len();
+        self.retired
+            .push((hash, key_id_owned.as_deref().and_then(key_id)));
+        self.set_hash(&hash, tag(RETIRED, slot));
+    }
+
+    /// Makes the entry for `record`, its times under the policy in force.
+    pub(super) fn entry(&mut self, id: KeyId, record: KeyRecord, usage: UsageCounters) -> Entry {
+        let mut start = [0u8; START_LEN];
+        let start_len = record.start.len().min(START_LEN);
+        start[..start_len].copy_from_slice(&record.start.as_bytes()[..start_len]);
+        let environment = record.environment.map(|label| self.environment(label));
+        let entry = Entry {
+            id,
+            token_hash: record.token_hash,
+            name: record.name.into_boxed_str(),
+            start,
+            start_len: start_len as u8,
+            permissions: record.permissions,
+            environment,
+            created_at: record.created_at,
+            rotated_at: Millis::from(record.rotated_at),
+            expires_at: Millis::from(record.expires_at),
+            revoked_at: Millis::from(record.revoked_at),
+            revoke_reason: record.revoke_reason.map(Box::new),
+            grace: record.grace.map(Box::new),
+            usage,
+            policy: PolicyCell::new(KeyTimes::default()),
+        };
+        entry.policy.set(self.policy.times(&entry));
+        entry
+    }
+
+    /// The shared copy of an environment label.
+    pub(super) fn environment(&mut self, label: String) -> Arc<String> {
+        if let Some(shared) = self.environments.get(&label) {
+            return shared.clone();
+        }
+        let shared = Arc::new(label);
+        self.environments.insert(shared.clone());
+        shared
+    }
+
+    /// Appends a key and puts its token hashes in; the caller files it by id.
+    pub(super) fn push(
+        &mut self,
+        id: KeyId,
+        record: KeyRecord,
+        usage: UsageCounters,
+    ) -> Option<usize> {
+        if self.entries.len() >= MAX_SLOTS {
+            tracing::error!("too many keys to index another");
+            return None;
+        }
+        let entry = self.entry(id, record, usage);
+        self.entries.push(entry);
+        let slot = self.entries.len() - 1;
+        if self.dirty.len() <= slot / 64 {
+            self.dirty.push(AtomicU64::new(0));
+        }
+        self.usage_rows
+            .push(AtomicU32::new(UsageRow::UNKNOWN.to_bits()));
+        self.insert_hashes(slot);
+        Some(slot)
+    }
+
+    pub(super) fn insert_hashes(&mut self, slot: usize) {
+        let entry = &self.entries[slot];
+        let (current, previous) = (entry.token_hash, entry.grace().map(|g| g.token_hash));
+        self.set_hash(&current, tag(CURRENT, slot));
+        if let Some(previous) = previous {
+            self.set_hash(&previous, tag(PREVIOUS, slot));
+        }
+    }
+
+    pub(super) fn forget_hashes(&mut self, slot: usize) {
+        let entry = &self.entries[slot];
+        let (current, previous) = (entry.token_hash, entry.grace().map(|g| g.token_hash));
+        // Only this entry's own tags: a hash since taken over (retired) stays.
+        self.remove_hash(&current, tag(CURRENT, slot));
+        if let Some(previous) = previous {
+            self.remove_hash(&previous, tag(PREVIOUS, slot));
+        }
+    }
+
+    /// Points `hash` at `new`, replacing what it pointed at before.
+    pub(super) fn set_hash(&mut self, hash: &TokenHash, new: Tag) {
+        let h = self.hash(hash);
+        let Maps {
+            by_hash,
+            entries,
+            retired,
+            ..
+        } = self;
+        let hashes = Hashes { entries, retired };
+        by_hash.set(h, |t| hashes.of(t) == Some(hash), new);
+    }
+
+    /// Takes `hash` out of the table if it still stands for `expected`.
+    pub(super) fn remove_hash(&mut self, hash: &TokenHash, expected: Tag) {
+        let h = self.hash(hash);
+        self.by_hash.remove(h, |t| t == expected);
+    }
+}
