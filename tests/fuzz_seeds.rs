@@ -12,9 +12,9 @@
 mod streams;
 
 use authenta_client::proto::{self, Actor, Hello, HelloReply, Permission, Request, Response};
+use authenta_keyd::key::{Grace, KeyRecord, Permissions, UsageRecord};
 use authenta_keyd::store::audit::{AuditRecord, ChainHead};
 use authenta_keyd::store::barrier::{unwrap_data_key, wrap_data_key, Barrier};
-use authenta_keyd::key::{Grace, KeyRecord, Permissions, UsageRecord};
 use authenta_keyd::store::record_codec::{from_bytes, to_bytes};
 use authenta_keyd::token::{check_token, generate_key_id, generate_token};
 use ring::rand::SystemRandom;

@@ -7,8 +7,8 @@
 
 mod common;
 
-use authenta_keyd::store::barrier::{unwrap_data_key, wrap_data_key, Barrier, Tampered};
 use authenta_keyd::key::{Grace, KeyRecord, Permissions, UsageRecord};
+use authenta_keyd::store::barrier::{unwrap_data_key, wrap_data_key, Barrier, Tampered};
 use authenta_keyd::store::record_codec;
 use common::strategies::{cases, opt_text, permissions, text};
 use proptest::collection::vec;
