@@ -46,6 +46,78 @@ pub struct Config {
     /// See `busy_poll.rs`.
     #[serde(default = "default_busy_poll", with = "humantime_serde_compat")]
     pub busy_poll: Duration,
+    /// Fleet mode: every daemon of the fleet serves the same keys, replicated through NATS
+    /// JetStream. Absent: this host's store alone.
+    pub fleet: Option<FleetConfig>,
+}
+
+/// `[fleet]`: where the fleet's NATS servers are and who this node is.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetConfig {
+    /// NATS server URLs, e.g. `nats://127.0.0.1:4222`.
+    pub servers: Vec<String>,
+    /// The fleet's key space: its stream and subjects derive from it.
+    pub name: String,
+    /// This node's name in audit entries and status (default: the host name).
+    pub node: Option<String>,
+    /// Stream replicas when this daemon creates the stream (1 for a lone server).
+    #[serde(default = "default_replicas")]
+    pub replicas: usize,
+    /// A NATS credentials file (JWT and nkey seed).
+    pub credentials: Option<PathBuf>,
+    /// A file holding an nkey seed.
+    pub nkey_seed_file: Option<PathBuf>,
+    pub user: Option<String>,
+    /// A file holding the password for `user`.
+    pub password_file: Option<PathBuf>,
+    /// A file holding a NATS token.
+    pub token_file: Option<PathBuf>,
+    /// TLS: the CA to trust, and this node's certificate and key (mutual TLS).
+    pub tls_ca: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+}
+
+fn default_replicas() -> usize {
+    3
+}
+
+impl FleetConfig {
+    /// Checks what the config can check alone; the error says what to write instead.
+    fn check(&self) -> Result<()> {
+        if self.servers.is_empty() {
+            bail!("[fleet] servers is empty: name at least one NATS server, e.g. \"nats://127.0.0.1:4222\"");
+        }
+        let name_ok = !self.name.is_empty()
+            && self.name.len() <= 32
+            && self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !name_ok {
+            bail!("[fleet] name must be 1 to 32 letters, digits, '-' or '_' (it names the NATS stream)");
+        }
+        if let Some(node) = &self.node {
+            let node_ok = !node.is_empty()
+                && node.len() <= 64
+                && node
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+            if !node_ok {
+                bail!("[fleet] node must be 1 to 64 letters, digits, '-', '_' or '.'");
+            }
+        }
+        if !(1..=5).contains(&self.replicas) {
+            bail!(
+                "[fleet] replicas must be 1 to 5 (JetStream's limit); 3 tolerates one server down"
+            );
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            bail!("[fleet] tls_cert and tls_key go together");
+        }
+        Ok(())
+    }
 }
 
 impl Default for Config {
@@ -62,6 +134,7 @@ impl Default for Config {
             policy: None,
             worker_threads: None,
             busy_poll: default_busy_poll(),
+            fleet: None,
         }
     }
 }
@@ -118,6 +191,11 @@ impl Config {
                 humantime::format_duration(MOST_BUSY_POLL),
                 humantime::format_duration(default_busy_poll())
             );
+        }
+        if let Some(fleet) = &config.fleet {
+            fleet
+                .check()
+                .with_context(|| format!("config {}", path.display()))?;
         }
         if config.usage_flush_interval.is_zero() {
             bail!(

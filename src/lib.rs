@@ -11,6 +11,7 @@
 //! | [`cli`] | the command line: `serve` and every client command, one file per group |
 //! | [`server`] | the socket, connection threads, framing, busy polling, request dispatch |
 //! | [`daemon`] | the shared state, and what runs beside the server: usage flusher, policy reload and watch, rotation scheduler |
+//! | [`fleet`] | fleet mode: the same keys on every host, replicated through NATS JetStream |
 //! | [`store`] | the encrypted SQLite file, its writer thread (group commit), the barrier, the audit chain, the master key |
 //! | [`index`] | the in-memory index, its tag table, and the one verify decision |
 //! | [`policy`] | the policy file's rules: parse, evaluate, sinks |
@@ -25,6 +26,7 @@ pub(crate) mod access;
 pub mod cli;
 pub(crate) mod config;
 pub(crate) mod daemon;
+pub(crate) mod fleet;
 pub(crate) mod host;
 pub(crate) mod index;
 pub mod key;

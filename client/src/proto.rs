@@ -417,6 +417,27 @@ pub struct StatusInfo {
     pub policy_error: Option<String>,
     /// Scheduled rotations failing now.
     pub rotation_failures: u64,
+    /// Fleet mode only: where this node stands.
+    pub fleet: Option<FleetStatus>,
+}
+
+/// A fleet node's view of its fleet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetStatus {
+    /// Connected to the fleet's NATS servers now.
+    pub connected: bool,
+    pub node: String,
+    pub servers: Vec<String>,
+    /// The last stream sequence applied to this node's replica.
+    pub applied_seq: u64,
+    /// Changes the stream is known to hold that this node has not applied yet.
+    pub lag: u64,
+    /// When the connection was lost (unix milliseconds), while it is.
+    pub disconnected_since: Option<i64>,
+    /// Messages of the stream refused since start (bad seal, or changing another key).
+    pub refused_messages: u64,
+    /// Holding the fleet's data key (admin writes need it).
+    pub joined: bool,
 }
 
 /// Keys by state.
@@ -513,6 +534,10 @@ pub enum ErrorCode {
     BadFrame,
     /// Something the daemon did not expect.
     Internal,
+    /// Fleet mode: another node changed the key at the same time; nothing was changed.
+    Conflict,
+    /// Fleet mode: the fleet's NATS servers cannot be reached; nothing was changed.
+    FleetUnavailable,
 }
 
 /// Decoding or encoding failed.

@@ -98,8 +98,29 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {}", one_line(&e));
-            ExitCode::FAILURE
+            exit_code(&e)
         }
+    }
+}
+
+/// Exit status of a failed command: 75 (sysexits' "temporary failure") when a fleet node
+/// refused an admin write because the fleet is unreachable or another node changed the key
+/// first: trying again later can succeed. 1 for everything else.
+fn exit_code(error: &anyhow::Error) -> ExitCode {
+    use authenta_client::proto::ErrorCode;
+    let temporary = error.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<authenta_client::Error>(),
+            Some(authenta_client::Error::Refused {
+                code: ErrorCode::FleetUnavailable | ErrorCode::Conflict,
+                ..
+            })
+        )
+    });
+    if temporary {
+        ExitCode::from(75)
+    } else {
+        ExitCode::FAILURE
     }
 }
 

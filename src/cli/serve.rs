@@ -112,6 +112,7 @@ struct Opened {
     key_count: usize,
     corrupt: Vec<String>,
     writer: writer::WriterHandle,
+    fleet: Option<crate::fleet::setup::Pending>,
 }
 
 /// Hardens the process, reads the config, opens the store and loads every key into the
@@ -140,11 +141,18 @@ fn open(args: ServeArgs, socket: Option<PathBuf>) -> Result<Opened> {
         store::exists(&data_dir),
     )?;
     let store = Store::open(&data_dir, &master)?;
+    let (link, fleet) = match &config.fleet {
+        Some(fleet) => {
+            let (link, pending) = crate::fleet::setup::prepare(fleet, &store, &master)?;
+            (Some(link), Some(pending))
+        }
+        None => (None, None),
+    };
     drop(master);
     let policy_path = policy_path(args.policy, config.policy.as_deref());
     let (index, key_count, corrupt) = load_index(&store, policy_path.as_deref())?;
     let (writer, _store_thread) =
-        writer::spawn(store, index.clone()).context("cannot start the store thread")?;
+        writer::spawn(store, index.clone(), link).context("cannot start the store thread")?;
     Ok(Opened {
         started,
         config,
@@ -158,6 +166,7 @@ fn open(args: ServeArgs, socket: Option<PathBuf>) -> Result<Opened> {
         key_count,
         corrupt,
         writer,
+        fleet,
     })
 }
 
@@ -203,6 +212,15 @@ struct Running {
 async fn start(opened: Opened) -> Result<Running> {
     let bound_here = opened.activated.is_none();
     let listener = listen(opened.activated, &opened.socket, &opened.config)?;
+    let (stop, stopped) = watch::channel(false);
+    let fleet = match opened.fleet {
+        Some(pending) => Some(
+            pending
+                .start(opened.writer.clone(), stopped.clone())
+                .await?,
+        ),
+        None => None,
+    };
     let daemon = Arc::new(Daemon::new(
         opened.started,
         opened.index,
@@ -212,12 +230,12 @@ async fn start(opened: Opened) -> Result<Running> {
         opened.data_dir.clone(),
         opened.corrupt,
         opened.config.regenerate_grace,
+        fleet,
     ));
     // The policy is in force (revocations written) before anyone is told "ready".
     if let Some(path) = &opened.policy_path {
         crate::daemon::policy_reload::reload(&daemon, path).await;
     }
-    let (stop, stopped) = watch::channel(false);
     let flusher = tokio::spawn(usage_flusher::run(
         daemon.clone(),
         opened.config.usage_flush_interval,

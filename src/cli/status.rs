@@ -25,6 +25,16 @@ pub fn run(context: &Context) -> Result<ExitCode> {
             "verifications": status.verifications,
             "policy_error": status.policy_error,
             "rotation_failures": status.rotation_failures,
+            "fleet": status.fleet.as_ref().map(|f| json!({
+                "connected": f.connected,
+                "joined": f.joined,
+                "node": f.node,
+                "servers": f.servers,
+                "applied_seq": f.applied_seq,
+                "lag": f.lag,
+                "disconnected_since": f.disconnected_since,
+                "refused_messages": f.refused_messages,
+            })),
         }));
     } else {
         println!("authenta-keyd {}", status.version);
@@ -47,6 +57,22 @@ pub fn run(context: &Context) -> Result<ExitCode> {
             println!(
                 "ROTATIONS:     {} failing (see `authenta-keyd policy status`)",
                 status.rotation_failures
+            );
+        }
+        if let Some(fleet) = &status.fleet {
+            let state = match (fleet.connected, fleet.joined) {
+                (true, true) => "connected".to_owned(),
+                (true, false) => "connected, not joined (see the daemon's log)".to_owned(),
+                (false, _) => match fleet.disconnected_since {
+                    Some(at) => format!("DISCONNECTED since {}", output::time(at)),
+                    None => "DISCONNECTED".to_owned(),
+                },
+            };
+            println!("fleet:         node {} ({state})", fleet.node);
+            println!("               servers {}", fleet.servers.join(", "));
+            println!(
+                "               applied seq {}, lag {}, refused messages {}",
+                fleet.applied_seq, fleet.lag, fleet.refused_messages
             );
         }
         if !status.corrupt_keys.is_empty() {

@@ -1,6 +1,7 @@
 //! What every connection shares: the index, the writer, access rules and counters.
 
 use crate::access::Access;
+use crate::fleet::FleetState;
 use crate::index::Index;
 use crate::store::writer::WriterHandle;
 use std::collections::HashMap;
@@ -33,6 +34,8 @@ pub struct Daemon {
     pub scheduler: Mutex<SchedulerState>,
     /// Wakes the scheduler when the policy changes.
     pub scheduler_wake: Notify,
+    /// Fleet mode: where this node stands.
+    pub fleet: Option<Arc<FleetState>>,
 }
 
 impl Daemon {
@@ -47,6 +50,7 @@ impl Daemon {
         data_dir: PathBuf,
         corrupt_keys: Vec<String>,
         default_grace: Duration,
+        fleet: Option<Arc<FleetState>>,
     ) -> Self {
         Daemon {
             index,
@@ -62,6 +66,7 @@ impl Daemon {
             policy: Default::default(),
             scheduler: Default::default(),
             scheduler_wake: Default::default(),
+            fleet,
         }
     }
 

@@ -153,6 +153,7 @@ fn status(daemon: &Daemon, now: i64) -> StatusInfo {
         verifications: daemon.verifications.load(Ordering::Relaxed),
         policy_error: daemon.policy_state().last_error.clone(),
         rotation_failures: daemon.scheduler_state().failures.len() as u64,
+        fleet: daemon.fleet.as_ref().map(|f| f.status()),
     }
 }
 
@@ -245,6 +246,8 @@ async fn submit(daemon: &Daemon, command: Command) -> Result<Outcome, ErrorAnswe
             WriteError::Refused(_) => ErrorCode::BadRequest,
             WriteError::Storage(_) => ErrorCode::Storage,
             WriteError::Stopped => ErrorCode::Busy,
+            WriteError::Conflict(_) => ErrorCode::Conflict,
+            WriteError::FleetUnavailable(_) => ErrorCode::FleetUnavailable,
         };
         if code == ErrorCode::Storage {
             tracing::error!(error = %e, "admin write failed");

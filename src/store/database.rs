@@ -28,6 +28,8 @@ const MIGRATIONS: &[&str] = &[
      CREATE TABLE usage (id TEXT PRIMARY KEY, sealed BLOB NOT NULL);
      CREATE TABLE audit (seq INTEGER PRIMARY KEY, sealed BLOB NOT NULL, link BLOB NOT NULL);
      CREATE TABLE retired (token_hash BLOB PRIMARY KEY, sealed BLOB NOT NULL);",
+    // 1 -> 2: a fleet replica's position: each key's last stream sequence (sealed).
+    "CREATE TABLE fleet_keys (id TEXT PRIMARY KEY, sealed BLOB NOT NULL);",
 ];
 
 /// The schema version this build writes.
@@ -35,6 +37,10 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 const META_DATA_KEY: &str = "data_key";
 const META_AUDIT_HEAD: &str = "audit_head";
+/// In fleet mode: the last stream sequence applied, and the fleet's data key as this node
+/// last saw it (wrapped by the master key), to restore it should the stream lose it.
+const META_FLEET_APPLIED: &str = "fleet_applied";
+const META_FLEET_DATA_KEY: &str = "fleet_data_key";
 /// Budget for the sealed entries of one audit page: well inside a frame.
 const AUDIT_PAGE_BYTES: usize = 48 * 1024;
 
@@ -468,6 +474,97 @@ impl Store {
             "UPDATE meta SET value = ?1 WHERE name = ?2",
             params![wrapped, META_DATA_KEY],
         )?;
+        Ok(())
+    }
+}
+
+/// Where a fleet replica stands: the last stream sequence applied, and each key's last
+/// sequence (what a change to it must expect, so that two writers cannot both win).
+#[derive(Debug, Default, Clone)]
+pub struct FleetPosition {
+    pub applied: u64,
+    pub keys: std::collections::HashMap<String, u64>,
+}
+
+impl Store {
+    /// The replica's position, as committed.
+    pub fn fleet_position(&self) -> Result<FleetPosition> {
+        let mut position = FleetPosition {
+            applied: self.sealed_meta(META_FLEET_APPLIED)?.unwrap_or(0),
+            ..FleetPosition::default()
+        };
+        let mut rows = self.conn.prepare("SELECT id, sealed FROM fleet_keys")?;
+        let mut rows = rows.query([])?;
+        while let Some(row) = rows.next()? {
+            let id: String = row.get(0)?;
+            let sealed: Vec<u8> = row.get(1)?;
+            let seq = self
+                .barrier
+                .open("fleet_keys", &id, &sealed)
+                .ok()
+                .and_then(|plain| from_bytes::<u64>(&plain))
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "the fleet position of key {} does not open (tampered)",
+                        printable(&id)
+                    )
+                })?;
+            position.keys.insert(id, seq);
+        }
+        Ok(position)
+    }
+
+    /// Records, in the open transaction, that stream sequence `seq` is applied, and that it
+    /// is `key`'s last change.
+    pub fn put_fleet_applied(&mut self, seq: u64, key: Option<&str>) -> Result<()> {
+        self.put_sealed_meta(META_FLEET_APPLIED, &seq)?;
+        if let Some(id) = key {
+            let sealed = self.barrier.seal("fleet_keys", id, &to_bytes(&seq));
+            self.conn
+                .prepare_cached(
+                    "INSERT INTO fleet_keys (id, sealed) VALUES (?1, ?2)
+                     ON CONFLICT(id) DO UPDATE SET sealed = excluded.sealed",
+                )?
+                .execute(params![id, sealed])?;
+        }
+        Ok(())
+    }
+
+    /// The fleet's data key as this node last saw it, wrapped by the master key.
+    pub fn fleet_data_key(&self) -> Result<Option<Vec<u8>>> {
+        self.sealed_meta(META_FLEET_DATA_KEY)
+    }
+
+    pub fn put_fleet_data_key(&mut self, wrapped: &[u8]) -> Result<()> {
+        self.put_sealed_meta(META_FLEET_DATA_KEY, &wrapped.to_vec())
+    }
+
+    fn sealed_meta<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<Option<T>> {
+        let sealed: Option<Vec<u8>> = self
+            .conn
+            .query_row("SELECT value FROM meta WHERE name = ?1", [name], |row| {
+                row.get(0)
+            })
+            .optional()?;
+        sealed
+            .map(|sealed| {
+                self.barrier
+                    .open("meta", name, &sealed)
+                    .ok()
+                    .and_then(|plain| from_bytes(&plain))
+                    .ok_or_else(|| anyhow::anyhow!("the store's {name} does not open (tampered)"))
+            })
+            .transpose()
+    }
+
+    fn put_sealed_meta<T: serde::Serialize>(&mut self, name: &str, value: &T) -> Result<()> {
+        let sealed = self.barrier.seal("meta", name, &to_bytes(value));
+        self.conn
+            .prepare_cached(
+                "INSERT INTO meta (name, value) VALUES (?1, ?2)
+                 ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+            )?
+            .execute(params![name, sealed])?;
         Ok(())
     }
 }

@@ -11,10 +11,11 @@
 
 pub mod audit;
 pub mod barrier;
+pub(crate) mod change;
 mod database;
 pub(crate) mod locked_key;
 pub(crate) mod master_key;
 pub mod record_codec;
 pub(crate) mod writer;
 
-pub use database::{db_path, exists, Loaded, Store};
+pub use database::{db_path, exists, FleetPosition, Loaded, Store};

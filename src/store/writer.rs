@@ -5,19 +5,18 @@
 //! only that job (group commit), commits durably, then applies the changes to the index, and
 //! only then answers. So once an admin call returns, every verify sees its effect.
 
-use crate::index::{Hit, Index, UsageWrite};
-use crate::key::UsageRow;
-use crate::key::{Grace, KeyRecord, Permissions, UsageRecord};
+use crate::index::{Index, UsageWrite};
 use crate::policy::sink::StagedSink;
 use crate::policy::Sink;
 use crate::store::audit::AuditRecord;
 use crate::store::barrier::KeyBytes;
+use crate::store::change::{self, storage, ChangeSet, Changes, Draft, IndexChange};
+use crate::store::FleetPosition;
 use crate::store::Store;
 use crate::time;
-use crate::token::{generate_key_id, generate_token, hash_token, start_of, TokenHash};
+use crate::token::TokenHash;
 use authenta_client::proto::{Actor, AuditReport, CreateKey};
 use ring::rand::SystemRandom;
-use std::collections::HashMap;
 use std::sync::mpsc;
 use std::sync::Arc;
 use tokio::sync::oneshot;
@@ -70,6 +69,31 @@ pub enum Command {
         new_master_key: KeyBytes,
         actor: Actor,
     },
+    /// In fleet mode: a change read from the fleet's stream at sequence `seq`, the last
+    /// change of `key` (None when no key's subject carried it). An empty set only moves the
+    /// position (a message refused as tampered).
+    ApplyFleet {
+        seq: u64,
+        key: Option<String>,
+        set: ChangeSet,
+    },
+    /// In fleet mode: the fleet's data key (wrapped by the master key), kept so that this
+    /// node can put it back should the stream lose it.
+    KeepFleetDataKey(Vec<u8>),
+}
+
+impl Command {
+    /// A change to keys that a fleet replicates (rather than local housekeeping).
+    fn is_admin_change(&self) -> bool {
+        matches!(
+            self,
+            Command::Create { .. }
+                | Command::Regenerate { .. }
+                | Command::Revoke { .. }
+                | Command::ApplyRevocations { .. }
+                | Command::Rotate { .. }
+        )
+    }
 }
 
 /// What a job produced.
@@ -105,6 +129,12 @@ pub enum WriteError {
     Storage(String),
     #[error("the store is shutting down")]
     Stopped,
+    /// Another node changed the key first (fleet mode); nothing was changed.
+    #[error("{0}")]
+    Conflict(String),
+    /// The fleet cannot be reached (fleet mode); nothing was changed.
+    #[error("{0}")]
+    FleetUnavailable(String),
 }
 
 struct Job {
@@ -129,49 +159,192 @@ impl WriterHandle {
     }
 }
 
-/// Starts the store thread.
+/// In fleet mode, where the writer sends the changes it computes, and what it knows of the
+/// fleet's stream.
+pub struct FleetLink {
+    /// Proposed changes, for the fleet to publish; they come back through the stream.
+    pub proposals: tokio::sync::mpsc::UnboundedSender<Proposal>,
+    /// The replica's position as committed (owned by the store thread once it runs).
+    pub position: FleetPosition,
+    /// The last stream sequence applied, as committed.
+    pub applied: tokio::sync::watch::Sender<u64>,
+}
+
+/// An admin change computed on this node, to be published to the fleet: one part per key
+/// it touches (each expects that key's last sequence), answered once applied here.
+pub struct Proposal {
+    pub parts: Vec<Part>,
+    pub outcome: Outcome,
+    pub reply: Reply,
+}
+
+/// The part of a change that touches one key (or none: a hash no key holds).
+pub struct Part {
+    pub key: Option<String>,
+    /// The key's last stream sequence this change was computed against (0: a new key).
+    pub expected: u64,
+    pub set: ChangeSet,
+}
+
+/// Starts the store thread, for one host (`fleet` None) or a fleet node.
 pub fn spawn(
     store: Store,
     index: Arc<Index>,
+    fleet: Option<FleetLink>,
 ) -> std::io::Result<(WriterHandle, std::thread::JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel();
+    let mut writer = Writer {
+        store,
+        index,
+        rng: SystemRandom::new(),
+        fleet,
+    };
     let thread = std::thread::Builder::new()
         .name("authenta-store".into())
-        .spawn(move || run(store, index, rx))?;
+        .spawn(move || writer.run(rx))?;
     Ok((WriterHandle { tx }, thread))
 }
 
-fn run(mut store: Store, index: Arc<Index>, rx: mpsc::Receiver<Job>) {
-    let rng = SystemRandom::new();
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
-        run_batch(&mut store, &index, &rng, batch);
-    }
-    tracing::debug!("store thread stopped");
+/// The store thread's state.
+struct Writer {
+    store: Store,
+    index: Arc<Index>,
+    rng: SystemRandom,
+    fleet: Option<FleetLink>,
 }
 
-type Reply = oneshot::Sender<Result<Outcome, WriteError>>;
+pub(crate) type Reply = oneshot::Sender<Result<Outcome, WriteError>>;
 
-/// Runs a batch of jobs: reads at once, then every change in one transaction (group
-/// commit), then the index, then the answers. A change is answered only once it is both
-/// committed and visible to verify.
-fn run_batch(store: &mut Store, index: &Index, rng: &SystemRandom, batch: Vec<Job>) {
-    let writes = answer_reads(store, batch);
-    if writes.is_empty() {
-        return;
+impl Writer {
+    fn run(&mut self, rx: mpsc::Receiver<Job>) {
+        while let Ok(first) = rx.recv() {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            self.run_batch(batch);
+        }
+        tracing::debug!("store thread stopped");
     }
+
+    /// Runs a batch of jobs: reads and proposals at once, then every change together.
+    fn run_batch(&mut self, batch: Vec<Job>) {
+        let writes = self.answer_at_once(batch);
+        if writes.is_empty() {
+            return;
+        }
+        let applied = commit_batch(&mut self.store, &self.index, &self.rng, writes);
+        if let Some(fleet) = &mut self.fleet {
+            fleet.note_applied(applied);
+        }
+    }
+
+    /// Answers the jobs that need no transaction here: reads, and in fleet mode the admin
+    /// changes (computed and handed to the fleet). Returns the rest.
+    fn answer_at_once(&mut self, batch: Vec<Job>) -> Vec<(Command, Reply)> {
+        let mut writes = Vec::with_capacity(batch.len());
+        for job in batch {
+            let result = match job.command {
+                Command::ReadAudit { verify, after } => {
+                    self.store.read_audit(verify, after).map(Outcome::Audit)
+                }
+                Command::Checkpoint => self.store.checkpoint().map(|()| Outcome::Changed),
+                Command::Rekey { .. } if self.fleet.is_some() => {
+                    let refused = "rekey in fleet mode is not supported yet: stop the fleet's \
+                                   daemons and rekey each store offline with the same new key";
+                    let _ = job.reply.send(Err(WriteError::Refused(refused.into())));
+                    continue;
+                }
+                command if self.fleet.is_some() && command.is_admin_change() => {
+                    self.propose(command, job.reply);
+                    continue;
+                }
+                command => {
+                    writes.push((command, job.reply));
+                    continue;
+                }
+            };
+            let _ = job.reply.send(result.map_err(storage));
+        }
+        writes
+    }
+
+    /// Computes an admin change against the keys as applied here and hands it to the fleet,
+    /// which answers once it is published and applied.
+    fn propose(&mut self, command: Command, reply: Reply) {
+        let Some(fleet) = &self.fleet else { return };
+        let nothing = Changes::default();
+        let mut draft = Draft::new(&self.index, &nothing, &self.rng, time::now_ms());
+        let outcome = match compute(&mut draft, command) {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        };
+        let set = draft.finish();
+        if set.is_empty() {
+            let _ = reply.send(Ok(outcome));
+            return;
+        }
+        let parts = set
+            .split_by_key()
+            .into_iter()
+            .map(|(key, set)| Part {
+                expected: key
+                    .as_ref()
+                    .and_then(|k| fleet.position.keys.get(k))
+                    .copied()
+                    .unwrap_or(0),
+                key,
+                set,
+            })
+            .collect();
+        let proposal = Proposal {
+            parts,
+            outcome,
+            reply,
+        };
+        if let Err(unsent) = fleet.proposals.send(proposal) {
+            let _ = unsent.0.reply.send(Err(WriteError::Stopped));
+        }
+    }
+}
+
+impl FleetLink {
+    /// After a commit: the new position, for the next proposals and for those waiting on it.
+    fn note_applied(&mut self, applied: Vec<(u64, Option<String>)>) {
+        let Some(last) = applied.iter().map(|(seq, _)| *seq).max() else {
+            return;
+        };
+        for (seq, key) in applied {
+            if let Some(key) = key {
+                self.position.keys.insert(key, seq);
+            }
+        }
+        self.position.applied = self.position.applied.max(last);
+        self.applied.send_replace(self.position.applied);
+    }
+}
+
+/// Runs changes in one transaction (group commit), then updates the index, then answers:
+/// a change is answered only once it is both committed and visible to verify. Returns the
+/// fleet stream sequences it applied.
+fn commit_batch(
+    store: &mut Store,
+    index: &Index,
+    rng: &SystemRandom,
+    writes: Vec<(Command, Reply)>,
+) -> Vec<(u64, Option<String>)> {
     if let Err(e) = store.begin() {
         tracing::error!(error = %e, "cannot start a store transaction");
         for (_, reply) in writes {
             let _ = reply.send(Err(WriteError::Storage(e.to_string())));
         }
-        return;
+        return Vec::new();
     }
     let mut changed = Changes::default();
     let mut txn = Txn {
@@ -188,31 +361,14 @@ fn run_batch(store: &mut Store, index: &Index, rng: &SystemRandom, batch: Vec<Jo
         for (_, reply) in done {
             let _ = reply.send(Err(WriteError::Storage(e.to_string())));
         }
-        return;
+        return Vec::new();
     }
+    let applied = std::mem::take(&mut changed.applied);
     update_index(index, changed);
     for (outcome, reply) in done {
         let _ = reply.send(Ok(publish_sinks(outcome)));
     }
-}
-
-/// Answers the jobs that only read (they need no transaction); returns the changes.
-fn answer_reads(store: &mut Store, batch: Vec<Job>) -> Vec<(Command, Reply)> {
-    let mut writes = Vec::with_capacity(batch.len());
-    for job in batch {
-        let result = match job.command {
-            Command::ReadAudit { verify, after } => {
-                store.read_audit(verify, after).map(Outcome::Audit)
-            }
-            Command::Checkpoint => store.checkpoint().map(|()| Outcome::Changed),
-            command => {
-                writes.push((command, job.reply));
-                continue;
-            }
-        };
-        let _ = job.reply.send(result.map_err(storage));
-    }
-    writes
+    applied
 }
 
 /// Makes each change in its own savepoint, so that one that fails leaves the others; a
@@ -260,7 +416,7 @@ fn update_index(index: &Index, changed: Changes) {
 }
 
 /// After the commit: puts a rotated token in its sink.
-fn publish_sinks(outcome: Outcome) -> Outcome {
+pub(crate) fn publish_sinks(outcome: Outcome) -> Outcome {
     match outcome {
         Outcome::Rotated {
             key_id,
@@ -281,48 +437,7 @@ fn publish_sinks(outcome: Outcome) -> Outcome {
     }
 }
 
-/// A change to make to the index once the batch is committed.
-enum IndexChange {
-    Upsert(Box<KeyRecord>),
-    Retire(TokenHash, Option<String>),
-}
-
-/// What the batch changed so far: in order for the index, and by key for later jobs.
-#[derive(Default)]
-struct Changes {
-    in_order: Vec<IndexChange>,
-    latest: HashMap<String, KeyRecord>,
-}
-
-impl Changes {
-    fn upsert(&mut self, record: &KeyRecord) {
-        self.latest.insert(record.id.clone(), record.clone());
-        self.in_order
-            .push(IndexChange::Upsert(Box::new(record.clone())));
-    }
-
-    fn retire(&mut self, hash: TokenHash, key_id: Option<String>) {
-        self.in_order.push(IndexChange::Retire(hash, key_id));
-    }
-}
-
-/// The key as this batch left it: an earlier job's uncommitted change, else the index's.
-fn current(index: &Index, changed: &Changes, id: &str) -> Result<KeyRecord, WriteError> {
-    if let Some(record) = changed.latest.get(id) {
-        return Ok(record.clone());
-    }
-    index
-        .read()
-        .by_id(id)
-        .map(|entry| entry.to_record())
-        .ok_or_else(|| WriteError::NotFound(id.to_owned()))
-}
-
-fn storage(e: anyhow::Error) -> WriteError {
-    WriteError::Storage(e.to_string())
-}
-
-/// What every change of one batch works with: the store inside the batch's transaction, the
+/// What every job of one batch works with: the store inside the batch's transaction, the
 /// index as last committed, what earlier jobs of the batch changed, and the batch's time.
 struct Txn<'a> {
     store: &'a mut Store,
@@ -332,129 +447,62 @@ struct Txn<'a> {
     now: i64,
 }
 
-fn rng_failed(_: ring::error::Unspecified) -> WriteError {
-    WriteError::Storage("the system random number generator failed".into())
-}
-
-/// Makes one change inside the batch's transaction.
+/// Makes one job's change inside the batch's transaction.
 fn apply(t: &mut Txn<'_>, command: Command) -> Result<Outcome, WriteError> {
     match command {
-        Command::Create { params, actor } => create(t, params, actor),
+        Command::FlushUsage(usage) => flush_usage(t, &usage),
+        Command::Rekey {
+            new_master_key,
+            actor,
+        } => rekey(t, &new_master_key, actor),
+        Command::ApplyFleet { seq, key, set } => {
+            change::persist(t.store, t.index, t.changed, &set)?;
+            t.store
+                .put_fleet_applied(seq, key.as_deref())
+                .map_err(storage)?;
+            t.changed.merge(set);
+            t.changed.applied.push((seq, key));
+            Ok(Outcome::Changed)
+        }
+        Command::KeepFleetDataKey(wrapped) => {
+            t.store.put_fleet_data_key(&wrapped).map_err(storage)?;
+            Ok(Outcome::Changed)
+        }
+        command => {
+            let mut draft = Draft::new(t.index, t.changed, t.rng, t.now);
+            let outcome = compute(&mut draft, command)?;
+            let set = draft.finish();
+            change::persist(t.store, t.index, t.changed, &set)?;
+            t.changed.merge(set);
+            Ok(outcome)
+        }
+    }
+}
+
+/// The change an admin command makes, computed against the keys as the batch left them.
+fn compute(draft: &mut Draft<'_>, command: Command) -> Result<Outcome, WriteError> {
+    match command {
+        Command::Create { params, actor } => change::create(draft, params, actor),
         Command::Regenerate {
             id,
             grace_secs,
             actor,
-        } => regenerate(t, id, grace_secs, actor),
-        Command::Revoke { id, reason, actor } => revoke_by_admin(t, id, reason, actor),
-        Command::FlushUsage(usage) => flush_usage(t, &usage),
-        Command::ReadAudit { verify, after } => t
-            .store
-            .read_audit(verify, after)
-            .map(Outcome::Audit)
-            .map_err(storage),
-        Command::Checkpoint => t
-            .store
-            .checkpoint()
-            .map(|()| Outcome::Changed)
-            .map_err(storage),
-        Command::ApplyRevocations { ids, hashes } => apply_revocations(t, ids, hashes),
+        } => change::regenerate(draft, id, grace_secs, actor),
+        Command::Revoke { id, reason, actor } => change::revoke_by_admin(draft, id, reason, actor),
+        Command::ApplyRevocations { ids, hashes } => change::apply_revocations(draft, ids, hashes),
         Command::Rotate {
             id,
             expected_base,
             overlap_secs,
             sink,
-        } => rotate(t, id, expected_base, overlap_secs, sink),
-        Command::Rekey {
-            new_master_key,
-            actor,
-        } => rekey(t, &new_master_key, actor),
+        } => change::rotate(draft, id, expected_base, overlap_secs, sink),
+        Command::FlushUsage(_)
+        | Command::Rekey { .. }
+        | Command::ReadAudit { .. }
+        | Command::Checkpoint
+        | Command::ApplyFleet { .. }
+        | Command::KeepFleetDataKey(_) => Err(WriteError::Refused("not an admin change".into())),
     }
-}
-
-fn create(t: &mut Txn<'_>, params: CreateKey, actor: Actor) -> Result<Outcome, WriteError> {
-    let token = generate_token(t.rng).map_err(rng_failed)?;
-    let id = generate_key_id(t.rng).map_err(rng_failed)?;
-    let record = KeyRecord {
-        id: id.clone(),
-        token_hash: hash_token(&token),
-        name: params.name,
-        start: start_of(&token),
-        permissions: Permissions::from_list(&params.permissions),
-        environment: params.environment,
-        created_at: t.now,
-        rotated_at: None,
-        expires_at: params.expires_in_secs.map(|s| time::add_secs(t.now, s)),
-        revoked_at: None,
-        revoke_reason: None,
-        grace: None,
-    };
-    t.store.put_key(&record).map_err(storage)?;
-    // Its slot learns where the row is at the first flush.
-    t.store
-        .put_usage(&id, &UsageRecord::default(), UsageRow::UNKNOWN)
-        .map_err(storage)?;
-    let detail = format!(
-        "permissions={}{}",
-        record
-            .permissions
-            .to_list()
-            .iter()
-            .map(|p| p.as_str())
-            .collect::<Vec<_>>()
-            .join(","),
-        record
-            .environment
-            .as_ref()
-            .map(|e| format!(" environment={e}"))
-            .unwrap_or_default()
-    );
-    audit(t.store, t.now, actor, "create", &id, Some(detail))?;
-    t.changed.upsert(&record);
-    Ok(Outcome::Issued {
-        key_id: record.id,
-        token,
-    })
-}
-
-fn regenerate(
-    t: &mut Txn<'_>,
-    id: String,
-    grace_secs: u64,
-    actor: Actor,
-) -> Result<Outcome, WriteError> {
-    let mut record = current(t.index, t.changed, &id)?;
-    if record.revoked_at.is_some() {
-        return Err(WriteError::Refused(format!(
-            "key {id} is revoked and stays so: create a new key instead"
-        )));
-    }
-    let token = generate_token(t.rng).map_err(rng_failed)?;
-    let detail = (grace_secs > 0).then(|| format!("grace={grace_secs}s"));
-    let change = TokenChange {
-        token: &token,
-        grace_secs,
-        actor,
-        detail,
-    };
-    give_new_token(t.store, t.changed, &mut record, change, t.now)?;
-    Ok(Outcome::Issued {
-        key_id: record.id,
-        token,
-    })
-}
-
-fn revoke_by_admin(
-    t: &mut Txn<'_>,
-    id: String,
-    reason: Option<String>,
-    actor: Actor,
-) -> Result<Outcome, WriteError> {
-    let record = current(t.index, t.changed, &id)?;
-    if record.revoked_at.is_none() {
-        let reason = reason.as_deref().unwrap_or("");
-        revoke(t.store, t.changed, record, t.now, actor, reason)?;
-    }
-    Ok(Outcome::Changed)
 }
 
 fn flush_usage(t: &mut Txn<'_>, usage: &[UsageWrite]) -> Result<Outcome, WriteError> {
@@ -472,68 +520,6 @@ fn flush_usage(t: &mut Txn<'_>, usage: &[UsageWrite]) -> Result<Outcome, WriteEr
     Ok(Outcome::Flushed)
 }
 
-fn apply_revocations(
-    t: &mut Txn<'_>,
-    ids: Vec<String>,
-    hashes: Vec<TokenHash>,
-) -> Result<Outcome, WriteError> {
-    let mut applied = 0;
-    for id in ids {
-        let record = match current(t.index, t.changed, &id) {
-            Ok(record) => record,
-            Err(_) => {
-                tracing::warn!(key_id = %id, "policy revokes a key id this store does not have");
-                continue;
-            }
-        };
-        if record.revoked_at.is_none() {
-            let reason = "policy: revoked by id";
-            revoke(t.store, t.changed, record, t.now, Actor::Policy, reason)?;
-            applied += 1;
-        }
-    }
-    for hash in hashes {
-        applied += usize::from(revoke_hash(t.store, t.index, t.changed, hash, t.now)?);
-    }
-    Ok(Outcome::Revoked(applied))
-}
-
-fn rotate(
-    t: &mut Txn<'_>,
-    id: String,
-    expected_base: i64,
-    overlap_secs: u64,
-    sink: Sink,
-) -> Result<Outcome, WriteError> {
-    let mut record = current(t.index, t.changed, &id)?;
-    if record.revoked_at.is_some()
-        || record.rotated_at.unwrap_or(record.created_at) != expected_base
-    {
-        // Revoked or regenerated since it was scheduled: nothing to do now.
-        return Ok(Outcome::Rotated {
-            key_id: id,
-            staged: None,
-            publish_error: None,
-        });
-    }
-    let token = generate_token(t.rng).map_err(rng_failed)?;
-    let staged = crate::policy::sink::stage(&sink, &token).map_err(|e| {
-        WriteError::Refused(format!("cannot write sink {}: {e}", sink.path.display()))
-    })?;
-    let change = TokenChange {
-        token: &token,
-        grace_secs: overlap_secs,
-        actor: Actor::Policy,
-        detail: Some(format!("scheduled rotation, overlap={overlap_secs}s")),
-    };
-    give_new_token(t.store, t.changed, &mut record, change, t.now)?;
-    Ok(Outcome::Rotated {
-        key_id: id,
-        staged: Some(staged),
-        publish_error: None,
-    })
-}
-
 fn rekey(t: &mut Txn<'_>, new_master_key: &KeyBytes, actor: Actor) -> Result<Outcome, WriteError> {
     t.store.rewrap_data_key(new_master_key).map_err(storage)?;
     t.store
@@ -548,206 +534,19 @@ fn rekey(t: &mut Txn<'_>, new_master_key: &KeyBytes, actor: Actor) -> Result<Out
     Ok(Outcome::Changed)
 }
 
-/// A regenerate, by an admin or by the scheduler.
-struct TokenChange<'a> {
-    token: &'a str,
-    /// How long the replaced token keeps verifying (0: it is retired at once).
-    grace_secs: u64,
-    actor: Actor,
-    detail: Option<String>,
-}
-
-/// Writes a key's new token (its hash) and retires the tokens it replaces, audited as
-/// `regenerate`; the index follows after the commit.
-fn give_new_token(
-    store: &mut Store,
-    changed: &mut Changes,
-    record: &mut KeyRecord,
-    change: TokenChange<'_>,
-    now: i64,
-) -> Result<(), WriteError> {
-    let retiring = replace_token(record, change.token, change.grace_secs, now);
-    store.put_key(record).map_err(storage)?;
-    for hash in &retiring {
-        store
-            .put_retired(hash, Some(&record.id), now)
-            .map_err(storage)?;
-    }
-    audit(
-        store,
-        now,
-        change.actor,
-        "regenerate",
-        &record.id,
-        change.detail,
-    )?;
-    changed.upsert(record);
-    for hash in retiring {
-        changed.retire(hash, Some(record.id.clone()));
-    }
-    Ok(())
-}
-
-/// Gives `record` the new `token`. The replaced token stays valid for `grace_secs` (as the
-/// record's grace) or is retired at once; a token still in an earlier grace is retired.
-/// Returns the hashes to retire.
-fn replace_token(record: &mut KeyRecord, token: &str, grace_secs: u64, now: i64) -> Vec<TokenHash> {
-    let mut retiring: Vec<TokenHash> = record
-        .grace
-        .take()
-        .map(|g| g.token_hash)
-        .into_iter()
-        .collect();
-    if grace_secs > 0 {
-        record.grace = Some(Grace {
-            token_hash: record.token_hash,
-            until: time::add_secs(now, grace_secs),
-        });
-    } else {
-        retiring.push(record.token_hash);
-    }
-    record.token_hash = hash_token(token);
-    record.start = start_of(token);
-    record.rotated_at = Some(now);
-    retiring
-}
-
-/// Revokes a key for good: its token answers `revoked`, and so does a token in its grace.
-fn revoke(
-    store: &mut Store,
-    changed: &mut Changes,
-    mut record: KeyRecord,
-    now: i64,
-    actor: Actor,
-    reason: &str,
-) -> Result<(), WriteError> {
-    let reason = (!reason.is_empty()).then(|| reason.to_owned());
-    record.revoked_at = Some(now);
-    record.revoke_reason = reason.clone();
-    let grace = record.grace.take();
-    store.put_key(&record).map_err(storage)?;
-    if let Some(grace) = &grace {
-        store
-            .put_retired(&grace.token_hash, Some(&record.id), now)
-            .map_err(storage)?;
-    }
-    audit(store, now, actor, "revoke", &record.id, reason)?;
-    changed.upsert(&record);
-    if let Some(grace) = grace {
-        changed.retire(grace.token_hash, Some(record.id));
-    }
-    Ok(())
-}
-
-/// Revokes whatever a leaked token's hash belongs to: its key (current token), just that
-/// token (one in a grace), or — when it matches nothing — remembers the hash so that such a
-/// token can never verify. Returns whether anything changed.
-fn revoke_hash(
-    store: &mut Store,
-    index: &Index,
-    changed: &mut Changes,
-    hash: TokenHash,
-    now: i64,
-) -> Result<bool, WriteError> {
-    let retired_in_batch = changed
-        .in_order
-        .iter()
-        .any(|c| matches!(c, IndexChange::Retire(h, _) if *h == hash));
-    let already_retired =
-        retired_in_batch || matches!(index.read().by_hash(&hash), Some(Hit::Retired(_)));
-    match hash_owner(index, changed, &hash) {
-        Some(record) if record.token_hash == hash => {
-            if record.revoked_at.is_some() {
-                return Ok(false);
-            }
-            let reason = "policy: leaked token";
-            revoke(store, changed, record, now, Actor::Policy, reason)?;
-            Ok(true)
-        }
-        Some(record) => end_grace_token(store, changed, record, hash, now).map(|()| true),
-        None if already_retired => Ok(false),
-        None => {
-            store.put_retired(&hash, None, now).map_err(storage)?;
-            store
-                .append_audit(&AuditRecord {
-                    at: now,
-                    actor: Actor::Policy,
-                    action: "retire-token".into(),
-                    key_id: None,
-                    detail: Some(format!("sha256 {}...", &hex::encode(hash)[..12])),
-                })
-                .map_err(storage)?;
-            changed.retire(hash, None);
-            Ok(true)
-        }
-    }
-}
-
-/// The key whose current or grace token has this hash, as this batch left it.
-fn hash_owner(index: &Index, changed: &Changes, hash: &TokenHash) -> Option<KeyRecord> {
-    let held = |r: &&KeyRecord| {
-        r.token_hash == *hash || r.grace.as_ref().is_some_and(|g| g.token_hash == *hash)
-    };
-    if let Some(record) = changed.latest.values().find(held) {
-        return Some(record.clone());
-    }
-    match index.read().by_hash(hash) {
-        // A key changed earlier in this batch no longer holds the hash (else `latest`
-        // would have matched): the index's version of it is out of date.
-        Some(Hit::Current(entry)) | Some(Hit::Previous(entry))
-            if !changed.latest.contains_key(entry.id()) =>
-        {
-            Some(entry.to_record())
-        }
-        _ => None,
-    }
-}
-
-/// Ends the token in a key's grace (its previous one), leaving the current token alone.
-fn end_grace_token(
-    store: &mut Store,
-    changed: &mut Changes,
-    mut record: KeyRecord,
-    hash: TokenHash,
-    now: i64,
-) -> Result<(), WriteError> {
-    record.grace = None;
-    store.put_key(&record).map_err(storage)?;
-    store
-        .put_retired(&hash, Some(&record.id), now)
-        .map_err(storage)?;
-    let id = record.id.clone();
-    let detail = Some("policy: leaked token".into());
-    audit(store, now, Actor::Policy, "retire-token", &id, detail)?;
-    changed.upsert(&record);
-    changed.retire(hash, Some(id));
-    Ok(())
-}
-
-fn audit(
-    store: &mut Store,
-    at: i64,
-    actor: Actor,
-    action: &str,
-    key_id: &str,
-    detail: Option<String>,
-) -> Result<(), WriteError> {
-    store
-        .append_audit(&AuditRecord {
-            at,
-            actor,
-            action: action.to_owned(),
-            key_id: Some(key_id.to_owned()),
-            detail,
-        })
-        .map_err(storage)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::index::Hit;
+    use crate::key::{UsageRecord, UsageRow};
     use crate::token::hash_token;
     use authenta_client::proto::{CreateKey, Permission};
+
+    /// A batch as the store thread of one host runs it.
+    fn run_batch(store: &mut Store, index: &Index, rng: &SystemRandom, batch: Vec<Job>) {
+        let writes = batch.into_iter().map(|j| (j.command, j.reply)).collect();
+        commit_batch(store, index, rng, writes);
+    }
 
     fn job(command: Command) -> (Job, oneshot::Receiver<Result<Outcome, WriteError>>) {
         let (reply, answer) = oneshot::channel();

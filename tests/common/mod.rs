@@ -2,6 +2,8 @@
 //! [`strategies`] holds the proptest strategies of the property tests.
 #![allow(dead_code)]
 
+pub mod fleet;
+pub mod nats;
 pub mod strategies;
 
 use serde_json::Value;

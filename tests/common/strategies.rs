@@ -225,6 +225,7 @@ pub fn status_info() -> impl Strategy<Value = StatusInfo> {
                 verifications,
                 policy_error,
                 rotation_failures,
+                fleet: None,
             },
         )
 }
@@ -400,7 +401,9 @@ pub fn covers_codes(code: VerifyCode, error: ErrorCode, state: KeyState, actor: 
         | ErrorCode::Busy
         | ErrorCode::Storage
         | ErrorCode::BadFrame
-        | ErrorCode::Internal => {}
+        | ErrorCode::Internal
+        | ErrorCode::Conflict
+        | ErrorCode::FleetUnavailable => {}
     }
     match state {
         KeyState::Active | KeyState::Revoked | KeyState::Expired => {}

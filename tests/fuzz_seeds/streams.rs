@@ -184,6 +184,7 @@ pub fn daemon_answers() -> Vec<u8> {
                 verifications: 12,
                 policy_error: None,
                 rotation_failures: 0,
+                fleet: None,
             }),
         ),
         response(

@@ -1,0 +1,77 @@
+//! The replication engine behind a fleet: an ordered, replicated log of sealed changes with
+//! optimistic concurrency per subject. NATS JetStream is the one built ([`crate::fleet::nats`]);
+//! another engine (etcd, PostgreSQL) would implement this trait and nothing else.
+
+use futures_util::stream::BoxStream;
+use std::future::Future;
+
+/// A message read from the log.
+#[derive(Debug)]
+pub struct Delivered {
+    pub seq: u64,
+    pub subject: String,
+    pub payload: Vec<u8>,
+    /// Messages after this one the engine already holds (how far behind the reader is).
+    pub pending: u64,
+}
+
+/// Where reading the log starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// At this sequence (the one after the last applied).
+    At(u64),
+    /// The last message of every subject, then everything new: a resync for a reader the
+    /// log no longer holds the next sequence of.
+    LastPerSubject,
+}
+
+/// What a log holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    /// The oldest sequence it still holds.
+    pub first: u64,
+    /// How many messages it holds.
+    pub messages: u64,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum EngineError {
+    /// The subject's last sequence was not the one expected: another writer came first.
+    #[error("another node changed it first")]
+    Conflict,
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+pub trait Engine: Send + Sync + 'static {
+    /// Whether the engine is reachable now.
+    fn connected(&self) -> bool;
+
+    /// Creates the log when it does not exist yet.
+    fn prepare(&self) -> impl Future<Output = Result<(), EngineError>> + Send;
+
+    /// Appends `payload` on `subject` if the subject's last sequence is `expected` (0: the
+    /// subject is empty); returns the new message's sequence once it is durable.
+    fn publish(
+        &self,
+        subject: String,
+        payload: Vec<u8>,
+        expected: u64,
+    ) -> impl Future<Output = Result<u64, EngineError>> + Send;
+
+    /// The last message on `subject`, if any.
+    fn last_on(
+        &self,
+        subject: String,
+    ) -> impl Future<Output = Result<Option<Vec<u8>>, EngineError>> + Send;
+
+    /// What the log holds now.
+    fn bounds(&self) -> impl Future<Output = Result<Bounds, EngineError>> + Send;
+
+    /// Every message from `start` on, in order, as they come.
+    fn read(
+        &self,
+        start: Start,
+    ) -> impl Future<Output = Result<BoxStream<'static, Result<Delivered, EngineError>>, EngineError>>
+           + Send;
+}

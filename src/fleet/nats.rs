@@ -1,0 +1,196 @@
+//! The fleet's engine on NATS JetStream: one stream per fleet (file storage, replicated to
+//! `replicas` servers), publishes that expect the subject's last sequence, and ordered
+//! consumers to read it. Only the stream API is used, which Debian's nats-server 2.9 and
+//! current servers share.
+
+use crate::config::FleetConfig;
+use crate::fleet::engine::{Bounds, Delivered, Engine, EngineError, Start};
+use crate::fleet::subjects::Subjects;
+use anyhow::{Context, Result};
+use async_nats::connection::State;
+use async_nats::jetstream::{self, consumer, context, stream};
+use futures_util::stream::BoxStream;
+use futures_util::StreamExt;
+use std::time::Duration;
+
+/// How long a JetStream request (publish ack, stream info) may take before it counts as
+/// the fleet being unreachable.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct Nats {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    subjects: Subjects,
+    replicas: usize,
+}
+
+impl Nats {
+    /// Starts connecting (in the background: a node serves its replica while NATS is down).
+    pub async fn connect(config: &FleetConfig, node: &str, subjects: Subjects) -> Result<Nats> {
+        let options = options(config, node).await?;
+        let client = options
+            .connect(config.servers.as_slice())
+            .await
+            .context("cannot set up the NATS connection (check [fleet] servers)")?;
+        let mut js = jetstream::new(client.clone());
+        js.set_timeout(REQUEST_TIMEOUT);
+        Ok(Nats {
+            client,
+            js,
+            subjects,
+            replicas: config.replicas,
+        })
+    }
+
+    async fn stream(&self) -> Result<stream::Stream<()>, EngineError> {
+        self.js
+            .get_stream_no_info(self.subjects.stream())
+            .await
+            .map_err(unavailable)
+    }
+}
+
+async fn options(config: &FleetConfig, node: &str) -> Result<async_nats::ConnectOptions> {
+    let mut options = async_nats::ConnectOptions::new()
+        .name(format!("authenta-keyd {node}"))
+        .retry_on_initial_connect()
+        .connection_timeout(Duration::from_secs(2))
+        .max_reconnects(None);
+    if let Some(path) = &config.credentials {
+        options = options
+            .credentials_file(path)
+            .await
+            .with_context(|| format!("cannot read NATS credentials {}", path.display()))?;
+    }
+    if let Some(path) = &config.nkey_seed_file {
+        options = options.nkey(read_secret(path)?);
+    }
+    if let Some(user) = &config.user {
+        let password = match &config.password_file {
+            Some(path) => read_secret(path)?,
+            None => String::new(),
+        };
+        options = options.user_and_password(user.clone(), password);
+    }
+    if let Some(path) = &config.token_file {
+        options = options.token(read_secret(path)?);
+    }
+    if let Some(ca) = &config.tls_ca {
+        options = options.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
+        options = options
+            .add_client_certificate(cert.clone(), key.clone())
+            .require_tls(true);
+    }
+    Ok(options)
+}
+
+fn read_secret(path: &std::path::Path) -> Result<String> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(text.trim().to_owned())
+}
+
+fn unavailable(e: impl std::fmt::Display) -> EngineError {
+    EngineError::Unavailable(format!("the fleet's NATS servers did not answer: {e}"))
+}
+
+impl Engine for Nats {
+    fn connected(&self) -> bool {
+        self.client.connection_state() == State::Connected
+    }
+
+    async fn prepare(&self) -> Result<(), EngineError> {
+        let config = stream::Config {
+            name: self.subjects.stream().to_owned(),
+            subjects: vec![self.subjects.all()],
+            storage: stream::StorageType::File,
+            num_replicas: self.replicas,
+            ..stream::Config::default()
+        };
+        self.js
+            .get_or_create_stream(config)
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+
+    async fn publish(
+        &self,
+        subject: String,
+        payload: Vec<u8>,
+        expected: u64,
+    ) -> Result<u64, EngineError> {
+        if !self.connected() {
+            return Err(EngineError::Unavailable(
+                "the fleet's NATS servers cannot be reached".into(),
+            ));
+        }
+        let message = jetstream::message::PublishMessage::build()
+            .payload(payload.into())
+            .expected_last_subject_sequence(expected);
+        let ack = self
+            .js
+            .send_publish(subject, message)
+            .await
+            .map_err(unavailable)?;
+        match ack.await {
+            Ok(ack) => Ok(ack.sequence),
+            Err(e) if e.kind() == context::PublishErrorKind::WrongLastSequence => {
+                Err(EngineError::Conflict)
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn last_on(&self, subject: String) -> Result<Option<Vec<u8>>, EngineError> {
+        let stream = self.stream().await?;
+        match stream.get_last_raw_message_by_subject(&subject).await {
+            Ok(message) => Ok(Some(message.payload.to_vec())),
+            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn bounds(&self) -> Result<Bounds, EngineError> {
+        let stream = self.stream().await?;
+        let info = stream.get_info().await.map_err(unavailable)?;
+        Ok(Bounds {
+            first: info.state.first_sequence,
+            messages: info.state.messages,
+        })
+    }
+
+    async fn read(
+        &self,
+        start: Start,
+    ) -> Result<BoxStream<'static, Result<Delivered, EngineError>>, EngineError> {
+        let deliver_policy = match start {
+            Start::At(seq) => consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: seq.max(1),
+            },
+            Start::LastPerSubject => consumer::DeliverPolicy::LastPerSubject,
+        };
+        let config = consumer::pull::OrderedConfig {
+            filter_subject: self.subjects.all(),
+            deliver_policy,
+            ..Default::default()
+        };
+        let stream = self.stream().await?;
+        let consumer = stream.create_consumer(config).await.map_err(unavailable)?;
+        let messages = consumer.messages().await.map_err(unavailable)?;
+        Ok(messages
+            .map(|message| {
+                let message = message.map_err(unavailable)?;
+                let info = message.info().map_err(unavailable)?;
+                Ok(Delivered {
+                    seq: info.stream_sequence,
+                    pending: info.pending,
+                    subject: message.subject.to_string(),
+                    payload: message.payload.to_vec(),
+                })
+            })
+            .boxed())
+    }
+}

@@ -1,0 +1,406 @@
+//! A fleet node: joins the fleet (its data key), publishes the changes this node's writer
+//! proposes, applies the fleet's stream to the local replica in order, and reports where it
+//! stands. The replica (SQLite and the index) keeps serving verifies whatever NATS does.
+
+use crate::fleet::engine::{Delivered, Engine, EngineError, Start};
+use crate::fleet::seal;
+use crate::fleet::subjects::{Carries, Subjects};
+use crate::store::barrier::{random_key, unwrap_data_key, wrap_data_key, Barrier, KeyBytes};
+use crate::store::change::ChangeSet;
+use crate::store::locked_key::LockedKey;
+use crate::store::writer::{self, Command, Part, Proposal, WriteError, WriterHandle};
+use crate::time;
+use authenta_client::proto::FleetStatus;
+use futures_util::stream::FuturesOrdered;
+use futures_util::StreamExt;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+/// How long a publishing node waits for its own change to come back through the stream.
+const APPLY_WAIT: Duration = Duration::from_secs(10);
+/// Changes handed to the writer and not yet committed, at most.
+const MAX_IN_FLIGHT: usize = 256;
+/// Pause before reading the stream again after it broke off.
+const RETRY: Duration = Duration::from_millis(500);
+
+/// What `status` shows of the fleet, kept up to date by the node's tasks.
+pub struct FleetState {
+    pub node: String,
+    pub servers: Vec<String>,
+    applied: watch::Receiver<u64>,
+    /// The highest sequence the stream is known to hold.
+    known: AtomicU64,
+    connected: AtomicBool,
+    /// Unix milliseconds; 0 while connected.
+    disconnected_since: AtomicI64,
+    /// Messages refused (bad seal, wrong key), since start.
+    refused: AtomicU64,
+    joined: OnceLock<Barrier>,
+}
+
+impl FleetState {
+    pub fn status(&self) -> FleetStatus {
+        let applied = *self.applied.borrow();
+        let since = self.disconnected_since.load(Ordering::Relaxed);
+        FleetStatus {
+            connected: self.connected.load(Ordering::Relaxed),
+            node: self.node.clone(),
+            servers: self.servers.clone(),
+            applied_seq: applied,
+            lag: self.known.load(Ordering::Relaxed).saturating_sub(applied),
+            disconnected_since: (since != 0).then_some(since),
+            refused_messages: self.refused.load(Ordering::Relaxed),
+            joined: self.joined.get().is_some(),
+        }
+    }
+
+    /// Ready for admin writes: connected and holding the fleet's data key.
+    pub fn ready(&self) -> bool {
+        self.connected.load(Ordering::Relaxed) && self.joined.get().is_some()
+    }
+}
+
+/// Why a node cannot join its fleet.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    #[error(
+        "this node's master key does not open fleet '{0}''s data key: every node of a fleet \
+         must start with the same master key (the one its first node used)"
+    )]
+    WrongMasterKey(String),
+    #[error(
+        "fleet '{0}''s stream holds changes but not its data key (purged?), and this node \
+         never saw it: start a node that joined before (it puts the key back), then this one"
+    )]
+    DataKeyLost(String),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+/// Everything a node needs to run.
+pub struct NodeParts<E> {
+    pub engine: Arc<E>,
+    pub subjects: Subjects,
+    pub fleet_name: String,
+    pub node: String,
+    pub servers: Vec<String>,
+    pub writer: WriterHandle,
+    pub proposals: mpsc::UnboundedReceiver<Proposal>,
+    pub applied: watch::Receiver<u64>,
+    /// The fleet's data key as this node kept it (wrapped), if it ever joined.
+    pub kept_data_key: Option<Vec<u8>>,
+}
+
+/// Starts the node's tasks. Tries to join within `first_try`: a wrong master key is an
+/// error then; an unreachable fleet is not (the node serves its replica and keeps trying).
+pub async fn start<E: Engine>(
+    parts: NodeParts<E>,
+    master: LockedKey,
+    first_try: Duration,
+    stopped: watch::Receiver<bool>,
+) -> Result<Arc<FleetState>, JoinError> {
+    let state = Arc::new(FleetState {
+        node: parts.node.clone(),
+        servers: parts.servers.clone(),
+        applied: parts.applied.clone(),
+        known: AtomicU64::new(*parts.applied.borrow()),
+        connected: AtomicBool::new(false),
+        disconnected_since: AtomicI64::new(time::now_ms()),
+        refused: AtomicU64::new(0),
+        joined: OnceLock::new(),
+    });
+    let shared = Arc::new(Shared {
+        engine: parts.engine,
+        subjects: parts.subjects,
+        fleet_name: parts.fleet_name,
+        state: state.clone(),
+        writer: parts.writer,
+        kept_data_key: parts.kept_data_key,
+        nothing_applied: *parts.applied.borrow() == 0,
+    });
+    match tokio::time::timeout(first_try, join(&shared, &master)).await {
+        Ok(Ok(barrier)) => {
+            let _ = state.joined.set(barrier);
+            tracing::info!(node = %parts.node, fleet = %shared.fleet_name, "joined the fleet");
+        }
+        Ok(Err(e @ (JoinError::WrongMasterKey(_) | JoinError::DataKeyLost(_)))) => return Err(e),
+        Ok(Err(e)) => tracing::warn!(error = %e, "the fleet is not reachable yet: serving this node's replica and retrying"),
+        Err(_) => tracing::warn!("the fleet's NATS servers did not answer in time: serving this node's replica and retrying"),
+    }
+    tokio::spawn(watch_connection(shared.clone(), master, stopped.clone()));
+    tokio::spawn(publish_proposals(
+        shared.clone(),
+        parts.proposals,
+        parts.applied,
+    ));
+    tokio::spawn(apply_stream(shared, stopped));
+    Ok(state)
+}
+
+struct Shared<E> {
+    engine: Arc<E>,
+    subjects: Subjects,
+    fleet_name: String,
+    state: Arc<FleetState>,
+    writer: WriterHandle,
+    kept_data_key: Option<Vec<u8>>,
+    /// This replica has applied nothing from the fleet yet.
+    nothing_applied: bool,
+}
+
+/// The fleet's data key: the one in the stream; else the one this node kept (the stream
+/// lost it: put it back); else, for the first node of an empty fleet, a new one. Sealing and
+/// opening changes need it; a master key that does not open it means this node belongs to
+/// another fleet or was started with the wrong key.
+async fn join<E: Engine>(shared: &Shared<E>, master: &LockedKey) -> Result<Barrier, JoinError> {
+    let engine = &*shared.engine;
+    let subject = shared.subjects.data_key();
+    engine.prepare().await?;
+    loop {
+        if let Some(wrapped) = engine.last_on(subject.clone()).await? {
+            let key = unwrap_data_key(master.bytes(), &wrapped)
+                .map_err(|_| JoinError::WrongMasterKey(shared.fleet_name.clone()))?;
+            if shared.kept_data_key.as_deref() != Some(wrapped.as_slice()) {
+                // Kept, so that this node can put it back should the stream lose it.
+                let _ = shared
+                    .writer
+                    .submit(Command::KeepFleetDataKey(wrapped))
+                    .await;
+            }
+            return Ok(Barrier::new(&key));
+        }
+        let wrapped = match &shared.kept_data_key {
+            Some(kept) => kept.clone(),
+            None if engine.bounds().await?.messages == 0 && shared.nothing_applied => {
+                let rng = ring::rand::SystemRandom::new();
+                let key: KeyBytes = random_key(&rng).map_err(|_| {
+                    EngineError::Unavailable("the system random number generator failed".into())
+                })?;
+                wrap_data_key(master.bytes(), &key)
+            }
+            None => return Err(JoinError::DataKeyLost(shared.fleet_name.clone())),
+        };
+        match engine.publish(subject.clone(), wrapped, 0).await {
+            // Read back above: the key in the stream is the one every node uses.
+            Ok(_) | Err(EngineError::Conflict) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Keeps `connected` and `disconnected_since` current, and joins once the fleet is reachable.
+async fn watch_connection<E: Engine>(
+    shared: Arc<Shared<E>>,
+    master: LockedKey,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let mut master = Some(master);
+    let mut ticker = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stopped.changed() => return,
+        }
+        let connected = shared.engine.connected();
+        let state = &shared.state;
+        if connected != state.connected.swap(connected, Ordering::Relaxed) {
+            let since = if connected { 0 } else { time::now_ms() };
+            state.disconnected_since.store(since, Ordering::Relaxed);
+            if connected {
+                tracing::info!("connected to the fleet's NATS servers");
+            } else {
+                tracing::warn!("lost the fleet's NATS servers: verify keeps answering from this node's replica; admin writes are refused until they return");
+            }
+        }
+        if connected && state.joined.get().is_none() {
+            if let Some(key) = &master {
+                match join(&shared, key).await {
+                    Ok(barrier) => {
+                        let _ = state.joined.set(barrier);
+                        master = None;
+                        tracing::info!("joined the fleet");
+                    }
+                    Err(e) => tracing::error!(error = %e, "cannot join the fleet"),
+                }
+            }
+        } else if state.joined.get().is_some() {
+            // Joined: the master key is not needed any more.
+            master = None;
+        }
+    }
+}
+
+/// Publishes each proposed change, concurrently, and answers it once it is applied here.
+async fn publish_proposals<E: Engine>(
+    shared: Arc<Shared<E>>,
+    mut proposals: mpsc::UnboundedReceiver<Proposal>,
+    applied: watch::Receiver<u64>,
+) {
+    while let Some(proposal) = proposals.recv().await {
+        tokio::spawn(publish_one(shared.clone(), proposal, applied.clone()));
+    }
+}
+
+async fn publish_one<E: Engine>(
+    shared: Arc<Shared<E>>,
+    proposal: Proposal,
+    mut applied: watch::Receiver<u64>,
+) {
+    let Proposal {
+        parts,
+        outcome,
+        reply,
+    } = proposal;
+    let result = match publish_parts(&shared, parts).await {
+        Ok(last) => {
+            let waited = tokio::time::timeout(APPLY_WAIT, applied.wait_for(|a| *a >= last)).await;
+            match waited {
+                Ok(Ok(_)) => Ok(writer::publish_sinks(outcome)),
+                _ => Err(WriteError::Storage(
+                    "the change is in the fleet but this node has not applied it yet: it \
+                     will, once its store thread catches up"
+                        .into(),
+                )),
+            }
+        }
+        Err(e) => Err(e),
+    };
+    let _ = reply.send(result);
+}
+
+/// Publishes the parts in order; the sequence of the last one.
+async fn publish_parts<E: Engine>(shared: &Shared<E>, parts: Vec<Part>) -> Result<u64, WriteError> {
+    let Some(barrier) = shared.state.joined.get() else {
+        return Err(WriteError::FleetUnavailable(
+            "the fleet has not been reachable since this daemon started: admin writes are \
+             refused until it is; verify keeps answering from this node's replica"
+                .into(),
+        ));
+    };
+    let mut last = 0;
+    for part in parts {
+        let subject = subject_of(&shared.subjects, &part);
+        let payload = seal::seal(barrier, &subject, &part.set);
+        match shared.engine.publish(subject, payload, part.expected).await {
+            Ok(seq) => last = seq,
+            Err(EngineError::Conflict) => {
+                let what = part.key.as_deref().unwrap_or("a token hash");
+                return Err(WriteError::Conflict(format!(
+                    "{what} was changed on another node at the same time: nothing was changed \
+                     here; read it again and retry"
+                )));
+            }
+            Err(EngineError::Unavailable(why)) => {
+                return Err(WriteError::FleetUnavailable(format!(
+                    "{why}: admin writes are refused while the fleet is unreachable; verify \
+                     keeps answering from this node's replica"
+                )))
+            }
+        }
+    }
+    Ok(last)
+}
+
+fn subject_of(subjects: &Subjects, part: &Part) -> String {
+    match (&part.key, part.set.retired.first()) {
+        (Some(id), _) => subjects.key(id),
+        (None, Some((hash, _))) => subjects.unkeyed(hash),
+        (None, None) => subjects.unkeyed(&[0; 32]),
+    }
+}
+
+/// Applies the fleet's stream, in order, from the sequence after the last applied; starts
+/// over (after a pause) whenever the stream breaks off.
+async fn apply_stream<E: Engine>(shared: Arc<Shared<E>>, mut stopped: watch::Receiver<bool>) {
+    let mut applied = shared.state.applied.clone();
+    loop {
+        if shared.state.ready() {
+            let from = *applied.borrow_and_update();
+            if let Err(e) = apply_from(&shared, from, &mut stopped).await {
+                tracing::warn!(error = %e, "reading the fleet's stream stopped; starting again");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(RETRY) => {}
+            _ = stopped.changed() => return,
+        }
+        if *stopped.borrow() {
+            return;
+        }
+    }
+}
+
+async fn apply_from<E: Engine>(
+    shared: &Shared<E>,
+    applied: u64,
+    stopped: &mut watch::Receiver<bool>,
+) -> Result<(), EngineError> {
+    let first = shared.engine.bounds().await?.first;
+    let start = if applied + 1 < first {
+        tracing::warn!(applied, first, "the fleet's stream no longer holds this node's next change: resyncing from the last change of every key");
+        Start::LastPerSubject
+    } else {
+        Start::At(applied + 1)
+    };
+    let mut messages = shared.engine.read(start).await?;
+    let mut in_flight = FuturesOrdered::new();
+    let mut sent = applied;
+    loop {
+        tokio::select! {
+            message = messages.next(), if in_flight.len() < MAX_IN_FLIGHT => {
+                let Some(message) = message else { return Ok(()) };
+                let delivered = message?;
+                shared.state.known.fetch_max(delivered.seq + delivered.pending, Ordering::Relaxed);
+                if delivered.seq <= sent {
+                    continue;
+                }
+                sent = delivered.seq;
+                let command = to_command(shared, delivered);
+                in_flight.push_back(shared.writer.submit(command));
+            }
+            Some(done) = in_flight.next(), if !in_flight.is_empty() => {
+                if let Err(e) = done {
+                    return Err(EngineError::Unavailable(format!("applying a change failed: {e}")));
+                }
+            }
+            _ = stopped.changed() => return Ok(()),
+        }
+    }
+}
+
+/// What applying a message means: its change, or (refused or not a change) only moving the
+/// position past it, so that one bad message does not stop the changes after it.
+fn to_command<E>(shared: &Shared<E>, delivered: Delivered) -> Command {
+    let Delivered {
+        seq,
+        subject,
+        payload,
+        ..
+    } = delivered;
+    let nothing = |key| Command::ApplyFleet {
+        seq,
+        key,
+        set: ChangeSet::default(),
+    };
+    let Some(barrier) = shared.state.joined.get() else {
+        return nothing(None);
+    };
+    let carries = shared.subjects.carries(&subject);
+    let key = match &carries {
+        Some(Carries::Key(id)) => Some(id.clone()),
+        _ => None,
+    };
+    match carries {
+        None | Some(Carries::DataKey) => nothing(None),
+        Some(carries) => match seal::open(barrier, &subject, &carries, &payload) {
+            Ok(set) => Command::ApplyFleet { seq, key, set },
+            Err(why) => {
+                shared.state.refused.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(seq, subject = %subject, reason = %why, "refused a message of the fleet's stream; later changes still apply");
+                nothing(key)
+            }
+        },
+    }
+}

@@ -1,0 +1,98 @@
+//! Where a fleet's changes live in NATS: one stream per fleet, one subject per key.
+//!
+//! Subjects carry only key ids (public) and a digest for hashes no key holds; everything
+//! else travels sealed. A change to key `K` is published on `authenta.<fleet>.key.K`, so
+//! that JetStream's expected-last-subject-sequence makes two writers of one key conflict.
+
+use ring::digest;
+
+/// The subjects and stream of one fleet.
+#[derive(Debug, Clone)]
+pub struct Subjects {
+    prefix: String,
+    stream: String,
+}
+
+/// What a subject of the fleet's stream carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Carries {
+    /// Changes to one key.
+    Key(String),
+    /// A token hash no key holds, retired by a policy revocation.
+    Unkeyed,
+    /// The fleet's data key, wrapped by the master key.
+    DataKey,
+}
+
+impl Subjects {
+    /// For a fleet name already checked by the config (letters, digits, `-`, `_`).
+    pub fn new(fleet: &str) -> Self {
+        Subjects {
+            prefix: format!("authenta.{fleet}"),
+            stream: format!("AUTHENTA_{fleet}"),
+        }
+    }
+
+    pub fn stream(&self) -> &str {
+        &self.stream
+    }
+
+    /// Every subject of the fleet.
+    pub fn all(&self) -> String {
+        format!("{}.>", self.prefix)
+    }
+
+    pub fn key(&self, id: &str) -> String {
+        format!("{}.key.{id}", self.prefix)
+    }
+
+    pub fn data_key(&self) -> String {
+        format!("{}.datakey", self.prefix)
+    }
+
+    /// A subject for a retired hash no key holds: a digest of it, so that subjects name no
+    /// token hash and the same hash always lands on the same subject.
+    pub fn unkeyed(&self, hash: &[u8; 32]) -> String {
+        let mut ctx = digest::Context::new(&digest::SHA256);
+        ctx.update(self.prefix.as_bytes());
+        ctx.update(hash);
+        let digest = ctx.finish();
+        format!(
+            "{}.retired.{}",
+            self.prefix,
+            hex::encode(&digest.as_ref()[..12])
+        )
+    }
+
+    /// What `subject` carries; None for a subject this build does not know.
+    pub fn carries(&self, subject: &str) -> Option<Carries> {
+        let rest = subject.strip_prefix(&self.prefix)?.strip_prefix('.')?;
+        if rest == "datakey" {
+            return Some(Carries::DataKey);
+        }
+        if let Some(id) = rest.strip_prefix("key.") {
+            return crate::token::is_key_id(id).then(|| Carries::Key(id.to_owned()));
+        }
+        rest.strip_prefix("retired.").map(|_| Carries::Unkeyed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_round_trip_and_name_no_hash() {
+        let s = Subjects::new("prod");
+        let id = "key_0123456789abcdef";
+        assert_eq!(s.carries(&s.key(id)), Some(Carries::Key(id.into())));
+        assert_eq!(s.carries(&s.data_key()), Some(Carries::DataKey));
+        let hash = [7u8; 32];
+        let unkeyed = s.unkeyed(&hash);
+        assert_eq!(s.carries(&unkeyed), Some(Carries::Unkeyed));
+        assert!(!unkeyed.contains(&hex::encode(&hash[..6])));
+        assert_eq!(s.carries("authenta.prod.key.not-a-key-id"), None);
+        assert_eq!(s.carries("authenta.other.key.key_0123456789abcdef"), None);
+        assert_eq!(s.stream(), "AUTHENTA_prod");
+    }
+}

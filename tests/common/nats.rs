@@ -1,0 +1,172 @@
+//! A real NATS JetStream cluster on loopback for the fleet tests: `nats-server` processes
+//! (Debian's package; `.ci/run` installs it), each with its own store directory, routed to
+//! each other.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct NatsCluster {
+    pub dir: tempfile::TempDir,
+    pub client_ports: Vec<u16>,
+    cluster_ports: Vec<u16>,
+    servers: Vec<Option<Child>>,
+}
+
+/// A port free on loopback now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Whether `nats-server` is installed; the fleet tests say so and fail without it.
+pub fn nats_server_path() -> PathBuf {
+    let path = std::env::var_os("NATS_SERVER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("nats-server"));
+    let found = Command::new(&path)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "the fleet tests need nats-server (apt-get install nats-server, or set NATS_SERVER)"
+    );
+    path
+}
+
+impl NatsCluster {
+    /// Starts `n` servers routed into one JetStream cluster and waits until each listens.
+    pub fn start(n: usize) -> NatsCluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let client_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let cluster_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let mut cluster = NatsCluster {
+            dir,
+            client_ports,
+            cluster_ports,
+            servers: (0..n).map(|_| None).collect(),
+        };
+        for i in 0..n {
+            cluster.write_config(i);
+            cluster.start_server(i);
+        }
+        cluster
+    }
+
+    fn config_path(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("n{i}.conf"))
+    }
+
+    /// The server's JetStream store directory.
+    pub fn store_dir(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("store-n{i}"))
+    }
+
+    fn write_config(&self, i: usize) {
+        let routes: Vec<String> = self
+            .cluster_ports
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, p)| format!("\"nats-route://127.0.0.1:{p}\""))
+            .collect();
+        let cluster = if self.cluster_ports.len() > 1 {
+            format!(
+                "cluster {{ name: \"authenta-test\", listen: \"127.0.0.1:{}\", routes: [{}] }}",
+                self.cluster_ports[i],
+                routes.join(", ")
+            )
+        } else {
+            String::new()
+        };
+        let text = format!(
+            "server_name: \"n{i}\"\nlisten: \"127.0.0.1:{}\"\n\
+             jetstream {{ store_dir: \"{}\", max_memory_store: 64MB, max_file_store: 1GB }}\n{cluster}\n",
+            self.client_ports[i],
+            self.store_dir(i).display()
+        );
+        std::fs::write(self.config_path(i), text).expect("write nats config");
+    }
+
+    /// Starts server `i` (again) and waits until it accepts connections.
+    pub fn start_server(&mut self, i: usize) {
+        let log =
+            std::fs::File::create(self.dir.path().join(format!("n{i}.log"))).expect("nats log");
+        let child = Command::new(nats_server_path())
+            .arg("-c")
+            .arg(self.config_path(i))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start nats-server");
+        self.servers[i] = Some(child);
+        wait_listening(self.client_ports[i]);
+    }
+
+    /// Kills server `i` with SIGKILL.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.servers[i].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn kill_all(&mut self) {
+        for i in 0..self.servers.len() {
+            self.kill(i);
+        }
+    }
+
+    pub fn start_all(&mut self) {
+        for i in 0..self.servers.len() {
+            if self.servers[i].is_none() {
+                self.start_server(i);
+            }
+        }
+    }
+
+    /// The client URLs of every server, as a TOML array.
+    pub fn servers_toml(&self) -> String {
+        let urls: Vec<String> = self
+            .client_ports
+            .iter()
+            .map(|p| format!("\"nats://127.0.0.1:{p}\""))
+            .collect();
+        format!("[{}]", urls.join(", "))
+    }
+
+    /// Server `i`'s name, as JetStream reports leaders.
+    pub fn name(i: usize) -> String {
+        format!("n{i}")
+    }
+
+    pub fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("n{i}.log"))).unwrap_or_default()
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        self.kill_all();
+    }
+}
+
+fn wait_listening(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "nats-server did not listen on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

