@@ -436,6 +436,9 @@ pub struct FleetStatus {
     pub disconnected_since: Option<i64>,
     /// Messages of the stream refused since start (bad seal, or changing another key).
     pub refused_messages: u64,
+    /// Times the stream no longer held the changes this node needed next (purged or
+    /// trimmed), so that it resynced from the last change of every key, since start.
+    pub resyncs: u64,
     /// Holding the fleet's data key (admin writes need it).
     pub joined: bool,
 }

@@ -15,16 +15,6 @@ pub struct Delivered {
     pub pending: u64,
 }
 
-/// Where reading the log starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Start {
-    /// At this sequence (the one after the last applied).
-    At(u64),
-    /// The last message of every subject, then everything new: a resync for a reader the
-    /// log no longer holds the next sequence of.
-    LastPerSubject,
-}
-
 /// What a log holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Bounds {
@@ -68,10 +58,10 @@ pub trait Engine: Send + Sync + 'static {
     /// What the log holds now.
     fn bounds(&self) -> impl Future<Output = Result<Bounds, EngineError>> + Send;
 
-    /// Every message from `start` on, in order, as they come.
+    /// Every message the log holds from sequence `from` on, in order, as they come.
     fn read(
         &self,
-        start: Start,
+        from: u64,
     ) -> impl Future<Output = Result<BoxStream<'static, Result<Delivered, EngineError>>, EngineError>>
            + Send;
 }

@@ -4,7 +4,7 @@
 //! current servers share.
 
 use crate::config::FleetConfig;
-use crate::fleet::engine::{Bounds, Delivered, Engine, EngineError, Start};
+use crate::fleet::engine::{Bounds, Delivered, Engine, EngineError};
 use crate::fleet::subjects::Subjects;
 use anyhow::{Context, Result};
 use async_nats::connection::State;
@@ -16,6 +16,9 @@ use std::time::Duration;
 /// How long a JetStream request (publish ack, stream info) may take before it counts as
 /// the fleet being unreachable.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a publish keeps trying while connected but not accepted (a stream leader
+/// being elected); past it the write is refused.
+const PUBLISH_PATIENCE: Duration = Duration::from_secs(10);
 
 pub struct Nats {
     client: async_nats::Client,
@@ -122,25 +125,39 @@ impl Engine for Nats {
         payload: Vec<u8>,
         expected: u64,
     ) -> Result<u64, EngineError> {
-        if !self.connected() {
-            return Err(EngineError::Unavailable(
-                "the fleet's NATS servers cannot be reached".into(),
-            ));
-        }
-        let message = jetstream::message::PublishMessage::build()
-            .payload(payload.into())
-            .expected_last_subject_sequence(expected);
-        let ack = self
-            .js
-            .send_publish(subject, message)
-            .await
-            .map_err(unavailable)?;
-        match ack.await {
-            Ok(ack) => Ok(ack.sequence),
-            Err(e) if e.kind() == context::PublishErrorKind::WrongLastSequence => {
-                Err(EngineError::Conflict)
+        // The same id on every try: a retry of a publish whose ack was lost is answered by
+        // JetStream's duplicate window with the first one's sequence, not stored twice.
+        let digest = ring::digest::digest(&ring::digest::SHA256, &payload);
+        let id = hex::encode(&digest.as_ref()[..16]);
+        let payload = bytes::Bytes::from(payload);
+        let deadline = tokio::time::Instant::now() + PUBLISH_PATIENCE;
+        loop {
+            if !self.connected() {
+                return Err(EngineError::Unavailable(
+                    "the fleet's NATS servers cannot be reached".into(),
+                ));
             }
-            Err(e) => Err(unavailable(e)),
+            let message = jetstream::message::PublishMessage::build()
+                .payload(payload.clone())
+                .message_id(&id)
+                .expected_last_subject_sequence(expected);
+            let acked = match self.js.send_publish(subject.clone(), message).await {
+                Ok(ack) => ack.await,
+                Err(e) => Err(e),
+            };
+            match acked {
+                Ok(ack) => return Ok(ack.sequence),
+                Err(e) if e.kind() == context::PublishErrorKind::WrongLastSequence => {
+                    return Err(EngineError::Conflict)
+                }
+                // Connected but JetStream not answering yet (a leader being elected after
+                // a restart): worth a few more tries.
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    tracing::debug!(error = %e, "publish not accepted yet; trying again");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(unavailable(e)),
+            }
         }
     }
 
@@ -164,17 +181,13 @@ impl Engine for Nats {
 
     async fn read(
         &self,
-        start: Start,
+        from: u64,
     ) -> Result<BoxStream<'static, Result<Delivered, EngineError>>, EngineError> {
-        let deliver_policy = match start {
-            Start::At(seq) => consumer::DeliverPolicy::ByStartSequence {
-                start_sequence: seq.max(1),
-            },
-            Start::LastPerSubject => consumer::DeliverPolicy::LastPerSubject,
-        };
         let config = consumer::pull::OrderedConfig {
             filter_subject: self.subjects.all(),
-            deliver_policy,
+            deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: from.max(1),
+            },
             ..Default::default()
         };
         let stream = self.stream().await?;

@@ -2,7 +2,7 @@
 //! proposes, applies the fleet's stream to the local replica in order, and reports where it
 //! stands. The replica (SQLite and the index) keeps serving verifies whatever NATS does.
 
-use crate::fleet::engine::{Delivered, Engine, EngineError, Start};
+use crate::fleet::engine::{Delivered, Engine, EngineError};
 use crate::fleet::seal;
 use crate::fleet::subjects::{Carries, Subjects};
 use crate::store::barrier::{random_key, unwrap_data_key, wrap_data_key, Barrier, KeyBytes};
@@ -22,6 +22,8 @@ use tokio::sync::{mpsc, watch};
 const APPLY_WAIT: Duration = Duration::from_secs(10);
 /// Changes handed to the writer and not yet committed, at most.
 const MAX_IN_FLIGHT: usize = 256;
+/// Pause before trying to join again after a failure.
+const JOIN_RETRY: Duration = Duration::from_secs(2);
 /// Pause before reading the stream again after it broke off.
 const RETRY: Duration = Duration::from_millis(500);
 
@@ -37,6 +39,8 @@ pub struct FleetState {
     disconnected_since: AtomicI64,
     /// Messages refused (bad seal, wrong key), since start.
     refused: AtomicU64,
+    /// Gaps in the stream read over (changes no longer held), since start.
+    resyncs: AtomicU64,
     joined: OnceLock<Barrier>,
 }
 
@@ -52,6 +56,7 @@ impl FleetState {
             lag: self.known.load(Ordering::Relaxed).saturating_sub(applied),
             disconnected_since: (since != 0).then_some(since),
             refused_messages: self.refused.load(Ordering::Relaxed),
+            resyncs: self.resyncs.load(Ordering::Relaxed),
             joined: self.joined.get().is_some(),
         }
     }
@@ -109,6 +114,7 @@ pub async fn start<E: Engine>(
         connected: AtomicBool::new(false),
         disconnected_since: AtomicI64::new(time::now_ms()),
         refused: AtomicU64::new(0),
+        resyncs: AtomicU64::new(0),
         joined: OnceLock::new(),
     });
     let shared = Arc::new(Shared {
@@ -158,7 +164,9 @@ async fn join<E: Engine>(shared: &Shared<E>, master: &LockedKey) -> Result<Barri
     let engine = &*shared.engine;
     let subject = shared.subjects.data_key();
     engine.prepare().await?;
-    loop {
+    // Read, else put one there and read again; twice is enough unless the stream keeps
+    // losing it.
+    for _ in 0..3 {
         if let Some(wrapped) = engine.last_on(subject.clone()).await? {
             let key = unwrap_data_key(master.bytes(), &wrapped)
                 .map_err(|_| JoinError::WrongMasterKey(shared.fleet_name.clone()))?;
@@ -171,23 +179,27 @@ async fn join<E: Engine>(shared: &Shared<E>, master: &LockedKey) -> Result<Barri
             }
             return Ok(Barrier::new(&key));
         }
-        let wrapped = match &shared.kept_data_key {
-            Some(kept) => kept.clone(),
+        let key: KeyBytes = match &shared.kept_data_key {
+            Some(kept) => unwrap_data_key(master.bytes(), kept)
+                .map_err(|_| JoinError::WrongMasterKey(shared.fleet_name.clone()))?,
             None if engine.bounds().await?.messages == 0 && shared.nothing_applied => {
                 let rng = ring::rand::SystemRandom::new();
-                let key: KeyBytes = random_key(&rng).map_err(|_| {
+                random_key(&rng).map_err(|_| {
                     EngineError::Unavailable("the system random number generator failed".into())
-                })?;
-                wrap_data_key(master.bytes(), &key)
+                })?
             }
             None => return Err(JoinError::DataKeyLost(shared.fleet_name.clone())),
         };
+        // Wrapped afresh (a new nonce): a message the stream lost may still be in its
+        // duplicate window, which would swallow the same bytes again.
+        let wrapped = wrap_data_key(master.bytes(), &key);
         match engine.publish(subject.clone(), wrapped, 0).await {
             // Read back above: the key in the stream is the one every node uses.
-            Ok(_) | Err(EngineError::Conflict) => continue,
+            Ok(_) | Err(EngineError::Conflict) => {}
             Err(e) => return Err(e.into()),
         }
     }
+    Err(EngineError::Unavailable("the fleet's data key did not stay in its stream".into()).into())
 }
 
 /// Keeps `connected` and `disconnected_since` current, and joins once the fleet is reachable.
@@ -198,38 +210,51 @@ async fn watch_connection<E: Engine>(
 ) {
     let mut master = Some(master);
     let mut ticker = tokio::time::interval(Duration::from_millis(200));
+    let mut next_join = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
             _ = stopped.changed() => return,
         }
-        let connected = shared.engine.connected();
+        let client_up = shared.engine.connected();
         let state = &shared.state;
-        if connected != state.connected.swap(connected, Ordering::Relaxed) {
-            let since = if connected { 0 } else { time::now_ms() };
-            state.disconnected_since.store(since, Ordering::Relaxed);
-            if connected {
-                tracing::info!("connected to the fleet's NATS servers");
-            } else {
-                tracing::warn!("lost the fleet's NATS servers: verify keeps answering from this node's replica; admin writes are refused until they return");
-            }
-        }
-        if connected && state.joined.get().is_none() {
+        if client_up && state.joined.get().is_none() && tokio::time::Instant::now() >= next_join {
             if let Some(key) = &master {
                 match join(&shared, key).await {
                     Ok(barrier) => {
                         let _ = state.joined.set(barrier);
-                        master = None;
                         tracing::info!("joined the fleet");
                     }
-                    Err(e) => tracing::error!(error = %e, "cannot join the fleet"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot join the fleet yet");
+                        next_join = tokio::time::Instant::now() + JOIN_RETRY;
+                    }
                 }
             }
-        } else if state.joined.get().is_some() {
+        }
+        if state.joined.get().is_some() {
             // Joined: the master key is not needed any more.
             master = None;
         }
+        let connected = client_up && stream_answers(&*shared.engine).await;
+        if connected != state.connected.swap(connected, Ordering::Relaxed) {
+            let since = if connected { 0 } else { time::now_ms() };
+            state.disconnected_since.store(since, Ordering::Relaxed);
+            if connected {
+                tracing::info!("the fleet's NATS servers answer");
+            } else {
+                tracing::warn!("lost the fleet's NATS servers: verify keeps answering from this node's replica; admin writes are refused until they return");
+            }
+        }
     }
+}
+
+/// The stream answers (after a restart of the servers, the client connects well before
+/// JetStream has elected the stream's leader).
+async fn stream_answers<E: Engine>(engine: &E) -> bool {
+    tokio::time::timeout(Duration::from_secs(1), engine.bounds())
+        .await
+        .is_ok_and(|bounds| bounds.is_ok())
 }
 
 /// Publishes each proposed change, concurrently, and answers it once it is applied here.
@@ -337,14 +362,7 @@ async fn apply_from<E: Engine>(
     applied: u64,
     stopped: &mut watch::Receiver<bool>,
 ) -> Result<(), EngineError> {
-    let first = shared.engine.bounds().await?.first;
-    let start = if applied + 1 < first {
-        tracing::warn!(applied, first, "the fleet's stream no longer holds this node's next change: resyncing from the last change of every key");
-        Start::LastPerSubject
-    } else {
-        Start::At(applied + 1)
-    };
-    let mut messages = shared.engine.read(start).await?;
+    let mut messages = shared.engine.read(applied + 1).await?;
     let mut in_flight = FuturesOrdered::new();
     let mut sent = applied;
     loop {
@@ -355,6 +373,12 @@ async fn apply_from<E: Engine>(
                 shared.state.known.fetch_max(delivered.seq + delivered.pending, Ordering::Relaxed);
                 if delivered.seq <= sent {
                     continue;
+                }
+                if delivered.seq > sent + 1 {
+                    // Messages between were removed (purged, or trimmed by retention):
+                    // what follows still holds the last change of every key it kept.
+                    tracing::warn!(from = sent + 1, to = delivered.seq - 1, "the fleet's stream no longer holds these changes: resyncing from the last change of every key it still holds");
+                    shared.state.resyncs.fetch_add(1, Ordering::Relaxed);
                 }
                 sent = delivered.seq;
                 let command = to_command(shared, delivered);

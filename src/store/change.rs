@@ -10,7 +10,7 @@ use crate::key::{Grace, KeyRecord, Permissions, UsageRecord, UsageRow};
 use crate::policy::sink::StagedSink;
 use crate::policy::Sink;
 use crate::store::audit::AuditRecord;
-use crate::store::writer::{Outcome, WriteError};
+use crate::store::outcome::{Outcome, WriteError};
 use crate::store::Store;
 use crate::time;
 use crate::token::{generate_key_id, generate_token, hash_token, start_of, TokenHash};

@@ -15,6 +15,7 @@ pub(crate) mod change;
 mod database;
 pub(crate) mod locked_key;
 pub(crate) mod master_key;
+pub(crate) mod outcome;
 pub mod record_codec;
 pub(crate) mod writer;
 

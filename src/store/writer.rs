@@ -6,21 +6,20 @@
 //! only then answers. So once an admin call returns, every verify sees its effect.
 
 use crate::index::{Index, UsageWrite};
-use crate::policy::sink::StagedSink;
 use crate::policy::Sink;
 use crate::store::audit::AuditRecord;
 use crate::store::barrier::KeyBytes;
 use crate::store::change::{self, storage, ChangeSet, Changes, Draft, IndexChange};
+pub use crate::store::outcome::{Outcome, WriteError};
 use crate::store::FleetPosition;
 use crate::store::Store;
 use crate::time;
 use crate::token::TokenHash;
-use authenta_client::proto::{Actor, AuditReport, CreateKey};
+use authenta_client::proto::{Actor, CreateKey};
 use ring::rand::SystemRandom;
 use std::sync::mpsc;
 use std::sync::Arc;
 use tokio::sync::oneshot;
-use zeroize::Zeroizing;
 
 /// Most jobs committed in one transaction.
 const MAX_BATCH: usize = 512;
@@ -94,47 +93,6 @@ impl Command {
                 | Command::Rotate { .. }
         )
     }
-}
-
-/// What a job produced.
-pub enum Outcome {
-    /// A key with a fresh token, shown this once.
-    Issued {
-        key_id: String,
-        token: Zeroizing<String>,
-    },
-    /// A key was changed; the index has the new version.
-    Changed,
-    /// How many revocations a policy push applied.
-    Revoked(usize),
-    /// A scheduled rotation, committed; `staged` is published right after the commit.
-    Rotated {
-        key_id: String,
-        staged: Option<StagedSink>,
-        /// Why the sink could not be published, if it could not.
-        publish_error: Option<String>,
-    },
-    Flushed,
-    Audit(AuditReport),
-}
-
-/// Why a job did not happen. Nothing of a failed job is committed.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum WriteError {
-    #[error("no key with id {0}")]
-    NotFound(String),
-    #[error("{0}")]
-    Refused(String),
-    #[error("the store could not commit the change: {0}")]
-    Storage(String),
-    #[error("the store is shutting down")]
-    Stopped,
-    /// Another node changed the key first (fleet mode); nothing was changed.
-    #[error("{0}")]
-    Conflict(String),
-    /// The fleet cannot be reached (fleet mode); nothing was changed.
-    #[error("{0}")]
-    FleetUnavailable(String),
 }
 
 struct Job {
@@ -539,6 +497,7 @@ mod tests {
     use super::*;
     use crate::index::Hit;
     use crate::key::{UsageRecord, UsageRow};
+    use zeroize::Zeroizing;
     use crate::token::hash_token;
     use authenta_client::proto::{CreateKey, Permission};
 

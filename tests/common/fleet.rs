@@ -46,14 +46,20 @@ pub fn fleet_status(node: &Daemon) -> Value {
 
 /// Waits until the node is connected and holds the fleet's data key.
 pub fn wait_joined(node: &Daemon) {
-    wait_until(
-        "the node to join its fleet",
-        Duration::from_secs(30),
-        || {
-            let status = fleet_status(node);
-            status["connected"] == true && status["joined"] == true
-        },
-    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = fleet_status(node);
+        if status["connected"] == true && status["joined"] == true {
+            return;
+        }
+        if Instant::now() > deadline {
+            let log = node.log();
+            let tail: Vec<&str> = log.lines().filter(|l| !l.contains("DEBUG")).collect();
+            let tail = tail[tail.len().saturating_sub(30)..].join("\n");
+            panic!("the node did not join its fleet within 30 s: {status}\n{tail}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Waits until `token` answers `code` on `node`.
@@ -91,4 +97,68 @@ pub fn keys_without_usage(node: &Daemon) -> Vec<Value> {
         .collect();
     keys.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
     keys
+}
+
+/// Creates `count` keys on `node`, pipelined in batches; returns (id, token) of each.
+pub fn create_many(node: &Daemon, prefix: &str, count: usize) -> Vec<(String, String)> {
+    use authenta_client::proto::{CreateKey, RequestBody, ResponseBody};
+    let mut client = authenta_client::Client::connect(&node.socket).expect("connect");
+    client.set_timeout(Some(Duration::from_secs(30)));
+    let mut keys = Vec::with_capacity(count);
+    while keys.len() < count {
+        let batch = (count - keys.len()).min(100);
+        let requests = (0..batch)
+            .map(|i| {
+                RequestBody::CreateKey(CreateKey {
+                    name: format!("{prefix}-{}", keys.len() + i),
+                    permissions: vec![authenta_client::Permission::Read],
+                    environment: None,
+                    expires_in_secs: None,
+                })
+            })
+            .collect();
+        for answer in client.call_many(requests).expect("create batch") {
+            match answer {
+                ResponseBody::Created(new) => keys.push((new.key.id, new.token)),
+                other => panic!("create answered {other:?}"),
+            }
+        }
+    }
+    keys
+}
+
+/// Sends one admin request per id on `node`, pipelined; panics on any refusal.
+pub fn change_many(
+    node: &Daemon,
+    ids: &[String],
+    body: impl Fn(&str) -> authenta_client::proto::RequestBody,
+) {
+    use authenta_client::proto::ResponseBody;
+    let mut client = authenta_client::Client::connect(&node.socket).expect("connect");
+    client.set_timeout(Some(Duration::from_secs(30)));
+    for chunk in ids.chunks(100) {
+        let requests = chunk.iter().map(|id| body(id)).collect();
+        for answer in client.call_many(requests).expect("change batch") {
+            assert!(
+                !matches!(answer, ResponseBody::Error(_)),
+                "a change was refused: {answer:?}"
+            );
+        }
+    }
+}
+
+/// Waits until every node lists the same keys as the first one.
+pub fn wait_converged(nodes: &[Daemon]) -> Vec<Value> {
+    let mut reference = Vec::new();
+    wait_until(
+        "every node to list the same keys",
+        Duration::from_secs(30),
+        || {
+            reference = keys_without_usage(&nodes[0]);
+            nodes[1..]
+                .iter()
+                .all(|n| keys_without_usage(n) == reference)
+        },
+    );
+    reference
 }

@@ -187,6 +187,13 @@ impl Daemon {
         let _ = child.wait();
     }
 
+    /// Collects a daemon killed from outside (by pid), so that it can be restarted.
+    pub fn reap(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.wait();
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("daemon running").id()
     }

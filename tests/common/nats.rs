@@ -5,13 +5,16 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 pub struct NatsCluster {
     pub dir: tempfile::TempDir,
     pub client_ports: Vec<u16>,
     cluster_ports: Vec<u16>,
-    servers: Vec<Option<Child>>,
+    /// Behind a lock so that a test can kill and restart servers while other threads use
+    /// the cluster.
+    servers: Mutex<Vec<Option<Child>>>,
 }
 
 /// A port free on loopback now.
@@ -44,11 +47,11 @@ impl NatsCluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let client_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
         let cluster_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
-        let mut cluster = NatsCluster {
+        let cluster = NatsCluster {
             dir,
             client_ports,
             cluster_ports,
-            servers: (0..n).map(|_| None).collect(),
+            servers: Mutex::new((0..n).map(|_| None).collect()),
         };
         for i in 0..n {
             cluster.write_config(i);
@@ -93,7 +96,7 @@ impl NatsCluster {
     }
 
     /// Starts server `i` (again) and waits until it accepts connections.
-    pub fn start_server(&mut self, i: usize) {
+    pub fn start_server(&self, i: usize) {
         let log =
             std::fs::File::create(self.dir.path().join(format!("n{i}.log"))).expect("nats log");
         let child = Command::new(nats_server_path())
@@ -104,30 +107,36 @@ impl NatsCluster {
             .stderr(log)
             .spawn()
             .expect("start nats-server");
-        self.servers[i] = Some(child);
+        self.servers()[i] = Some(child);
         wait_listening(self.client_ports[i]);
     }
 
     /// Kills server `i` with SIGKILL.
-    pub fn kill(&mut self, i: usize) {
-        if let Some(mut child) = self.servers[i].take() {
+    pub fn kill(&self, i: usize) {
+        let child = self.servers()[i].take();
+        if let Some(mut child) = child {
             let _ = child.kill();
             let _ = child.wait();
         }
     }
 
-    pub fn kill_all(&mut self) {
-        for i in 0..self.servers.len() {
+    pub fn kill_all(&self) {
+        for i in 0..self.client_ports.len() {
             self.kill(i);
         }
     }
 
-    pub fn start_all(&mut self) {
-        for i in 0..self.servers.len() {
-            if self.servers[i].is_none() {
+    pub fn start_all(&self) {
+        for i in 0..self.client_ports.len() {
+            let down = self.servers()[i].is_none();
+            if down {
                 self.start_server(i);
             }
         }
+    }
+
+    fn servers(&self) -> std::sync::MutexGuard<'_, Vec<Option<Child>>> {
+        self.servers.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The client URLs of every server, as a TOML array.
@@ -168,5 +177,85 @@ fn wait_listening(port: u16) {
             "nats-server did not listen on {port}"
         );
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Talks to the cluster as an operator would, with the NATS client the daemon uses.
+pub struct Operator {
+    runtime: tokio::runtime::Runtime,
+    js: async_nats::jetstream::Context,
+    stream: String,
+}
+
+impl Operator {
+    pub fn connect(cluster: &NatsCluster, fleet: &str) -> Operator {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let urls: Vec<String> = cluster
+            .client_ports
+            .iter()
+            .map(|p| format!("nats://127.0.0.1:{p}"))
+            .collect();
+        let js = runtime.block_on(async {
+            let client = async_nats::connect(urls.as_slice())
+                .await
+                .expect("connect to nats");
+            async_nats::jetstream::new(client)
+        });
+        Operator {
+            runtime,
+            js,
+            stream: format!("AUTHENTA_{fleet}"),
+        }
+    }
+
+    fn info(&self) -> async_nats::jetstream::stream::Info {
+        self.runtime.block_on(async {
+            let mut stream = self.js.get_stream(&self.stream).await.expect("stream");
+            stream.info().await.expect("stream info").clone()
+        })
+    }
+
+    /// The server leading the stream's replicas now.
+    pub fn leader(&self) -> String {
+        self.info()
+            .cluster
+            .and_then(|c| c.leader)
+            .expect("the stream has a leader")
+    }
+
+    pub fn last_seq(&self) -> u64 {
+        self.info().state.last_sequence
+    }
+
+    /// Keeps only the last message of every subject, as retention by subject would: the
+    /// stream no longer holds the changes in between.
+    pub fn compact(&self) {
+        use futures_util::StreamExt;
+        self.runtime.block_on(async {
+            let stream = self.js.get_stream(&self.stream).await.expect("stream");
+            let mut subjects = stream.info_with_subjects(">").await.expect("subjects");
+            let mut names = Vec::new();
+            while let Some(subject) = subjects.next().await {
+                names.push(subject.expect("subject").0);
+            }
+            for name in names {
+                stream.purge().filter(name).keep(1).await.expect("purge");
+            }
+        });
+    }
+
+    /// Publishes raw bytes on a subject of the stream, as someone with NATS access could.
+    pub fn publish(&self, subject: &str, payload: &[u8]) {
+        self.runtime.block_on(async {
+            self.js
+                .publish(subject.to_owned(), payload.to_vec().into())
+                .await
+                .expect("publish")
+                .await
+                .expect("ack");
+        });
     }
 }

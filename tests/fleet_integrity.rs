@@ -1,0 +1,218 @@
+//! Fleet mode against its own edge cases, on a real 3-server JetStream cluster: two nodes
+//! changing one key at once, a message nobody sealed, and what NATS stores and carries.
+
+mod common;
+
+use authenta_client::proto::ErrorCode;
+use authenta_client::{Client, Error, VerifyCode};
+use common::fleet::{config, wait_code, wait_converged, wait_joined, wait_until, Fleet};
+use common::nats::Operator;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Regenerates on both nodes at once; (successes, conflicts).
+fn race(a: &common::Daemon, b: &common::Daemon, id: &str) -> (Vec<String>, usize) {
+    let barrier = std::sync::Barrier::new(2);
+    let results: Vec<Result<String, Error>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = [a, b]
+            .into_iter()
+            .map(|node| {
+                let barrier = &barrier;
+                scope.spawn(move || {
+                    let mut client = Client::connect(&node.socket).expect("connect");
+                    barrier.wait();
+                    client.regenerate(id, Some(0)).map(|new| new.token)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("racer"))
+            .collect()
+    });
+    let mut tokens = Vec::new();
+    let mut conflicts = 0;
+    for result in results {
+        match result {
+            Ok(token) => tokens.push(token),
+            Err(Error::Refused {
+                code: ErrorCode::Conflict,
+                message,
+            }) => {
+                assert!(message.contains("another node"), "{message}");
+                conflicts += 1;
+            }
+            Err(other) => panic!("neither a success nor a conflict: {other}"),
+        }
+    }
+    (tokens, conflicts)
+}
+
+#[test]
+fn two_nodes_changing_one_key_never_both_win() {
+    let fleet = Fleet::start(3);
+    let [a, b] = [&fleet.nodes[0], &fleet.nodes[1]];
+    let mut conflicts = 0;
+    for round in 0..20 {
+        let (id, first) = a.create(&format!("race-{round}"), "read", &[]);
+        wait_code(b, &first, VerifyCode::Valid);
+        let (tokens, lost) = race(a, b, &id);
+        conflicts += lost;
+        assert!(!tokens.is_empty(), "round {round}: someone wins");
+        // Whatever interleaving happened, exactly one token is the key's now, everywhere.
+        for node in &fleet.nodes {
+            wait_until("one valid token", Duration::from_secs(10), || {
+                let valid = tokens
+                    .iter()
+                    .filter(|t| node.answer_code(t) == VerifyCode::Valid)
+                    .count();
+                valid == 1 && node.answer_code(&first) == VerifyCode::Revoked
+            });
+        }
+    }
+    assert!(
+        conflicts > 0,
+        "20 simultaneous rounds produced no conflict at all"
+    );
+    wait_converged(&fleet.nodes);
+}
+
+#[test]
+fn a_message_with_a_bad_seal_is_refused_and_later_changes_still_apply() {
+    let fleet = Fleet::start(3);
+    let (id, token) = fleet.nodes[0].create("K", "read", &[]);
+    for node in &fleet.nodes {
+        wait_code(node, &token, VerifyCode::Valid);
+    }
+    let operator = Operator::connect(&fleet.nats, &fleet.name);
+    let subject = format!("authenta.{}.key.{id}", fleet.name);
+    operator.publish(&subject, b"not sealed by anyone in this fleet");
+    for node in &fleet.nodes {
+        wait_until("the refusal to show", Duration::from_secs(10), || {
+            common::fleet::fleet_status(node)["refused_messages"] == 1
+        });
+        assert!(node
+            .log()
+            .contains("refused a message of the fleet's stream"));
+        assert_eq!(
+            node.answer_code(&token),
+            VerifyCode::Valid,
+            "nothing changed"
+        );
+    }
+    let revoked = fleet.nodes[1].cli(&["keys", "revoke", &id]);
+    assert!(
+        revoked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&revoked.stderr)
+    );
+    for node in &fleet.nodes {
+        wait_code(node, &token, VerifyCode::Revoked);
+    }
+}
+
+/// Forwards one TCP connection at a time to `target`, recording every byte both ways.
+fn recording_proxy(target: u16) -> (u16, Arc<Mutex<Vec<u8>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+    let port = listener.local_addr().expect("addr").port();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = seen.clone();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
+                continue;
+            };
+            for (mut from, mut to) in [
+                (
+                    client.try_clone().expect("clone"),
+                    server.try_clone().expect("clone"),
+                ),
+                (server, client),
+            ] {
+                let record = record.clone();
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 16 * 1024];
+                    while let Ok(n) = from.read(&mut buf) {
+                        if n == 0 || to.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                        record.lock().expect("lock").extend_from_slice(&buf[..n]);
+                    }
+                });
+            }
+        }
+    });
+    (port, seen)
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn nats_stores_and_carries_no_token_name_or_master_key() {
+    let fleet = Fleet::start(1);
+    let (proxy, traffic) = recording_proxy(fleet.nats.client_ports[0]);
+    let text = config(&fleet.nats, &fleet.name, "b").replace(
+        &fleet.nats.servers_toml(),
+        &format!("[\"nats://127.0.0.1:{proxy}\"]"),
+    );
+    let b = common::Daemon::start_with_config(Some(&text));
+    wait_joined(&b);
+    let mut secrets: Vec<Vec<u8>> = Vec::new();
+    for n in 0..5 {
+        let name = format!("Very-Secret-Service-Name-{n}");
+        let (id, token) = b.create(&name, "read,write", &["--environment", "production"]);
+        let regenerated = b.cli_json(&["keys", "regenerate", &id, "--json"]);
+        secrets.push(name.into_bytes());
+        secrets.push(token.clone().into_bytes());
+        secrets.push(token.as_bytes()[4..20].to_vec());
+        secrets.push(
+            regenerated["token"]
+                .as_str()
+                .expect("token")
+                .as_bytes()
+                .to_vec(),
+        );
+        wait_code(&fleet.nodes[0], &token, VerifyCode::Revoked);
+    }
+    secrets.push(common::MASTER_HEX.as_bytes().to_vec());
+    secrets.push(hex_decode(common::MASTER_HEX));
+    let captured = traffic.lock().expect("lock").clone();
+    assert!(captured.len() > 1000, "the proxy saw the traffic");
+    let mut stored = Vec::new();
+    for i in 0..3 {
+        collect_files(&fleet.nats.store_dir(i), &mut stored);
+    }
+    assert!(!stored.is_empty(), "NATS stored the stream");
+    for secret in &secrets {
+        assert!(!contains(&captured, secret), "a secret crossed the wire");
+        assert!(
+            !stored.iter().any(|f| contains(f, secret)),
+            "a secret is in NATS's store"
+        );
+    }
+}
+
+fn hex_decode(hex: &str) -> Vec<u8> {
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
+        .collect()
+}
+
+fn collect_files(dir: &std::path::Path, out: &mut Vec<Vec<u8>>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            collect_files(&path, out);
+        } else if let Ok(bytes) = std::fs::read(&path) {
+            out.push(bytes);
+        }
+    }
+}
