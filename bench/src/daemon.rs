@@ -54,26 +54,46 @@ pub struct Keyd {
     child: Option<Child>,
 }
 
+/// A fresh random master key.
+pub fn random_master_key() -> Result<[u8; 32]> {
+    let mut key = [0u8; 32];
+    ring::rand::SystemRandom::new()
+        .fill(&mut key)
+        .map_err(|_| anyhow::anyhow!("the system random number generator failed"))?;
+    Ok(key)
+}
+
 impl Keyd {
     /// Starts a daemon on a fresh store with `config` (TOML text; empty for the defaults).
     pub fn start(bin: &Path, config: &str) -> Result<Keyd> {
-        Keyd::start_with(bin, config, None)
+        Keyd::start_with(bin, config, None, random_master_key()?)
     }
 
     /// Starts a daemon on a fresh store with `config` that watches the policy file `policy`.
     pub fn start_with_policy(bin: &Path, config: &str, policy: &Path) -> Result<Keyd> {
-        Keyd::start_with(bin, config, Some(policy.to_path_buf()))
+        Keyd::start_with(
+            bin,
+            config,
+            Some(policy.to_path_buf()),
+            random_master_key()?,
+        )
     }
 
-    fn start_with(bin: &Path, config: &str, policy: Option<PathBuf>) -> Result<Keyd> {
+    /// Starts a daemon with this master key: every node of a fleet shares one.
+    pub fn start_with_master_key(bin: &Path, config: &str, key: [u8; 32]) -> Result<Keyd> {
+        Keyd::start_with(bin, config, None, key)
+    }
+
+    fn start_with(
+        bin: &Path,
+        config: &str,
+        policy: Option<PathBuf>,
+        key: [u8; 32],
+    ) -> Result<Keyd> {
         let dir = tempfile::Builder::new()
             .prefix("authenta-bench-")
             .tempdir()
             .context("cannot make a temporary directory")?;
-        let mut key = [0u8; 32];
-        ring::rand::SystemRandom::new()
-            .fill(&mut key)
-            .map_err(|_| anyhow::anyhow!("the system random number generator failed"))?;
         let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
         let key_path = dir.path().join("master.hex");
         std::fs::write(&key_path, format!("{hex}\n")).context("writing the master key")?;

@@ -11,8 +11,10 @@ mod creates;
 mod daemon;
 mod echo;
 mod event_loop;
+mod fleet;
 mod flush;
 mod load;
+mod nats;
 mod policy_latency;
 mod policy_update;
 mod poll_cost;
@@ -123,6 +125,16 @@ struct Args {
     ])]
     policy_latency: bool,
 
+    /// Instead of the verify load: fleet mode on a 3-server NATS JetStream cluster (R3) and
+    /// three daemons, all on loopback: revocation propagation, durable creates and verify
+    /// throughput next to a single-host daemon. Needs `nats-server` on the PATH.
+    #[arg(long, conflicts_with_all = ["socket", "scale", "policy_latency", "smoke"])]
+    fleet: bool,
+
+    /// Revocations timed by --fleet.
+    #[arg(long, default_value_t = 200, requires = "fleet")]
+    fleet_trials: usize,
+
     /// Trials per update style of --policy-latency (a fresh key revoked in each).
     #[arg(long, default_value_t = 20, requires = "policy_latency")]
     trials: usize,
@@ -136,6 +148,9 @@ fn main() -> ExitCode {
     let args = Args::parse();
     if args.policy_latency {
         return policy_latency_main(&args);
+    }
+    if args.fleet {
+        return fleet_main(&args);
     }
     match run(&args) {
         Ok(report) => {
@@ -190,6 +205,53 @@ fn policy_latency_main(args: &Args) -> ExitCode {
         print!("{}", report.text());
     }
     ExitCode::SUCCESS
+}
+
+/// `--fleet`: figures against the targets; wrong answers fail the run.
+fn fleet_main(args: &Args) -> ExitCode {
+    let report = fleet_report(args);
+    let report = match report {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("authenta-bench: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if args.json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(json) => println!("{json}"),
+            Err(e) => {
+                eprintln!("authenta-bench: cannot write JSON: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        print!("{}", report.text());
+    }
+    if report.wrong_answers() > 0 {
+        eprintln!("authenta-bench: wrong answers: the figures are not valid");
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
+
+fn fleet_report(args: &Args) -> Result<fleet::FleetFigures> {
+    let bin = daemon::find_binary(args.keyd.as_deref())?;
+    let timing = Timing {
+        warmup: seconds(args.warmup, "--warmup")?,
+        duration: seconds(args.duration, "--duration")?,
+        client: args.client,
+    };
+    let shapes = chosen_shapes(args.shapes.as_deref())?;
+    fleet::run(
+        &bin,
+        &shapes,
+        timing,
+        args.rounds,
+        args.fleet_trials,
+        args.create_clients,
+        args.keys,
+    )
 }
 
 fn seconds(value: f64, what: &str) -> Result<Duration> {

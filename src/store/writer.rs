@@ -497,9 +497,9 @@ mod tests {
     use super::*;
     use crate::index::Hit;
     use crate::key::{UsageRecord, UsageRow};
-    use zeroize::Zeroizing;
     use crate::token::hash_token;
     use authenta_client::proto::{CreateKey, Permission};
+    use zeroize::Zeroizing;
 
     /// A batch as the store thread of one host runs it.
     fn run_batch(store: &mut Store, index: &Index, rng: &SystemRandom, batch: Vec<Job>) {
