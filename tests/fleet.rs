@@ -55,6 +55,26 @@ fn a_change_on_any_node_reaches_every_node() {
             || keys_without_usage(node) == reference,
         );
     }
+    // One audit chain for the fleet, the same on every node, each entry naming its node.
+    let audit = |node: &common::Daemon| node.cli_json(&["audit", "--json"]);
+    let entries = audit(a)["entries"].clone();
+    let revoke = entries
+        .as_array()
+        .expect("entries")
+        .iter()
+        .find(|e| e["action"] == "revoke")
+        .expect("the revoke is audited");
+    assert!(
+        revoke["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("node=c")),
+        "{revoke}"
+    );
+    for node in [b, c] {
+        wait_until("the same audit chain", Duration::from_secs(10), || {
+            audit(node)["entries"] == entries
+        });
+    }
     let status = fleet_status(a);
     assert_eq!(status["node"], "a");
     assert_eq!(status["lag"], 0);

@@ -44,6 +44,7 @@ pub fn prepare(
             .context("cannot read the host name: set [fleet] node")?,
     };
     let link = FleetLink {
+        node: node.clone(),
         proposals: proposals_tx,
         position,
         applied: applied_tx,

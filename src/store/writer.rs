@@ -120,6 +120,8 @@ impl WriterHandle {
 /// In fleet mode, where the writer sends the changes it computes, and what it knows of the
 /// fleet's stream.
 pub struct FleetLink {
+    /// This node's name, in the audit entries of the changes it makes.
+    pub node: String,
     /// Proposed changes, for the fleet to publish; they come back through the stream.
     pub proposals: tokio::sync::mpsc::UnboundedSender<Proposal>,
     /// The replica's position as committed (owned by the store thread once it runs).
@@ -243,10 +245,18 @@ impl Writer {
                 return;
             }
         };
-        let set = draft.finish();
+        let mut set = draft.finish();
         if set.is_empty() {
             let _ = reply.send(Ok(outcome));
             return;
+        }
+        // The fleet's audit chain is one for every node: each entry says where it was made.
+        for entry in &mut set.audit {
+            let detail = entry.detail.take();
+            entry.detail = Some(match detail {
+                Some(detail) => format!("node={} {detail}", fleet.node),
+                None => format!("node={}", fleet.node),
+            });
         }
         let parts = set
             .split_by_key()
