@@ -59,7 +59,7 @@ pub fn run(
     let creates_fleet = creates::run(nodes[0].socket(), create_clients, timing.duration)?;
     let creates_single = creates::run(single.socket(), create_clients, timing.duration)?;
     eprintln!("fleet: verify, {keys} keys on a fleet node and on a single host...");
-    let verify = verify(&nodes[1], &single, shapes, timing, rounds, keys)?;
+    let verify = verify(&nodes, &single, shapes, timing, rounds, keys)?;
     Ok(FleetFigures {
         trials,
         propagation_b,
@@ -81,6 +81,25 @@ fn wait_joined(socket: &Path) -> Result<()> {
             bail!("a fleet node did not join within 60 s");
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits until every node has applied everything any node has.
+fn wait_settled(nodes: &[Keyd]) -> Result<()> {
+    let applied = |node: &Keyd| -> Result<u64> {
+        let status = Client::connect(node.socket())?.status()?;
+        Ok(status.fleet.map_or(0, |f| f.applied_seq))
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let seqs = nodes.iter().map(applied).collect::<Result<Vec<_>>>()?;
+        if seqs.iter().all(|s| Some(s) == seqs.iter().max()) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("the fleet's nodes did not catch up within 120 s: {seqs:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -135,14 +154,18 @@ fn until_code(socket: &Path, token: &str, code: VerifyCode, started: Instant) ->
 
 /// The same verify load on a fleet node and on the single host, alternating rounds.
 fn verify(
-    fleet: &Keyd,
+    nodes: &[Keyd],
     single: &Keyd,
     shapes: &[Shape],
     timing: Timing,
     rounds: usize,
     keys: usize,
 ) -> Result<Vec<VerifyRow>> {
+    let fleet = &nodes[1];
     let on_fleet = seed::seed(fleet.socket(), keys, 4, false)?;
+    // The other nodes apply the seeded keys too: measured only once they are done, so that
+    // their catching up does not take the cores from the measured node.
+    wait_settled(nodes)?;
     let on_single = seed::seed(single.socket(), keys, 4, false)?;
     let fleet_work = Workload::build(&on_fleet.keys)?;
     let single_work = Workload::build(&on_single.keys)?;
