@@ -82,6 +82,33 @@ fn a_change_on_any_node_reaches_every_node() {
 }
 
 #[test]
+fn usage_on_any_node_shows_on_every_node_and_after_a_restart() {
+    let mut fleet = Fleet::start(3);
+    let (id, token) = fleet.nodes[0].create("K", "read", &[]);
+    for node in &fleet.nodes {
+        wait_code(node, &token, VerifyCode::Valid);
+    }
+    // 1 + 2 + 3 verifies on a, b, c (wait_code asked each once already).
+    for (n, node) in fleet.nodes.iter().enumerate() {
+        for _ in 0..n {
+            assert_eq!(node.answer_code(&token), VerifyCode::Valid);
+        }
+    }
+    let total = |node: &common::Daemon| node.show(&id)["usage"]["verifications"].as_u64();
+    for node in &fleet.nodes {
+        wait_until("fleet-wide usage", Duration::from_secs(10), || {
+            total(node) == Some(6)
+        });
+    }
+    fleet.nodes[1].stop();
+    fleet.nodes[1].restart();
+    common::fleet::wait_joined(&fleet.nodes[1]);
+    wait_until("usage after a restart", Duration::from_secs(10), || {
+        total(&fleet.nodes[1]) == Some(6)
+    });
+}
+
+#[test]
 fn a_node_with_another_master_key_refuses_to_join() {
     let fleet = Fleet::start(1);
     let stranger = common::Daemon::start();

@@ -216,7 +216,7 @@ async fn start(opened: Opened) -> Result<Running> {
     let fleet = match opened.fleet {
         Some(pending) => Some(
             pending
-                .start(opened.writer.clone(), stopped.clone())
+                .start(opened.writer.clone(), opened.index.clone(), stopped.clone())
                 .await?,
         ),
         None => None,

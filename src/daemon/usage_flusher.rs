@@ -55,9 +55,16 @@ pub async fn flush(
     for chunk in dirty.chunks(CHUNK) {
         let started = Instant::now();
         let usage = daemon.index.usage_of(chunk);
+        let counts: Option<Vec<_>> = daemon
+            .fleet
+            .as_ref()
+            .map(|_| usage.iter().map(|u| (u.id.clone(), u.usage)).collect());
         if let Err(e) = daemon.writer.submit(Command::FlushUsage(usage)).await {
             daemon.index.requeue(&dirty[written..]);
             return Err(e);
+        }
+        if let (Some(fleet), Some(counts)) = (&daemon.fleet, counts) {
+            fleet.publish_usage(counts);
         }
         written += chunk.len();
         let rest = &dirty[written..];

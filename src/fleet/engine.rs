@@ -15,6 +15,15 @@ pub struct Delivered {
     pub pending: u64,
 }
 
+/// The engine's two logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Log {
+    /// Every change, kept.
+    Changes,
+    /// Each node's last counts of each key.
+    Usage,
+}
+
 /// What a log holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Bounds {
@@ -40,13 +49,14 @@ pub trait Engine: Send + Sync + 'static {
     /// Creates the log when it does not exist yet.
     fn prepare(&self) -> impl Future<Output = Result<(), EngineError>> + Send;
 
-    /// Appends `payload` on `subject` if the subject's last sequence is `expected` (0: the
-    /// subject is empty); returns the new message's sequence once it is durable.
+    /// Appends `payload` on `subject`, if given only when the subject's last sequence is
+    /// `expected` (0: the subject is empty); returns the new message's sequence once it is
+    /// durable.
     fn publish(
         &self,
         subject: String,
         payload: Vec<u8>,
-        expected: u64,
+        expected: Option<u64>,
     ) -> impl Future<Output = Result<u64, EngineError>> + Send;
 
     /// The last message on `subject`, if any.
@@ -58,9 +68,10 @@ pub trait Engine: Send + Sync + 'static {
     /// What the log holds now.
     fn bounds(&self) -> impl Future<Output = Result<Bounds, EngineError>> + Send;
 
-    /// Every message the log holds from sequence `from` on, in order, as they come.
+    /// Every message `log` holds from sequence `from` on, in order, as they come.
     fn read(
         &self,
+        log: Log,
         from: u64,
     ) -> impl Future<Output = Result<BoxStream<'static, Result<Delivered, EngineError>>, EngineError>>
            + Send;

@@ -4,7 +4,7 @@
 //! current servers share.
 
 use crate::config::FleetConfig;
-use crate::fleet::engine::{Bounds, Delivered, Engine, EngineError};
+use crate::fleet::engine::{Bounds, Delivered, Engine, EngineError, Log};
 use crate::fleet::subjects::Subjects;
 use anyhow::{Context, Result};
 use async_nats::connection::State;
@@ -45,11 +45,12 @@ impl Nats {
         })
     }
 
-    async fn stream(&self) -> Result<stream::Stream<()>, EngineError> {
-        self.js
-            .get_stream_no_info(self.subjects.stream())
-            .await
-            .map_err(unavailable)
+    async fn stream(&self, log: Log) -> Result<stream::Stream<()>, EngineError> {
+        let name = match log {
+            Log::Changes => self.subjects.stream(),
+            Log::Usage => self.subjects.usage_stream(),
+        };
+        self.js.get_stream_no_info(name).await.map_err(unavailable)
     }
 }
 
@@ -105,25 +106,36 @@ impl Engine for Nats {
     }
 
     async fn prepare(&self) -> Result<(), EngineError> {
-        let config = stream::Config {
+        let changes = stream::Config {
             name: self.subjects.stream().to_owned(),
-            subjects: vec![self.subjects.all()],
+            subjects: self.subjects.changes(),
             storage: stream::StorageType::File,
             num_replicas: self.replicas,
             ..stream::Config::default()
         };
-        self.js
-            .get_or_create_stream(config)
-            .await
-            .map(|_| ())
-            .map_err(unavailable)
+        // Usage: only each node's last counts of each key matter.
+        let usage = stream::Config {
+            name: self.subjects.usage_stream().to_owned(),
+            subjects: vec![self.subjects.all_usage()],
+            storage: stream::StorageType::File,
+            num_replicas: self.replicas,
+            max_messages_per_subject: 1,
+            ..stream::Config::default()
+        };
+        for config in [changes, usage] {
+            self.js
+                .get_or_create_stream(config)
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(())
     }
 
     async fn publish(
         &self,
         subject: String,
         payload: Vec<u8>,
-        expected: u64,
+        expected: Option<u64>,
     ) -> Result<u64, EngineError> {
         // The same id on every try: a retry of a publish whose ack was lost is answered by
         // JetStream's duplicate window with the first one's sequence, not stored twice.
@@ -137,10 +149,12 @@ impl Engine for Nats {
                     "the fleet's NATS servers cannot be reached".into(),
                 ));
             }
-            let message = jetstream::message::PublishMessage::build()
+            let mut message = jetstream::message::PublishMessage::build()
                 .payload(payload.clone())
-                .message_id(&id)
-                .expected_last_subject_sequence(expected);
+                .message_id(&id);
+            if let Some(expected) = expected {
+                message = message.expected_last_subject_sequence(expected);
+            }
             let acked = match self.js.send_publish(subject.clone(), message).await {
                 Ok(ack) => ack.await,
                 Err(e) => Err(e),
@@ -162,7 +176,7 @@ impl Engine for Nats {
     }
 
     async fn last_on(&self, subject: String) -> Result<Option<Vec<u8>>, EngineError> {
-        let stream = self.stream().await?;
+        let stream = self.stream(Log::Changes).await?;
         match stream.get_last_raw_message_by_subject(&subject).await {
             Ok(message) => Ok(Some(message.payload.to_vec())),
             Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
@@ -171,7 +185,7 @@ impl Engine for Nats {
     }
 
     async fn bounds(&self) -> Result<Bounds, EngineError> {
-        let stream = self.stream().await?;
+        let stream = self.stream(Log::Changes).await?;
         let info = stream.get_info().await.map_err(unavailable)?;
         Ok(Bounds {
             first: info.state.first_sequence,
@@ -181,16 +195,16 @@ impl Engine for Nats {
 
     async fn read(
         &self,
+        log: Log,
         from: u64,
     ) -> Result<BoxStream<'static, Result<Delivered, EngineError>>, EngineError> {
         let config = consumer::pull::OrderedConfig {
-            filter_subject: self.subjects.all(),
             deliver_policy: consumer::DeliverPolicy::ByStartSequence {
                 start_sequence: from.max(1),
             },
             ..Default::default()
         };
-        let stream = self.stream().await?;
+        let stream = self.stream(log).await?;
         let consumer = stream.create_consumer(config).await.map_err(unavailable)?;
         let messages = consumer.messages().await.map_err(unavailable)?;
         Ok(messages

@@ -2,9 +2,11 @@
 //! proposes, applies the fleet's stream to the local replica in order, and reports where it
 //! stands. The replica (SQLite and the index) keeps serving verifies whatever NATS does.
 
-use crate::fleet::engine::{Delivered, Engine, EngineError};
+use crate::fleet::engine::{Delivered, Engine, EngineError, Log};
 use crate::fleet::seal;
 use crate::fleet::subjects::{Carries, Subjects};
+use crate::index::Index;
+use crate::key::UsageRecord;
 use crate::store::barrier::{random_key, unwrap_data_key, wrap_data_key, Barrier, KeyBytes};
 use crate::store::change::ChangeSet;
 use crate::store::locked_key::LockedKey;
@@ -42,9 +44,17 @@ pub struct FleetState {
     /// Gaps in the stream read over (changes no longer held), since start.
     resyncs: AtomicU64,
     joined: OnceLock<Barrier>,
+    /// This node's counts of keys, for the other nodes (see [`FleetState::publish_usage`]).
+    usage: mpsc::UnboundedSender<Vec<(String, UsageRecord)>>,
 }
 
 impl FleetState {
+    /// Tells the other nodes this node's counts of these keys (best effort: a count that
+    /// does not get through goes with the key's next flush).
+    pub fn publish_usage(&self, counts: Vec<(String, UsageRecord)>) {
+        let _ = self.usage.send(counts);
+    }
+
     pub fn status(&self) -> FleetStatus {
         let applied = *self.applied.borrow();
         let since = self.disconnected_since.load(Ordering::Relaxed);
@@ -96,6 +106,8 @@ pub struct NodeParts<E> {
     pub applied: watch::Receiver<u64>,
     /// The fleet's data key as this node kept it (wrapped), if it ever joined.
     pub kept_data_key: Option<Vec<u8>>,
+    /// Where the other nodes' usage goes.
+    pub index: Arc<Index>,
 }
 
 /// Starts the node's tasks. Tries to join within `first_try`: a wrong master key is an
@@ -106,6 +118,7 @@ pub async fn start<E: Engine>(
     first_try: Duration,
     stopped: watch::Receiver<bool>,
 ) -> Result<Arc<FleetState>, JoinError> {
+    let (usage_tx, usage_rx) = mpsc::unbounded_channel();
     let state = Arc::new(FleetState {
         node: parts.node.clone(),
         servers: parts.servers.clone(),
@@ -116,6 +129,7 @@ pub async fn start<E: Engine>(
         refused: AtomicU64::new(0),
         resyncs: AtomicU64::new(0),
         joined: OnceLock::new(),
+        usage: usage_tx,
     });
     let shared = Arc::new(Shared {
         engine: parts.engine,
@@ -125,6 +139,8 @@ pub async fn start<E: Engine>(
         writer: parts.writer,
         kept_data_key: parts.kept_data_key,
         nothing_applied: *parts.applied.borrow() == 0,
+        node: parts.node.clone(),
+        index: parts.index,
     });
     match tokio::time::timeout(first_try, join(&shared, &master)).await {
         Ok(Ok(barrier)) => {
@@ -141,6 +157,8 @@ pub async fn start<E: Engine>(
         parts.proposals,
         parts.applied,
     ));
+    tokio::spawn(publish_usage(shared.clone(), usage_rx));
+    tokio::spawn(read_usage(shared.clone(), stopped.clone()));
     tokio::spawn(apply_stream(shared, stopped));
     Ok(state)
 }
@@ -154,6 +172,8 @@ struct Shared<E> {
     kept_data_key: Option<Vec<u8>>,
     /// This replica has applied nothing from the fleet yet.
     nothing_applied: bool,
+    node: String,
+    index: Arc<Index>,
 }
 
 /// The fleet's data key: the one in the stream; else the one this node kept (the stream
@@ -193,7 +213,7 @@ async fn join<E: Engine>(shared: &Shared<E>, master: &LockedKey) -> Result<Barri
         // Wrapped afresh (a new nonce): a message the stream lost may still be in its
         // duplicate window, which would swallow the same bytes again.
         let wrapped = wrap_data_key(master.bytes(), &key);
-        match engine.publish(subject.clone(), wrapped, 0).await {
+        match engine.publish(subject.clone(), wrapped, Some(0)).await {
             // Read back above: the key in the stream is the one every node uses.
             Ok(_) | Err(EngineError::Conflict) => {}
             Err(e) => return Err(e.into()),
@@ -308,7 +328,11 @@ async fn publish_parts<E: Engine>(shared: &Shared<E>, parts: Vec<Part>) -> Resul
     for part in parts {
         let subject = subject_of(&shared.subjects, &part);
         let payload = seal::seal(barrier, &subject, &part.set);
-        match shared.engine.publish(subject, payload, part.expected).await {
+        match shared
+            .engine
+            .publish(subject, payload, Some(part.expected))
+            .await
+        {
             Ok(seq) => last = seq,
             Err(EngineError::Conflict) => {
                 let what = part.key.as_deref().unwrap_or("a token hash");
@@ -362,7 +386,7 @@ async fn apply_from<E: Engine>(
     applied: u64,
     stopped: &mut watch::Receiver<bool>,
 ) -> Result<(), EngineError> {
-    let mut messages = shared.engine.read(applied + 1).await?;
+    let mut messages = shared.engine.read(Log::Changes, applied + 1).await?;
     let mut in_flight = FuturesOrdered::new();
     let mut sent = applied;
     loop {
@@ -426,5 +450,90 @@ fn to_command<E>(shared: &Shared<E>, delivered: Delivered) -> Command {
                 nothing(key)
             }
         },
+    }
+}
+
+/// Most usage publishes awaiting their acknowledgement at once.
+const USAGE_IN_FLIGHT: usize = 256;
+
+/// Publishes this node's counts, each on its own subject (the usage stream keeps the last).
+async fn publish_usage<E: Engine>(
+    shared: Arc<Shared<E>>,
+    mut batches: mpsc::UnboundedReceiver<Vec<(String, UsageRecord)>>,
+) {
+    while let Some(batch) = batches.recv().await {
+        let Some(barrier) = shared.state.joined.get() else {
+            continue;
+        };
+        let mut in_flight = futures_util::stream::FuturesUnordered::new();
+        let mut failed = 0usize;
+        for (id, counts) in batch {
+            let subject = shared.subjects.usage(&shared.node, &id);
+            let payload = seal::seal_usage(barrier, &subject, &counts);
+            in_flight.push(shared.engine.publish(subject, payload, None));
+            if in_flight.len() >= USAGE_IN_FLIGHT {
+                failed += usize::from(matches!(in_flight.next().await, Some(Err(_))));
+            }
+        }
+        while let Some(result) = in_flight.next().await {
+            failed += usize::from(result.is_err());
+        }
+        if failed > 0 {
+            tracing::debug!(
+                failed,
+                "some usage counts did not reach the fleet; they go with the keys' next flush"
+            );
+        }
+    }
+}
+
+/// Keeps the other nodes' counts of every key, from the usage stream (all of it after a
+/// start, then as it grows).
+async fn read_usage<E: Engine>(shared: Arc<Shared<E>>, mut stopped: watch::Receiver<bool>) {
+    loop {
+        if shared.state.ready() {
+            if let Err(e) = read_usage_once(&shared, &mut stopped).await {
+                tracing::debug!(error = %e, "reading the fleet's usage stopped; starting again");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(RETRY) => {}
+            _ = stopped.changed() => return,
+        }
+        if *stopped.borrow() {
+            return;
+        }
+    }
+}
+
+async fn read_usage_once<E: Engine>(
+    shared: &Shared<E>,
+    stopped: &mut watch::Receiver<bool>,
+) -> Result<(), EngineError> {
+    let mut messages = shared.engine.read(Log::Usage, 1).await?;
+    loop {
+        let message = tokio::select! {
+            message = messages.next() => message,
+            _ = stopped.changed() => return Ok(()),
+        };
+        let Some(delivered) = message.transpose()? else {
+            return Ok(());
+        };
+        let Some((node, id)) = shared.subjects.usage_of(&delivered.subject) else {
+            continue;
+        };
+        if node == shared.node {
+            continue;
+        }
+        let Some(barrier) = shared.state.joined.get() else {
+            continue;
+        };
+        match seal::open_usage(barrier, &delivered.subject, &delivered.payload) {
+            Ok(counts) => shared.index.remote_usage.set(node, id, counts),
+            Err(why) => {
+                shared.state.refused.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(subject = %delivered.subject, reason = %why, "refused a usage message of the fleet");
+            }
+        }
     }
 }

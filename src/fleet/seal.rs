@@ -3,6 +3,7 @@
 //! subject; and checked, once opened, to change only the key its subject names.
 
 use crate::fleet::subjects::Carries;
+use crate::key::UsageRecord;
 use crate::store::barrier::Barrier;
 use crate::store::change::ChangeSet;
 use crate::store::record_codec::{from_bytes, to_bytes};
@@ -20,6 +21,17 @@ pub enum Refused {
 
 pub fn seal(barrier: &Barrier, subject: &str, set: &ChangeSet) -> Vec<u8> {
     barrier.seal("fleet", subject, &to_bytes(set))
+}
+
+pub fn seal_usage(barrier: &Barrier, subject: &str, usage: &UsageRecord) -> Vec<u8> {
+    barrier.seal("fleet-usage", subject, &to_bytes(usage))
+}
+
+pub fn open_usage(barrier: &Barrier, subject: &str, sealed: &[u8]) -> Result<UsageRecord, Refused> {
+    let plain = barrier
+        .open("fleet-usage", subject, sealed)
+        .map_err(|_| Refused::Seal)?;
+    from_bytes(&plain).ok_or(Refused::Decode)
 }
 
 /// Opens a change published on `subject`, which carries `carries`.

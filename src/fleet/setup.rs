@@ -5,6 +5,7 @@ use crate::config::FleetConfig;
 use crate::fleet::nats::Nats;
 use crate::fleet::node::{self, FleetState, NodeParts};
 use crate::fleet::subjects::Subjects;
+use crate::index::Index;
 use crate::store::barrier::KeyBytes;
 use crate::store::locked_key::LockedKey;
 use crate::store::writer::{FleetLink, Proposal, WriterHandle};
@@ -65,6 +66,7 @@ impl Pending {
     pub async fn start(
         self,
         writer: WriterHandle,
+        index: Arc<Index>,
         stopped: watch::Receiver<bool>,
     ) -> Result<Arc<FleetState>> {
         let subjects = Subjects::new(&self.config.name);
@@ -79,6 +81,7 @@ impl Pending {
             proposals: self.proposals,
             applied: self.applied,
             kept_data_key: self.kept_data_key,
+            index,
         };
         Ok(node::start(parts, self.master, FIRST_TRY, stopped).await?)
     }

@@ -1,8 +1,10 @@
 //! Where a fleet's changes live in NATS: one stream per fleet, one subject per key.
 //!
-//! Subjects carry only key ids (public) and a digest for hashes no key holds; everything
-//! else travels sealed. A change to key `K` is published on `authenta.<fleet>.key.K`, so
-//! that JetStream's expected-last-subject-sequence makes two writers of one key conflict.
+//! Subjects carry only key ids (public), node names and a digest for hashes no key holds;
+//! everything else travels sealed. A change to key `K` is published on
+//! `authenta.<fleet>.key.K`, so that JetStream's expected-last-subject-sequence makes two
+//! writers of one key conflict. Usage goes to a second stream that keeps only the last
+//! message of each subject: `authenta.<fleet>.usage.<node>.K` holds node's counts of K.
 
 use ring::digest;
 
@@ -11,6 +13,7 @@ use ring::digest;
 pub struct Subjects {
     prefix: String,
     stream: String,
+    usage_stream: String,
 }
 
 /// What a subject of the fleet's stream carries.
@@ -30,16 +33,45 @@ impl Subjects {
         Subjects {
             prefix: format!("authenta.{fleet}"),
             stream: format!("AUTHENTA_{fleet}"),
+            usage_stream: format!("AUTHENTA_{fleet}_USAGE"),
         }
     }
 
+    /// The stream of changes.
     pub fn stream(&self) -> &str {
         &self.stream
     }
 
-    /// Every subject of the fleet.
-    pub fn all(&self) -> String {
-        format!("{}.>", self.prefix)
+    /// The subjects of the stream of changes.
+    pub fn changes(&self) -> Vec<String> {
+        vec![
+            format!("{}.key.>", self.prefix),
+            format!("{}.retired.>", self.prefix),
+            self.data_key(),
+        ]
+    }
+
+    /// The stream of usage: the last counts of every node for every key.
+    pub fn usage_stream(&self) -> &str {
+        &self.usage_stream
+    }
+
+    pub fn all_usage(&self) -> String {
+        format!("{}.usage.>", self.prefix)
+    }
+
+    /// Where `node` publishes its counts of key `id`.
+    pub fn usage(&self, node: &str, id: &str) -> String {
+        format!("{}.usage.{node}.{id}", self.prefix)
+    }
+
+    /// The node and key of a usage subject.
+    pub fn usage_of<'s>(&self, subject: &'s str) -> Option<(&'s str, &'s str)> {
+        let rest = subject
+            .strip_prefix(&self.prefix)?
+            .strip_prefix(".usage.")?;
+        let (node, id) = rest.split_once('.')?;
+        crate::token::is_key_id(id).then_some((node, id))
     }
 
     pub fn key(&self, id: &str) -> String {
@@ -94,5 +126,7 @@ mod tests {
         assert_eq!(s.carries("authenta.prod.key.not-a-key-id"), None);
         assert_eq!(s.carries("authenta.other.key.key_0123456789abcdef"), None);
         assert_eq!(s.stream(), "AUTHENTA_prod");
+        assert_eq!(s.usage_of(&s.usage("host-a", id)), Some(("host-a", id)));
+        assert_eq!(s.usage_of("authenta.prod.usage.host-a.nope"), None);
     }
 }

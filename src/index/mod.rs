@@ -14,6 +14,7 @@
 
 mod entry;
 mod maps;
+pub(crate) mod remote_usage;
 pub(crate) mod tag_table;
 pub(crate) mod verify;
 
@@ -45,6 +46,8 @@ pub struct Index {
     loading: Vec<(KeyId, u32)>,
     /// Notified after every committed change, so the scheduler sees new and changed keys.
     pub changed: tokio::sync::Notify,
+    /// Fleet mode: the other nodes' usage of each key.
+    pub remote_usage: remote_usage::RemoteUsage,
 }
 
 impl Index {
@@ -58,6 +61,7 @@ impl Index {
             maps: RwLock::new(maps),
             loading: Vec::with_capacity(keys),
             changed: tokio::sync::Notify::new(),
+            remote_usage: Default::default(),
         }
     }
 

@@ -187,7 +187,8 @@ fn key_page(daemon: &Daemon, after: Option<String>, now: i64) -> KeyPage {
     let mut used = 0;
     let mut entries = maps.entries_after(after.as_deref()).peekable();
     while let Some(entry) = entries.peek() {
-        let info = entry.info(now);
+        let mut info = entry.info(now);
+        daemon.index.remote_usage.add_to(&mut info);
         let size = proto::encode(&info).map(|b| b.len()).unwrap_or(PAGE_BYTES);
         if used + size > PAGE_BYTES && !keys.is_empty() {
             break;
@@ -276,6 +277,10 @@ fn key_info(daemon: &Daemon, id: &str, now: i64) -> Result<KeyInfo, ErrorAnswer>
         .read()
         .by_id(id)
         .map(|entry| entry.info(now))
+        .map(|mut info| {
+            daemon.index.remote_usage.add_to(&mut info);
+            info
+        })
         .ok_or_else(|| not_found(id))
 }
 

@@ -15,7 +15,8 @@ pub struct Fleet {
 /// The config of node `node` of fleet `name` on `nats`.
 pub fn config(nats: &NatsCluster, name: &str, node: &str) -> String {
     format!(
-        "[fleet]\nservers = {}\nname = \"{name}\"\nnode = \"{node}\"\nreplicas = 3\n",
+        "usage_flush_interval = \"250ms\"\n\
+         [fleet]\nservers = {}\nname = \"{name}\"\nnode = \"{node}\"\nreplicas = 3\n",
         nats.servers_toml()
     )
 }
