@@ -109,6 +109,80 @@ fn usage_on_any_node_shows_on_every_node_and_after_a_restart() {
 }
 
 #[test]
+fn a_scheduled_rotation_runs_once_and_reaches_every_nodes_sink() {
+    let sinks = tempfile::tempdir().expect("sinks");
+    let sink = |n: usize| sinks.path().join(format!("token-{n}"));
+    let fleet = Fleet::start_with_policies(3, |n| {
+        Some(format!(
+            "[[rotation]]\nname = \"Rotated-*\"\nevery = \"3s\"\noverlap = \"1s\"\nsink = \"{}\"\n",
+            sink(n).display()
+        ))
+    });
+    let (id, old) = fleet.nodes[0].create("Rotated-1", "read", &[]);
+    let mut new = String::new();
+    wait_until("every node's sink", Duration::from_secs(15), || {
+        let tokens: Vec<String> = (0..3)
+            .map(|n| {
+                std::fs::read_to_string(sink(n))
+                    .unwrap_or_default()
+                    .trim()
+                    .to_owned()
+            })
+            .collect();
+        new = tokens[0].clone();
+        !new.is_empty() && tokens.iter().all(|t| *t == new)
+    });
+    for node in &fleet.nodes {
+        wait_code(node, &new, VerifyCode::Valid);
+        wait_code(node, &old, VerifyCode::Revoked);
+    }
+    // One rotation per 3 s period, not one per node: rotations are at least ~3 s apart.
+    let entries = fleet.nodes[1].cli_json(&["audit", "--json"])["entries"].clone();
+    let seconds: Vec<u32> = entries
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter(|e| e["action"] == "regenerate" && e["key_id"] == id.as_str())
+        .map(|e| second_of_day(e["at"].as_str().expect("at")))
+        .collect();
+    assert!(!seconds.is_empty());
+    for pair in seconds.windows(2) {
+        assert!(
+            pair[1] >= pair[0] + 2,
+            "two rotations in one period: {entries}"
+        );
+    }
+    // The new token travels sealed, and only until the overlap ends: then its message is
+    // erased from the fleet's stream (by whichever node gets there first).
+    wait_until(
+        "the rotated token's message erased",
+        Duration::from_secs(10),
+        || {
+            fleet.nodes.iter().any(|n| {
+                n.log()
+                    .contains("erased a rotated token from the fleet's stream")
+            })
+        },
+    );
+    // Later changes to the key still go through: the erased message was not its last.
+    let revoked = fleet.nodes[2].cli(&["keys", "revoke", &id]);
+    assert!(
+        revoked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&revoked.stderr)
+    );
+}
+
+/// `...THH:MM:SSZ` as seconds since midnight.
+fn second_of_day(rfc3339: &str) -> u32 {
+    let time = rfc3339.split('T').nth(1).expect("a time");
+    time.trim_end_matches('Z')
+        .split(':')
+        .map(|part| part.parse::<u32>().expect("a number"))
+        .fold(0, |total, part| total * 60 + part)
+}
+
+#[test]
 fn a_node_with_another_master_key_refuses_to_join() {
     let fleet = Fleet::start(1);
     let stranger = common::Daemon::start();

@@ -61,15 +61,24 @@ fn two_nodes_changing_one_key_never_both_win() {
         let (tokens, lost) = race(a, b, &id);
         conflicts += lost;
         assert!(!tokens.is_empty(), "round {round}: someone wins");
-        // Whatever interleaving happened, exactly one token is the key's now, everywhere.
+        // Exactly one token is the key's now, everywhere. When both calls succeeded, the
+        // second was made on top of the first (so it revoked the first's token): two changes
+        // made from the same state would leave the first's token unknown instead.
         for node in &fleet.nodes {
-            wait_until("one valid token", Duration::from_secs(10), || {
-                let valid = tokens
-                    .iter()
-                    .filter(|t| node.answer_code(t) == VerifyCode::Valid)
-                    .count();
-                valid == 1 && node.answer_code(&first) == VerifyCode::Revoked
-            });
+            wait_until(
+                "one valid token, the others revoked",
+                Duration::from_secs(10),
+                || {
+                    let codes: Vec<VerifyCode> =
+                        tokens.iter().map(|t| node.answer_code(t)).collect();
+                    let valid = codes.iter().filter(|c| **c == VerifyCode::Valid).count();
+                    valid == 1
+                        && codes
+                            .iter()
+                            .all(|c| matches!(c, VerifyCode::Valid | VerifyCode::Revoked))
+                        && node.answer_code(&first) == VerifyCode::Revoked
+                },
+            );
         }
     }
     assert!(

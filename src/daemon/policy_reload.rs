@@ -7,11 +7,38 @@ use crate::daemon::Daemon;
 use crate::index::Hit;
 use crate::policy::parse::parse;
 use crate::policy::Policy;
-use crate::store::writer::{Command, Outcome};
+use crate::store::writer::{Command, Outcome, WriteError};
 use crate::time;
+use crate::token::TokenHash;
 use ring::digest;
 use std::path::Path;
 use std::sync::Arc;
+
+/// Writes the policy's revocations. In fleet mode every node reads its own policy file: when
+/// another node published the same revocation first, this one conflicts, and once the
+/// other's change is applied here, trying again finds nothing left to do.
+async fn apply_revocations(
+    daemon: &Daemon,
+    ids: Vec<String>,
+    hashes: Vec<TokenHash>,
+) -> Result<usize, WriteError> {
+    let mut tries = 0;
+    loop {
+        let command = Command::ApplyRevocations {
+            ids: ids.clone(),
+            hashes: hashes.clone(),
+        };
+        match daemon.writer.submit(command).await {
+            Ok(Outcome::Revoked(n)) => return Ok(n),
+            Ok(_) => return Ok(0),
+            Err(WriteError::Conflict(_)) if tries < 5 => {
+                tries += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(100 * tries)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
 
 /// Reads and parses a policy file, without putting it in force.
 pub fn read(path: &Path) -> Result<Policy, String> {
@@ -89,19 +116,11 @@ pub async fn put_in_force(daemon: &Daemon, policy: Policy) -> Result<usize, Stri
     let revoked = if ids.is_empty() && hashes.is_empty() {
         0
     } else {
-        match daemon
-            .writer
-            .submit(Command::ApplyRevocations { ids, hashes })
-            .await
-        {
-            Ok(Outcome::Revoked(n)) => n,
-            Ok(_) => 0,
-            Err(e) => {
-                return Err(format!(
+        apply_revocations(daemon, ids, hashes).await.map_err(|e| {
+            format!(
                 "its revocations could not be written ({e}); the last good policy stays in force"
-            ))
-            }
-        }
+            )
+        })?
     };
     daemon.index.set_policy(Arc::new(policy));
     // A changed policy may have fixed what made rotations fail: try them again now.

@@ -7,7 +7,7 @@
 
 use crate::daemon::{Daemon, RotationFailure};
 use crate::policy::KeyFacts;
-use crate::store::writer::{Command, Outcome};
+use crate::store::writer::{Command, Outcome, WriteError};
 use crate::time;
 use std::sync::Arc;
 use std::time::Duration;
@@ -120,6 +120,11 @@ async fn rotate(daemon: &Daemon, job: Due) {
             sink.display()
         )),
         Ok(_) => None,
+        // Fleet mode: another node's scheduler rotated the key for this period.
+        Err(WriteError::Conflict(_)) => {
+            tracing::info!(key_id = %id, "rotated by another node of the fleet");
+            None
+        }
         Err(e) => Some(e.to_string()),
     };
     let mut state = daemon.scheduler_state();

@@ -65,6 +65,9 @@ pub trait Engine: Send + Sync + 'static {
         subject: String,
     ) -> impl Future<Output = Result<Option<Vec<u8>>, EngineError>> + Send;
 
+    /// Erases message `seq` of the changes log (overwritten, not only unlinked).
+    fn erase(&self, seq: u64) -> impl Future<Output = Result<(), EngineError>> + Send;
+
     /// What the log holds now.
     fn bounds(&self) -> impl Future<Output = Result<Bounds, EngineError>> + Send;
 

@@ -19,6 +19,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a publish keeps trying while connected but not accepted (a stream leader
 /// being elected); past it the write is refused.
 const PUBLISH_PATIENCE: Duration = Duration::from_secs(10);
+/// How long one pull of a reader waits on the server; heartbeats come at half of it.
+const READ_EXPIRES: Duration = Duration::from_secs(4);
 
 pub struct Nats {
     client: async_nats::Client,
@@ -90,6 +92,36 @@ async fn options(config: &FleetConfig, node: &str) -> Result<async_nats::Connect
     Ok(options)
 }
 
+/// The message id JetStream deduplicates by. A change that expects a subject's sequence gets
+/// `subject@sequence`: two changes made from the same state share it, so at most one is
+/// stored even when they reach the stream's leader together (nats-server 2.9 checks the
+/// expected sequence against what is already stored, not against changes in flight; the
+/// id of a change in flight is staged at once). Otherwise the payload's digest, so that a
+/// retry is not stored twice.
+fn message_id(subject: &str, payload: &[u8], expected: Option<u64>) -> String {
+    match expected {
+        Some(seq) => format!("{subject}@{seq}"),
+        None => {
+            let digest = ring::digest::digest(&ring::digest::SHA256, payload);
+            hex::encode(&digest.as_ref()[..16])
+        }
+    }
+}
+
+impl Nats {
+    /// A publish answered as a duplicate: our own earlier try (its ack was lost) if the
+    /// stored message is ours, else another node's change made from the same state.
+    async fn ours_or_conflict(&self, seq: u64, payload: &[u8]) -> Result<u64, EngineError> {
+        let stream = self.stream(Log::Changes).await?;
+        let stored = stream.get_raw_message(seq).await.map_err(unavailable)?;
+        if stored.payload.as_ref() == payload {
+            Ok(seq)
+        } else {
+            Err(EngineError::Conflict)
+        }
+    }
+}
+
 fn read_secret(path: &std::path::Path) -> Result<String> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -137,10 +169,7 @@ impl Engine for Nats {
         payload: Vec<u8>,
         expected: Option<u64>,
     ) -> Result<u64, EngineError> {
-        // The same id on every try: a retry of a publish whose ack was lost is answered by
-        // JetStream's duplicate window with the first one's sequence, not stored twice.
-        let digest = ring::digest::digest(&ring::digest::SHA256, &payload);
-        let id = hex::encode(&digest.as_ref()[..16]);
+        let id = message_id(&subject, &payload, expected);
         let payload = bytes::Bytes::from(payload);
         let deadline = tokio::time::Instant::now() + PUBLISH_PATIENCE;
         loop {
@@ -160,6 +189,9 @@ impl Engine for Nats {
                 Err(e) => Err(e),
             };
             match acked {
+                Ok(ack) if ack.duplicate => {
+                    return self.ours_or_conflict(ack.sequence, &payload).await
+                }
                 Ok(ack) => return Ok(ack.sequence),
                 Err(e) if e.kind() == context::PublishErrorKind::WrongLastSequence => {
                     return Err(EngineError::Conflict)
@@ -184,6 +216,16 @@ impl Engine for Nats {
         }
     }
 
+    async fn erase(&self, seq: u64) -> Result<(), EngineError> {
+        // The server's default for a message delete overwrites it on disk (no_erase false).
+        let stream = self.stream(Log::Changes).await?;
+        stream
+            .delete_message(seq)
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+
     async fn bounds(&self) -> Result<Bounds, EngineError> {
         let stream = self.stream(Log::Changes).await?;
         let info = stream.get_info().await.map_err(unavailable)?;
@@ -202,6 +244,9 @@ impl Engine for Nats {
             deliver_policy: consumer::DeliverPolicy::ByStartSequence {
                 start_sequence: from.max(1),
             },
+            // Pulls expire (and idle heartbeats come) every few seconds, so that a reader
+            // whose server died notices in seconds, not the client's default half minute.
+            max_expires: READ_EXPIRES,
             ..Default::default()
         };
         let stream = self.stream(log).await?;

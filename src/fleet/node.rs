@@ -327,13 +327,17 @@ async fn publish_parts<E: Engine>(shared: &Shared<E>, parts: Vec<Part>) -> Resul
     let mut last = 0;
     for part in parts {
         let subject = subject_of(&shared.subjects, &part);
+        tracing::debug!(subject = %subject, expected = part.expected, "publishing a change");
         let payload = seal::seal(barrier, &subject, &part.set);
         match shared
             .engine
             .publish(subject, payload, Some(part.expected))
             .await
         {
-            Ok(seq) => last = seq,
+            Ok(seq) => {
+                tracing::debug!(seq, "published a change");
+                last = seq
+            }
             Err(EngineError::Conflict) => {
                 let what = part.key.as_deref().unwrap_or("a token hash");
                 return Err(WriteError::Conflict(format!(
@@ -418,9 +422,38 @@ async fn apply_from<E: Engine>(
     }
 }
 
+/// A rotated token travels in the fleet only until its overlap ends: then every node that
+/// applied it erases its message (the first one to get there does; the others find it gone).
+/// An empty change goes first on the key's subject, so that the erased message is not the
+/// key's last and every node's expected sequence for the key stays the stream's.
+fn erase_when_overlap_ends<E: Engine>(shared: &Shared<E>, subject: &str, seq: u64, until: i64) {
+    let Some(barrier) = shared.state.joined.get() else {
+        return;
+    };
+    let marker = ChangeSet {
+        at: until,
+        node: Some(shared.node.clone()),
+        ..ChangeSet::default()
+    };
+    let payload = seal::seal(barrier, subject, &marker);
+    let (engine, subject) = (shared.engine.clone(), subject.to_owned());
+    let wait = Duration::from_millis(u64::try_from(until - time::now_ms()).unwrap_or(0));
+    tokio::spawn(async move {
+        tokio::time::sleep(wait).await;
+        // A conflict means the key changed since: the rotation is not its last change.
+        let _ = engine.publish(subject, payload, Some(seq)).await;
+        match engine.erase(seq).await {
+            Ok(()) => tracing::debug!(seq, "erased a rotated token from the fleet's stream"),
+            Err(e) => {
+                tracing::debug!(seq, error = %e, "a rotated token's message is already gone or cannot be erased now")
+            }
+        }
+    });
+}
+
 /// What applying a message means: its change, or (refused or not a change) only moving the
 /// position past it, so that one bad message does not stop the changes after it.
-fn to_command<E>(shared: &Shared<E>, delivered: Delivered) -> Command {
+fn to_command<E: Engine>(shared: &Shared<E>, delivered: Delivered) -> Command {
     let Delivered {
         seq,
         subject,
@@ -443,7 +476,12 @@ fn to_command<E>(shared: &Shared<E>, delivered: Delivered) -> Command {
     match carries {
         None | Some(Carries::DataKey) => nothing(None),
         Some(carries) => match seal::open(barrier, &subject, &carries, &payload) {
-            Ok(set) => Command::ApplyFleet { seq, key, set },
+            Ok(set) => {
+                if let Some(rotated) = &set.rotated {
+                    erase_when_overlap_ends(shared, &subject, seq, rotated.overlap_until);
+                }
+                Command::ApplyFleet { seq, key, set }
+            }
             Err(why) => {
                 shared.state.refused.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(seq, subject = %subject, reason = %why, "refused a message of the fleet's stream; later changes still apply");

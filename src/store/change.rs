@@ -28,6 +28,28 @@ pub struct ChangeSet {
     pub keys: Vec<KeyRecord>,
     pub retired: Vec<(TokenHash, Option<String>)>,
     pub audit: Vec<AuditRecord>,
+    /// Fleet mode: the node that made the change.
+    pub node: Option<String>,
+    /// A scheduled rotation's new token. Never written to a store; in fleet mode it travels
+    /// (sealed) so that every node whose policy names the key writes it to its own sink.
+    pub rotated: Option<RotatedToken>,
+}
+
+/// A rotated token and when its overlap ends (when the fleet erases the message).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RotatedToken {
+    pub token: zeroize::Zeroizing<String>,
+    pub overlap_until: i64,
+}
+
+impl std::fmt::Debug for RotatedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "RotatedToken {{ token: <secret>, overlap_until: {} }}",
+            self.overlap_until
+        )
+    }
 }
 
 impl ChangeSet {
@@ -79,6 +101,10 @@ impl ChangeSet {
         for (n, entry) in audit {
             parts[n].1.audit.push(entry);
         }
+        // A rotation changes one key: its token goes with that key's part.
+        if let Some(first) = parts.first_mut() {
+            first.1.rotated = self.rotated;
+        }
         parts
     }
 }
@@ -129,6 +155,9 @@ pub struct Changes {
     latest: HashMap<String, KeyRecord>,
     /// Fleet mode: the stream sequences applied, with the key each was the last change of.
     pub applied: Vec<(u64, Option<String>)>,
+    /// Fleet mode: rotations applied (the key, its new token, the node that made it), for
+    /// this node's sinks.
+    pub rotations: Vec<(KeyRecord, RotatedToken, Option<String>)>,
 }
 
 impl Changes {
@@ -352,6 +381,10 @@ pub fn rotate(
     })?;
     let detail = Some(format!("scheduled rotation, overlap={overlap_secs}s"));
     give_new_token(d, &mut record, &token, overlap_secs, Actor::Policy, detail);
+    d.set.rotated = Some(RotatedToken {
+        token: token.clone(),
+        overlap_until: time::add_secs(d.now(), overlap_secs),
+    });
     Ok(rotated(id, Some(staged)))
 }
 

@@ -6,10 +6,11 @@
 //! only then answers. So once an admin call returns, every verify sees its effect.
 
 use crate::index::{Index, UsageWrite};
+use crate::key::KeyRecord;
 use crate::policy::Sink;
 use crate::store::audit::AuditRecord;
 use crate::store::barrier::KeyBytes;
-use crate::store::change::{self, storage, ChangeSet, Changes, Draft, IndexChange};
+use crate::store::change::{self, storage, ChangeSet, Changes, Draft, IndexChange, RotatedToken};
 pub use crate::store::outcome::{Outcome, WriteError};
 use crate::store::FleetPosition;
 use crate::store::Store;
@@ -196,9 +197,14 @@ impl Writer {
         if writes.is_empty() {
             return;
         }
-        let applied = commit_batch(&mut self.store, &self.index, &self.rng, writes);
+        let (applied, rotations) = commit_batch(&mut self.store, &self.index, &self.rng, writes);
         if let Some(fleet) = &mut self.fleet {
             fleet.note_applied(applied);
+            for (record, rotated, made_by) in rotations {
+                if made_by.as_deref() != Some(fleet.node.as_str()) {
+                    write_rotated_sink(&self.index, &record, &rotated);
+                }
+            }
         }
     }
 
@@ -246,6 +252,7 @@ impl Writer {
             }
         };
         let mut set = draft.finish();
+        set.node = Some(fleet.node.clone());
         if set.is_empty() {
             let _ = reply.send(Ok(outcome));
             return;
@@ -298,21 +305,45 @@ impl FleetLink {
     }
 }
 
+/// Fleet mode: a rotation another node made, whose new token goes to this node's sink when
+/// this node's policy names the key.
+fn write_rotated_sink(index: &Index, record: &KeyRecord, rotated: &RotatedToken) {
+    let policy = index.policy();
+    let Some(sink) = policy.rule_for(record).and_then(|rule| rule.sink.as_ref()) else {
+        return;
+    };
+    let written = crate::policy::sink::stage(sink, &rotated.token).and_then(|s| s.publish());
+    match written {
+        Ok(()) => {
+            tracing::info!(key_id = %record.id, sink = %sink.path.display(), "rotated on another node; new token written to this node's sink")
+        }
+        Err(e) => {
+            tracing::error!(key_id = %record.id, sink = %sink.path.display(), error = %e, "rotated on another node, but this node's sink could not be written")
+        }
+    }
+}
+
+/// What a committed batch applied from the fleet's stream: sequences (with the key each was
+/// the last change of) and rotations.
+type FromFleet = (
+    Vec<(u64, Option<String>)>,
+    Vec<(KeyRecord, RotatedToken, Option<String>)>,
+);
+
 /// Runs changes in one transaction (group commit), then updates the index, then answers:
-/// a change is answered only once it is both committed and visible to verify. Returns the
-/// fleet stream sequences it applied.
+/// a change is answered only once it is both committed and visible to verify.
 fn commit_batch(
     store: &mut Store,
     index: &Index,
     rng: &SystemRandom,
     writes: Vec<(Command, Reply)>,
-) -> Vec<(u64, Option<String>)> {
+) -> FromFleet {
     if let Err(e) = store.begin() {
         tracing::error!(error = %e, "cannot start a store transaction");
         for (_, reply) in writes {
             let _ = reply.send(Err(WriteError::Storage(e.to_string())));
         }
-        return Vec::new();
+        return FromFleet::default();
     }
     let mut changed = Changes::default();
     let mut txn = Txn {
@@ -329,14 +360,17 @@ fn commit_batch(
         for (_, reply) in done {
             let _ = reply.send(Err(WriteError::Storage(e.to_string())));
         }
-        return Vec::new();
+        return FromFleet::default();
     }
-    let applied = std::mem::take(&mut changed.applied);
+    let from_fleet = (
+        std::mem::take(&mut changed.applied),
+        std::mem::take(&mut changed.rotations),
+    );
     update_index(index, changed);
     for (outcome, reply) in done {
         let _ = reply.send(Ok(publish_sinks(outcome)));
     }
-    applied
+    from_fleet
 }
 
 /// Makes each change in its own savepoint, so that one that fails leaves the others; a
@@ -423,8 +457,12 @@ fn apply(t: &mut Txn<'_>, command: Command) -> Result<Outcome, WriteError> {
             new_master_key,
             actor,
         } => rekey(t, &new_master_key, actor),
-        Command::ApplyFleet { seq, key, set } => {
+        Command::ApplyFleet { seq, key, mut set } => {
             change::persist(t.store, t.index, t.changed, &set)?;
+            if let (Some(rotated), Some(record)) = (set.rotated.take(), set.keys.last()) {
+                let made_by = set.node.clone();
+                t.changed.rotations.push((record.clone(), rotated, made_by));
+            }
             t.store
                 .put_fleet_applied(seq, key.as_deref())
                 .map_err(storage)?;

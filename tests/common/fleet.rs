@@ -24,12 +24,17 @@ pub fn config(nats: &NatsCluster, name: &str, node: &str) -> String {
 impl Fleet {
     /// A 3-server cluster and `nodes` daemons, each joined.
     pub fn start(nodes: usize) -> Fleet {
+        Fleet::start_with_policies(nodes, |_| None)
+    }
+
+    /// The same, node `n` watching the policy `policy(n)` if any.
+    pub fn start_with_policies(nodes: usize, policy: impl Fn(usize) -> Option<String>) -> Fleet {
         let nats = NatsCluster::start(3);
         let name = format!("t{}", std::process::id());
         let nodes = (0..nodes)
             .map(|n| {
                 let node = ["a", "b", "c", "d"][n];
-                Daemon::start_with_config(Some(&config(&nats, &name, node)))
+                Daemon::start_with(Some(&config(&nats, &name, node)), policy(n).as_deref())
             })
             .collect();
         let fleet = Fleet { nats, nodes, name };
