@@ -201,3 +201,26 @@ fn a_node_with_another_master_key_refuses_to_join() {
         "the refusal names the cause: {refused}"
     );
 }
+
+#[test]
+fn a_rekey_on_every_node_moves_the_fleet_to_the_new_master_key() {
+    let mut fleet = Fleet::start(2);
+    let (_, token) = fleet.nodes[0].create("K", "read", &[]);
+    wait_code(&fleet.nodes[1], &token, VerifyCode::Valid);
+    let new_key = fleet.nats.path().join("new-master.hex");
+    std::fs::write(&new_key, "ab".repeat(32)).expect("write key");
+    let new_key = new_key.to_str().expect("utf-8 path").to_owned();
+    for node in &fleet.nodes {
+        let out = node.cli(&["rekey", "--new-master-key-file", &new_key]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    for node in &mut fleet.nodes {
+        node.stop();
+        std::fs::copy(&new_key, &node.master_key).expect("the new key in place");
+        node.restart();
+        common::fleet::wait_joined(node);
+        assert_eq!(node.answer_code(&token), VerifyCode::Valid);
+    }
+    let (_, after) = fleet.nodes[1].create("L", "read", &[]);
+    wait_code(&fleet.nodes[0], &after, VerifyCode::Valid);
+}

@@ -59,11 +59,11 @@ pub trait Engine: Send + Sync + 'static {
         expected: Option<u64>,
     ) -> impl Future<Output = Result<u64, EngineError>> + Send;
 
-    /// The last message on `subject`, if any.
+    /// The last message on `subject` and its sequence, if any.
     fn last_on(
         &self,
         subject: String,
-    ) -> impl Future<Output = Result<Option<Vec<u8>>, EngineError>> + Send;
+    ) -> impl Future<Output = Result<Option<(u64, Vec<u8>)>, EngineError>> + Send;
 
     /// Erases message `seq` of the changes log (overwritten, not only unlinked).
     fn erase(&self, seq: u64) -> impl Future<Output = Result<(), EngineError>> + Send;

@@ -207,10 +207,10 @@ impl Engine for Nats {
         }
     }
 
-    async fn last_on(&self, subject: String) -> Result<Option<Vec<u8>>, EngineError> {
+    async fn last_on(&self, subject: String) -> Result<Option<(u64, Vec<u8>)>, EngineError> {
         let stream = self.stream(Log::Changes).await?;
         match stream.get_last_raw_message_by_subject(&subject).await {
-            Ok(message) => Ok(Some(message.payload.to_vec())),
+            Ok(message) => Ok(Some((message.sequence, message.payload.to_vec()))),
             Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
             Err(e) => Err(unavailable(e)),
         }

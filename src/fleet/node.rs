@@ -44,11 +44,31 @@ pub struct FleetState {
     /// Gaps in the stream read over (changes no longer held), since start.
     resyncs: AtomicU64,
     joined: OnceLock<Barrier>,
+    /// The fleet's data key itself, once joined, to wrap it again at a rekey.
+    data_key: OnceLock<LockedKey>,
+    /// Rekey requests, for the task that can reach the fleet.
+    rekeys: mpsc::UnboundedSender<Rekey>,
     /// This node's counts of keys, for the other nodes (see [`FleetState::publish_usage`]).
     usage: mpsc::UnboundedSender<Vec<(String, UsageRecord)>>,
 }
 
+/// A request to wrap the fleet's data key under a new master key.
+type Rekey = (
+    KeyBytes,
+    tokio::sync::oneshot::Sender<Result<Vec<u8>, WriteError>>,
+);
+
 impl FleetState {
+    /// Wraps the fleet's data key under `new_master` in the fleet (unless an earlier rekey
+    /// on another node already did); returns it wrapped, for this node to keep.
+    pub async fn rewrap_data_key(&self, new_master: KeyBytes) -> Result<Vec<u8>, WriteError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.rekeys
+            .send((new_master, reply))
+            .map_err(|_| WriteError::Stopped)?;
+        answer.await.map_err(|_| WriteError::Stopped)?
+    }
+
     /// Tells the other nodes this node's counts of these keys (best effort: a count that
     /// does not get through goes with the key's next flush).
     pub fn publish_usage(&self, counts: Vec<(String, UsageRecord)>) {
@@ -119,6 +139,7 @@ pub async fn start<E: Engine>(
     stopped: watch::Receiver<bool>,
 ) -> Result<Arc<FleetState>, JoinError> {
     let (usage_tx, usage_rx) = mpsc::unbounded_channel();
+    let (rekeys_tx, rekeys_rx) = mpsc::unbounded_channel();
     let state = Arc::new(FleetState {
         node: parts.node.clone(),
         servers: parts.servers.clone(),
@@ -129,6 +150,8 @@ pub async fn start<E: Engine>(
         refused: AtomicU64::new(0),
         resyncs: AtomicU64::new(0),
         joined: OnceLock::new(),
+        data_key: OnceLock::new(),
+        rekeys: rekeys_tx,
         usage: usage_tx,
     });
     let shared = Arc::new(Shared {
@@ -158,6 +181,7 @@ pub async fn start<E: Engine>(
         parts.applied,
     ));
     tokio::spawn(publish_usage(shared.clone(), usage_rx));
+    tokio::spawn(serve_rekeys(shared.clone(), rekeys_rx));
     tokio::spawn(read_usage(shared.clone(), stopped.clone()));
     tokio::spawn(apply_stream(shared, stopped));
     Ok(state)
@@ -187,17 +211,17 @@ async fn join<E: Engine>(shared: &Shared<E>, master: &LockedKey) -> Result<Barri
     // Read, else put one there and read again; twice is enough unless the stream keeps
     // losing it.
     for _ in 0..3 {
-        if let Some(wrapped) = engine.last_on(subject.clone()).await? {
+        if let Some((_, wrapped)) = engine.last_on(subject.clone()).await? {
             let key = unwrap_data_key(master.bytes(), &wrapped)
                 .map_err(|_| JoinError::WrongMasterKey(shared.fleet_name.clone()))?;
             if shared.kept_data_key.as_deref() != Some(wrapped.as_slice()) {
                 // Kept, so that this node can put it back should the stream lose it.
-                let _ = shared
-                    .writer
-                    .submit(Command::KeepFleetDataKey(wrapped))
-                    .await;
+                let keep = Command::KeepFleetDataKey(wrapped);
+                let _ = shared.writer.submit(keep).await;
             }
-            return Ok(Barrier::new(&key));
+            let barrier = Barrier::new(&key);
+            let _ = shared.state.data_key.set(LockedKey::new(key));
+            return Ok(barrier);
         }
         let key: KeyBytes = match &shared.kept_data_key {
             Some(kept) => unwrap_data_key(master.bytes(), kept)
@@ -573,5 +597,56 @@ async fn read_usage_once<E: Engine>(
                 tracing::error!(subject = %delivered.subject, reason = %why, "refused a usage message of the fleet");
             }
         }
+    }
+}
+
+/// Wraps the fleet's data key under new master keys, as `rekey` asks.
+async fn serve_rekeys<E: Engine>(
+    shared: Arc<Shared<E>>,
+    mut requests: mpsc::UnboundedReceiver<Rekey>,
+) {
+    while let Some((new_master, reply)) = requests.recv().await {
+        let _ = reply.send(rewrap(&shared, &new_master).await);
+    }
+}
+
+async fn rewrap<E: Engine>(
+    shared: &Shared<E>,
+    new_master: &KeyBytes,
+) -> Result<Vec<u8>, WriteError> {
+    let unreachable =
+        |e: EngineError| WriteError::FleetUnavailable(format!("cannot rekey the fleet: {e}"));
+    let Some(data_key) = shared.state.data_key.get() else {
+        return Err(WriteError::FleetUnavailable(
+            "cannot rekey: this node has not joined its fleet (is NATS reachable?)".into(),
+        ));
+    };
+    let subject = shared.subjects.data_key();
+    let current = shared
+        .engine
+        .last_on(subject.clone())
+        .await
+        .map_err(unreachable)?;
+    let Some((seq, wrapped)) = current else {
+        return Err(WriteError::FleetUnavailable(
+            "the fleet's data key is missing from its stream".into(),
+        ));
+    };
+    if unwrap_data_key(new_master, &wrapped).is_ok() {
+        // Another node's rekey with the same key came first.
+        return Ok(wrapped);
+    }
+    let rewrapped = wrap_data_key(new_master, data_key.bytes());
+    match shared
+        .engine
+        .publish(subject, rewrapped.clone(), Some(seq))
+        .await
+    {
+        Ok(_) => Ok(rewrapped),
+        Err(EngineError::Conflict) => Err(WriteError::Conflict(
+            "the fleet's data key changed at the same time (another rekey?): run rekey again"
+                .into(),
+        )),
+        Err(e) => Err(unreachable(e)),
     }
 }

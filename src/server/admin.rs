@@ -165,9 +165,21 @@ async fn rekey(
     let key = crate::store::master_key::parse_key(new_master_key).map_err(|_| {
         bad_request("the new master key must be 32 raw bytes or 64 hex digits".into())
     })?;
+    // Fleet mode: the fleet's data key first, so that this node's store is never wrapped
+    // by a key the fleet does not know.
+    let fleet_data_key = match &daemon.fleet {
+        Some(fleet) => Some(
+            fleet
+                .rewrap_data_key(key.clone())
+                .await
+                .map_err(write_error)?,
+        ),
+        None => None,
+    };
     let command = Command::Rekey {
         new_master_key: key,
         actor,
+        fleet_data_key,
     };
     submit(daemon, command).await?;
     Ok(ResponseBody::Done(
@@ -241,23 +253,25 @@ fn policy_report(daemon: &Daemon) -> PolicyReport {
 }
 
 async fn submit(daemon: &Daemon, command: Command) -> Result<Outcome, ErrorAnswer> {
-    daemon.writer.submit(command).await.map_err(|e| {
-        let code = match &e {
-            WriteError::NotFound(_) => ErrorCode::NotFound,
-            WriteError::Refused(_) => ErrorCode::BadRequest,
-            WriteError::Storage(_) => ErrorCode::Storage,
-            WriteError::Stopped => ErrorCode::Busy,
-            WriteError::Conflict(_) => ErrorCode::Conflict,
-            WriteError::FleetUnavailable(_) => ErrorCode::FleetUnavailable,
-        };
-        if code == ErrorCode::Storage {
-            tracing::error!(error = %e, "admin write failed");
-        }
-        ErrorAnswer {
-            code,
-            message: e.to_string(),
-        }
-    })
+    daemon.writer.submit(command).await.map_err(write_error)
+}
+
+fn write_error(e: WriteError) -> ErrorAnswer {
+    let code = match &e {
+        WriteError::NotFound(_) => ErrorCode::NotFound,
+        WriteError::Refused(_) => ErrorCode::BadRequest,
+        WriteError::Storage(_) => ErrorCode::Storage,
+        WriteError::Stopped => ErrorCode::Busy,
+        WriteError::Conflict(_) => ErrorCode::Conflict,
+        WriteError::FleetUnavailable(_) => ErrorCode::FleetUnavailable,
+    };
+    if code == ErrorCode::Storage {
+        tracing::error!(error = %e, "admin write failed");
+    }
+    ErrorAnswer {
+        code,
+        message: e.to_string(),
+    }
 }
 
 fn issued(daemon: &Daemon, outcome: Outcome, now: i64) -> Result<ResponseBody, ErrorAnswer> {

@@ -64,10 +64,12 @@ pub enum Command {
     },
     /// Moves the WAL into the database file (at shutdown), so the file stands alone.
     Checkpoint,
-    /// Re-wrap the data key under a new master key.
+    /// Re-wrap the data key under a new master key; in fleet mode also keep the fleet's data
+    /// key as the fleet now wraps it (by the new master key).
     Rekey {
         new_master_key: KeyBytes,
         actor: Actor,
+        fleet_data_key: Option<Vec<u8>>,
     },
     /// In fleet mode: a change read from the fleet's stream at sequence `seq`, the last
     /// change of `key` (None when no key's subject carried it). An empty set only moves the
@@ -218,12 +220,6 @@ impl Writer {
                     self.store.read_audit(verify, after).map(Outcome::Audit)
                 }
                 Command::Checkpoint => self.store.checkpoint().map(|()| Outcome::Changed),
-                Command::Rekey { .. } if self.fleet.is_some() => {
-                    let refused = "rekey in fleet mode is not supported yet: stop the fleet's \
-                                   daemons and rekey each store offline with the same new key";
-                    let _ = job.reply.send(Err(WriteError::Refused(refused.into())));
-                    continue;
-                }
                 command if self.fleet.is_some() && command.is_admin_change() => {
                     self.propose(command, job.reply);
                     continue;
@@ -456,7 +452,13 @@ fn apply(t: &mut Txn<'_>, command: Command) -> Result<Outcome, WriteError> {
         Command::Rekey {
             new_master_key,
             actor,
-        } => rekey(t, &new_master_key, actor),
+            fleet_data_key,
+        } => {
+            if let Some(wrapped) = fleet_data_key {
+                t.store.put_fleet_data_key(&wrapped).map_err(storage)?;
+            }
+            rekey(t, &new_master_key, actor)
+        }
         Command::ApplyFleet { seq, key, mut set } => {
             change::persist(t.store, t.index, t.changed, &set)?;
             if let (Some(rotated), Some(record)) = (set.rotated.take(), set.keys.last()) {
