@@ -212,7 +212,11 @@ fn a_rekey_on_every_node_moves_the_fleet_to_the_new_master_key() {
     let new_key = new_key.to_str().expect("utf-8 path").to_owned();
     for node in &fleet.nodes {
         let out = node.cli(&["rekey", "--new-master-key-file", &new_key]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     for node in &mut fleet.nodes {
         node.stop();
@@ -223,4 +227,38 @@ fn a_rekey_on_every_node_moves_the_fleet_to_the_new_master_key() {
     }
     let (_, after) = fleet.nodes[1].create("L", "read", &[]);
     wait_code(&fleet.nodes[0], &after, VerifyCode::Valid);
+}
+
+#[test]
+fn the_same_policy_revocation_on_every_node_applies_once() {
+    let fleet = Fleet::start_with_policies(3, |_| Some("[defaults]\n".to_owned()));
+    let (id, token) = fleet.nodes[0].create("K", "read", &[]);
+    for node in &fleet.nodes {
+        wait_code(node, &token, VerifyCode::Valid);
+    }
+    let revoking = format!("[defaults]\n\n[revocations]\nids = [\"{id}\"]\n");
+    for node in &fleet.nodes {
+        let path = node.policy.as_deref().expect("policy file");
+        let staged = path.with_extension("new");
+        std::fs::write(&staged, &revoking).expect("write policy");
+        std::fs::rename(&staged, path).expect("rename policy");
+    }
+    for node in &fleet.nodes {
+        wait_code(node, &token, VerifyCode::Revoked);
+        wait_until("the policy in force", Duration::from_secs(10), || {
+            let report = node.cli_json(&["policy", "status", "--json"]);
+            report["last_error"].is_null() && report["revoked_ids"] == 1
+        });
+    }
+    let entries = fleet.nodes[2].cli_json(&["audit", "--json"])["entries"].clone();
+    let revokes = entries
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter(|e| e["action"] == "revoke")
+        .count();
+    assert_eq!(
+        revokes, 1,
+        "one revocation for the fleet, not one per node: {entries}"
+    );
 }
