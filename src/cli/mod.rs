@@ -81,6 +81,10 @@ pub fn main() -> ExitCode {
         .socket
         .clone()
         .unwrap_or_else(crate::host::paths::default_socket);
+    if let Err(e) = trusted_socket(&socket, &cli.command) {
+        eprintln!("error: {}", one_line(&e));
+        return ExitCode::FAILURE;
+    }
     let context = Context {
         socket,
         json: cli.json,
@@ -121,6 +125,18 @@ fn exit_code(error: &anyhow::Error) -> ExitCode {
         ExitCode::from(75)
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// A client refuses the fallback socket directory when another user could have put a socket
+/// there (the daemon refuses to use it too); `serve` checks it itself.
+fn trusted_socket(socket: &std::path::Path, command: &Command) -> anyhow::Result<()> {
+    let fallback = crate::host::paths::fallback_socket_dir();
+    match socket.parent() {
+        Some(dir) if dir == fallback && dir.exists() && !matches!(command, Command::Serve(_)) => {
+            crate::host::paths::check_private_dir(dir)
+        }
+        _ => Ok(()),
     }
 }
 

@@ -132,7 +132,11 @@ fn open(args: ServeArgs, socket: Option<PathBuf>) -> Result<Opened> {
     paths::ensure_dir(&data_dir, 0o700, "data directory")?;
     if activated.is_none() {
         if let Some(parent) = socket.parent().filter(|p| !p.as_os_str().is_empty()) {
-            paths::ensure_dir(parent, 0o750, "socket directory")?;
+            if parent == paths::fallback_socket_dir() {
+                paths::ensure_private_dir(parent)?;
+            } else {
+                paths::ensure_dir(parent, 0o750, "socket directory")?;
+            }
         }
     }
     let (master, source) = master_key::load(

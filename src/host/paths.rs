@@ -26,9 +26,47 @@ pub fn default_socket() -> PathBuf {
     }
     match std::env::var_os("XDG_RUNTIME_DIR") {
         Some(dir) if !dir.is_empty() => PathBuf::from(dir).join("authenta/keyd.sock"),
-        _ => std::env::temp_dir()
-            .join(format!("authenta-{}", nix::unistd::geteuid()))
-            .join("keyd.sock"),
+        _ => fallback_socket_dir().join("keyd.sock"),
+    }
+}
+
+/// The socket directory of a non-root daemon without `XDG_RUNTIME_DIR`: `$TMPDIR/authenta-UID`,
+/// in a directory every user can write to, so it must be this user's alone.
+pub fn fallback_socket_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("authenta-{}", nix::unistd::geteuid()))
+}
+
+/// Makes the fallback socket directory (0700) when missing, and refuses one that is not this
+/// user's alone (as ssh-agent and tmux do): whoever else could write to it could put their
+/// own socket in the daemon's place and collect the tokens apps send.
+pub fn ensure_private_dir(dir: &Path) -> Result<()> {
+    ensure_dir(dir, 0o700, "socket directory")?;
+    check_private_dir(dir)
+}
+
+/// Refuses `dir` unless it is a directory owned by this user with no access for others.
+pub fn check_private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::symlink_metadata(dir)
+        .with_context(|| format!("cannot inspect the socket directory {}", dir.display()))?;
+    let euid = nix::unistd::geteuid().as_raw();
+    let problem = if meta.file_type().is_symlink() || !meta.is_dir() {
+        Some("is not a directory".to_owned())
+    } else if meta.uid() != euid {
+        Some(format!("belongs to uid {}, not {euid}", meta.uid()))
+    } else if meta.mode() & 0o077 != 0 {
+        Some(format!("has mode {:04o}, not 0700", meta.mode() & 0o7777))
+    } else {
+        None
+    };
+    match problem {
+        None => Ok(()),
+        Some(problem) => bail!(
+            "the socket directory {} {problem}: in the shared temporary directory, another \
+             user could put their own socket there and answer in the daemon's place. Remove \
+             it (the daemon makes it 0700), or pass --socket, or set XDG_RUNTIME_DIR",
+            dir.display()
+        ),
     }
 }
 

@@ -459,6 +459,14 @@ impl Store {
                 self.audit_head.seq
             ));
         }
+        // Every key came with an entry: an empty log (head gone too) beside keys was emptied.
+        let keys = self.key_count()?;
+        if problem.is_none() && last == 0 && keys > 0 {
+            problem = Some(format!(
+                "the log is empty but the store holds {keys} keys: its entries and its head \
+                 were removed"
+            ));
+        }
         Ok(ChainCheck {
             ok: problem.is_none(),
             checked: last,

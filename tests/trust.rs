@@ -1,0 +1,124 @@
+//! Trust boundaries, attacked from outside as another local user would: each test sets up
+//! what an unprivileged user could, and shows the daemon refuses to be fooled by it. Tests
+//! run as root so that they can act as other uids (`daemon` is the victim, uid 1, and
+//! `nobody` the attacker, uid 65534).
+
+mod common;
+
+use common::{can_drop_privileges, BIN, MASTER_HEX};
+use std::os::unix::fs::{chown, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const VICTIM: u32 = 1;
+const ATTACKER: u32 = 65534;
+
+/// A world-writable sticky directory standing in for /tmp, with the daemon's binary, a data
+/// directory and a master key for the victim uid.
+fn shared_tmp() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).expect("chmod");
+    std::fs::copy(BIN, dir.path().join("authenta-keyd")).expect("copy the binary");
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).expect("data dir");
+    chown(&data, Some(VICTIM), Some(VICTIM)).expect("chown data");
+    let key = dir.path().join("master.hex");
+    std::fs::write(&key, MASTER_HEX).expect("key");
+    chown(&key, Some(VICTIM), Some(VICTIM)).expect("chown key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    dir
+}
+
+/// `serve` as the victim on its default socket (no XDG_RUNTIME_DIR: the fallback in
+/// `tmp`), stopped after `wait` if it is still running; (still running, stderr).
+fn serve_as_victim(tmp: &Path, wait: Duration) -> (bool, String) {
+    let mut child = Command::new(tmp.join("authenta-keyd"))
+        .args(["serve", "--data-dir"])
+        .arg(tmp.join("data"))
+        .arg("--master-key-file")
+        .arg(tmp.join("master.hex"))
+        .env_clear()
+        .env("TMPDIR", tmp)
+        .env("HOME", "/")
+        .uid(VICTIM)
+        .gid(VICTIM)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start serve");
+    let exited = common::wait_timeout(&mut child, wait);
+    let running = exited.is_none();
+    if running {
+        common::signal(&child, libc::SIGTERM);
+        let _ = common::wait_timeout(&mut child, Duration::from_secs(10));
+    }
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        use std::io::Read;
+        let _ = pipe.read_to_string(&mut stderr);
+    }
+    (running, stderr)
+}
+
+#[test]
+fn a_fallback_socket_directory_another_user_made_is_refused() {
+    if !can_drop_privileges() {
+        return;
+    }
+    let tmp = shared_tmp();
+    let planted = tmp.path().join(format!("authenta-{VICTIM}"));
+    std::fs::create_dir(&planted).expect("plant");
+    chown(&planted, Some(ATTACKER), Some(ATTACKER)).expect("chown");
+    std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let (running, stderr) = serve_as_victim(tmp.path(), Duration::from_secs(5));
+    assert!(
+        !running,
+        "the daemon must not serve from a directory the attacker owns"
+    );
+    assert!(stderr.contains("belongs to uid 65534"), "{stderr}");
+    assert!(
+        stderr.contains("--socket"),
+        "the message says what to do: {stderr}"
+    );
+
+    // The victim's own directory, but open to others: refused too.
+    chown(&planted, Some(VICTIM), Some(VICTIM)).expect("chown");
+    let (running, stderr) = serve_as_victim(tmp.path(), Duration::from_secs(5));
+    assert!(!running);
+    assert!(stderr.contains("has mode 0777"), "{stderr}");
+
+    // Gone: the daemon makes it, 0700, and serves.
+    std::fs::remove_dir(&planted).expect("remove");
+    let (running, stderr) = serve_as_victim(tmp.path(), Duration::from_secs(3));
+    assert!(running, "a fresh directory is fine: {stderr}");
+    let mode = std::fs::metadata(&planted)
+        .expect("made")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700);
+}
+
+/// Someone with write access to the data files but not the master key deletes every audit
+/// entry and the chain's sealed head, hoping the log then looks new.
+#[test]
+fn an_emptied_audit_log_is_reported_broken() {
+    let mut daemon = common::Daemon::start();
+    daemon.create("A", "read", &[]);
+    daemon.create("B", "read", &[]);
+    daemon.stop();
+    let db = rusqlite::Connection::open(daemon.data_dir.join("keys.db")).expect("open");
+    db.execute_batch("DELETE FROM audit; DELETE FROM meta WHERE name = 'audit_head';")
+        .expect("empty the log");
+    drop(db);
+    daemon.restart();
+    let out = daemon.cli(&["audit", "--verify"]);
+    assert_eq!(out.status.code(), Some(1), "a broken chain fails the check");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("the log is empty but the store holds 2 keys"),
+        "{stdout}"
+    );
+}
