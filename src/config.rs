@@ -166,6 +166,8 @@ impl Config {
             None if Path::new(DEFAULT_PATH).exists() => PathBuf::from(DEFAULT_PATH),
             None => return Ok((Config::default(), None)),
         };
+        crate::host::trust::check(&path)
+            .map_err(|untrusted| anyhow::anyhow!("config {untrusted}"))?;
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("cannot read config {}", path.display()))?;
         let config: Config = toml::from_str(&text)

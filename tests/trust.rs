@@ -122,3 +122,52 @@ fn an_emptied_audit_log_is_reported_broken() {
         "{stdout}"
     );
 }
+
+/// A policy file another user can write would make that user an admin of the root daemon
+/// (it revokes keys, and its rotations write tokens where it says): not obeyed.
+#[test]
+fn a_policy_file_another_user_could_write_is_not_obeyed() {
+    let daemon = common::Daemon::start_with_policy("[defaults]\n");
+    let (id, token) = daemon.create("K", "read", &[]);
+    let path = daemon.policy.clone().expect("policy file");
+    let revoking = format!("[defaults]\n\n[revocations]\nids = [\"{id}\"]\n");
+    let refused = |why: &str| {
+        common::wait_for("the policy refused", || {
+            let report = daemon.cli_json(&["policy", "status", "--json"]);
+            report["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains(why))
+        });
+        assert_eq!(
+            daemon.verify_code(&token, &[]),
+            "valid",
+            "the revocation was not obeyed"
+        );
+        let check = daemon.cli(&["policy", "check", path.to_str().expect("utf-8")]);
+        assert_eq!(check.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&check.stderr);
+        assert!(
+            stderr.contains(why) && stderr.contains("not trusted"),
+            "{stderr}"
+        );
+    };
+
+    // The file is the attacker's.
+    chown(&path, Some(ATTACKER), Some(ATTACKER)).expect("chown");
+    std::fs::write(&path, &revoking).expect("write as the file's owner would");
+    refused("belongs to uid 65534");
+
+    // Root's file, in a directory everyone can write (so anyone could replace it).
+    chown(&path, Some(0), Some(0)).expect("chown back");
+    let dir = path.parent().expect("policy dir");
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    std::fs::write(&path, format!("{revoking}\n")).expect("write");
+    refused("writable by everyone");
+
+    // Put right: the revocation applies.
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::write(&path, format!("{revoking}\n\n")).expect("write");
+    common::wait_for("the revocation", || {
+        daemon.verify_code(&token, &[]) == "revoked"
+    });
+}

@@ -30,6 +30,10 @@ pub fn run(command: PolicyCommand, context: &Context) -> Result<ExitCode> {
 }
 
 fn check(file: &PathBuf, context: &Context) -> Result<ExitCode> {
+    if let Err(untrusted) = crate::host::trust::check(file) {
+        eprintln!("error: {untrusted}");
+        return Ok(ExitCode::FAILURE);
+    }
     let text =
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     let policy = match parse(&text) {

@@ -42,6 +42,7 @@ async fn apply_revocations(
 
 /// Reads and parses a policy file, without putting it in force.
 pub fn read(path: &Path) -> Result<Policy, String> {
+    crate::host::trust::check(path)?;
     let text = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     parse_bytes(&text)
 }
@@ -54,6 +55,13 @@ fn parse_bytes(text: &[u8]) -> Result<Policy, String> {
 
 /// Reads `path` and, if it changed since the last good load, puts it in force.
 pub async fn reload(daemon: &Daemon, path: &Path) {
+    if let Err(untrusted) = crate::host::trust::check(path) {
+        report_error(
+            daemon,
+            format!("{untrusted}; the last good policy stays in force"),
+        );
+        return;
+    }
     let text = match std::fs::read(path) {
         Ok(bytes) => bytes,
         Err(e) => {

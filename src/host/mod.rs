@@ -1,5 +1,5 @@
 //! The host the daemon runs on: systemd (readiness, socket activation), `--daemonize`,
-//! default paths, and process hygiene.
+//! default paths, process hygiene, and which files it may trust.
 //!
 //! Owns only the conversation with the operating system around the daemon; knows nothing of
 //! keys, the store or the protocol.
@@ -8,3 +8,4 @@ pub(crate) mod detach;
 pub(crate) mod hygiene;
 pub(crate) mod paths;
 pub(crate) mod systemd;
+pub(crate) mod trust;

@@ -1,0 +1,95 @@
+//! Which files the daemon may obey, like sshd's StrictModes: a file whose content decides
+//! what the daemon does (the config, the policy) must be owned by root or the daemon's own
+//! user, and neither it nor any directory above it may be writable by anyone else. Whoever
+//! could write it would be an admin. A sticky directory (such as /tmp) may be above it:
+//! nobody else can rename or remove what root owns there.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// Why `path` may not be trusted, or `Ok` when it may. Both the path as given (its
+/// symlinks' own directories) and the file it resolves to are checked, up to `/`.
+pub fn check(path: &Path) -> Result<(), String> {
+    let resolved =
+        std::fs::canonicalize(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let euid = nix::unistd::geteuid().as_raw();
+    for place in [path.to_path_buf(), resolved] {
+        check_chain(&place, euid)?;
+    }
+    Ok(())
+}
+
+/// Checks `path` itself and each directory above it.
+fn check_chain(path: &Path, euid: u32) -> Result<(), String> {
+    let absolute = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map_err(|e| format!("cannot read the current directory: {e}"))?
+            .join(path)
+    };
+    let mut place: Option<PathBuf> = Some(absolute);
+    let mut first = true;
+    while let Some(current) = place {
+        check_one(&current, euid, first)?;
+        first = false;
+        place = current.parent().map(Path::to_path_buf);
+    }
+    Ok(())
+}
+
+fn check_one(path: &Path, euid: u32, is_file: bool) -> Result<(), String> {
+    let meta =
+        std::fs::metadata(path).map_err(|e| format!("cannot inspect {}: {e}", path.display()))?;
+    let what = if is_file { "it" } else { "its directory" };
+    if meta.uid() != 0 && meta.uid() != euid {
+        return Err(format!(
+            "{} is not trusted: {what} {} belongs to uid {}, not root or the daemon's uid {euid}",
+            path.display(),
+            path.display(),
+            meta.uid()
+        ));
+    }
+    // Others may write a sticky directory above the file: they cannot replace what it holds.
+    let sticky_dir = !is_file && meta.is_dir() && meta.mode() & 0o1000 != 0;
+    if meta.mode() & 0o022 != 0 && !sticky_dir {
+        return Err(format!(
+            "{} is not trusted: it is writable by {} (mode {:04o}); make it writable by its \
+             owner only, e.g. chmod go-w {}",
+            path.display(),
+            if meta.mode() & 0o002 != 0 {
+                "everyone"
+            } else {
+                "its group"
+            },
+            meta.mode() & 0o7777,
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_file_writable_by_others_or_in_such_a_directory_is_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("policy.toml");
+        std::fs::write(&file, "").expect("write");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        assert_eq!(check(&file), Ok(()));
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+        assert!(check(&file).is_err_and(|e| e.contains("writable by everyone")));
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))
+            .expect("chmod");
+        assert!(check(&file).is_err_and(|e| e.contains("writable by everyone")));
+        // Sticky, like /tmp: fine above a file its owner alone can write.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777))
+            .expect("chmod");
+        assert_eq!(check(&file), Ok(()));
+    }
+}
