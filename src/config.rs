@@ -46,6 +46,13 @@ pub struct Config {
     /// See `busy_poll.rs`.
     #[serde(default = "default_busy_poll", with = "humantime_serde_compat")]
     pub busy_poll: Duration,
+    /// Directories a rotation's sink may be written in (default: none, so a policy with a
+    /// sink is refused until the operator allows its directory here).
+    #[serde(default)]
+    pub sink_dirs: Vec<PathBuf>,
+    /// Users (names or uids) a sink may be given to with the policy's `sink_owner`.
+    #[serde(default)]
+    pub sink_owners: Vec<String>,
     /// Fleet mode: every daemon of the fleet serves the same keys, replicated through NATS
     /// JetStream. Absent: this host's store alone.
     pub fleet: Option<FleetConfig>,
@@ -134,6 +141,8 @@ impl Default for Config {
             policy: None,
             worker_threads: None,
             busy_poll: default_busy_poll(),
+            sink_dirs: Vec::new(),
+            sink_owners: Vec::new(),
             fleet: None,
         }
     }
@@ -173,6 +182,7 @@ impl Config {
         let config: Config = toml::from_str(&text)
             .with_context(|| format!("config {} is invalid", path.display()))?;
         config.socket_mode_bits()?;
+        config.sink_rules()?;
         if config.max_connections == 0 {
             bail!(
                 "config {}: max_connections must be at least 1",
@@ -206,6 +216,26 @@ impl Config {
             );
         }
         Ok((config, Some(path)))
+    }
+
+    /// Where rotations may write tokens; names in `sink_owners` resolved to uids.
+    pub fn sink_rules(&self) -> Result<crate::policy::SinkRules> {
+        let owners = self
+            .sink_owners
+            .iter()
+            .map(|user| match user.parse::<u32>() {
+                Ok(uid) => Ok(uid),
+                Err(_) => nix::unistd::User::from_name(user)
+                    .ok()
+                    .flatten()
+                    .map(|u| u.uid.as_raw())
+                    .with_context(|| format!("sink_owners: no user named '{user}' on this host")),
+            })
+            .collect::<Result<Vec<u32>>>()?;
+        Ok(crate::policy::SinkRules {
+            dirs: self.sink_dirs.clone(),
+            owners,
+        })
     }
 
     /// The socket mode as permission bits.

@@ -112,12 +112,17 @@ fn usage_on_any_node_shows_on_every_node_and_after_a_restart() {
 fn a_scheduled_rotation_runs_once_and_reaches_every_nodes_sink() {
     let sinks = tempfile::tempdir().expect("sinks");
     let sink = |n: usize| sinks.path().join(format!("token-{n}"));
-    let fleet = Fleet::start_with_policies(3, |n| {
-        Some(format!(
-            "[[rotation]]\nname = \"Rotated-*\"\nevery = \"3s\"\noverlap = \"1s\"\nsink = \"{}\"\n",
-            sink(n).display()
-        ))
-    });
+    let allowed = format!("sink_dirs = [\"{}\"]\n", sinks.path().display());
+    let fleet = Fleet::start_with_policies(
+        3,
+        |n| {
+            Some(format!(
+                "[[rotation]]\nname = \"Rotated-*\"\nevery = \"3s\"\noverlap = \"1s\"\nsink = \"{}\"\n",
+                sink(n).display()
+            ))
+        },
+        &allowed,
+    );
     let (id, old) = fleet.nodes[0].create("Rotated-1", "read", &[]);
     let mut new = String::new();
     wait_until("every node's sink", Duration::from_secs(15), || {
@@ -231,7 +236,7 @@ fn a_rekey_on_every_node_moves_the_fleet_to_the_new_master_key() {
 
 #[test]
 fn the_same_policy_revocation_on_every_node_applies_once() {
-    let fleet = Fleet::start_with_policies(3, |_| Some("[defaults]\n".to_owned()));
+    let fleet = Fleet::start_with_policies(3, |_| Some("[defaults]\n".to_owned()), "");
     let (id, token) = fleet.nodes[0].create("K", "read", &[]);
     for node in &fleet.nodes {
         wait_code(node, &token, VerifyCode::Valid);

@@ -286,10 +286,25 @@ fn policy_check_validates_and_explains() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("line 2"));
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/policy.example.toml");
-    assert!(daemon
-        .cli(&["policy", "check", &shipped.to_string_lossy()])
-        .status
-        .success());
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/keyd.example.toml");
+    let out = daemon.cli(&[
+        "policy",
+        "check",
+        &shipped.to_string_lossy(),
+        "--config",
+        &config.to_string_lossy(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A config that lets rotations write in the sink's directory.
+fn sink_config(sink: &Path) -> String {
+    let dir = sink.parent().expect("sink dir");
+    format!("sink_dirs = [\"{}\"]\n", dir.display())
 }
 
 fn rotation_policy(sink: &Path, every: &str, overlap: &str) -> String {
@@ -321,7 +336,8 @@ fn read_sink(sink: &Path, limit: Duration, not: &str) -> String {
 fn a_scheduled_rotation_writes_the_sink_and_keeps_the_old_token_for_the_overlap_only() {
     let sinks = tempfile::tempdir().expect("tmp");
     let sink = sinks.path().join("token");
-    let mut daemon = Daemon::start_with_policy(&rotation_policy(&sink, "3s", "2s"));
+    let policy = rotation_policy(&sink, "3s", "2s");
+    let mut daemon = Daemon::start_with(Some(&sink_config(&sink)), Some(&policy));
     let (id, old) = daemon.create("Rotated-Backend", "read", &[]);
     let (_, untouched) = daemon.create("Other", "read", &[]);
     assert!(daemon.show(&id)["rotate_by"].is_string());
@@ -371,7 +387,8 @@ fn a_scheduled_rotation_writes_the_sink_and_keeps_the_old_token_for_the_overlap_
 fn a_rotation_missed_while_down_runs_at_start_up() {
     let sinks = tempfile::tempdir().expect("tmp");
     let sink = sinks.path().join("token");
-    let mut daemon = Daemon::start_with_policy(&rotation_policy(&sink, "2s", "1s"));
+    let policy = rotation_policy(&sink, "2s", "1s");
+    let mut daemon = Daemon::start_with(Some(&sink_config(&sink)), Some(&policy));
     let (_, old) = daemon.create("Rotated-Backend", "read", &[]);
     assert!(daemon.stop().success());
     std::thread::sleep(Duration::from_millis(2_500));
@@ -387,7 +404,7 @@ fn a_failing_sink_is_reported_retried_and_never_half_written() {
     let sinks = tempfile::tempdir().expect("tmp");
     let sink = sinks.path().join("missing-dir/token");
     let text = rotation_policy(&sink, "1s", "0s");
-    let daemon = Daemon::start_with_policy(&text);
+    let daemon = Daemon::start_with(Some(&sink_config(&sink)), Some(&text));
     let (id, old) = daemon.create("Rotated-Backend", "read", &[]);
     let deadline = Instant::now() + Duration::from_secs(6);
     let mut status = serde_json::Value::Null;

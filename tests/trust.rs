@@ -171,3 +171,79 @@ fn a_policy_file_another_user_could_write_is_not_obeyed() {
         daemon.verify_code(&token, &[]) == "revoked"
     });
 }
+
+fn rotating_into(sink: &Path, mode: &str) -> String {
+    format!(
+        "[[rotation]]\nname = \"Rotated-*\"\nevery = \"1s\"\noverlap = \"0s\"\nsink = \"{}\"\nsink_mode = \"{mode}\"\n",
+        sink.display()
+    )
+}
+
+/// Through `[[rotation]]` a policy writer chose where the root daemon writes live tokens (and
+/// to whom it gives them). Now the config says where sinks may go, symlinked directories are
+/// not followed, and the mode is exactly the one asked for.
+#[test]
+fn sinks_go_only_where_the_config_allows_and_never_through_a_link() {
+    let place = tempfile::tempdir().expect("dir");
+    let allowed = place.path().join("allowed");
+    std::fs::create_dir(&allowed).expect("allowed dir");
+    let elsewhere = place.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).expect("elsewhere");
+    let config = format!("sink_dirs = [\"{}\"]\n", allowed.display());
+
+    // Outside sink_dirs: the policy is refused, naming the setting.
+    let outside = elsewhere.join("shadow");
+    let daemon = common::Daemon::start_with(Some(&config), Some(&rotating_into(&outside, "0400")));
+    let (_, _) = daemon.create("Rotated-1", "read", &[]);
+    let report = daemon.cli_json(&["policy", "status", "--json"]);
+    assert!(
+        report["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("sink_dirs")),
+        "{report}"
+    );
+    let policy = daemon.policy.clone().expect("policy");
+    let config_path = daemon.config.clone().expect("config");
+    let check = daemon.cli(&[
+        "policy",
+        "check",
+        policy.to_str().expect("utf-8"),
+        "--config",
+        config_path.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(check.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&check.stderr).contains("sink_dirs"));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        !outside.exists(),
+        "nothing written outside the allowed directories"
+    );
+    drop(daemon);
+
+    // Allowed: written with exactly the mode asked for, whatever the umask.
+    let sink = allowed.join("token");
+    let daemon = common::Daemon::start_with(Some(&config), Some(&rotating_into(&sink, "0440")));
+    daemon.create("Rotated-1", "read", &[]);
+    common::wait_for("the sink", || sink.exists());
+    let mode = std::fs::metadata(&sink).expect("sink").permissions().mode();
+    assert_eq!(mode & 0o777, 0o440);
+    drop(daemon);
+
+    // The allowed directory swapped for a link to another place: not followed.
+    std::fs::remove_file(&sink).expect("clean");
+    std::fs::remove_dir(&allowed).expect("remove");
+    std::os::unix::fs::symlink(&elsewhere, &allowed).expect("link");
+    let daemon = common::Daemon::start_with(Some(&config), Some(&rotating_into(&sink, "0400")));
+    daemon.create("Rotated-1", "read", &[]);
+    common::wait_for("the rotation to fail", || {
+        let report = daemon.cli_json(&["policy", "status", "--json"]);
+        report["rotation_failures"]
+            .as_array()
+            .is_some_and(|f| !f.is_empty())
+    });
+    assert_eq!(
+        std::fs::read_dir(&elsewhere).expect("dir").count(),
+        0,
+        "nothing written through the link"
+    );
+}

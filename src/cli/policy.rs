@@ -17,6 +17,10 @@ pub enum PolicyCommand {
     Check {
         /// The policy file (TOML).
         file: PathBuf,
+        /// The daemon's config, for where sinks may go (`sink_dirs`, `sink_owners`)
+        /// [default: /etc/authenta/keyd.toml when present]
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
     },
     /// The policy in force: file, content hash, loaded at, last error, next rotations.
     Status,
@@ -24,12 +28,12 @@ pub enum PolicyCommand {
 
 pub fn run(command: PolicyCommand, context: &Context) -> Result<ExitCode> {
     match command {
-        PolicyCommand::Check { file } => check(&file, context),
+        PolicyCommand::Check { file, config } => check(&file, config.as_deref(), context),
         PolicyCommand::Status => status(context),
     }
 }
 
-fn check(file: &PathBuf, context: &Context) -> Result<ExitCode> {
+fn check(file: &PathBuf, config: Option<&std::path::Path>, context: &Context) -> Result<ExitCode> {
     if let Err(untrusted) = crate::host::trust::check(file) {
         eprintln!("error: {untrusted}");
         return Ok(ExitCode::FAILURE);
@@ -43,6 +47,11 @@ fn check(file: &PathBuf, context: &Context) -> Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
+    let (config, _) = crate::config::Config::load(config)?;
+    if let Err(refused) = config.sink_rules()?.check(&policy) {
+        eprintln!("error: {}: {refused}", file.display());
+        return Ok(ExitCode::FAILURE);
+    }
     // The daemon's keys, when it can be asked; the file is checked either way.
     let keys = context.client().list_keys().ok();
     let now = crate::time::now_ms();

@@ -154,7 +154,8 @@ fn open(args: ServeArgs, socket: Option<PathBuf>) -> Result<Opened> {
     };
     drop(master);
     let policy_path = policy_path(args.policy, config.policy.as_deref());
-    let (index, key_count, corrupt) = load_index(&store, policy_path.as_deref())?;
+    let (index, key_count, corrupt) =
+        load_index(&store, policy_path.as_deref(), &config.sink_rules()?)?;
     let (writer, _store_thread) =
         writer::spawn(store, index.clone(), link).context("cannot start the store thread")?;
     Ok(Opened {
@@ -179,12 +180,14 @@ fn open(args: ServeArgs, socket: Option<PathBuf>) -> Result<Opened> {
 fn load_index(
     store: &Store,
     policy_path: Option<&Path>,
+    sinks: &crate::policy::SinkRules,
 ) -> Result<(Arc<Index>, usize, Vec<String>)> {
     // Keys go straight from the store into the index: no second copy of a large store.
     let mut index = Index::with_capacity(store.key_count()?);
     // Evaluate keys against the policy as they load; it is put in force (revocations
     // written, errors reported) once the daemon runs, without evaluating every key again.
-    if let Some(policy) = policy_path.and_then(|p| crate::daemon::policy_reload::read(p).ok()) {
+    let policy = policy_path.and_then(|p| crate::daemon::policy_reload::read(p).ok());
+    if let Some(policy) = policy.filter(|p| sinks.check(p).is_ok()) {
         index.use_policy_while_loading(Arc::new(policy));
     }
     let mut key_count = 0usize;
@@ -234,6 +237,7 @@ async fn start(opened: Opened) -> Result<Running> {
         opened.data_dir.clone(),
         opened.corrupt,
         opened.config.regenerate_grace,
+        opened.config.sink_rules()?,
         fleet,
     ));
     // The policy is in force (revocations written) before anyone is told "ready".

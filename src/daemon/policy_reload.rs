@@ -96,6 +96,13 @@ pub async fn reload(daemon: &Daemon, path: &Path) {
             return;
         }
     };
+    if let Err(refused) = daemon.sink_rules.check(&policy) {
+        report_error(
+            daemon,
+            format!("{refused}; the last good policy stays in force"),
+        );
+        return;
+    }
     match put_in_force(daemon, policy).await {
         Ok(revoked) => {
             let mut state = daemon.policy_state();

@@ -3,6 +3,7 @@
 use crate::access::Access;
 use crate::fleet::FleetState;
 use crate::index::Index;
+use crate::policy::SinkRules;
 use crate::store::writer::WriterHandle;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -34,6 +35,8 @@ pub struct Daemon {
     pub scheduler: Mutex<SchedulerState>,
     /// Wakes the scheduler when the policy changes.
     pub scheduler_wake: Notify,
+    /// Where rotations may write tokens (the config's `sink_dirs`, `sink_owners`).
+    pub sink_rules: SinkRules,
     /// Fleet mode: where this node stands.
     pub fleet: Option<Arc<FleetState>>,
 }
@@ -50,6 +53,7 @@ impl Daemon {
         data_dir: PathBuf,
         corrupt_keys: Vec<String>,
         default_grace: Duration,
+        sink_rules: SinkRules,
         fleet: Option<Arc<FleetState>>,
     ) -> Self {
         Daemon {
@@ -66,6 +70,7 @@ impl Daemon {
             policy: Default::default(),
             scheduler: Default::default(),
             scheduler_wake: Default::default(),
+            sink_rules,
             fleet,
         }
     }

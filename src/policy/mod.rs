@@ -65,6 +65,43 @@ pub struct Sink {
     pub mode: u32,
 }
 
+/// Where the operator lets rotations write tokens (the config's `sink_dirs` and
+/// `sink_owners`, never the policy's own say): a policy file is data, and a rotation's sink is
+/// a root daemon writing a live token to a file and giving it away.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SinkRules {
+    /// Directories a sink may be written in (each sink's own directory must be one).
+    pub dirs: Vec<PathBuf>,
+    /// Uids a sink may be given to.
+    pub owners: Vec<u32>,
+}
+
+impl SinkRules {
+    /// Refuses a policy whose sinks are not where the config allows; the error names the
+    /// setting to change.
+    pub fn check(&self, policy: &Policy) -> Result<(), String> {
+        for sink in policy.rotation.iter().filter_map(|rule| rule.sink.as_ref()) {
+            let dir = sink.path.parent().unwrap_or(&sink.path);
+            if !self.dirs.iter().any(|allowed| allowed == dir) {
+                return Err(format!(
+                    "sink {} is not in a directory the config allows: add {} to sink_dirs in \
+                     the daemon's config (keyd.toml) to let rotations write there",
+                    sink.path.display(),
+                    dir.display()
+                ));
+            }
+            if let Some(uid) = sink.owner.filter(|uid| !self.owners.contains(uid)) {
+                return Err(format!(
+                    "sink {} is to be given to uid {uid}, which the config does not allow: add \
+                     the user to sink_owners in the daemon's config (keyd.toml)",
+                    sink.path.display()
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// `[revocations]`: applied durably; removing an entry later does not revive a key.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Revocations {

@@ -24,17 +24,23 @@ pub fn config(nats: &NatsCluster, name: &str, node: &str) -> String {
 impl Fleet {
     /// A 3-server cluster and `nodes` daemons, each joined.
     pub fn start(nodes: usize) -> Fleet {
-        Fleet::start_with_policies(nodes, |_| None)
+        Fleet::start_with_policies(nodes, |_| None, "")
     }
 
-    /// The same, node `n` watching the policy `policy(n)` if any.
-    pub fn start_with_policies(nodes: usize, policy: impl Fn(usize) -> Option<String>) -> Fleet {
+    /// The same, node `n` watching the policy `policy(n)` if any, with `extra` at the top
+    /// of every node's config.
+    pub fn start_with_policies(
+        nodes: usize,
+        policy: impl Fn(usize) -> Option<String>,
+        extra: &str,
+    ) -> Fleet {
         let nats = NatsCluster::start(3);
         let name = format!("t{}", std::process::id());
         let nodes = (0..nodes)
             .map(|n| {
                 let node = ["a", "b", "c", "d"][n];
-                Daemon::start_with(Some(&config(&nats, &name, node)), policy(n).as_deref())
+                let config = format!("{extra}{}", config(&nats, &name, node));
+                Daemon::start_with(Some(&config), policy(n).as_deref())
             })
             .collect();
         let fleet = Fleet { nats, nodes, name };
