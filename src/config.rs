@@ -30,6 +30,9 @@ pub struct Config {
     /// Most client connections at once; more are refused with `busy`.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Most connections one uid may hold at once (default: half of `max_connections`), so
+    /// that one uid cannot lock the others out.
+    pub max_connections_per_uid: Option<usize>,
     /// How often live usage counters are written to the store (e.g. "5s").
     #[serde(default = "default_flush_interval", with = "humantime_serde_compat")]
     pub usage_flush_interval: Duration,
@@ -136,6 +139,7 @@ impl Default for Config {
             socket_mode: default_socket_mode(),
             socket_group: None,
             max_connections: default_max_connections(),
+            max_connections_per_uid: None,
             usage_flush_interval: default_flush_interval(),
             regenerate_grace: Duration::ZERO,
             policy: None,
@@ -189,6 +193,12 @@ impl Config {
                 path.display()
             );
         }
+        if config.max_connections_per_uid == Some(0) {
+            bail!(
+                "config {}: max_connections_per_uid must be at least 1",
+                path.display()
+            );
+        }
         if config.worker_threads == Some(0) {
             bail!(
                 "config {}: worker_threads must be at least 1",
@@ -236,6 +246,13 @@ impl Config {
             dirs: self.sink_dirs.clone(),
             owners,
         })
+    }
+
+    /// Most connections one uid may hold at once.
+    pub fn connections_per_uid(&self) -> usize {
+        self.max_connections_per_uid
+            .unwrap_or(self.max_connections / 2)
+            .max(1)
     }
 
     /// The socket mode as permission bits.

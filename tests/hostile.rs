@@ -158,7 +158,11 @@ impl Drop for GoodClient {
 
 #[test]
 fn hostile_clients_get_bounded_outcomes_while_a_good_client_keeps_verifying() {
-    let daemon = Daemon::start_with_config(Some(&format!("max_connections = {CAP}\n")));
+    // The global cap, from one uid: its per-uid share is the whole cap here (tests/trust.rs
+    // holds the per-uid limit).
+    let daemon = Daemon::start_with_config(Some(&format!(
+        "max_connections = {CAP}\nmax_connections_per_uid = {CAP}\n"
+    )));
     let (_, token) = daemon.create("Backend-Server-Key", "read", &[]);
     let good = GoodClient::start(&daemon, token.clone());
     std::thread::sleep(Duration::from_millis(300));

@@ -258,6 +258,7 @@ async fn start(opened: Opened) -> Result<Running> {
         daemon.clone(),
         workers,
         opened.config.max_connections,
+        opened.config.connections_per_uid(),
         stopped.clone(),
     ));
     spawn_housekeeping(&daemon, opened.policy_path.clone(), stopped);

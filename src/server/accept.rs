@@ -6,6 +6,7 @@
 //! apps already connected.
 
 use super::connection;
+use super::slots::{Refusal, Slots};
 use crate::access::Peer;
 use crate::daemon::Daemon;
 use crate::server::workers::Workers;
@@ -15,7 +16,7 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::Path;
 use std::sync::Arc;
 use tokio::net::UnixListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 
 /// Binds the socket at `path`: a stale socket file is replaced, but a live daemon, a
 /// regular file or a symlink in its place is refused.
@@ -59,9 +60,10 @@ pub async fn accept_loop(
     daemon: Arc<Daemon>,
     workers: Workers,
     max_connections: usize,
+    max_per_uid: usize,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let slots = Arc::new(Semaphore::new(max_connections));
+    let slots = Slots::new(max_connections, max_per_uid);
     let tracker = workers.tracker().clone();
     loop {
         let accepted = tokio::select! {
@@ -77,11 +79,6 @@ pub async fn accept_loop(
                 continue;
             }
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(max_connections, "connection refused: at the connection cap");
-            tracker.spawn(connection::refuse_busy(stream));
-            continue;
-        };
         let peer = match stream.peer_cred() {
             Ok(cred) => Peer::new(
                 cred.uid(),
@@ -94,7 +91,25 @@ pub async fn accept_loop(
                 continue;
             }
         };
-        workers.hand_off(stream, peer, slot);
+        let access = daemon.access();
+        let slot = if access.may_verify(&peer) || access.may_admin(&peer) {
+            slots.take(peer.uid)
+        } else {
+            Err(Refusal::NotAllowed)
+        };
+        match slot {
+            Ok(slot) => workers.hand_off(stream, peer, slot),
+            Err(refusal) => {
+                slots.note(refusal, peer.uid);
+                // Answered while a refuser is free; past that, just closed.
+                if let Some(refuser) = slots.refuser() {
+                    tracker.spawn(async move {
+                        connection::refuse(stream, refusal).await;
+                        drop(refuser);
+                    });
+                }
+            }
+        }
     }
     drop(workers);
     tracker.close();

@@ -12,6 +12,7 @@ use crate::index::RUN_MAX;
 use crate::server::admin::dispatch;
 use crate::server::busy_poll;
 use crate::server::input::{Filled, Input, READ_CHUNK};
+use crate::server::slots::Refusal;
 use crate::server::socket::Socket;
 use crate::server::verify_batch::VerifyBatch;
 use authenta_client::proto::{
@@ -375,11 +376,26 @@ async fn send<T: serde::Serialize>(transport: &mut Transport, message: &T) -> bo
 
 /// Tells a connection over the cap that the daemon is busy, then closes it. The client's
 /// hello is read first (briefly), so the client is not cut off while still writing it.
-pub async fn refuse_busy(stream: UnixStream) {
+/// Refuses a connection without serving it: waits briefly for the client's Hello, answers
+/// why, and closes.
+pub async fn refuse(stream: UnixStream, refusal: Refusal) {
     let mut transport = Framed::new(stream, codec());
     let _ = tokio::time::timeout(Duration::from_millis(500), transport.next()).await;
-    let reply = HelloReply::Busy {
-        message: "authenta-keyd is at its connection cap (max_connections); try again".into(),
+    let reply = match refusal {
+        Refusal::Cap => HelloReply::Busy {
+            message: "authenta-keyd is at its connection cap (max_connections); try again".into(),
+        },
+        Refusal::PerUid => HelloReply::Busy {
+            message: "this uid has as many connections open as it may \
+                      (max_connections_per_uid); close some or try again"
+                .into(),
+        },
+        Refusal::NotAllowed => HelloReply::Refused {
+            supported: PROTOCOL_VERSION,
+            message: "this uid may not verify (nor make admin requests): ask the operator to \
+                      add your group to verify_gids"
+                .into(),
+        },
     };
     let _ = tokio::time::timeout(Duration::from_secs(1), send(&mut transport, &reply)).await;
 }

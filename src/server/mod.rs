@@ -15,6 +15,7 @@ mod admin;
 pub(crate) mod busy_poll;
 pub(crate) mod connection;
 mod input;
+pub(crate) mod slots;
 mod socket;
 mod verify_batch;
 pub(crate) mod workers;

@@ -14,17 +14,18 @@ use crate::access::Peer;
 use crate::daemon::Daemon;
 use crate::server::busy_poll::BusyPoll;
 use crate::server::connection;
+use crate::server::slots::Slot;
 use anyhow::{Context, Result};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
+use tokio::sync::{mpsc, watch};
 use tokio_util::task::TaskTracker;
 
 /// An accepted connection on its way to a thread, with its slot under the connection cap.
 struct Handoff {
     stream: std::os::unix::net::UnixStream,
     peer: Peer,
-    slot: OwnedSemaphorePermit,
+    slot: Slot,
 }
 
 /// The connection threads. Dropping it closes their queues: each thread then exits once its
@@ -87,7 +88,7 @@ impl Workers {
     }
 
     /// Hands an accepted connection to the next thread in turn.
-    pub fn hand_off(&self, stream: tokio::net::UnixStream, peer: Peer, slot: OwnedSemaphorePermit) {
+    pub fn hand_off(&self, stream: tokio::net::UnixStream, peer: Peer, slot: Slot) {
         let stream = match stream.into_std() {
             Ok(stream) => stream,
             Err(e) => {
