@@ -53,6 +53,14 @@ fn daemonize_returns_once_ready_holds_the_pidfile_and_refuses_a_second_instance(
     let mut client =
         authenta_client::Client::connect(&socket).expect("answers right after the parent exits");
     assert!(client.status().is_ok());
+    // The log names key ids and peers: for the daemon's user only.
+    let log_mode = std::fs::metadata(dir.path().join("first.log"))
+        .expect("log file")
+        .permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&log_mode) & 0o777,
+        0o600
+    );
     let pid: i32 = std::fs::read_to_string(&pidfile)
         .expect("pidfile")
         .trim()

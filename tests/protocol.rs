@@ -359,7 +359,9 @@ fn the_async_client_verifies_and_administers() {
 
 #[test]
 fn connections_over_the_cap_are_told_busy() {
-    let daemon = Daemon::start_with_config(Some("max_connections = 4\n"));
+    // The global cap, from one uid (tests/trust.rs holds the per-uid share).
+    let daemon =
+        Daemon::start_with_config(Some("max_connections = 4\nmax_connections_per_uid = 4\n"));
     let (_, token) = daemon.create("K", "read", &[]);
     // Connections just closed (the readiness probe, the CLI) free their slots a moment
     // later: wait until this status connection is the only one.

@@ -368,3 +368,36 @@ fn connection_slots_cannot_be_hoarded() {
         "memory returns near idle: {idle} KiB -> {after} KiB"
     );
 }
+
+/// The socket's group could not reach it when the daemon made its directory (root:root
+/// 0750): the directory now gets the group too.
+#[test]
+fn the_socket_directory_the_daemon_makes_gets_the_socket_group() {
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let key = dir.path().join("master.hex");
+    std::fs::write(&key, MASTER_HEX).expect("key");
+    let config = dir.path().join("keyd.toml");
+    std::fs::write(&config, "socket_group = \"65534\"\n").expect("config");
+    let socket_dir = dir.path().join("made-by-the-daemon");
+    let mut child = Command::new(BIN)
+        .args(["serve", "--socket"])
+        .arg(socket_dir.join("keyd.sock"))
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("--master-key-file")
+        .arg(&key)
+        .arg("--config")
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("serve");
+    common::wait_for("the socket", || socket_dir.join("keyd.sock").exists());
+    let meta = std::fs::metadata(&socket_dir).expect("socket dir");
+    common::signal(&child, libc::SIGTERM);
+    let _ = common::wait_timeout(&mut child, Duration::from_secs(10));
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(meta.gid(), 65534, "the directory belongs to socket_group");
+    assert_eq!(meta.mode() & 0o777, 0o750);
+}

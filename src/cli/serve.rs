@@ -136,6 +136,10 @@ fn open(args: ServeArgs, socket: Option<PathBuf>) -> Result<Opened> {
                 paths::ensure_private_dir(parent)?;
             } else {
                 paths::ensure_dir(parent, 0o750, "socket directory")?;
+                // The socket's group must be able to reach it through its directory.
+                if let Some(gid) = socket_group(&config)? {
+                    paths::give_group(parent, gid)?;
+                }
             }
         }
     }

@@ -41,9 +41,12 @@ pub fn detach(pidfile: &Path, log: Option<&Path>) -> Result<ReadyPipe> {
         .working_directory(std::env::current_dir().context("no current directory")?)
         .umask(0o077);
     if let Some(log) = log {
+        use std::os::unix::fs::OpenOptionsExt;
+        // The log names key ids and peers: for the daemon's user only.
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(log)
             .with_context(|| format!("cannot open the log file {}", log.display()))?;
         daemon = daemon.stderr(file);

@@ -18,6 +18,13 @@ fn home_relative(var: &str, fallback: &str) -> Option<PathBuf> {
     }
 }
 
+/// Gives `dir` (one the daemon owns) to group `gid`, so that the socket's group can reach
+/// the socket inside it.
+pub fn give_group(dir: &Path, gid: u32) -> Result<()> {
+    std::os::unix::fs::chown(dir, None, Some(gid))
+        .with_context(|| format!("cannot give {} to group {gid}", dir.display()))
+}
+
 /// The socket when neither `--socket` nor `AUTHENTA_SOCKET` names one:
 /// `/run/authenta/keyd.sock` for root, else `$XDG_RUNTIME_DIR/authenta/keyd.sock`.
 pub fn default_socket() -> PathBuf {

@@ -54,6 +54,13 @@ pub fn load(
     }
     let generated = data_dir.join(GENERATED_FILE);
     if generated.exists() {
+        // At every start, not only the first: a development key beside the data goes into
+        // every backup of it.
+        tracing::warn!(
+            path = %generated.display(),
+            "using the development master key next to the data (every backup of the data \
+             carries it); in production pass --master-key-file or a systemd credential"
+        );
         return Ok((read_key_file(&generated)?, Source::Generated(generated)));
     }
     if store_exists {
