@@ -111,15 +111,7 @@ fn a_message_with_a_bad_seal_is_refused_and_later_changes_still_apply() {
             "nothing changed"
         );
     }
-    let revoked = fleet.nodes[1].cli(&["keys", "revoke", &id]);
-    assert!(
-        revoked.status.success(),
-        "{}",
-        String::from_utf8_lossy(&revoked.stderr)
-    );
-    for node in &fleet.nodes {
-        wait_code(node, &token, VerifyCode::Revoked);
-    }
+    common::fleet::revoke_everywhere(&fleet, 1, &id, &token);
 }
 
 /// Forwards one TCP connection at a time to `target`, recording every byte both ways.

@@ -59,15 +59,7 @@ fn verify_answers_with_every_nats_server_down_and_writes_resume_when_they_return
             fleet_status(node)["connected"] == true
         });
     }
-    let revoked = fleet.nodes[1].cli(&["keys", "revoke", &id]);
-    assert!(
-        revoked.status.success(),
-        "{}",
-        String::from_utf8_lossy(&revoked.stderr)
-    );
-    for node in &fleet.nodes {
-        wait_code(node, &token, VerifyCode::Revoked);
-    }
+    common::fleet::revoke_everywhere(&fleet, 1, &id, &token);
     wait_converged(&fleet.nodes);
 }
 

@@ -154,17 +154,7 @@ fn main() -> ExitCode {
     }
     match run(&args) {
         Ok(report) => {
-            if args.json {
-                match serde_json::to_string_pretty(&report) {
-                    Ok(json) => println!("{json}"),
-                    Err(e) => {
-                        eprintln!("authenta-bench: cannot write JSON: {e}");
-                        return ExitCode::FAILURE;
-                    }
-                }
-            } else {
-                print!("{}", report.text());
-            }
+            let printed = print_report(args.json, &report, &report.text());
             if report.wrong_answers > 0 {
                 eprintln!(
                     "authenta-bench: {} wrong answers: the figures are not valid",
@@ -172,7 +162,7 @@ fn main() -> ExitCode {
                 );
                 return ExitCode::FAILURE;
             }
-            ExitCode::SUCCESS
+            printed
         }
         Err(e) => {
             eprintln!("authenta-bench: {e:#}");
@@ -186,53 +176,48 @@ fn main() -> ExitCode {
 fn policy_latency_main(args: &Args) -> ExitCode {
     let report = daemon::find_binary(args.keyd.as_deref())
         .and_then(|bin| policy_latency::run(&bin, args.trials));
-    let report = match report {
-        Ok(report) => report,
+    match report {
+        Ok(report) => print_report(args.json, &report, &report.text()),
         Err(e) => {
             eprintln!("authenta-bench: {e:#}");
-            return ExitCode::FAILURE;
+            ExitCode::FAILURE
         }
-    };
-    if args.json {
-        match serde_json::to_string_pretty(&report) {
-            Ok(json) => println!("{json}"),
-            Err(e) => {
-                eprintln!("authenta-bench: cannot write JSON: {e}");
-                return ExitCode::FAILURE;
-            }
-        }
-    } else {
-        print!("{}", report.text());
     }
-    ExitCode::SUCCESS
 }
 
 /// `--fleet`: figures against the targets; wrong answers fail the run.
 fn fleet_main(args: &Args) -> ExitCode {
-    let report = fleet_report(args);
-    let report = match report {
+    let report = match fleet_report(args) {
         Ok(report) => report,
         Err(e) => {
             eprintln!("authenta-bench: {e:#}");
             return ExitCode::FAILURE;
         }
     };
-    if args.json {
-        match serde_json::to_string_pretty(&report) {
-            Ok(json) => println!("{json}"),
-            Err(e) => {
-                eprintln!("authenta-bench: cannot write JSON: {e}");
-                return ExitCode::FAILURE;
-            }
-        }
-    } else {
-        print!("{}", report.text());
-    }
+    let printed = print_report(args.json, &report, &report.text());
     if report.wrong_answers() > 0 {
         eprintln!("authenta-bench: wrong answers: the figures are not valid");
         return ExitCode::FAILURE;
     }
-    ExitCode::SUCCESS
+    printed
+}
+
+/// Prints a report as JSON or as text for people.
+fn print_report(json: bool, report: &impl serde::Serialize, text: &str) -> ExitCode {
+    if !json {
+        print!("{text}");
+        return ExitCode::SUCCESS;
+    }
+    match serde_json::to_string_pretty(report) {
+        Ok(json) => {
+            println!("{json}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("authenta-bench: cannot write JSON: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn fleet_report(args: &Args) -> Result<fleet::FleetFigures> {

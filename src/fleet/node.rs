@@ -399,13 +399,17 @@ async fn apply_stream<E: Engine>(shared: Arc<Shared<E>>, mut stopped: watch::Rec
                 tracing::warn!(error = %e, "reading the fleet's stream stopped; starting again");
             }
         }
-        tokio::select! {
-            _ = tokio::time::sleep(RETRY) => {}
-            _ = stopped.changed() => return,
-        }
-        if *stopped.borrow() {
+        if pause_or_stop(&mut stopped).await {
             return;
         }
+    }
+}
+
+/// Waits [`RETRY`] before a reader starts again; true when the daemon is stopping.
+async fn pause_or_stop(stopped: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(RETRY) => *stopped.borrow(),
+        _ = stopped.changed() => true,
     }
 }
 
@@ -558,11 +562,7 @@ async fn read_usage<E: Engine>(shared: Arc<Shared<E>>, mut stopped: watch::Recei
                 tracing::debug!(error = %e, "reading the fleet's usage stopped; starting again");
             }
         }
-        tokio::select! {
-            _ = tokio::time::sleep(RETRY) => {}
-            _ = stopped.changed() => return,
-        }
-        if *stopped.borrow() {
+        if pause_or_stop(&mut stopped).await {
             return;
         }
     }

@@ -360,13 +360,7 @@ impl Store {
             .prepare_cached("INSERT INTO audit (seq, sealed, link) VALUES (?1, ?2, ?3)")?
             .execute(params![seq as i64, sealed, link.as_slice()])?;
         let head = ChainHead { seq, link };
-        let sealed_head = self.barrier.seal("meta", META_AUDIT_HEAD, &to_bytes(&head));
-        self.conn
-            .prepare_cached(
-                "INSERT INTO meta (name, value) VALUES (?1, ?2)
-             ON CONFLICT(name) DO UPDATE SET value = excluded.value",
-            )?
-            .execute(params![META_AUDIT_HEAD, sealed_head])?;
+        self.put_sealed_meta(META_AUDIT_HEAD, &head)?;
         self.pending_head = head;
         Ok(())
     }
@@ -548,21 +542,7 @@ impl Store {
     }
 
     fn sealed_meta<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<Option<T>> {
-        let sealed: Option<Vec<u8>> = self
-            .conn
-            .query_row("SELECT value FROM meta WHERE name = ?1", [name], |row| {
-                row.get(0)
-            })
-            .optional()?;
-        sealed
-            .map(|sealed| {
-                self.barrier
-                    .open("meta", name, &sealed)
-                    .ok()
-                    .and_then(|plain| from_bytes(&plain))
-                    .ok_or_else(|| anyhow::anyhow!("the store's {name} does not open (tampered)"))
-            })
-            .transpose()
+        open_sealed_meta(&self.conn, &self.barrier, name)
     }
 
     fn put_sealed_meta<T: serde::Serialize>(&mut self, name: &str, value: &T) -> Result<()> {
@@ -633,19 +613,29 @@ fn load_or_create_data_key(conn: &Connection, master: &KeyBytes) -> Result<KeyBy
 }
 
 fn read_audit_head(conn: &Connection, barrier: &Barrier) -> Result<ChainHead> {
+    let head = open_sealed_meta(conn, barrier, META_AUDIT_HEAD)
+        .map_err(|_| anyhow::anyhow!("the audit log's sealed head does not open (tampered)"))?;
+    Ok(head.unwrap_or(ChainHead::EMPTY))
+}
+
+/// A sealed value of the meta table, if set; an error when it does not open (tampered).
+fn open_sealed_meta<T: serde::de::DeserializeOwned>(
+    conn: &Connection,
+    barrier: &Barrier,
+    name: &str,
+) -> Result<Option<T>> {
     let sealed: Option<Vec<u8>> = conn
-        .query_row(
-            "SELECT value FROM meta WHERE name = ?1",
-            [META_AUDIT_HEAD],
-            |row| row.get(0),
-        )
+        .query_row("SELECT value FROM meta WHERE name = ?1", [name], |row| {
+            row.get(0)
+        })
         .optional()?;
-    match sealed {
-        None => Ok(ChainHead::EMPTY),
-        Some(sealed) => barrier
-            .open("meta", META_AUDIT_HEAD, &sealed)
-            .ok()
-            .and_then(|plain| from_bytes(&plain))
-            .ok_or_else(|| anyhow::anyhow!("the audit log's sealed head does not open (tampered)")),
-    }
+    sealed
+        .map(|sealed| {
+            barrier
+                .open("meta", name, &sealed)
+                .ok()
+                .and_then(|plain| from_bytes(&plain))
+                .ok_or_else(|| anyhow::anyhow!("the store's {name} does not open (tampered)"))
+        })
+        .transpose()
 }

@@ -174,3 +174,16 @@ pub fn wait_converged(nodes: &[Daemon]) -> Vec<Value> {
     );
     reference
 }
+
+/// Revokes `id` on `node` and waits until every node answers `revoked` for `token`.
+pub fn revoke_everywhere(fleet: &Fleet, node: usize, id: &str, token: &str) {
+    let revoked = fleet.nodes[node].cli(&["keys", "revoke", id]);
+    assert!(
+        revoked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&revoked.stderr)
+    );
+    for node in &fleet.nodes {
+        wait_code(node, token, VerifyCode::Revoked);
+    }
+}
