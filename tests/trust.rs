@@ -401,3 +401,45 @@ fn the_socket_directory_the_daemon_makes_gets_the_socket_group() {
     assert_eq!(meta.gid(), 65534, "the directory belongs to socket_group");
     assert_eq!(meta.mode() & 0o777, 0o750);
 }
+
+/// The development master key sits beside the data, so every backup carries it: it was
+/// announced once, at generation, and `status` did not show it.
+#[test]
+fn the_development_key_is_shown_in_status_and_warned_at_every_start() {
+    let dir = tempfile::tempdir().expect("dir");
+    let serve = || {
+        Command::new(BIN)
+            .args(["serve", "--socket"])
+            .arg(dir.path().join("keyd.sock"))
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .env_remove("CREDENTIALS_DIRECTORY")
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("serve")
+    };
+    for start in 0..2 {
+        let mut child = serve();
+        common::wait_for("the socket", || {
+            authenta_client::Client::connect(dir.path().join("keyd.sock")).is_ok()
+        });
+        let status = authenta_client::Client::connect(dir.path().join("keyd.sock"))
+            .and_then(|mut c| c.status())
+            .expect("status");
+        assert!(status.development_key, "status shows the development key");
+        common::signal(&child, libc::SIGTERM);
+        let _ = common::wait_timeout(&mut child, Duration::from_secs(10));
+        let mut stderr = String::new();
+        use std::io::Read;
+        let _ = child
+            .stderr
+            .take()
+            .expect("stderr")
+            .read_to_string(&mut stderr);
+        assert!(
+            stderr.contains("development master key"),
+            "start {start} warns: {stderr}"
+        );
+    }
+}

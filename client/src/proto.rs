@@ -419,6 +419,9 @@ pub struct StatusInfo {
     pub rotation_failures: u64,
     /// Fleet mode only: where this node stands.
     pub fleet: Option<FleetStatus>,
+    /// The master key in use is the development key next to the data (fine on a developer
+    /// machine; in production every backup of the data would carry it).
+    pub development_key: bool,
 }
 
 /// A fleet node's view of its fleet.

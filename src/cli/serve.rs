@@ -56,6 +56,13 @@ pub struct ServeArgs {
 }
 
 pub fn run(args: ServeArgs, socket: Option<PathBuf>) -> Result<ExitCode> {
+    if args.daemonize && master_key::would_use_development_key(args.master_key_file.as_deref()) {
+        // Said here: once detached, nobody may read the log.
+        eprintln!(
+            "warning: no --master-key-file or systemd credential: the daemon will use a \
+             development master key next to its data (every backup of the data carries it)"
+        );
+    }
     let mut ready_pipe = match (&args.daemonize, &args.pidfile) {
         (true, Some(pidfile)) => Some(detach::detach(pidfile, args.log_file.as_deref())?),
         _ => None,
@@ -107,7 +114,7 @@ struct Opened {
     socket: PathBuf,
     activated: Option<std::os::unix::net::UnixListener>,
     data_dir: PathBuf,
-    master_key_source: String,
+    master_key_source: master_key::Source,
     index: Arc<Index>,
     key_count: usize,
     corrupt: Vec<String>,
@@ -170,7 +177,7 @@ fn open(args: ServeArgs, socket: Option<PathBuf>) -> Result<Opened> {
         socket,
         activated,
         data_dir,
-        master_key_source: source.to_string(),
+        master_key_source: source,
         index,
         key_count,
         corrupt,
@@ -242,6 +249,7 @@ async fn start(opened: Opened) -> Result<Running> {
         opened.corrupt,
         opened.config.regenerate_grace,
         opened.config.sink_rules()?,
+        matches!(opened.master_key_source, master_key::Source::Generated(_)),
         fleet,
     ));
     // The policy is in force (revocations written) before anyone is told "ready".

@@ -34,6 +34,7 @@ fn print_json(status: &StatusInfo) {
         "verifications": status.verifications,
         "policy_error": status.policy_error,
         "rotation_failures": status.rotation_failures,
+        "development_key": status.development_key,
         "fleet": status.fleet.as_ref().map(|f| json!({
             "connected": f.connected,
             "joined": f.joined,
@@ -69,6 +70,12 @@ fn print_text(status: &StatusInfo) {
         println!(
             "ROTATIONS:     {} failing (see `authenta-keyd policy status`)",
             status.rotation_failures
+        );
+    }
+    if status.development_key {
+        println!(
+            "MASTER KEY:    the development key next to the data (every backup carries it): \
+             use --master-key-file or a systemd credential in production"
         );
     }
     if let Some(fleet) = &status.fleet {

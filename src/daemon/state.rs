@@ -37,6 +37,8 @@ pub struct Daemon {
     pub scheduler_wake: Notify,
     /// Where rotations may write tokens (the config's `sink_dirs`, `sink_owners`).
     pub sink_rules: SinkRules,
+    /// The master key is the development key next to the data.
+    pub development_key: bool,
     /// Fleet mode: where this node stands.
     pub fleet: Option<Arc<FleetState>>,
 }
@@ -54,6 +56,7 @@ impl Daemon {
         corrupt_keys: Vec<String>,
         default_grace: Duration,
         sink_rules: SinkRules,
+        development_key: bool,
         fleet: Option<Arc<FleetState>>,
     ) -> Self {
         Daemon {
@@ -71,6 +74,7 @@ impl Daemon {
             scheduler: Default::default(),
             scheduler_wake: Default::default(),
             sink_rules,
+            development_key,
             fleet,
         }
     }

@@ -154,6 +154,7 @@ fn status(daemon: &Daemon, now: i64) -> StatusInfo {
         policy_error: daemon.policy_state().last_error.clone(),
         rotation_failures: daemon.scheduler_state().failures.len() as u64,
         fleet: daemon.fleet.as_ref().map(|f| f.status()),
+        development_key: daemon.development_key,
     }
 }
 

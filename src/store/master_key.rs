@@ -36,6 +36,14 @@ impl std::fmt::Display for Source {
     }
 }
 
+/// Whether [`load`] would use (or make) the development key: no `--master-key-file` and no
+/// systemd credential. Told before `--daemonize` detaches, while a terminal still listens.
+pub fn would_use_development_key(flag: Option<&Path>) -> bool {
+    let credential = std::env::var_os("CREDENTIALS_DIRECTORY")
+        .is_some_and(|dir| Path::new(&dir).join("master-key").exists());
+    flag.is_none() && !credential
+}
+
 /// Finds and reads the master key. `store_exists` forbids generating a key for a store that
 /// some other key already sealed: that would only lock its owner out.
 pub fn load(

@@ -226,6 +226,7 @@ pub fn status_info() -> impl Strategy<Value = StatusInfo> {
                 policy_error,
                 rotation_failures,
                 fleet: None,
+                development_key: false,
             },
         )
 }

@@ -185,6 +185,7 @@ pub fn daemon_answers() -> Vec<u8> {
                 policy_error: None,
                 rotation_failures: 0,
                 fleet: None,
+                development_key: false,
             }),
         ),
         response(
