@@ -36,12 +36,36 @@ impl ChainHead {
 
 /// The link of entry `seq` whose sealed bytes are `sealed`, after `previous`.
 pub fn link(previous: &[u8; 32], seq: u64, sealed: &[u8]) -> [u8; 32] {
+    bound_link(previous, seq, sealed, None)
+}
+
+/// The link of an entry that also binds the sealed row its change wrote: the key's id and a
+/// digest of that row, so that a row written back from an older copy no longer matches the
+/// last entry of its key. Entries that bind nothing link as [`link`].
+pub fn bound_link(
+    previous: &[u8; 32],
+    seq: u64,
+    sealed: &[u8],
+    bound: Option<(&str, &[u8; 32])>,
+) -> [u8; 32] {
     let mut ctx = digest::Context::new(&digest::SHA256);
     ctx.update(previous);
     ctx.update(&seq.to_be_bytes());
     ctx.update(sealed);
+    if let Some((key_id, row)) = bound {
+        ctx.update(b"row");
+        ctx.update(key_id.as_bytes());
+        ctx.update(row);
+    }
     let mut out = [0u8; 32];
     out.copy_from_slice(ctx.finish().as_ref());
+    out
+}
+
+/// The digest a bound entry records of a key's sealed row.
+pub fn row_digest(sealed: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest::digest(&digest::SHA256, sealed).as_ref());
     out
 }
 

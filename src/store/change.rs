@@ -110,17 +110,19 @@ impl ChangeSet {
 }
 
 /// Writes a change set in the open transaction. A key the store does not have yet also
-/// gets its usage row (its slot learns where the row is at the first flush).
+/// gets its usage row (its slot learns where the row is at the first flush). Each audit
+/// entry binds the row its key got, so that a row written back later is caught.
 pub fn persist(
     store: &mut Store,
     index: &Index,
     batch: &Changes,
     set: &ChangeSet,
 ) -> Result<(), WriteError> {
+    let mut rows: HashMap<&str, [u8; 32]> = HashMap::new();
     for record in &set.keys {
         let known =
             batch.latest.contains_key(&record.id) || index.read().by_id(&record.id).is_some();
-        store.put_key(record).map_err(storage)?;
+        rows.insert(&record.id, store.put_key(record).map_err(storage)?);
         if !known {
             store
                 .put_usage(&record.id, &UsageRecord::default(), UsageRow::UNKNOWN)
@@ -133,7 +135,8 @@ pub fn persist(
             .map_err(storage)?;
     }
     for entry in &set.audit {
-        store.append_audit(entry).map_err(storage)?;
+        let row = entry.key_id.as_deref().and_then(|id| rows.get(id)).copied();
+        store.append_bound_audit(entry, row).map_err(storage)?;
     }
     Ok(())
 }

@@ -15,6 +15,7 @@ use crate::token::TokenHash;
 use anyhow::{bail, Context, Result};
 use authenta_client::proto::{AuditEntry, AuditReport, ChainCheck};
 use rusqlite::{params, Connection, OptionalExtension};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 /// File name of the database inside the data directory.
@@ -28,8 +29,12 @@ const MIGRATIONS: &[&str] = &[
      CREATE TABLE usage (id TEXT PRIMARY KEY, sealed BLOB NOT NULL);
      CREATE TABLE audit (seq INTEGER PRIMARY KEY, sealed BLOB NOT NULL, link BLOB NOT NULL);
      CREATE TABLE retired (token_hash BLOB PRIMARY KEY, sealed BLOB NOT NULL);",
-    // 1 -> 2: a fleet replica's position: each key's last stream sequence (sealed).
-    "CREATE TABLE fleet_keys (id TEXT PRIMARY KEY, sealed BLOB NOT NULL);",
+    // 1 -> 2: a fleet replica's position: each key's last stream sequence (sealed); and
+    // audit entries that bind the key row their change wrote (its id and a digest).
+    "CREATE TABLE fleet_keys (id TEXT PRIMARY KEY, sealed BLOB NOT NULL);
+     ALTER TABLE audit ADD COLUMN key_id TEXT;
+     ALTER TABLE audit ADD COLUMN row_digest BLOB;
+     CREATE INDEX audit_by_key ON audit (key_id, seq);",
 ];
 
 /// The schema version this build writes.
@@ -105,18 +110,52 @@ impl Store {
             bail!("the store {} cannot use WAL journaling", path.display());
         }
         conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA secure_delete=ON;")?;
-        migrate(&conn, &path)?;
+        let had_schema = migrate(&conn, &path)?;
         let data_key = load_or_create_data_key(&conn, master)?;
         let barrier = Barrier::new(&data_key);
         let data_key = LockedKey::new(data_key);
         let audit_head = read_audit_head(&conn, &barrier)?;
-        Ok(Store {
+        let mut store = Store {
             conn,
             barrier,
             data_key,
             audit_head,
             pending_head: audit_head,
-        })
+        };
+        // Schema 1 bound no rows; a store of schema 2 whose chain binds none lost its entries,
+        // and binding its rows now would launder whatever was written back.
+        if had_schema == 1 {
+            store.bind_rows_of_an_older_store()?;
+        }
+        Ok(store)
+    }
+
+    /// A store from before audit entries bound key rows: binds every row as it is now, once,
+    /// so that from here on a row written back from an older copy is caught.
+    fn bind_rows_of_an_older_store(&mut self) -> Result<()> {
+        if self.key_count()? == 0 {
+            return Ok(());
+        }
+        let rows: Vec<(String, Vec<u8>)> = self
+            .conn
+            .prepare("SELECT id, sealed FROM keys ORDER BY rowid")?
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        self.begin()?;
+        let at = crate::time::now_ms();
+        for (id, sealed) in rows {
+            let entry = AuditRecord {
+                at,
+                actor: authenta_client::proto::Actor::Daemon,
+                action: "bind".into(),
+                key_id: Some(id),
+                detail: Some("row bound to the audit chain at upgrade".into()),
+            };
+            self.append_bound_audit(&entry, Some(audit::row_digest(&sealed)))?;
+        }
+        self.commit()?;
+        tracing::info!("bound every key row to the audit chain (a store from an older version)");
+        Ok(())
     }
 
     /// Reads every key and its usage. Rows that do not open are reported, not returned.
@@ -170,11 +209,17 @@ impl Store {
             })
         };
         let mut pending = next_usage()?;
+        let mut bound = self.bound_rows()?;
         let mut rows = keys.query([])?;
         while let Some(row) = rows.next()? {
             let id = row.get_ref(0)?.as_str()?;
             let hash = row.get_ref(1)?.as_blob()?;
             let sealed = row.get_ref(2)?.as_blob()?;
+            if let Some(problem) = unbound(&mut bound, id, sealed) {
+                tracing::error!(key_id = %printable(id), problem, "the key is refused until its row is restored");
+                corrupt.push(printable(id));
+                continue;
+            }
             let usage_found = match &pending {
                 Some((usage_id, _)) if usage_id == id => {
                     let found = pending.take().map(|(_, found)| found);
@@ -197,7 +242,30 @@ impl Store {
                 }
             }
         }
+        // Keys the chain knows whose rows are gone.
+        for id in bound.into_keys() {
+            tracing::error!(key_id = %printable(&id), "the audit chain names this key but its row was deleted");
+            corrupt.push(printable(&id));
+        }
         Ok((corrupt, self.load_retired()?))
+    }
+
+    /// Each key's row digest as its last audit entry bound it.
+    fn bound_rows(&self) -> Result<HashMap<String, [u8; 32]>> {
+        let mut statement = self.conn.prepare(
+            "SELECT key_id, row_digest FROM audit WHERE seq IN \
+             (SELECT MAX(seq) FROM audit WHERE key_id IS NOT NULL GROUP BY key_id)",
+        )?;
+        let mut rows = statement.query([])?;
+        let mut bound = HashMap::new();
+        while let Some(row) = rows.next()? {
+            let id: String = row.get(0)?;
+            let digest: Vec<u8> = row.get(1)?;
+            if let Ok(digest) = <[u8; 32]>::try_from(digest) {
+                bound.insert(id, digest);
+            }
+        }
+        Ok(bound)
     }
 
     fn load_retired(&self) -> Result<RetiredHashes> {
@@ -293,14 +361,16 @@ impl Store {
     }
 
     /// Inserts or replaces a key row.
-    pub fn put_key(&mut self, record: &KeyRecord) -> Result<()> {
+    /// Writes a key's row; returns the digest of the sealed row, for the audit entry that
+    /// binds it.
+    pub fn put_key(&mut self, record: &KeyRecord) -> Result<[u8; 32]> {
         let sealed = self.barrier.seal("keys", &record.id, &to_bytes(record));
         self.conn.prepare_cached(
             "INSERT INTO keys (id, token_hash, sealed) VALUES (?1, ?2, ?3)
              ON CONFLICT(id) DO UPDATE SET token_hash = excluded.token_hash, sealed = excluded.sealed",
         )?
         .execute(params![record.id, record.token_hash.as_slice(), sealed])?;
-        Ok(())
+        Ok(audit::row_digest(&sealed))
     }
 
     /// Inserts or replaces a key's usage row; returns where the row is.
@@ -351,14 +421,33 @@ impl Store {
 
     /// Appends an entry to the audit log, inside the open transaction.
     pub fn append_audit(&mut self, record: &AuditRecord) -> Result<()> {
+        self.append_bound_audit(record, None)
+    }
+
+    /// Appends an entry that binds `row`, the digest of the key row its change wrote (the
+    /// entry's key): see [`audit::bound_link`].
+    pub fn append_bound_audit(
+        &mut self,
+        record: &AuditRecord,
+        row: Option<[u8; 32]>,
+    ) -> Result<()> {
         let seq = self.pending_head.seq + 1;
         let sealed = self
             .barrier
             .seal("audit", &seq.to_string(), &to_bytes(record));
-        let link = audit::link(&self.pending_head.link, seq, &sealed);
+        let bound = row
+            .as_ref()
+            .and_then(|row| record.key_id.as_deref().map(|id| (id, row)));
+        let link = audit::bound_link(&self.pending_head.link, seq, &sealed, bound);
+        let (key_id, digest) = match bound {
+            Some((id, row)) => (Some(id), Some(row.as_slice())),
+            None => (None, None),
+        };
         self.conn
-            .prepare_cached("INSERT INTO audit (seq, sealed, link) VALUES (?1, ?2, ?3)")?
-            .execute(params![seq as i64, sealed, link.as_slice()])?;
+            .prepare_cached(
+                "INSERT INTO audit (seq, sealed, link, key_id, row_digest) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![seq as i64, sealed, link.as_slice(), key_id, digest])?;
         let head = ChainHead { seq, link };
         self.put_sealed_meta(META_AUDIT_HEAD, &head)?;
         self.pending_head = head;
@@ -418,7 +507,7 @@ impl Store {
     fn check_chain(&self) -> Result<ChainCheck> {
         let mut statement = self
             .conn
-            .prepare("SELECT seq, sealed, link FROM audit ORDER BY seq")?;
+            .prepare("SELECT seq, sealed, link, key_id, row_digest FROM audit ORDER BY seq")?;
         let mut rows = statement.query([])?;
         let mut previous = audit::GENESIS;
         let mut expected_seq = 1u64;
@@ -427,13 +516,18 @@ impl Store {
             let seq = row.get::<_, i64>(0)? as u64;
             let sealed: Vec<u8> = row.get(1)?;
             let link: Vec<u8> = row.get(2)?;
+            let key_id: Option<String> = row.get(3)?;
+            let digest: Option<[u8; 32]> = row
+                .get::<_, Option<Vec<u8>>>(4)?
+                .and_then(|d| d.try_into().ok());
             let opens = self
                 .barrier
                 .open("audit", &seq.to_string(), &sealed)
                 .ok()
                 .and_then(|plain| from_bytes::<AuditRecord>(&plain))
                 .is_some();
-            let expected_link = audit::link(&previous, seq, &sealed);
+            let bound = key_id.as_deref().zip(digest.as_ref());
+            let expected_link = audit::bound_link(&previous, seq, &sealed, bound);
             if problem.is_none() {
                 if seq != expected_seq {
                     problem = Some(format!("entry {expected_seq} is missing"));
@@ -557,6 +651,19 @@ impl Store {
     }
 }
 
+/// Why a key row does not match the audit chain, if it does not (and takes it off `bound`).
+/// Every write of a key row is bound by its audit entry (a store from before rows were
+/// bound had every row bound when it was upgraded).
+fn unbound(bound: &mut HashMap<String, [u8; 32]>, id: &str, sealed: &[u8]) -> Option<&'static str> {
+    match bound.remove(id) {
+        Some(digest) if digest == audit::row_digest(sealed) => None,
+        Some(_) => Some(
+            "its row is not the one the audit chain last recorded (written back from an older copy?)",
+        ),
+        None => Some("its row is not in the audit chain (added from elsewhere, or the chain emptied?)"),
+    }
+}
+
 /// Key ids come from the file: show only their printable ASCII in logs.
 fn printable(id: &str) -> String {
     id.chars()
@@ -565,7 +672,8 @@ fn printable(id: &str) -> String {
         .collect()
 }
 
-fn migrate(conn: &Connection, path: &Path) -> Result<()> {
+/// Brings the schema up to date; returns the version the store had.
+fn migrate(conn: &Connection, path: &Path) -> Result<i64> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
     if version > SCHEMA_VERSION {
         bail!(
@@ -581,7 +689,7 @@ fn migrate(conn: &Connection, path: &Path) -> Result<()> {
         ))
         .with_context(|| format!("migrating the store {} to schema {to}", path.display()))?;
     }
-    Ok(())
+    Ok(version)
 }
 
 fn load_or_create_data_key(conn: &Connection, master: &KeyBytes) -> Result<KeyBytes> {
