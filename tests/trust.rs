@@ -490,6 +490,8 @@ fn a_row_written_back_from_an_older_copy_or_deleted_is_caught() {
         "{status}"
     );
     assert!(daemon.log().contains("written back from an older copy"));
+    // status shows when the newest entry was made, for noticing a store rolled back whole.
+    assert!(status["newest_audit_at"].is_string(), "{status}");
     assert_eq!(
         daemon.verify_code(&untouched, &[]),
         "valid",
@@ -518,4 +520,35 @@ fn a_store_from_before_rows_were_bound_keeps_its_keys() {
         .contains("bound every key row to the audit chain"));
     let status = daemon.cli_json(&["status", "--json"]);
     assert_eq!(status["corrupt_keys"], serde_json::json!([]), "{status}");
+}
+
+/// With `--daemonize` and no log file, the development key's warning went nowhere: it is
+/// now said on the terminal before the daemon detaches.
+#[test]
+fn daemonize_with_the_development_key_warns_before_detaching() {
+    let dir = tempfile::tempdir().expect("dir");
+    let pidfile = dir.path().join("keyd.pid");
+    let out = Command::new(BIN)
+        .args(["serve", "--daemonize", "--pidfile"])
+        .arg(&pidfile)
+        .arg("--socket")
+        .arg(dir.path().join("keyd.sock"))
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .stdin(Stdio::null())
+        .output()
+        .expect("serve --daemonize");
+    let pid: u32 = std::fs::read_to_string(&pidfile)
+        .ok()
+        .and_then(|p| p.trim().parse().ok())
+        .expect("the daemon's pid");
+    common::signal_pid(pid, libc::SIGTERM);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("development master key"), "{stderr}");
 }

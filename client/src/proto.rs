@@ -422,6 +422,9 @@ pub struct StatusInfo {
     /// The master key in use is the development key next to the data (fine on a developer
     /// machine; in production every backup of the data would carry it).
     pub development_key: bool,
+    /// When the newest audit entry was made (unix milliseconds), if there is one: a store
+    /// rolled back whole to an older copy shows an older time than expected.
+    pub newest_audit_at: Option<i64>,
 }
 
 /// A fleet node's view of its fleet.

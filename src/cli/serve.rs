@@ -167,6 +167,10 @@ fn open(args: ServeArgs, socket: Option<PathBuf>) -> Result<Opened> {
     let policy_path = policy_path(args.policy, config.policy.as_deref());
     let (index, key_count, corrupt) =
         load_index(&store, policy_path.as_deref(), &config.sink_rules()?)?;
+    let newest = store.newest_audit_at()?.unwrap_or(0);
+    index
+        .newest_audit_at
+        .store(newest, std::sync::atomic::Ordering::Relaxed);
     let (writer, _store_thread) =
         writer::spawn(store, index.clone(), link).context("cannot start the store thread")?;
     Ok(Opened {

@@ -35,6 +35,7 @@ fn print_json(status: &StatusInfo) {
         "policy_error": status.policy_error,
         "rotation_failures": status.rotation_failures,
         "development_key": status.development_key,
+        "newest_audit_at": output::time_or_null(status.newest_audit_at),
         "fleet": status.fleet.as_ref().map(|f| json!({
             "connected": f.connected,
             "joined": f.joined,
@@ -71,6 +72,9 @@ fn print_text(status: &StatusInfo) {
             "ROTATIONS:     {} failing (see `authenta-keyd policy status`)",
             status.rotation_failures
         );
+    }
+    if let Some(at) = status.newest_audit_at {
+        println!("newest audit:  {}", output::time(at));
     }
     if status.development_key {
         println!(

@@ -48,6 +48,9 @@ pub struct Index {
     pub changed: tokio::sync::Notify,
     /// Fleet mode: the other nodes' usage of each key.
     pub remote_usage: remote_usage::RemoteUsage,
+    /// When the newest audit entry was made (unix ms; 0: none), for `status`: a store
+    /// rolled back whole shows an older time than the operator expects.
+    pub newest_audit_at: std::sync::atomic::AtomicI64,
 }
 
 impl Index {
@@ -62,6 +65,7 @@ impl Index {
             loading: Vec::with_capacity(keys),
             changed: tokio::sync::Notify::new(),
             remote_usage: Default::default(),
+            newest_audit_at: Default::default(),
         }
     }
 

@@ -155,6 +155,8 @@ fn status(daemon: &Daemon, now: i64) -> StatusInfo {
         rotation_failures: daemon.scheduler_state().failures.len() as u64,
         fleet: daemon.fleet.as_ref().map(|f| f.status()),
         development_key: daemon.development_key,
+        newest_audit_at: Some(daemon.index.newest_audit_at.load(Ordering::Relaxed))
+            .filter(|&at| at > 0),
     }
 }
 

@@ -161,11 +161,16 @@ pub struct Changes {
     /// Fleet mode: rotations applied (the key, its new token, the node that made it), for
     /// this node's sinks.
     pub rotations: Vec<(KeyRecord, RotatedToken, Option<String>)>,
+    /// The time of the newest audit entry written (unix ms; 0: none).
+    pub newest_audit_at: i64,
 }
 
 impl Changes {
     /// Adds a persisted change set.
     pub fn merge(&mut self, set: ChangeSet) {
+        if let Some(newest) = set.audit.iter().map(|entry| entry.at).max() {
+            self.newest_audit_at = self.newest_audit_at.max(newest);
+        }
         for record in set.keys {
             self.latest.insert(record.id.clone(), record.clone());
             self.in_order.push(IndexChange::Upsert(Box::new(record)));

@@ -250,6 +250,23 @@ impl Store {
         Ok((corrupt, self.load_retired()?))
     }
 
+    /// When the newest audit entry was made, if there is one.
+    pub fn newest_audit_at(&self) -> Result<Option<i64>> {
+        let sealed: Option<Vec<u8>> = self
+            .conn
+            .query_row(
+                "SELECT sealed FROM audit WHERE seq = ?1",
+                [self.audit_head.seq as i64],
+                |row| row.get(0),
+            )
+            .optional()?;
+        Ok(sealed.and_then(|sealed| {
+            let seq = self.audit_head.seq.to_string();
+            let plain = self.barrier.open("audit", &seq, &sealed).ok()?;
+            from_bytes::<AuditRecord>(&plain).map(|entry| entry.at)
+        }))
+    }
+
     /// Each key's row digest as its last audit entry bound it.
     fn bound_rows(&self) -> Result<HashMap<String, [u8; 32]>> {
         let mut statement = self.conn.prepare(

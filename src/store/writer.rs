@@ -399,6 +399,10 @@ fn apply_in_savepoint(t: &mut Txn<'_>, command: Command) -> Result<Outcome, Writ
 
 /// Puts a committed batch's changes in the index, in order, under one write lock.
 fn update_index(index: &Index, changed: Changes) {
+    index.newest_audit_at.fetch_max(
+        changed.newest_audit_at,
+        std::sync::atomic::Ordering::Relaxed,
+    );
     if changed.in_order.is_empty() {
         return;
     }

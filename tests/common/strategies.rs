@@ -227,6 +227,7 @@ pub fn status_info() -> impl Strategy<Value = StatusInfo> {
                 rotation_failures,
                 fleet: None,
                 development_key: false,
+                newest_audit_at: None,
             },
         )
 }

@@ -186,6 +186,7 @@ pub fn daemon_answers() -> Vec<u8> {
                 rotation_failures: 0,
                 fleet: None,
                 development_key: false,
+                newest_audit_at: None,
             }),
         ),
         response(
