@@ -490,6 +490,13 @@ fn a_row_written_back_from_an_older_copy_or_deleted_is_caught() {
         "{status}"
     );
     assert!(daemon.log().contains("written back from an older copy"));
+    let check = daemon.cli(&["audit", "--verify"]);
+    assert_eq!(
+        check.status.code(),
+        Some(1),
+        "audit --verify reports it too"
+    );
+    assert!(String::from_utf8_lossy(&check.stdout).contains("written back from an older copy"));
     // status shows when the newest entry was made, for noticing a store rolled back whole.
     assert!(status["newest_audit_at"].is_string(), "{status}");
     assert_eq!(

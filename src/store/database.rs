@@ -267,6 +267,27 @@ impl Store {
         }))
     }
 
+    /// The first key row that does not match the chain's last entry of its key, if any.
+    fn first_unbound_row(&self) -> Result<Option<String>> {
+        let mut bound = self.bound_rows()?;
+        let mut statement = self
+            .conn
+            .prepare("SELECT id, sealed FROM keys ORDER BY rowid")?;
+        let mut rows = statement.query([])?;
+        while let Some(row) = rows.next()? {
+            let id = row.get_ref(0)?.as_str()?;
+            if let Some(problem) = unbound(&mut bound, id, row.get_ref(1)?.as_blob()?) {
+                return Ok(Some(format!("key {}: {problem}", printable(id))));
+            }
+        }
+        Ok(bound.into_keys().next().map(|id| {
+            format!(
+                "key {}: the chain names it but its row was deleted",
+                printable(&id)
+            )
+        }))
+    }
+
     /// Each key's row digest as its last audit entry bound it.
     fn bound_rows(&self) -> Result<HashMap<String, [u8; 32]>> {
         let mut statement = self.conn.prepare(
@@ -571,6 +592,9 @@ impl Store {
                 "the log is empty but the store holds {keys} keys: its entries and its head \
                  were removed"
             ));
+        }
+        if problem.is_none() {
+            problem = self.first_unbound_row()?;
         }
         Ok(ChainCheck {
             ok: problem.is_none(),
