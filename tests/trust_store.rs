@@ -1,0 +1,112 @@
+//! Trust boundaries against someone with write access to the data files but not the master
+//! key: rows written back from an older copy, deleted rows, an emptied audit log, and a
+//! store from before rows were bound to the audit chain.
+
+mod common;
+
+/// Someone with write access to the data files but not the master key deletes every audit
+/// entry and the chain's sealed head, hoping the log then looks new.
+#[test]
+fn an_emptied_audit_log_is_reported_broken() {
+    let mut daemon = common::Daemon::start();
+    daemon.create("A", "read", &[]);
+    daemon.create("B", "read", &[]);
+    daemon.stop();
+    let db = rusqlite::Connection::open(daemon.data_dir.join("keys.db")).expect("open");
+    db.execute_batch("DELETE FROM audit; DELETE FROM meta WHERE name = 'audit_head';")
+        .expect("empty the log");
+    drop(db);
+    daemon.restart();
+    let out = daemon.cli(&["audit", "--verify"]);
+    assert_eq!(out.status.code(), Some(1), "a broken chain fails the check");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("the log is empty but the store holds 2 keys"),
+        "{stdout}"
+    );
+}
+
+/// Someone with write access to the data files (not the master key) copies a key's sealed
+/// row from an earlier copy of the store over the current one: the AAD matches (same key
+/// id), so the row opened, and a revoked key came back `valid`, unnoticed.
+#[test]
+fn a_row_written_back_from_an_older_copy_or_deleted_is_caught() {
+    let mut daemon = common::Daemon::start();
+    let (replayed, token) = daemon.create("Revoked-Later", "read", &[]);
+    let (deleted, _) = daemon.create("Deleted", "read", &[]);
+    let (_, untouched) = daemon.create("Untouched", "read", &[]);
+    daemon.stop();
+    let db_path = daemon.data_dir.join("keys.db");
+    let old: (Vec<u8>, Vec<u8>) = rusqlite::Connection::open(&db_path)
+        .expect("open")
+        .query_row(
+            "SELECT token_hash, sealed FROM keys WHERE id = ?1",
+            [&replayed],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .expect("the row as it was");
+    daemon.restart();
+    assert!(daemon.cli(&["keys", "revoke", &replayed]).status.success());
+    daemon.stop();
+
+    let db = rusqlite::Connection::open(&db_path).expect("open");
+    db.execute(
+        "UPDATE keys SET token_hash = ?1, sealed = ?2 WHERE id = ?3",
+        rusqlite::params![old.0, old.1, replayed],
+    )
+    .expect("write the old row back");
+    db.execute("DELETE FROM keys WHERE id = ?1", [&deleted])
+        .expect("delete a row");
+    drop(db);
+    daemon.restart();
+
+    assert_ne!(
+        daemon.verify_code(&token, &[]),
+        "valid",
+        "the replayed row is refused"
+    );
+    let status = daemon.cli_json(&["status", "--json"]);
+    let corrupt = status["corrupt_keys"].to_string();
+    assert!(
+        corrupt.contains(&replayed) && corrupt.contains(&deleted),
+        "{status}"
+    );
+    assert!(daemon.log().contains("written back from an older copy"));
+    let check = daemon.cli(&["audit", "--verify"]);
+    assert_eq!(
+        check.status.code(),
+        Some(1),
+        "audit --verify reports it too"
+    );
+    assert!(String::from_utf8_lossy(&check.stdout).contains("written back from an older copy"));
+    // status shows when the newest entry was made, for noticing a store rolled back whole.
+    assert!(status["newest_audit_at"].is_string(), "{status}");
+    assert_eq!(
+        daemon.verify_code(&untouched, &[]),
+        "valid",
+        "the other keys are served"
+    );
+}
+
+/// A store from before rows were bound (schema 1) is upgraded without losing a key: its
+/// rows are bound as they are, once.
+#[test]
+fn a_store_from_before_rows_were_bound_keeps_its_keys() {
+    let mut daemon = common::Daemon::start();
+    let (_, token) = daemon.create("Old", "read", &[]);
+    daemon.stop();
+    let db = rusqlite::Connection::open(daemon.data_dir.join("keys.db")).expect("open");
+    db.execute_batch(
+        "DROP INDEX audit_by_key; ALTER TABLE audit DROP COLUMN row_digest;
+         ALTER TABLE audit DROP COLUMN key_id; DROP TABLE fleet_keys; PRAGMA user_version = 1;",
+    )
+    .expect("back to schema 1");
+    drop(db);
+    daemon.restart();
+    assert_eq!(daemon.verify_code(&token, &[]), "valid");
+    assert!(daemon
+        .log()
+        .contains("bound every key row to the audit chain"));
+    let status = daemon.cli_json(&["status", "--json"]);
+    assert_eq!(status["corrupt_keys"], serde_json::json!([]), "{status}");
+}
