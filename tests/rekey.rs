@@ -34,14 +34,7 @@ fn rekey_offline_rewraps_so_the_old_key_stops_working_and_nothing_is_lost() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let old = daemon
-        .serve_command(&daemon.master_key)
-        .output()
-        .expect("run");
-    assert!(
-        !old.status.success(),
-        "the old master key no longer opens the store"
-    );
+    let old = refused_with_the_old_key(&daemon);
     assert!(String::from_utf8_lossy(&old.stderr).contains("master key"));
 
     daemon.master_key = new_key;
@@ -80,6 +73,14 @@ fn rekey_online_through_the_socket() {
     );
     assert!(daemon.stop().success());
 
+    refused_with_the_old_key(&daemon);
+    daemon.master_key = new_key;
+    daemon.restart();
+    assert_eq!(daemon.verify_code(&token, &[]), "valid");
+}
+
+/// Starts the daemon with its old master key file; asserts that it refuses to start.
+fn refused_with_the_old_key(daemon: &Daemon) -> std::process::Output {
     let old = daemon
         .serve_command(&daemon.master_key)
         .output()
@@ -88,7 +89,5 @@ fn rekey_online_through_the_socket() {
         !old.status.success(),
         "the old master key no longer opens the store"
     );
-    daemon.master_key = new_key;
-    daemon.restart();
-    assert_eq!(daemon.verify_code(&token, &[]), "valid");
+    old
 }

@@ -27,8 +27,6 @@ pub enum Log {
 /// What a log holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Bounds {
-    /// The oldest sequence it still holds.
-    pub first: u64,
     /// How many messages it holds.
     pub messages: u64,
 }

@@ -230,7 +230,6 @@ impl Engine for Nats {
         let stream = self.stream(Log::Changes).await?;
         let info = stream.get_info().await.map_err(unavailable)?;
         Ok(Bounds {
-            first: info.state.first_sequence,
             messages: info.state.messages,
         })
     }
