@@ -56,6 +56,17 @@ pub struct Config {
     /// Users (names or uids) a sink may be given to with the policy's `sink_owner`.
     #[serde(default)]
     pub sink_owners: Vec<String>,
+    /// Where the HTTP side listens (forward-auth, `/metrics`, health): `unix:/PATH` or
+    /// `IP:PORT` (default: nowhere). Only loopback addresses unless `http_allow_remote`.
+    #[serde(default)]
+    pub http_listen: Vec<String>,
+    /// Lets `http_listen` name an address other hosts can reach. Over TCP no peer
+    /// credentials exist: anyone who reaches the port may verify.
+    #[serde(default)]
+    pub http_allow_remote: bool,
+    /// Most HTTP connections at once; past it, the oldest is closed to let a new one in.
+    #[serde(default = "default_max_connections")]
+    pub http_max_connections: usize,
     /// Fleet mode: every daemon of the fleet serves the same keys, replicated through NATS
     /// JetStream. Absent: this host's store alone.
     pub fleet: Option<FleetConfig>,
@@ -147,6 +158,9 @@ impl Default for Config {
             busy_poll: default_busy_poll(),
             sink_dirs: Vec::new(),
             sink_owners: Vec::new(),
+            http_listen: Vec::new(),
+            http_allow_remote: false,
+            http_max_connections: default_max_connections(),
             fleet: None,
         }
     }
@@ -193,6 +207,15 @@ impl Config {
                 path.display()
             );
         }
+        if config.http_max_connections == 0 {
+            bail!(
+                "config {}: http_max_connections must be at least 1",
+                path.display()
+            );
+        }
+        config
+            .http_addresses(&[])
+            .with_context(|| format!("config {}", path.display()))?;
         if config.max_connections_per_uid == Some(0) {
             bail!(
                 "config {}: max_connections_per_uid must be at least 1",
@@ -255,6 +278,21 @@ impl Config {
             .max(1)
     }
 
+    /// Where the HTTP side listens: `flags` (`serve --http-listen`) when any, else the
+    /// config's `http_listen`. A non-loopback address is refused unless
+    /// `http_allow_remote`.
+    pub fn http_addresses(&self, flags: &[String]) -> Result<Vec<HttpAddress>> {
+        let texts = if flags.is_empty() {
+            &self.http_listen
+        } else {
+            flags
+        };
+        texts
+            .iter()
+            .map(|text| HttpAddress::parse(text, self.http_allow_remote))
+            .collect()
+    }
+
     /// The socket mode as permission bits.
     pub fn socket_mode_bits(&self) -> Result<u32> {
         let bits = u32::from_str_radix(self.socket_mode.trim_start_matches("0o"), 8)
@@ -267,6 +305,47 @@ impl Config {
                 )
             })?;
         Ok(bits)
+    }
+}
+
+/// Where the HTTP side listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HttpAddress {
+    /// `unix:/run/authenta/http.sock`: peer credentials apply, as on the main socket.
+    Unix(PathBuf),
+    /// `127.0.0.1:9180`: no peer credentials; anyone who reaches the port may verify.
+    Tcp(std::net::SocketAddr),
+}
+
+impl HttpAddress {
+    /// Reads `unix:/PATH` or `IP:PORT`; an address off this host only with `allow_remote`.
+    pub fn parse(text: &str, allow_remote: bool) -> Result<HttpAddress> {
+        if let Some(path) = text.strip_prefix("unix:") {
+            if !path.starts_with('/') {
+                bail!("http_listen '{text}': the socket path must be absolute, like unix:/run/authenta/http.sock");
+            }
+            return Ok(HttpAddress::Unix(PathBuf::from(path)));
+        }
+        let Ok(address) = text.parse::<std::net::SocketAddr>() else {
+            bail!("http_listen '{text}' is neither unix:/PATH nor IP:PORT (like 127.0.0.1:9180 or [::1]:9180)");
+        };
+        if !address.ip().is_loopback() && !allow_remote {
+            bail!(
+                "http_listen '{text}' is reachable from other hosts, where anyone who reaches \
+                 the port may verify tokens: listen on 127.0.0.1 or a unix: socket, or set \
+                 http_allow_remote = true"
+            );
+        }
+        Ok(HttpAddress::Tcp(address))
+    }
+}
+
+impl std::fmt::Display for HttpAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HttpAddress::Unix(path) => write!(f, "unix:{}", path.display()),
+            HttpAddress::Tcp(address) => write!(f, "http://{address}"),
+        }
     }
 }
 
@@ -305,6 +384,32 @@ mod tests {
         );
         std::fs::write(&path, "busy_poll = \"10ms\"\n").expect("write config");
         assert!(Config::load(Some(&path)).is_ok());
+    }
+
+    #[test]
+    fn http_addresses_off_this_host_need_the_operator_to_say_so() {
+        let mut config = Config {
+            http_listen: vec![
+                "unix:/run/authenta/http.sock".into(),
+                "127.0.0.1:9180".into(),
+            ],
+            ..Config::default()
+        };
+        assert_eq!(
+            config.http_addresses(&[]).expect("loopback and unix").len(),
+            2
+        );
+        let remote = ["0.0.0.0:9180".to_string()];
+        let e = config.http_addresses(&remote).expect_err("every interface");
+        assert!(e.to_string().contains("http_allow_remote"), "{e}");
+        for bad in ["localhost:9180", "unix:relative.sock", "9180"] {
+            assert!(config.http_addresses(&[bad.to_string()]).is_err(), "{bad}");
+        }
+        config.http_allow_remote = true;
+        assert_eq!(
+            config.http_addresses(&remote).expect("allowed"),
+            vec![HttpAddress::Tcp("0.0.0.0:9180".parse().expect("address"))]
+        );
     }
 
     #[test]

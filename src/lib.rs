@@ -9,13 +9,14 @@
 //! | part | owns |
 //! |---|---|
 //! | [`cli`] | the command line: `serve` and every client command, one file per group |
+//! | [`http`] | the HTTP side: forward-auth for reverse proxies, `/metrics`, `/healthz` and `/readyz` |
 //! | [`server`] | the socket, connection threads, framing, busy polling, request dispatch |
 //! | [`daemon`] | the shared state, and what runs beside the server: usage flusher, policy reload and watch, rotation scheduler |
 //! | [`fleet`] | fleet mode: the same keys on every host, replicated through NATS JetStream |
 //! | [`store`] | the encrypted SQLite file, its writer thread (group commit), the barrier, the audit chain, the master key |
 //! | [`index`] | the in-memory index, its tag table, and the one verify decision |
 //! | [`policy`] | the policy file's rules: parse, evaluate, sinks |
-//! | [`access`], [`config`], [`key`], [`token`], [`time`] | who may do what, `keyd.toml`, key records, the token format, clocks and durations |
+//! | [`access`], [`config`], [`key`], [`metrics`], [`token`], [`time`] | who may do what, `keyd.toml`, key records, what `/metrics` counts, the token format, clocks and durations |
 //! | [`host`] | systemd, `--daemonize`, default paths, process hygiene |
 
 #![deny(unsafe_code)]
@@ -28,8 +29,10 @@ pub(crate) mod config;
 pub(crate) mod daemon;
 pub(crate) mod fleet;
 pub(crate) mod host;
+pub(crate) mod http;
 pub(crate) mod index;
 pub mod key;
+pub(crate) mod metrics;
 pub mod policy;
 pub mod server;
 pub mod store;

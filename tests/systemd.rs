@@ -68,6 +68,61 @@ fn serves_through_a_socket_passed_by_systemd_socket_activate() {
     );
 }
 
+#[test]
+fn serves_http_on_a_loopback_port_passed_by_systemd() {
+    // The unit's way to a loopback port without the host's network in the service: the
+    // port comes from a .socket unit with FileDescriptorName=http.
+    let dir = tempfile::tempdir().expect("tmp");
+    let socket = dir.path().join("activated.sock");
+    let key = dir.path().join("master.hex");
+    std::fs::write(&key, MASTER_HEX).expect("key");
+    let port = common::free_port();
+    let log = std::fs::File::create(dir.path().join("log")).expect("log");
+    let mut activator = Command::new("systemd-socket-activate")
+        .arg("-l")
+        .arg(&socket)
+        .arg("-l")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--fdname=keyd:http")
+        .arg(BIN)
+        .arg("serve")
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("--master-key-file")
+        .arg(&key)
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("systemd-socket-activate (package systemd) must be installed");
+    wait_for("the activation socket", || socket.exists());
+    let mut client = authenta_client::Client::new(&socket);
+    let created = client
+        .create_key(authenta_client::proto::CreateKey {
+            name: "Proxied".into(),
+            permissions: vec![authenta_client::Permission::Read],
+            environment: None,
+            expires_in_secs: None,
+        })
+        .expect("create through the inherited socket");
+    let address = format!("127.0.0.1:{port}");
+    let reply = common::http::tcp(
+        &address,
+        "GET",
+        "/v1/auth",
+        &[("x-api-key", &created.token)],
+    );
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(
+        reply.header("x-authenta-key-id"),
+        Some(created.key.id.as_str())
+    );
+    common::signal(&activator, libc::SIGTERM);
+    let status = wait_timeout(&mut activator, Duration::from_secs(15)).expect("stops");
+    assert!(status.success(), "{status}");
+}
+
 /// Reads notifications until one contains `wanted`; returns everything read.
 fn read_until(notify: &UnixDatagram, wanted: &str) -> String {
     let mut seen = String::new();

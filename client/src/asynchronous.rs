@@ -255,6 +255,11 @@ impl AsyncClient {
         Ok(report)
     }
 
+    /// Whether the daemon is ready (any peer that may connect may ask).
+    pub async fn health(&mut self) -> Result<proto::HealthReport, Error> {
+        outcome::expect_health(self.call(RequestBody::Health).await?)
+    }
+
     /// The policy file's state and the coming rotations.
     pub async fn policy_status(&mut self) -> Result<proto::PolicyReport, Error> {
         outcome::expect_policy(self.call(RequestBody::PolicyStatus).await?)

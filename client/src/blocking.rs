@@ -237,6 +237,11 @@ impl Client {
         Ok(report)
     }
 
+    /// Whether the daemon is ready (any peer that may connect may ask).
+    pub fn health(&mut self) -> Result<proto::HealthReport, Error> {
+        outcome::expect_health(self.call(RequestBody::Health)?)
+    }
+
     /// The policy file's state and the coming rotations.
     pub fn policy_status(&mut self) -> Result<proto::PolicyReport, Error> {
         outcome::expect_policy(self.call(RequestBody::PolicyStatus)?)

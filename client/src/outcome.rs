@@ -2,8 +2,8 @@
 //! answers to call results shared by both clients.
 
 use crate::proto::{
-    AuditReport, KeyInfo, KeyPage, NewToken, Permission, PolicyReport, ResponseBody, StatusInfo,
-    VerifyAnswer, VerifyCode,
+    AuditReport, HealthReport, KeyInfo, KeyPage, NewToken, Permission, PolicyReport, ResponseBody,
+    StatusInfo, VerifyAnswer, VerifyCode,
 };
 use crate::Error;
 use std::fmt;
@@ -141,6 +141,13 @@ pub(crate) fn expect_done(body: ResponseBody) -> Result<String, Error> {
 pub(crate) fn expect_policy(body: ResponseBody) -> Result<PolicyReport, Error> {
     match refuse_errors(body)? {
         ResponseBody::Policy(report) => Ok(report),
+        other => Err(unexpected(&other)),
+    }
+}
+
+pub(crate) fn expect_health(body: ResponseBody) -> Result<HealthReport, Error> {
+    match refuse_errors(body)? {
+        ResponseBody::Health(report) => Ok(report),
         other => Err(unexpected(&other)),
     }
 }

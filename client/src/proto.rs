@@ -90,6 +90,9 @@ pub enum RequestBody {
     /// The policy file's state and the coming rotations; answered with
     /// [`ResponseBody::Policy`].
     PolicyStatus,
+    /// Is the daemon ready to serve? Any peer that may connect may ask (not only admins),
+    /// so a monitoring user has a check; answered with [`ResponseBody::Health`].
+    Health,
 }
 
 /// Bytes that must not show in logs (`Debug` prints only their length), wiped on drop.
@@ -214,6 +217,24 @@ pub enum ResponseBody {
     /// A change that has nothing to show but a message for a person.
     Done(String),
     Policy(PolicyReport),
+    Health(HealthReport),
+}
+
+/// Whether the daemon is ready, and why not. `/readyz` answers the same.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthReport {
+    /// Ready: the store answers, a policy file named is in force, and in fleet mode this
+    /// node is connected.
+    pub ready: bool,
+    /// The store thread answered.
+    pub store: bool,
+    /// `none` (no policy file), `loaded`, `stale` (the file on disk failed to load; the
+    /// previous version is in force), or `failed` (no version of it is in force).
+    pub policy: String,
+    /// Fleet mode only: connected to NATS.
+    pub fleet_connected: Option<bool>,
+    /// What is wrong, for a person; empty when ready.
+    pub problems: Vec<String>,
 }
 
 /// The policy file in force and what it schedules.

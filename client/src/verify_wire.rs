@@ -18,7 +18,8 @@ use std::fmt;
 pub struct PermissionBits(pub u8);
 
 impl PermissionBits {
-    fn contains(self, p: Permission) -> bool {
+    /// Whether `p` is in the set.
+    pub fn contains(self, p: Permission) -> bool {
         self.0 & p.bit() != 0
     }
 }

@@ -1,6 +1,7 @@
 //! The command line: `serve` runs the daemon; every other command is a client of it.
 
 mod audit;
+mod health;
 mod keys;
 mod output;
 mod policy;
@@ -50,6 +51,9 @@ enum Command {
     Verify(verify::VerifyArgs),
     /// The daemon's version, uptime, paths and key counts (admin).
     Status,
+    /// Is the daemon ready? Exit 0 ready, 1 not ready (any user that may connect; for
+    /// monitoring). Over HTTP: /healthz and /readyz.
+    Health,
     /// The audit log of admin changes (admin).
     Audit(audit::AuditArgs),
     /// Check a policy file, or show the one in force (admin).
@@ -94,6 +98,7 @@ pub fn main() -> ExitCode {
         Command::Keys(command) => keys::run(command, &context),
         Command::Verify(args) => return verify::run(args, &context),
         Command::Status => status::run(&context),
+        Command::Health => health::run(&context),
         Command::Audit(args) => audit::run(args, &context),
         Command::Rekey(args) => rekey::run(args, &context),
         Command::Policy(command) => policy::run(command, &context),

@@ -6,12 +6,14 @@
 //! served the full index.
 
 use crate::access::Access;
-use crate::config::Config;
+use crate::config::{Config, HttpAddress};
 use crate::daemon::usage_flusher;
 use crate::daemon::Daemon;
 use crate::host::detach::{self, ReadyPipe};
 use crate::host::{hygiene, paths, systemd};
+use crate::http::{self, Admission};
 use crate::index::Index;
+use crate::metrics::Metrics;
 use crate::server;
 use crate::server::busy_poll::BusyPoll;
 use crate::server::workers::Workers;
@@ -50,6 +52,10 @@ pub struct ServeArgs {
     /// With --daemonize: the pidfile, held under flock so a second instance refuses to start.
     #[arg(long, value_name = "FILE")]
     pidfile: Option<PathBuf>,
+    /// Serve forward-auth, /metrics and health over HTTP at ADDR: `unix:/PATH` or
+    /// `127.0.0.1:PORT` (repeatable; replaces the config's `http_listen`). Off by default.
+    #[arg(long = "http-listen", value_name = "ADDR")]
+    http_listen: Vec<String>,
     /// With --daemonize: append the log here (default: discarded).
     #[arg(long, value_name = "FILE", requires = "daemonize")]
     log_file: Option<PathBuf>,
@@ -112,7 +118,7 @@ struct Opened {
     config_path: Option<PathBuf>,
     policy_path: Option<PathBuf>,
     socket: PathBuf,
-    activated: Option<std::os::unix::net::UnixListener>,
+    activated: systemd::Activated,
     data_dir: PathBuf,
     master_key_source: master_key::Source,
     index: Arc<Index>,
@@ -120,6 +126,8 @@ struct Opened {
     corrupt: Vec<String>,
     writer: writer::WriterHandle,
     fleet: Option<crate::fleet::setup::Pending>,
+    metrics: Arc<Metrics>,
+    http: Vec<HttpAddress>,
 }
 
 /// Hardens the process, reads the config, opens the store and loads every key into the
@@ -129,25 +137,22 @@ fn open(args: ServeArgs, socket: Option<PathBuf>) -> Result<Opened> {
     hygiene::harden_process();
     // Everything the daemon creates (store, WAL, key file) is for its own user only.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
-    let activated = systemd::take_activated_listener()?;
+    let activated = systemd::take_activated()?;
     let (config, config_path) = Config::load(args.config.as_deref())?;
     let socket = socket.unwrap_or_else(paths::default_socket);
+    let http = config.http_addresses(&args.http_listen)?;
+    warn_of_open_files(&config, !http.is_empty());
     let data_dir = match args.data_dir {
         Some(dir) => dir,
         None => paths::default_data_dir()?,
     };
     paths::ensure_dir(&data_dir, 0o700, "data directory")?;
-    if activated.is_none() {
-        if let Some(parent) = socket.parent().filter(|p| !p.as_os_str().is_empty()) {
-            if parent == paths::fallback_socket_dir() {
-                paths::ensure_private_dir(parent)?;
-            } else {
-                paths::ensure_dir(parent, 0o750, "socket directory")?;
-                // The socket's group must be able to reach it through its directory.
-                if let Some(gid) = socket_group(&config)? {
-                    paths::give_group(parent, gid)?;
-                }
-            }
+    if activated.main.is_none() {
+        ensure_socket_dir(&socket, &config)?;
+    }
+    for address in &http {
+        if let HttpAddress::Unix(path) = address {
+            ensure_socket_dir(path, &config)?;
         }
     }
     let (master, source) = master_key::load(
@@ -171,8 +176,10 @@ fn open(args: ServeArgs, socket: Option<PathBuf>) -> Result<Opened> {
     index
         .newest_audit_at
         .store(newest, std::sync::atomic::Ordering::Relaxed);
+    let metrics = Arc::new(Metrics::new(config.fleet.is_some()));
     let (writer, _store_thread) =
-        writer::spawn(store, index.clone(), link).context("cannot start the store thread")?;
+        writer::spawn(store, index.clone(), link, metrics.commit_seconds.clone())
+            .context("cannot start the store thread")?;
     Ok(Opened {
         started,
         config,
@@ -187,7 +194,43 @@ fn open(args: ServeArgs, socket: Option<PathBuf>) -> Result<Opened> {
         corrupt,
         writer,
         fleet,
+        metrics,
+        http,
     })
+}
+
+/// Says when the connection caps together could run the daemon out of file descriptors,
+/// where accepting would fail instead of refusing politely.
+fn warn_of_open_files(config: &Config, http: bool) {
+    let limit = hygiene::raise_open_files_limit();
+    let http_cap = if http { config.http_max_connections } else { 0 };
+    // The store, its WAL, the policy watch, the log and the listeners, with room to spare.
+    let wanted = (config.max_connections + http_cap + 64) as u64;
+    if wanted > limit {
+        tracing::warn!(
+            limit,
+            wanted,
+            "the open-files limit is below what max_connections and http_max_connections \
+             allow: raise LimitNOFILE (systemd) or ulimit -n, or lower the caps"
+        );
+    }
+}
+
+/// Makes the directory a socket the daemon binds sits in, unless it exists: private in the
+/// fallback place, else reachable by the socket's group.
+fn ensure_socket_dir(socket: &Path, config: &Config) -> Result<()> {
+    let Some(parent) = socket.parent().filter(|p| !p.as_os_str().is_empty()) else {
+        return Ok(());
+    };
+    if parent == paths::fallback_socket_dir() {
+        return paths::ensure_private_dir(parent);
+    }
+    paths::ensure_dir(parent, 0o750, "socket directory")?;
+    // The socket's group must be able to reach it through its directory.
+    if let Some(gid) = socket_group(config)? {
+        paths::give_group(parent, gid)?;
+    }
+    Ok(())
 }
 
 /// Reads every key from the store into a new index: the keys, how many, and the ids of
@@ -226,14 +269,23 @@ struct Running {
     bound_here: bool,
     stop: watch::Sender<bool>,
     accepting: tokio::task::JoinHandle<()>,
+    http: Vec<(Option<HttpAddress>, tokio::task::JoinHandle<()>)>,
     flusher: tokio::task::JoinHandle<()>,
 }
 
 /// Listens, puts the policy in force, starts the connection threads and the tasks beside
 /// them, and tells systemd the daemon is ready.
 async fn start(opened: Opened) -> Result<Running> {
-    let bound_here = opened.activated.is_none();
-    let listener = listen(opened.activated, &opened.socket, &opened.config)?;
+    let bound_here = opened.activated.main.is_none();
+    let listener = listen(opened.activated.main, &opened.socket, &opened.config)?;
+    let mut http_listeners = http::bind_all(
+        &opened.http,
+        opened.config.socket_mode_bits()?,
+        socket_group(&opened.config)?,
+    )?;
+    for activated in opened.activated.http {
+        http_listeners.push(http::HttpListener::activated(activated)?);
+    }
     let (stop, stopped) = watch::channel(false);
     let fleet = match opened.fleet {
         Some(pending) => Some(
@@ -255,6 +307,7 @@ async fn start(opened: Opened) -> Result<Running> {
         opened.config.sink_rules()?,
         matches!(opened.master_key_source, master_key::Source::Generated(_)),
         fleet,
+        opened.metrics,
     ));
     // The policy is in force (revocations written) before anyone is told "ready".
     if let Some(path) = &opened.policy_path {
@@ -268,7 +321,18 @@ async fn start(opened: Opened) -> Result<Running> {
     let threads = connection_threads(&opened.config);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let busy_poll = BusyPoll::new(opened.config.busy_poll, cores, threads);
-    let workers = Workers::start(threads, &busy_poll, &daemon, &stopped)?;
+    let workers = Arc::new(Workers::start(threads, &busy_poll, &daemon, &stopped)?);
+    let admission = Arc::new(Admission::new(opened.config.http_max_connections));
+    let http = http_listeners
+        .into_iter()
+        .map(|listener| {
+            // Only a socket bound here is removed at shutdown; systemd's stay with systemd.
+            let address = listener.bound_here().cloned();
+            tracing::info!(address = %listener, "HTTP side listening (forward-auth, /metrics, health)");
+            let serving = listener.serve(daemon.clone(), workers.clone(), admission.clone(), stopped.clone());
+            (address, tokio::spawn(serving))
+        })
+        .collect();
     let accepting = tokio::spawn(server::accept_loop(
         listener,
         daemon.clone(),
@@ -300,6 +364,7 @@ async fn start(opened: Opened) -> Result<Running> {
         bound_here,
         stop,
         accepting,
+        http,
         flusher,
     })
 }
@@ -357,6 +422,12 @@ async fn shut_down(running: Running) {
     tracing::info!("shutting down");
     systemd::stopping();
     let _ = running.stop.send(true);
+    for (address, serving) in running.http {
+        let _ = serving.await;
+        if let Some(HttpAddress::Unix(path)) = address {
+            remove_socket(&path);
+        }
+    }
     let _ = running.accepting.await;
     let _ = running.flusher.await;
     let daemon = &running.daemon;

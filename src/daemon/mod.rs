@@ -9,6 +9,7 @@
 //! Never touches a socket or SQLite directly: changes go through the writer thread
 //! ([`crate::store::writer`]), reads through the index.
 
+pub(crate) mod health;
 pub(crate) mod policy_reload;
 pub(crate) mod policy_watch;
 pub(crate) mod scheduler;

@@ -55,6 +55,8 @@ fn parse_bytes(text: &[u8]) -> Result<Policy, String> {
 
 /// Reads `path` and, if it changed since the last good load, puts it in force.
 pub async fn reload(daemon: &Daemon, path: &Path) {
+    // Named before it loads, so a file that never loads shows as failed, not as absent.
+    daemon.policy_state().file = Some(path.to_path_buf());
     if let Err(untrusted) = crate::host::trust::check(path) {
         report_error(
             daemon,
@@ -111,6 +113,7 @@ pub async fn reload(daemon: &Daemon, path: &Path) {
             state.loaded_at = Some(time::now_ms());
             state.last_error = None;
             drop(state);
+            daemon.metrics.policy_reloads.inc();
             tracing::info!(file = %path.display(), revoked, "policy applied");
         }
         Err(e) => report_error(daemon, format!("{}: {e}", path.display())),
@@ -119,6 +122,7 @@ pub async fn reload(daemon: &Daemon, path: &Path) {
 
 fn report_error(daemon: &Daemon, message: String) {
     tracing::error!(error = %message, "policy not applied");
+    daemon.metrics.policy_reload_failures.inc();
     let mut state = daemon.policy_state();
     state.last_error = Some(message);
     state.last_error_at = Some(time::now_ms());

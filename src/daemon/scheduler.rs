@@ -110,6 +110,7 @@ async fn rotate(daemon: &Daemon, job: Due) {
             ..
         }) => {
             tracing::info!(key_id = %id, sink = %sink.display(), "scheduled rotation done");
+            daemon.metrics.rotations_done.inc();
             None
         }
         Ok(Outcome::Rotated {

@@ -3,11 +3,12 @@
 use crate::access::Access;
 use crate::fleet::FleetState;
 use crate::index::Index;
+use crate::metrics::Metrics;
 use crate::policy::SinkRules;
 use crate::store::writer::WriterHandle;
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
@@ -25,10 +26,10 @@ pub struct Daemon {
     pub corrupt_keys: Vec<String>,
     /// Grace of a regenerate that names none.
     pub default_grace: Duration,
-    /// Connections open now.
+    /// Connections open now on the main socket.
     pub connections: AtomicU64,
-    /// Verifies answered since start.
-    pub verifications: AtomicU64,
+    /// What `/metrics` shows; verifies answered since start are counted there.
+    pub metrics: Arc<Metrics>,
     /// The policy file's state, for `policy status`.
     pub policy: Mutex<PolicyState>,
     /// Rotations coming up and failing, for `policy status`.
@@ -58,6 +59,7 @@ impl Daemon {
         sink_rules: SinkRules,
         development_key: bool,
         fleet: Option<Arc<FleetState>>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Daemon {
             index,
@@ -69,7 +71,7 @@ impl Daemon {
             corrupt_keys,
             default_grace,
             connections: AtomicU64::new(0),
-            verifications: AtomicU64::new(0),
+            metrics,
             policy: Default::default(),
             scheduler: Default::default(),
             scheduler_wake: Default::default(),
@@ -90,6 +92,38 @@ impl Daemon {
     /// Puts new access rules in force.
     pub fn set_access(&self, access: Access) {
         *self.access.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(access);
+    }
+
+    /// Sets the metrics that are read rather than counted: keys by state, connections
+    /// open, how stale the stored usage is, the policy and rotations, the fleet.
+    pub fn refresh_metrics(&self) {
+        let metrics = &self.metrics;
+        let now = crate::time::now_ms();
+        let counts = self.index.counts(now);
+        metrics.set_keys("active", counts.active);
+        metrics.set_keys("revoked", counts.revoked);
+        metrics.set_keys("expired", counts.expired);
+        let socket = self.connections.load(Ordering::Relaxed);
+        metrics
+            .open("socket")
+            .set(i64::try_from(socket).unwrap_or(i64::MAX));
+        let flushed_at = metrics.usage_flushed_at.load(Ordering::Relaxed);
+        metrics
+            .usage_flush_lag
+            .set((now - flushed_at).max(0) as f64 / 1000.0);
+        let loaded_at = self.policy_state().loaded_at.unwrap_or(0);
+        metrics.policy_loaded_at.set(loaded_at as f64 / 1000.0);
+        let failing = self.scheduler_state().failures.len();
+        metrics
+            .rotations_failing
+            .set(i64::try_from(failing).unwrap_or(i64::MAX));
+        if let Some(fleet) = &self.fleet {
+            let status = fleet.status();
+            metrics.fleet_connected.set(i64::from(status.connected));
+            metrics
+                .fleet_lag
+                .set(i64::try_from(status.lag).unwrap_or(i64::MAX));
+        }
     }
 
     pub fn policy_state(&self) -> MutexGuard<'_, PolicyState> {

@@ -79,9 +79,13 @@ pub async fn flush(
             };
             if stopping {
                 daemon.index.requeue(rest);
-                break;
+                return Ok(written);
             }
         }
     }
+    daemon
+        .metrics
+        .usage_flushed_at
+        .store(crate::time::now_ms(), std::sync::atomic::Ordering::Relaxed);
     Ok(written)
 }

@@ -44,12 +44,33 @@ pub fn watchdog() {
     send(&[NotifyState::Watchdog]);
 }
 
-/// The Unix listener systemd passed (socket activation), if any and if it is meant for this
-/// process: `LISTEN_PID` must name us, as the protocol requires. Call before any thread
-/// starts: it clears the `LISTEN_*` variables so children do not inherit them.
-pub fn take_activated_listener() -> anyhow::Result<Option<std::os::unix::net::UnixListener>> {
+/// The sockets systemd passed (socket activation).
+#[derive(Default)]
+pub struct Activated {
+    /// The main socket: the one not named `http`.
+    pub main: Option<std::os::unix::net::UnixListener>,
+    /// The HTTP side's sockets (`FileDescriptorName=http`), TCP or Unix. Taken from systemd,
+    /// a loopback port needs neither the host's network nor `AF_INET` in the service.
+    pub http: Vec<ActivatedHttp>,
+}
+
+/// An HTTP socket systemd passed.
+pub enum ActivatedHttp {
+    Tcp(std::net::TcpListener),
+    Unix(std::os::unix::net::UnixListener),
+}
+
+/// The file descriptor name that marks an HTTP-side socket.
+const HTTP_NAME: &str = "http";
+
+/// The sockets systemd passed (socket activation), if any and if they are meant for this
+/// process: `LISTEN_PID` must name us, as the protocol requires. Sockets named `http`
+/// (`LISTEN_FDNAMES`) serve the HTTP side; exactly one other is the main socket. Call
+/// before any thread starts: it clears the `LISTEN_*` variables so children do not inherit
+/// them.
+pub fn take_activated() -> anyhow::Result<Activated> {
     let Some(count) = std::env::var_os("LISTEN_FDS") else {
-        return Ok(None);
+        return Ok(Activated::default());
     };
     let for_us = std::env::var("LISTEN_PID")
         .ok()
@@ -60,16 +81,37 @@ pub fn take_activated_listener() -> anyhow::Result<Option<std::os::unix::net::Un
             listen_fds = ?count,
             "LISTEN_FDS is set but LISTEN_PID does not name this process; binding the socket instead"
         );
-        return Ok(None);
+        return Ok(Activated::default());
     }
+    let names = std::env::var("LISTEN_FDNAMES").unwrap_or_default();
+    let names: Vec<&str> = names.split(':').collect();
     let mut fds = listenfd::ListenFd::from_env();
-    if fds.len() != 1 {
-        anyhow::bail!(
-            "socket activation passed {} sockets; the .socket unit must have exactly one ListenStream=",
-            fds.len()
-        );
+    let mut activated = Activated::default();
+    for index in 0..fds.len() {
+        if names.get(index) == Some(&HTTP_NAME) {
+            activated.http.push(take_http(&mut fds, index)?);
+        } else if activated.main.is_some() {
+            anyhow::bail!(
+                "socket activation passed more than one socket not named '{HTTP_NAME}': the \
+                 main .socket unit must have exactly one ListenStream=, and HTTP sockets \
+                 FileDescriptorName={HTTP_NAME}"
+            );
+        } else {
+            let main = fds.take_unix_listener(index).map_err(|e| {
+                anyhow::anyhow!("the socket passed by systemd is not a Unix stream listener: {e}")
+            })?;
+            activated.main = main;
+        }
     }
-    fds.take_unix_listener(0).map_err(|e| {
-        anyhow::anyhow!("the socket passed by systemd is not a Unix stream listener: {e}")
-    })
+    Ok(activated)
+}
+
+fn take_http(fds: &mut listenfd::ListenFd, index: usize) -> anyhow::Result<ActivatedHttp> {
+    if let Ok(Some(listener)) = fds.take_tcp_listener(index) {
+        return Ok(ActivatedHttp::Tcp(listener));
+    }
+    match fds.take_unix_listener(index) {
+        Ok(Some(listener)) => Ok(ActivatedHttp::Unix(listener)),
+        _ => anyhow::bail!("the socket systemd passed as '{HTTP_NAME}' is neither a TCP nor a Unix stream listener"),
+    }
 }

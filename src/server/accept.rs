@@ -58,7 +58,7 @@ pub fn bind(path: &Path, mode: u32, group: Option<u32>) -> Result<UnixListener> 
 pub async fn accept_loop(
     listener: UnixListener,
     daemon: Arc<Daemon>,
-    workers: Workers,
+    workers: Arc<Workers>,
     max_connections: usize,
     max_per_uid: usize,
     mut shutdown: watch::Receiver<bool>,
@@ -101,6 +101,7 @@ pub async fn accept_loop(
             Ok(slot) => workers.hand_off(stream, peer, slot),
             Err(refusal) => {
                 slots.note(refusal, peer.uid);
+                daemon.metrics.refused(refusal.as_str());
                 // Answered while a refuser is free; past that, just closed.
                 if let Some(refuser) = slots.refuser() {
                     tracker.spawn(async move {

@@ -24,10 +24,15 @@ const MAX_SECS: u64 = 100 * 365 * 86_400;
 /// Answers one admin request from `peer`: checks that the peer may administer, then the
 /// arguments, then reads the index or submits the change to the writer thread.
 pub(crate) async fn dispatch(daemon: &Daemon, peer: &Peer, body: RequestBody) -> ResponseBody {
+    let kind = kind(&body);
+    if let RequestBody::Health = body {
+        // Any peer that was let in may ask: a monitoring user needs no admin rights.
+        return ResponseBody::Health(crate::daemon::health::check(daemon).await);
+    }
     let access = daemon.access();
-    if !access.may_admin(peer) {
+    let answer = if !access.may_admin(peer) {
         tracing::warn!(uid = peer.uid, pid = ?peer.pid, "admin request refused");
-        return error(
+        error(
             ErrorCode::PermissionDenied,
             &format!(
                 "uid {} may not make admin requests: run as root or as the daemon's user \
@@ -36,11 +41,32 @@ pub(crate) async fn dispatch(daemon: &Daemon, peer: &Peer, body: RequestBody) ->
                 peer.uid,
                 access.daemon_uid()
             ),
-        );
-    }
-    match admin(daemon, peer, body).await {
-        Ok(body) => body,
-        Err(answer) => ResponseBody::Error(answer),
+        )
+    } else {
+        match admin(daemon, peer, body).await {
+            Ok(body) => body,
+            Err(answer) => ResponseBody::Error(answer),
+        }
+    };
+    let ok = !matches!(answer, ResponseBody::Error(_));
+    daemon.metrics.admin(kind, ok);
+    answer
+}
+
+/// The request's kind, as `/metrics` labels it.
+fn kind(body: &RequestBody) -> &'static str {
+    match body {
+        RequestBody::Verify(_) => "verify",
+        RequestBody::CreateKey(_) => "create",
+        RequestBody::ListKeys { .. } => "list",
+        RequestBody::ShowKey { .. } => "show",
+        RequestBody::Regenerate { .. } => "regenerate",
+        RequestBody::Revoke { .. } => "revoke",
+        RequestBody::Status => "status",
+        RequestBody::Audit { .. } => "audit",
+        RequestBody::Rekey { .. } => "rekey",
+        RequestBody::PolicyStatus => "policy_status",
+        RequestBody::Health => "health",
     }
 }
 
@@ -68,6 +94,7 @@ async fn admin(
         RequestBody::Status => Ok(ResponseBody::Status(status(daemon, now))),
         RequestBody::PolicyStatus => Ok(ResponseBody::Policy(policy_report(daemon))),
         RequestBody::Rekey { new_master_key } => rekey(daemon, &new_master_key.0, actor).await,
+        RequestBody::Health => Err(internal()),
         RequestBody::Audit { verify, after } => {
             match submit(daemon, Command::ReadAudit { verify, after }).await? {
                 Outcome::Audit(report) => Ok(ResponseBody::Audit(report)),
@@ -150,7 +177,7 @@ fn status(daemon: &Daemon, now: i64) -> StatusInfo {
             .cloned()
             .collect(),
         connections: daemon.connections.load(Ordering::Relaxed),
-        verifications: daemon.verifications.load(Ordering::Relaxed),
+        verifications: daemon.metrics.verifies_total(),
         policy_error: daemon.policy_state().last_error.clone(),
         rotation_failures: daemon.scheduler_state().failures.len() as u64,
         fleet: daemon.fleet.as_ref().map(|f| f.status()),

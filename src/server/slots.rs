@@ -29,6 +29,17 @@ pub enum Refusal {
     NotAllowed,
 }
 
+impl Refusal {
+    /// How `/metrics` labels it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::Cap => "cap",
+            Refusal::PerUid => "per_uid",
+            Refusal::NotAllowed => "not_allowed",
+        }
+    }
+}
+
 pub struct Slots {
     total: Arc<Semaphore>,
     per_uid: Arc<Mutex<HashMap<u32, usize>>>,

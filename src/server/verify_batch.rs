@@ -5,10 +5,10 @@ use crate::access::Peer;
 use crate::daemon::Daemon;
 use crate::index::verify::decide_run;
 use crate::index::Maps;
+use crate::metrics::VerifyTally;
 use crate::time;
 use authenta_client::proto::{self, ErrorAnswer, ErrorCode, Response, ResponseBody};
 use authenta_client::verify_wire::{VerifyAnswerBodyRef, VerifyRequestRef, VerifyResponseRef};
-use std::sync::atomic::Ordering;
 use std::sync::RwLockReadGuard;
 
 /// A run of pipelined verifies from one peer, answered under one read of the index, one
@@ -20,7 +20,7 @@ pub(crate) struct VerifyBatch<'d> {
     may_verify: bool,
     maps: RwLockReadGuard<'d, Maps>,
     now: i64,
-    answered: u64,
+    tally: VerifyTally,
 }
 
 impl<'d> VerifyBatch<'d> {
@@ -31,7 +31,7 @@ impl<'d> VerifyBatch<'d> {
             may_verify: daemon.access().may_verify(peer),
             maps: daemon.index.read(),
             now: time::now_ms(),
-            answered: 0,
+            tally: VerifyTally::default(),
         }
     }
 
@@ -54,9 +54,9 @@ impl<'d> VerifyBatch<'d> {
             }
             return Ok(());
         }
-        let answered = &mut self.answered;
+        let tally = &mut self.tally;
         decide_run(&self.maps, run, self.now, |id, answer| {
-            *answered += 1;
+            tally.count(answer.code);
             let response = VerifyResponseRef {
                 id,
                 body: VerifyAnswerBodyRef::Verify(answer),
@@ -68,9 +68,7 @@ impl<'d> VerifyBatch<'d> {
 
 impl Drop for VerifyBatch<'_> {
     fn drop(&mut self) {
-        self.daemon
-            .verifications
-            .fetch_add(self.answered, Ordering::Relaxed);
+        self.daemon.metrics.add_verifies(&self.tally);
     }
 }
 

@@ -16,17 +16,27 @@ use crate::server::busy_poll::BusyPoll;
 use crate::server::connection;
 use crate::server::slots::Slot;
 use anyhow::{Context, Result};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 use tokio_util::task::TaskTracker;
 
-/// An accepted connection on its way to a thread, with its slot under the connection cap.
-struct Handoff {
-    stream: std::os::unix::net::UnixStream,
-    peer: Peer,
-    slot: Slot,
+/// Work on its way to a connection thread.
+enum Handoff {
+    /// An accepted client connection, with its slot under the connection cap.
+    Client {
+        stream: std::os::unix::net::UnixStream,
+        peer: Peer,
+        slot: Slot,
+    },
+    /// Another part's connection (the HTTP side's), started on the thread that serves it.
+    Task(Task),
 }
+
+/// Makes, on the connection thread, the future that serves a connection to its end.
+pub type Task = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
 
 /// The connection threads. Dropping it closes their queues: each thread then exits once its
 /// connections have ended (they end at shutdown).
@@ -96,9 +106,18 @@ impl Workers {
                 return;
             }
         };
+        self.send(Handoff::Client { stream, peer, slot });
+    }
+
+    /// Runs `task` on the next thread in turn, counted by [`Workers::tracker`].
+    pub fn run(&self, task: Task) {
+        self.send(Handoff::Task(task));
+    }
+
+    fn send(&self, handoff: Handoff) {
         let turn = self.next.fetch_add(1, Ordering::Relaxed) % self.queues.len();
         // A thread only goes away after its queue is closed, when `self` is dropped.
-        let _ = self.queues[turn].send(Handoff { stream, peer, slot });
+        let _ = self.queues[turn].send(handoff);
     }
 }
 
@@ -111,7 +130,14 @@ async fn serve(
     shutdown: watch::Receiver<bool>,
 ) {
     let local = TaskTracker::new();
-    while let Some(Handoff { stream, peer, slot }) = handoffs.recv().await {
+    while let Some(handoff) = handoffs.recv().await {
+        let (stream, peer, slot) = match handoff {
+            Handoff::Client { stream, peer, slot } => (stream, peer, slot),
+            Handoff::Task(task) => {
+                local.spawn(tracker.track_future(task()));
+                continue;
+            }
+        };
         let stream = match tokio::net::UnixStream::from_std(stream) {
             Ok(stream) => stream,
             Err(e) => {

@@ -17,6 +17,7 @@ use crate::store::Store;
 use crate::time;
 use crate::token::TokenHash;
 use authenta_client::proto::{Actor, CreateKey};
+use prometheus_client::metrics::histogram::Histogram;
 use ring::rand::SystemRandom;
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -64,6 +65,8 @@ pub enum Command {
     },
     /// Moves the WAL into the database file (at shutdown), so the file stands alone.
     Checkpoint,
+    /// Nothing: answered as soon as the store thread reaches it, to show it is alive.
+    Ping,
     /// Re-wrap the data key under a new master key; in fleet mode also keep the fleet's data
     /// key as the fleet now wraps it (by the new master key).
     Rekey {
@@ -154,6 +157,7 @@ pub fn spawn(
     store: Store,
     index: Arc<Index>,
     fleet: Option<FleetLink>,
+    commit_seconds: Histogram,
 ) -> std::io::Result<(WriterHandle, std::thread::JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel();
     let mut writer = Writer {
@@ -161,6 +165,7 @@ pub fn spawn(
         index,
         rng: SystemRandom::new(),
         fleet,
+        commit_seconds,
     };
     let thread = std::thread::Builder::new()
         .name("authenta-store".into())
@@ -174,6 +179,8 @@ struct Writer {
     index: Arc<Index>,
     rng: SystemRandom,
     fleet: Option<FleetLink>,
+    /// How long each batch takes to commit, for `/metrics`.
+    commit_seconds: Histogram,
 }
 
 pub(crate) type Reply = oneshot::Sender<Result<Outcome, WriteError>>;
@@ -199,7 +206,9 @@ impl Writer {
         if writes.is_empty() {
             return;
         }
+        let started = std::time::Instant::now();
         let (applied, rotations) = commit_batch(&mut self.store, &self.index, &self.rng, writes);
+        self.commit_seconds.observe(started.elapsed().as_secs_f64());
         if let Some(fleet) = &mut self.fleet {
             fleet.note_applied(applied);
             for (record, rotated, made_by) in rotations {
@@ -220,6 +229,7 @@ impl Writer {
                     self.store.read_audit(verify, after).map(Outcome::Audit)
                 }
                 Command::Checkpoint => self.store.checkpoint().map(|()| Outcome::Changed),
+                Command::Ping => Ok(Outcome::Changed),
                 command if self.fleet.is_some() && command.is_admin_change() => {
                     self.propose(command, job.reply);
                     continue;
@@ -512,6 +522,7 @@ fn compute(draft: &mut Draft<'_>, command: Command) -> Result<Outcome, WriteErro
         | Command::Rekey { .. }
         | Command::ReadAudit { .. }
         | Command::Checkpoint
+        | Command::Ping
         | Command::ApplyFleet { .. }
         | Command::KeepFleetDataKey(_) => Err(WriteError::Refused("not an admin change".into())),
     }

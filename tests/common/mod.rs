@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fleet;
+pub mod http;
 pub mod nats;
 pub mod strategies;
 
@@ -27,6 +28,8 @@ pub struct Daemon {
     pub config: Option<PathBuf>,
     /// The policy file passed with --policy, if any (in its own directory `policy/`).
     pub policy: Option<PathBuf>,
+    /// Started with the HTTP side on `DIR/run/http.sock` and this loopback port.
+    pub http_port: Option<u16>,
     child: Option<Child>,
 }
 
@@ -48,6 +51,34 @@ impl Daemon {
 
     /// Starts a daemon with an optional config and an optional policy.
     pub fn start_with(config: Option<&str>, policy: Option<&str>) -> Daemon {
+        let mut daemon = Daemon::prepare(config, policy);
+        daemon.restart();
+        daemon
+    }
+
+    /// Starts a daemon with its HTTP side on `DIR/run/http.sock` and a free loopback port.
+    pub fn start_http(config: Option<&str>, policy: Option<&str>) -> Daemon {
+        let mut daemon = Daemon::prepare(config, policy);
+        daemon.http_port = Some(free_port());
+        daemon.restart();
+        daemon
+    }
+
+    /// The HTTP side's Unix socket (see [`Daemon::start_http`]).
+    pub fn http_socket(&self) -> PathBuf {
+        self.dir.path().join("run/http.sock")
+    }
+
+    /// The HTTP side's TCP address (see [`Daemon::start_http`]).
+    pub fn http_address(&self) -> String {
+        format!(
+            "127.0.0.1:{}",
+            self.http_port.expect("started with start_http")
+        )
+    }
+
+    /// A daemon set up on a new directory, not started.
+    fn prepare(config: Option<&str>, policy: Option<&str>) -> Daemon {
         let dir = tempfile::tempdir().expect("temp dir");
         // Let a test's unprivileged child reach the socket inside.
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
@@ -76,17 +107,16 @@ impl Daemon {
             std::fs::write(&path, text).expect("write policy");
             path
         });
-        let mut daemon = Daemon {
+        Daemon {
             policy,
             socket: dir.path().join("run/keyd.sock"),
             data_dir: dir.path().join("data"),
             master_key,
             config,
+            http_port: None,
             dir,
             child: None,
-        };
-        daemon.restart();
-        daemon
+        }
     }
 
     /// The log file the daemon's stderr goes to.
@@ -119,6 +149,13 @@ impl Daemon {
         }
         if let Some(policy) = &self.policy {
             command.arg("--policy").arg(policy);
+        }
+        if self.http_port.is_some() {
+            command
+                .arg("--http-listen")
+                .arg(format!("unix:{}", self.http_socket().display()))
+                .arg("--http-listen")
+                .arg(self.http_address());
         }
         command
     }
@@ -324,6 +361,13 @@ pub fn can_drop_privileges() -> bool {
         eprintln!("not root: cannot act as another uid, so this test cannot run here");
     }
     root
+}
+
+/// A loopback port nothing listens on now (the OS picks it; it is free until someone
+/// binds it, which a test then does at once).
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+    listener.local_addr().expect("local address").port()
 }
 
 /// Polls `ready` every 25 ms until it holds; panics naming `what` after 15 s.

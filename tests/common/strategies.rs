@@ -2,10 +2,10 @@
 //! tests (`tests/wire.rs`, `tests/seal.rs`, `tests/token.rs`), and the case count they run.
 
 use authenta_client::proto::{
-    Actor, AuditEntry, AuditReport, ChainCheck, CreateKey, ErrorAnswer, ErrorCode, Hello,
-    HelloReply, KeyCounts, KeyInfo, KeyPage, KeyState, NewToken, Permission, PolicyReport, Request,
-    RequestBody, Response, ResponseBody, RotationFailure, ScheduledRotation, StatusInfo, Usage,
-    VerifyAnswer, VerifyCode, VerifyRequest,
+    Actor, AuditEntry, AuditReport, ChainCheck, CreateKey, ErrorAnswer, ErrorCode, HealthReport,
+    Hello, HelloReply, KeyCounts, KeyInfo, KeyPage, KeyState, NewToken, Permission, PolicyReport,
+    Request, RequestBody, Response, ResponseBody, RotationFailure, ScheduledRotation, StatusInfo,
+    Usage, VerifyAnswer, VerifyCode, VerifyRequest,
 };
 use proptest::collection::vec;
 use proptest::option;
@@ -132,6 +132,7 @@ pub fn request_body() -> impl Strategy<Value = RequestBody> {
             .prop_map(|(id, grace_secs)| RequestBody::Regenerate { id, grace_secs }),
         (text(), opt_text()).prop_map(|(id, reason)| RequestBody::Revoke { id, reason }),
         Just(RequestBody::Status),
+        Just(RequestBody::Health),
         (any::<bool>(), any::<u64>())
             .prop_map(|(verify, after)| RequestBody::Audit { verify, after }),
         vec(any::<u8>(), 0..40).prop_map(|bytes| RequestBody::Rekey {
@@ -330,6 +331,22 @@ pub fn response_body() -> impl Strategy<Value = ResponseBody> {
                 }
             ),
         policy_report().prop_map(ResponseBody::Policy),
+        (
+            any::<bool>(),
+            any::<bool>(),
+            text(),
+            option::of(any::<bool>()),
+            vec(text(), 0..3)
+        )
+            .prop_map(|(ready, store, policy, fleet_connected, problems)| {
+                ResponseBody::Health(HealthReport {
+                    ready,
+                    store,
+                    policy,
+                    fleet_connected,
+                    problems,
+                })
+            }),
         (key_info(), text())
             .prop_map(|(key, token)| ResponseBody::Created(NewToken { key, token })),
         (vec(key_info(), 0..3), opt_text())
@@ -359,7 +376,8 @@ pub fn covers_request_body(body: &RequestBody) {
         | RequestBody::Regenerate { .. }
         | RequestBody::Revoke { .. }
         | RequestBody::Status
-        | RequestBody::Audit { .. } => {}
+        | RequestBody::Audit { .. }
+        | RequestBody::Health => {}
     }
 }
 
@@ -374,7 +392,8 @@ pub fn covers_response_body(body: &ResponseBody) {
         | ResponseBody::Audit(_)
         | ResponseBody::Error(_)
         | ResponseBody::Done(_)
-        | ResponseBody::Policy(_) => {}
+        | ResponseBody::Policy(_)
+        | ResponseBody::Health(_) => {}
     }
 }
 

@@ -1,0 +1,327 @@
+//! `/v1/auth`: the forward-auth answer for nginx `auth_request`, Traefik ForwardAuth, Caddy
+//! `forward_auth` and Envoy `ext_authz` (HTTP mode).
+//!
+//! The token comes from `Authorization: Bearer`, else `X-API-Key`. The permissions asked
+//! for are those `X-Authenta-Permission` (a comma list) and the method of the request the
+//! proxy is deciding on (`X-Forwarded-Method`, `X-Original-Method`) ask for together, else
+//! this request's own method: GET, HEAD, OPTIONS read; POST, PUT, PATCH write; DELETE
+//! delete. The answer's status is the verify code's (200, 401, 403); a denial's body says
+//! which code and why.
+
+use super::routes::{error, json, Answer};
+use crate::daemon::Daemon;
+use crate::index::verify::decide_run;
+use crate::metrics::VerifyTally;
+use crate::time;
+use authenta_client::proto::{Permission, VerifyCode};
+use authenta_client::verify_wire::{
+    PermissionBits, VerifyAnswerRef, VerifyBodyRef, VerifyQuestion, VerifyRequestRef,
+};
+use hyper::header::{HeaderName, HeaderValue, AUTHORIZATION, WWW_AUTHENTICATE};
+use hyper::{HeaderMap, Method, StatusCode};
+use std::convert::Infallible;
+
+const API_KEY: &str = "x-api-key";
+const PERMISSION: &str = "x-authenta-permission";
+const ENVIRONMENT: &str = "x-authenta-environment";
+/// Where proxies put the method of the request they ask about: Traefik and Caddy, then
+/// the header nginx is told to set (`proxy_set_header X-Original-Method $request_method`).
+const ORIGINAL_METHOD: [&str; 2] = ["x-forwarded-method", "x-original-method"];
+
+/// Answers one forward-auth request.
+pub fn answer(daemon: &Daemon, method: &Method, headers: &HeaderMap) -> Answer {
+    let token = match find_token(headers) {
+        Found::Token(token) => token,
+        Found::Unreadable => return denied(VerifyCode::Malformed),
+        Found::Missing => return missing(),
+    };
+    let permissions = match permissions_asked(method, headers) {
+        Ok(permissions) => permissions,
+        Err(refusal) => return refusal,
+    };
+    let environment = match headers.get(ENVIRONMENT).map(HeaderValue::to_str) {
+        None => None,
+        Some(Ok(environment)) => Some(environment),
+        Some(Err(_)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "X-Authenta-Environment must be visible ASCII",
+            )
+        }
+    };
+    verify(daemon, token, permissions, environment)
+}
+
+/// Decides the verify with the socket's own decision, and counts it as the socket does.
+fn verify(
+    daemon: &Daemon,
+    token: &str,
+    permissions: PermissionBits,
+    environment: Option<&str>,
+) -> Answer {
+    let request = VerifyRequestRef {
+        id: 0,
+        body: VerifyBodyRef::Verify(VerifyQuestion {
+            token,
+            permissions,
+            environment,
+        }),
+    };
+    let mut tally = VerifyTally::default();
+    let mut answered = None;
+    let maps = daemon.index.read();
+    let _ = decide_run::<Infallible>(&maps, &[Some(request)], time::now_ms(), |_, answer| {
+        tally.count(answer.code);
+        answered = Some(respond(&answer));
+        Ok(())
+    });
+    drop(maps);
+    daemon.metrics.add_verifies(&tally);
+    answered.unwrap_or_else(|| denied(VerifyCode::Malformed))
+}
+
+enum Found<'h> {
+    Token(&'h str),
+    /// A token header that is not visible ASCII: no token can be in it.
+    Unreadable,
+    Missing,
+}
+
+fn find_token(headers: &HeaderMap) -> Found<'_> {
+    if let Some(value) = headers.get(AUTHORIZATION) {
+        let Ok(value) = value.to_str() else {
+            return Found::Unreadable;
+        };
+        if let Some((scheme, token)) = value.split_once(' ') {
+            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() {
+                return Found::Token(token.trim());
+            }
+        }
+    }
+    match headers.get(API_KEY).map(HeaderValue::to_str) {
+        Some(Ok(token)) if !token.trim().is_empty() => Found::Token(token.trim()),
+        Some(Err(_)) => Found::Unreadable,
+        _ => Found::Missing,
+    }
+}
+
+/// The permissions asked for: every one that `X-Authenta-Permission` and the original
+/// method headers ask for together; with none of those, this request's own method.
+///
+/// Together, not the first found: a proxy passes its client's headers on to `/v1/auth`
+/// unless told to strip them, so a client could otherwise send `X-Authenta-Permission:
+/// read` or `X-Forwarded-Method: GET` with a DELETE and have a read-only key let through.
+/// A header a client adds can only ask for more, never for less.
+fn permissions_asked(method: &Method, headers: &HeaderMap) -> Result<PermissionBits, Answer> {
+    let mut bits = 0;
+    let mut named = false;
+    for list in headers.get_all(PERMISSION) {
+        named = true;
+        bits |= parse_permissions(list.to_str().unwrap_or("")).ok_or_else(|| {
+            error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "X-Authenta-Permission must be a comma list of read, write, delete",
+            )
+        })?;
+    }
+    for name in ORIGINAL_METHOD {
+        for original in headers.get_all(name) {
+            named = true;
+            bits |= method_permission(original.to_str().unwrap_or(""))?;
+        }
+    }
+    if !named {
+        bits = method_permission(method.as_str())?;
+    }
+    Ok(PermissionBits(bits))
+}
+
+/// The permission a method needs: GET, HEAD, OPTIONS read; POST, PUT, PATCH write; DELETE
+/// delete; any other is refused.
+fn method_permission(method: &str) -> Result<u8, Answer> {
+    let permission = match method.trim().to_ascii_uppercase().as_str() {
+        "GET" | "HEAD" | "OPTIONS" => Permission::Read,
+        "POST" | "PUT" | "PATCH" => Permission::Write,
+        "DELETE" => Permission::Delete,
+        _ => {
+            return Err(error(
+                StatusCode::FORBIDDEN,
+                "unmapped_method",
+                "no permission maps to this method: send X-Authenta-Permission to say which",
+            ))
+        }
+    };
+    Ok(permission.bit())
+}
+
+fn parse_permissions(list: &str) -> Option<u8> {
+    let mut bits = 0;
+    for name in list.split(',') {
+        bits |= name.parse::<Permission>().ok()?.bit();
+    }
+    Some(bits)
+}
+
+/// The answer to a decided verify.
+fn respond(answer: &VerifyAnswerRef<'_>) -> Answer {
+    if answer.code != VerifyCode::Valid {
+        return denied(answer.code);
+    }
+    let permissions: Vec<&str> = Permission::ALL
+        .into_iter()
+        .filter(|&p| answer.permissions.contains(p))
+        .map(Permission::as_str)
+        .collect();
+    let rotate_by = answer.rotate_by.map(rfc3339);
+    let mut response = json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "code": "valid",
+            "key_id": answer.key_id,
+            "permissions": permissions,
+            "environment": answer.environment,
+            "rotate_by": rotate_by,
+            "rotation_due": answer.rotation_due,
+        }),
+    );
+    let headers = response.headers_mut();
+    set(headers, "x-authenta-key-id", answer.key_id);
+    set(
+        headers,
+        "x-authenta-permissions",
+        Some(&permissions.join(",")),
+    );
+    // Every header on every 200, empty when it has no value: a proxy that copies only the
+    // headers the daemon sends would otherwise let a client's own copy through to the app.
+    set(
+        headers,
+        "x-authenta-environment",
+        Some(answer.environment.unwrap_or("")),
+    );
+    let due = rotate_by.as_deref().filter(|_| answer.rotation_due);
+    set(headers, "x-authenta-rotation-due", Some(due.unwrap_or("")));
+    response
+}
+
+/// Sets a header when there is a value and it is a valid header value.
+fn set(headers: &mut HeaderMap, name: &'static str, value: Option<&str>) {
+    if let Some(value) = value.and_then(|v| HeaderValue::from_str(v).ok()) {
+        headers.insert(HeaderName::from_static(name), value);
+    }
+}
+
+fn rfc3339(unix_ms: i64) -> String {
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(unix_ms.max(0) as u64);
+    humantime::format_rfc3339_seconds(at).to_string()
+}
+
+/// 401 or 403 with the verify code, as RFC 6750 says for bearer tokens.
+fn denied(code: VerifyCode) -> Answer {
+    let (status, challenge) = if code == VerifyCode::InsufficientPermissions {
+        (
+            StatusCode::FORBIDDEN,
+            "Bearer realm=\"authenta\", error=\"insufficient_scope\"",
+        )
+    } else {
+        (
+            StatusCode::UNAUTHORIZED,
+            "Bearer realm=\"authenta\", error=\"invalid_token\"",
+        )
+    };
+    let mut response = error(status, code.as_str(), message(code));
+    response
+        .headers_mut()
+        .insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+    response
+}
+
+/// No token at all: a challenge without an error, as RFC 6750 asks.
+fn missing() -> Answer {
+    let mut response = error(
+        StatusCode::UNAUTHORIZED,
+        "missing",
+        "no API key: send Authorization: Bearer <token> or X-API-Key: <token>",
+    );
+    response.headers_mut().insert(
+        WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"authenta\""),
+    );
+    response
+}
+
+fn message(code: VerifyCode) -> &'static str {
+    match code {
+        VerifyCode::Valid => "valid",
+        VerifyCode::Malformed => "this is not an authenta token (prefix, length or checksum)",
+        VerifyCode::Unknown => "no key has this token",
+        VerifyCode::Revoked => "this key was revoked, or this token replaced by a new one",
+        VerifyCode::Expired => "this key has expired",
+        VerifyCode::WrongEnvironment => "this key belongs to another environment",
+        VerifyCode::InsufficientPermissions => "this key lacks the permission this request needs",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(*name, HeaderValue::from_str(value).expect("header value"));
+        }
+        map
+    }
+
+    fn asked(method: Method, pairs: &[(&'static str, &str)]) -> Option<u8> {
+        permissions_asked(&method, &headers(pairs))
+            .ok()
+            .map(|bits| bits.0)
+    }
+
+    #[test]
+    fn the_original_method_decides_the_permission() {
+        let (read, write, delete) = (
+            Permission::Read.bit(),
+            Permission::Write.bit(),
+            Permission::Delete.bit(),
+        );
+        assert_eq!(asked(Method::GET, &[]), Some(read));
+        assert_eq!(
+            asked(Method::GET, &[("x-forwarded-method", "DELETE")]),
+            Some(delete)
+        );
+        assert_eq!(
+            asked(Method::GET, &[("x-original-method", "patch")]),
+            Some(write)
+        );
+        assert_eq!(asked(Method::GET, &[("x-original-method", "TRACE")]), None);
+        assert_eq!(
+            asked(Method::GET, &[("x-authenta-permission", "read, delete")]),
+            Some(read | delete)
+        );
+        assert_eq!(
+            asked(Method::GET, &[("x-authenta-permission", "admin")]),
+            None
+        );
+        assert_eq!(
+            asked(Method::from_bytes(b"PROPFIND").expect("method"), &[]),
+            None
+        );
+    }
+
+    #[test]
+    fn bearer_comes_before_the_api_key_header() {
+        let both = headers(&[("authorization", "bearer abc"), ("x-api-key", "def")]);
+        assert!(matches!(find_token(&both), Found::Token("abc")));
+        let basic = headers(&[("authorization", "Basic Zm9v"), ("x-api-key", "def")]);
+        assert!(matches!(find_token(&basic), Found::Token("def")));
+        assert!(matches!(
+            find_token(&headers(&[("authorization", "Bearer ")])),
+            Found::Missing
+        ));
+        assert!(matches!(find_token(&HeaderMap::new()), Found::Missing));
+    }
+}

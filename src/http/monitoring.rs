@@ -1,0 +1,42 @@
+//! `/metrics`, `/healthz` and `/readyz`.
+
+use super::routes::{json, Answer};
+use crate::daemon::Daemon;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::{Response, StatusCode};
+
+/// The metrics in the text format (OpenMetrics, which Prometheus reads).
+pub fn metrics(daemon: &Daemon) -> Answer {
+    daemon.refresh_metrics();
+    let mut answer = Response::new(Full::new(Bytes::from(daemon.metrics.encode())));
+    answer.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    answer
+}
+
+/// The process is alive and its HTTP side answers.
+pub fn alive() -> Answer {
+    json(StatusCode::OK, &serde_json::json!({ "status": "alive" }))
+}
+
+/// 200 when ready (see [`crate::daemon::health`]), else 503, with what is wrong.
+pub async fn ready(daemon: &Daemon) -> Answer {
+    let report = crate::daemon::health::check(daemon).await;
+    let status = if report.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = serde_json::json!({
+        "ready": report.ready,
+        "store": report.store,
+        "policy": report.policy,
+        "fleet_connected": report.fleet_connected,
+        "problems": report.problems,
+    });
+    json(status, &body)
+}
