@@ -233,8 +233,8 @@ impl Config {
                 "config {}: busy_poll must be at most {} (it is how long a connection thread \
                  may keep a core busy between two requests; the default is {})",
                 path.display(),
-                humantime::format_duration(MOST_BUSY_POLL),
-                humantime::format_duration(default_busy_poll())
+                crate::time::format_duration(MOST_BUSY_POLL),
+                crate::time::format_duration(default_busy_poll())
             );
         }
         if let Some(fleet) = &config.fleet {

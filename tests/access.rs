@@ -32,7 +32,11 @@ fn a_peer_that_is_not_an_admin_can_verify_but_not_administer() {
         vec!["audit"],
     ] {
         let out = daemon.cli_as_nobody(&args, None);
-        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert_eq!(
+            out.status.code(),
+            Some(77),
+            "{args:?}: exit 77, no permission"
+        );
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
             stderr.contains("uid 65534 may not make admin requests"),
@@ -135,7 +139,7 @@ fn verify_gids_allow_and_refuse_exactly_as_configured_and_sighup_reloads_them() 
     let out = daemon.cli_as_nobody(&["keys", "list"], None);
     assert_eq!(
         out.status.code(),
-        Some(1),
+        Some(77),
         "verify_gids grant verify, not admin"
     );
 

@@ -81,7 +81,7 @@ fn create_json_has_the_documented_fields() {
     assert!(created["id"].as_str().expect("id").starts_with("key_"));
     assert_eq!(created["name"], "Mobile-App-Key");
     let token = created["token"].as_str().expect("token");
-    assert_eq!(created["start"].as_str().expect("start"), &token[4..12]);
+    assert_eq!(created["start"].as_str().expect("start"), &token[..12]);
     assert_eq!(created["permissions"], serde_json::json!(["read"]));
     assert_eq!(created["environment"], "staging");
     assert!(created["created_at"]
@@ -166,7 +166,7 @@ fn verify_reads_the_token_from_stdin_when_the_environment_has_none() {
     let out = run_with_stdin(daemon.cli_command(&["verify"]), "");
     assert_eq!(
         out.status.code(),
-        Some(1),
+        Some(64),
         "no token is an error, not a verdict"
     );
 }
@@ -258,7 +258,11 @@ fn revoke_gives_401_revoked_and_is_final() {
     );
 
     let out = daemon.cli(&["keys", "regenerate", &id]);
-    assert_eq!(out.status.code(), Some(1), "a revoked key cannot come back");
+    assert_eq!(
+        out.status.code(),
+        Some(64),
+        "a revoked key cannot come back"
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("revoked"));
     assert_eq!(daemon.verify_code(&token, &[]), "revoked");
 }
@@ -328,7 +332,7 @@ fn list_shows_created_last_used_permissions_and_usage() {
         used["usage"],
         serde_json::json!({"verifications": 4, "allowed": 3, "denied": 1})
     );
-    assert_eq!(&token[4..12], used["start"].as_str().expect("start"));
+    assert_eq!(&token[..12], used["start"].as_str().expect("start"));
     let unused = keys
         .iter()
         .find(|k| k["id"] == unused_id.as_str())
@@ -347,7 +351,7 @@ fn list_shows_created_last_used_permissions_and_usage() {
 fn admin_errors_say_what_to_do() {
     let daemon = Daemon::start();
     let out = daemon.cli(&["keys", "show", "key_AAAAAAAAAAAAAAAA"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(66), "66: no key with that id");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("no key with id key_AAAAAAAAAAAAAAAA"),
@@ -356,13 +360,13 @@ fn admin_errors_say_what_to_do() {
     assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
 
     let out = daemon.cli(&["keys", "create", "--name", "x", "--permissions", "admin"]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(64), "64: usage");
     assert!(String::from_utf8_lossy(&out.stderr).contains("read, write or delete"));
 
     // A token passed where an id belongs is not echoed back.
     let (_, token) = daemon.create("K", "read", &[]);
     let out = daemon.cli(&["keys", "revoke", &token]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(66));
     assert!(!String::from_utf8_lossy(&out.stderr).contains(&token));
 
     let nowhere = daemon.dir.path().join("nowhere.sock");
@@ -370,7 +374,7 @@ fn admin_errors_say_what_to_do() {
         .env("AUTHENTA_SOCKET", &nowhere)
         .output()
         .expect("run");
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(69), "69: unavailable");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("is `authenta-keyd serve` running?"),
@@ -386,8 +390,8 @@ fn admin_errors_say_what_to_do() {
     };
     assert_eq!(
         code,
-        Some(1),
-        "an unreachable daemon is exit 1, not a verdict"
+        Some(69),
+        "an unreachable daemon is exit 69, not a verdict"
     );
 }
 

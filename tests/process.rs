@@ -123,7 +123,7 @@ fn the_process_is_not_dumpable_and_has_no_core_dumps() {
     std::fs::write(&key, MASTER_HEX).expect("key");
     nix::unistd::chown(&key, Some(nix::unistd::Uid::from_raw(65534)), None).expect("chown");
     let socket = home.join("k.sock");
-    let child = Command::new(BIN)
+    let child = Command::new(common::bin_for_others())
         .arg("serve")
         .arg("--socket")
         .arg(&socket)

@@ -34,7 +34,8 @@ fn shared_tmp() -> tempfile::TempDir {
 /// `serve` as the victim on its default socket (no XDG_RUNTIME_DIR: the fallback in
 /// `tmp`), stopped after `wait` if it is still running; (still running, stderr).
 fn serve_as_victim(tmp: &Path, wait: Duration) -> (bool, String) {
-    let mut child = Command::new(tmp.join("authenta-keyd"))
+    let mut command = Command::new(tmp.join("authenta-keyd"));
+    command
         .args(["serve", "--data-dir"])
         .arg(tmp.join("data"))
         .arg("--master-key-file")
@@ -46,9 +47,8 @@ fn serve_as_victim(tmp: &Path, wait: Duration) -> (bool, String) {
         .gid(VICTIM)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start serve");
+        .stderr(Stdio::piped());
+    let mut child = common::retry_busy_text(|| command.spawn()).expect("start serve");
     let exited = common::wait_timeout(&mut child, wait);
     let running = exited.is_none();
     if running {

@@ -18,7 +18,11 @@ fn an_emptied_audit_log_is_reported_broken() {
     drop(db);
     daemon.restart();
     let out = daemon.cli(&["audit", "--verify"]);
-    assert_eq!(out.status.code(), Some(1), "a broken chain fails the check");
+    assert_eq!(
+        out.status.code(),
+        Some(65),
+        "a broken chain fails the check (65: data error)"
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains("the log is empty but the store holds 2 keys"),
@@ -75,7 +79,7 @@ fn a_row_written_back_from_an_older_copy_or_deleted_is_caught() {
     let check = daemon.cli(&["audit", "--verify"]);
     assert_eq!(
         check.status.code(),
-        Some(1),
+        Some(65),
         "audit --verify reports it too"
     );
     assert!(String::from_utf8_lossy(&check.stdout).contains("written back from an older copy"));

@@ -1,5 +1,6 @@
 //! `authenta-keyd audit`: who changed what, and whether the hash chain is intact.
 
+use super::output::say;
 use super::output::{self, time};
 use super::Context;
 use anyhow::Result;
@@ -9,7 +10,7 @@ use std::process::ExitCode;
 
 #[derive(Args)]
 pub struct AuditArgs {
-    /// Check the hash chain too; exit 1 when it is broken.
+    /// Check the hash chain too; exit 65 when it is broken.
     #[arg(long)]
     verify: bool,
 }
@@ -50,14 +51,14 @@ pub fn run(args: AuditArgs, context: &Context) -> Result<ExitCode> {
         output::print_table(&["SEQ", "AT", "ACTOR", "ACTION", "KEY", "DETAIL"], &rows);
         if let Some(chain) = &report.chain {
             match &chain.problem {
-                None => println!("chain: intact ({} entries checked)", chain.checked),
-                Some(problem) => println!("chain: BROKEN: {problem}"),
+                None => say!("chain: intact ({} entries checked)", chain.checked),
+                Some(problem) => say!("chain: BROKEN: {problem}"),
             }
         }
     }
     let broken = report.chain.is_some_and(|c| !c.ok);
     Ok(if broken {
-        ExitCode::FAILURE
+        ExitCode::from(super::exit::DATA_ERROR)
     } else {
         ExitCode::SUCCESS
     })

@@ -2,6 +2,7 @@
 //! the socket may ask, not only admins.
 
 use super::output;
+use super::output::say;
 use super::Context;
 use anyhow::Result;
 use serde_json::json;
@@ -22,8 +23,8 @@ pub fn run(context: &Context) -> Result<ExitCode> {
             "problems": report.problems,
         }));
     } else {
-        println!("{}", if report.ready { "ready" } else { "not ready" });
-        println!(
+        say!("{}", if report.ready { "ready" } else { "not ready" });
+        say!(
             "store:  {}",
             if report.store {
                 "answers"
@@ -31,9 +32,9 @@ pub fn run(context: &Context) -> Result<ExitCode> {
                 "does not answer"
             }
         );
-        println!("policy: {}", report.policy);
+        say!("policy: {}", report.policy);
         if let Some(connected) = report.fleet_connected {
-            println!(
+            say!(
                 "fleet:  {}",
                 if connected {
                     "connected"
@@ -43,7 +44,7 @@ pub fn run(context: &Context) -> Result<ExitCode> {
             );
         }
         for problem in &report.problems {
-            println!("problem: {problem}");
+            say!("problem: {problem}");
         }
     }
     Ok(if report.ready {

@@ -1,5 +1,6 @@
 //! `authenta-keyd keys ...`: create, list, show, regenerate and revoke.
 
+use super::output::say;
 use super::output::{self, key_json, permission_list, time, time_or};
 use super::Context;
 use anyhow::{Context as _, Result};
@@ -12,7 +13,8 @@ use std::process::ExitCode;
 pub enum KeysCommand {
     /// Create a key. Its token is printed once, on stdout, and never again.
     Create(CreateArgs),
-    /// List keys: created, last used, permissions, usage. Never tokens.
+    /// List keys, by creation time (newest last): created, last used, expiry, permissions,
+    /// usage. Never tokens.
     List,
     /// Show one key.
     Show {
@@ -24,7 +26,7 @@ pub enum KeysCommand {
         /// The key id (key_...).
         id: String,
         /// Keep the old token valid this long (e.g. 1h) so consumers can switch over.
-        #[arg(long, value_parser = parse_secs, value_name = "DURATION")]
+        #[arg(long, value_parser = parse_secs, value_name = "DURATION", allow_hyphen_values = true)]
         grace: Option<u64>,
     },
     /// Revoke a key for good: its token then verifies as 401 revoked.
@@ -54,7 +56,7 @@ pub struct CreateArgs {
     #[arg(long, value_name = "ENV")]
     environment: Option<String>,
     /// Make the key expire after this long, e.g. 90d or 365d.
-    #[arg(long, value_parser = parse_secs, value_name = "DURATION")]
+    #[arg(long, value_parser = parse_secs, value_name = "DURATION", allow_hyphen_values = true)]
     expires_in: Option<u64>,
 }
 
@@ -75,11 +77,12 @@ pub fn run(command: KeysCommand, context: &Context) -> Result<ExitCode> {
             print_issued(&created, context.json, "Created");
         }
         KeysCommand::List => {
-            let keys = client.list_keys()?;
+            let mut keys = client.list_keys()?;
+            keys.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
             if context.json {
                 output::print_json(&json!(keys.iter().map(key_json).collect::<Vec<_>>()));
             } else if keys.is_empty() {
-                println!("No keys yet: create one with `authenta-keyd keys create --name NAME --permissions read`.");
+                say!("No keys yet: create one with `authenta-keyd keys create --name NAME --permissions read`.");
             } else {
                 print_list(&keys);
             }
@@ -105,7 +108,7 @@ pub fn run(command: KeysCommand, context: &Context) -> Result<ExitCode> {
             if context.json {
                 output::print_json(&key_json(&key));
             } else {
-                println!(
+                say!(
                     "Revoked {} at {}: its token now verifies as 401 revoked.",
                     key.id,
                     time_or(key.revoked_at, "now")
@@ -137,7 +140,7 @@ fn print_issued(issued: &NewToken, json: bool, verb: &str) {
             "id": key.id,
             "name": key.name,
             "token": issued.token,
-            "start": key.start,
+            "start": output::start(key),
             "permissions": output::permission_names(&key.permissions),
             "environment": key.environment,
             "created_at": time(key.created_at),
@@ -156,7 +159,7 @@ fn print_issued(issued: &NewToken, json: bool, verb: &str) {
         if let Some(until) = key.grace_until {
             eprintln!("  old token valid until {}", time(until));
         }
-        println!("{}", issued.token);
+        say!("{}", issued.token);
     }
     eprintln!(
         "warning: this token is shown only once and cannot be shown again; store it in a \
@@ -172,27 +175,8 @@ fn usage_text(key: &KeyInfo) -> String {
 }
 
 fn print_list(keys: &[KeyInfo]) {
-    let rows: Vec<Vec<String>> = keys
-        .iter()
-        .map(|k| {
-            vec![
-                k.id.clone(),
-                k.name.clone(),
-                format!("api_{}...", k.start),
-                permission_list(&k.permissions),
-                k.environment.clone().unwrap_or_else(|| "-".into()),
-                k.state.as_str().into(),
-                time(k.created_at),
-                time_or(k.last_used_at, "never"),
-                match (k.rotate_by, k.rotation_due) {
-                    (Some(at), true) => format!("{} DUE", time(at)),
-                    (Some(at), false) => time(at),
-                    (None, _) => "-".into(),
-                },
-                usage_text(k),
-            ]
-        })
-        .collect();
+    let now = crate::time::now_ms();
+    let rows: Vec<Vec<String>> = keys.iter().map(|k| list_row(k, now)).collect();
     output::print_table(
         &[
             "ID",
@@ -203,39 +187,62 @@ fn print_list(keys: &[KeyInfo]) {
             "STATE",
             "CREATED",
             "LAST USED",
+            "EXPIRES",
+            "ROTATE BY",
             "USAGE",
         ],
         &rows,
     );
 }
 
+/// One key's cells, in the order of the header above.
+fn list_row(k: &KeyInfo, now: i64) -> Vec<String> {
+    vec![
+        k.id.clone(),
+        k.name.clone(),
+        output::start(k),
+        permission_list(&k.permissions),
+        k.environment.clone().unwrap_or_else(|| "-".into()),
+        k.state.as_str().into(),
+        output::time_ago(Some(k.created_at), "-", now),
+        output::time_ago(k.last_used_at, "never", now),
+        output::time_ago(k.expires_at, "never", now),
+        match (k.rotate_by, k.rotation_due) {
+            (Some(at), true) => format!("{} DUE", time(at)),
+            (Some(at), false) => time(at),
+            (None, _) => "-".into(),
+        },
+        usage_text(k),
+    ]
+}
+
 fn print_key(key: &KeyInfo) {
-    println!("id:           {}", key.id);
-    println!("name:         {}", key.name);
-    println!("start:        api_{}...", key.start);
-    println!("permissions:  {}", permission_list(&key.permissions));
-    println!(
+    say!("id:           {}", key.id);
+    say!("name:         {}", key.name);
+    say!("start:        {}", output::start(key));
+    say!("permissions:  {}", permission_list(&key.permissions));
+    say!(
         "environment:  {}",
         key.environment.as_deref().unwrap_or("(none)")
     );
-    println!("state:        {}", key.state.as_str());
-    println!("created:      {}", time(key.created_at));
-    println!("rotated:      {}", time_or(key.rotated_at, "never"));
-    println!("last used:    {}", time_or(key.last_used_at, "never"));
-    println!("expires:      {}", time_or(key.expires_at, "never"));
+    say!("state:        {}", key.state.as_str());
+    say!("created:      {}", time(key.created_at));
+    say!("rotated:      {}", time_or(key.rotated_at, "never"));
+    say!("last used:    {}", time_or(key.last_used_at, "never"));
+    say!("expires:      {}", time_or(key.expires_at, "never"));
     if let Some(at) = key.rotate_by {
         let due = if key.rotation_due {
             " (DUE: rotate it now)"
         } else {
             ""
         };
-        println!("rotate by:    {}{due}", time(at));
+        say!("rotate by:    {}{due}", time(at));
     }
     if let Some(at) = key.revoked_at {
-        println!("revoked:      {}", time(at));
+        say!("revoked:      {}", time(at));
     }
     if let Some(until) = key.grace_until {
-        println!("old token ok: until {}", time(until));
+        say!("old token ok: until {}", time(until));
     }
-    println!("usage:        {}", usage_text(key));
+    say!("usage:        {}", usage_text(key));
 }

@@ -1,6 +1,8 @@
 //! The command line: `serve` runs the daemon; every other command is a client of it.
 
 mod audit;
+mod exit;
+mod generate;
 mod health;
 mod keys;
 mod output;
@@ -21,14 +23,10 @@ use std::process::ExitCode;
 /// Every command but `serve` talks to the daemon over its socket.
 #[derive(Parser)]
 #[command(name = "authenta-keyd", version, propagate_version = true)]
-#[command(after_help = "Examples:\n  \
-    authenta-keyd serve\n  \
-    authenta-keyd keys create --name Backend-Server-Key --permissions read,write\n  \
-    AUTHENTA_KEY=api_... authenta-keyd verify --permission read\n  \
-    authenta-keyd keys revoke key_XXXXXXXXXXXXXXXX --reason leaked")]
+#[command(after_help = after_help())]
 struct Cli {
     /// The daemon's socket [default: /run/authenta/keyd.sock as root, else
-    /// $XDG_RUNTIME_DIR/authenta/keyd.sock]
+    /// $XDG_RUNTIME_DIR/authenta/keyd.sock, else $TMPDIR/authenta-<euid>/keyd.sock]
     #[arg(long, global = true, env = "AUTHENTA_SOCKET", value_name = "PATH")]
     socket: Option<PathBuf>,
 
@@ -61,6 +59,23 @@ enum Command {
     Policy(policy::PolicyCommand),
     /// Wrap the store's data key under a new master key (admin; online or offline).
     Rekey(rekey::RekeyArgs),
+    /// Print a shell completion script (bash, zsh or fish) to stdout.
+    Completions(generate::CompletionsArgs),
+    /// Write the man pages into a directory (used when building the package).
+    #[command(hide = true)]
+    Man(generate::ManArgs),
+}
+
+/// Examples and the exit codes, under `--help`.
+fn after_help() -> String {
+    format!(
+        "Examples:\n  \
+         authenta-keyd serve\n  \
+         authenta-keyd keys create --name Backend-Server-Key --permissions read,write\n  \
+         AUTHENTA_KEY=api_... authenta-keyd verify --permission read\n  \
+         authenta-keyd keys revoke key_XXXXXXXXXXXXXXXX --reason leaked\n\n{}",
+        exit::TABLE
+    )
 }
 
 /// What a command needs to reach the daemon and print.
@@ -80,14 +95,16 @@ impl Context {
 
 /// Runs the command line and returns the process's exit status.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(&e),
+    };
     let socket = cli
         .socket
         .clone()
         .unwrap_or_else(crate::host::paths::default_socket);
     if let Err(e) = trusted_socket(&socket, &cli.command) {
-        eprintln!("error: {}", one_line(&e));
-        return ExitCode::FAILURE;
+        return exit::report(exit::FAILURE, "untrusted_socket", &one_line(&e), cli.json);
     }
     let context = Context {
         socket,
@@ -96,40 +113,31 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::run(args, cli.socket),
         Command::Keys(command) => keys::run(command, &context),
-        Command::Verify(args) => return verify::run(args, &context),
+        Command::Verify(args) => verify::run(args, &context),
         Command::Status => status::run(&context),
         Command::Health => health::run(&context),
         Command::Audit(args) => audit::run(args, &context),
         Command::Rekey(args) => rekey::run(args, &context),
         Command::Policy(command) => policy::run(command, &context),
+        Command::Completions(args) => generate::completions(args),
+        Command::Man(args) => generate::man(args),
     };
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {}", one_line(&e));
-            exit_code(&e)
+            let (code, word) = exit::classify(&e);
+            exit::report(code, word, &one_line(&e), context.json)
         }
     }
 }
 
-/// Exit status of a failed command: 75 (sysexits' "temporary failure") when a fleet node
-/// refused an admin write because the fleet is unreachable or another node changed the key
-/// first: trying again later can succeed. 1 for everything else.
-fn exit_code(error: &anyhow::Error) -> ExitCode {
-    use authenta_client::proto::ErrorCode;
-    let temporary = error.chain().any(|cause| {
-        matches!(
-            cause.downcast_ref::<authenta_client::Error>(),
-            Some(authenta_client::Error::Refused {
-                code: ErrorCode::FleetUnavailable | ErrorCode::Conflict,
-                ..
-            })
-        )
-    });
-    if temporary {
-        ExitCode::from(75)
+/// A command line clap refused: its message, and exit 64 (`--help` and `--version` exit 0).
+fn usage_error(error: &clap::Error) -> ExitCode {
+    let _ = error.print();
+    if error.use_stderr() {
+        ExitCode::from(exit::USAGE)
     } else {
-        ExitCode::FAILURE
+        ExitCode::SUCCESS
     }
 }
 

@@ -2,7 +2,63 @@
 
 use authenta_client::proto::{KeyInfo, Permission};
 use serde_json::{json, Value};
+use std::io::Write;
 use std::time::{Duration, UNIX_EPOCH};
+
+/// `println!` for command output: a reader that went away (`keys list | head -1`) ends the
+/// command quietly with success, rather than a panic.
+macro_rules! say {
+    () => { $crate::cli::output::line(format_args!("")) };
+    ($($arg:tt)*) => { $crate::cli::output::line(format_args!($($arg)*)) };
+}
+pub(crate) use say;
+
+/// Writes one line on stdout (see [`say`]).
+pub fn line(args: std::fmt::Arguments<'_>) {
+    let mut out = std::io::stdout().lock();
+    let written = out.write_fmt(args).and_then(|()| out.write_all(b"\n"));
+    if let Err(e) = written {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write the output: {e}");
+        std::process::exit(i32::from(super::exit::FAILURE));
+    }
+}
+
+/// How long ago (or from now) `ms` is, for people: `3 min ago`, `in 12 d`.
+pub fn relative(ms: i64, now: i64) -> String {
+    let (secs, future) = if ms > now {
+        ((ms - now) / 1000, true)
+    } else {
+        ((now - ms) / 1000, false)
+    };
+    let amount = match secs {
+        0..=4 => return "just now".into(),
+        5..=119 => format!("{secs} s"),
+        120..=7_199 => format!("{} min", secs / 60),
+        7_200..=172_799 => format!("{} h", secs / 3_600),
+        _ => format!("{} d", secs / 86_400),
+    };
+    if future {
+        format!("in {amount}")
+    } else {
+        format!("{amount} ago")
+    }
+}
+
+/// RFC 3339 with how long ago it is, for tables; `none` when absent.
+pub fn time_ago(ms: Option<i64>, none: &str, now: i64) -> String {
+    ms.map_or_else(
+        || none.to_owned(),
+        |ms| format!("{} ({})", time(ms), relative(ms, now)),
+    )
+}
+
+/// The form a token's first characters are shown in, everywhere: `api_q6vhydVB`.
+pub fn start(key: &KeyInfo) -> String {
+    format!("{}{}", crate::token::TOKEN_PREFIX, key.start)
+}
 
 /// RFC 3339 UTC, to the second.
 pub fn time(ms: i64) -> String {
@@ -44,7 +100,7 @@ pub fn key_json(key: &KeyInfo) -> Value {
     json!({
         "id": key.id,
         "name": key.name,
-        "start": key.start,
+        "start": start(key),
         "permissions": permission_names(&key.permissions),
         "environment": key.environment,
         "state": key.state.as_str(),
@@ -67,7 +123,7 @@ pub fn key_json(key: &KeyInfo) -> Value {
 /// Prints JSON on stdout.
 pub fn print_json(value: &Value) {
     match serde_json::to_string_pretty(value) {
-        Ok(text) => println!("{text}"),
+        Ok(text) => say!("{text}"),
         Err(e) => eprintln!("error: cannot print JSON: {e}"),
     }
 }
@@ -86,7 +142,7 @@ pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
             .zip(&widths)
             .map(|(c, w)| format!("{c:<w$}"))
             .collect();
-        println!("{}", text.join("  ").trim_end());
+        say!("{}", text.join("  ").trim_end());
     };
     line(header.iter().map(|h| h.to_string()).collect());
     for row in rows {
@@ -102,5 +158,14 @@ mod tests {
     fn times_are_rfc3339_utc() {
         assert_eq!(time(0), "1970-01-01T00:00:00Z");
         assert_eq!(time(1_795_828_078_123), "2026-11-28T01:07:58Z");
+    }
+
+    #[test]
+    fn relative_times_read_like_people_say_them() {
+        let now = 1_000_000_000_000;
+        assert_eq!(relative(now - 180_000, now), "3 min ago");
+        assert_eq!(relative(now - 2_000, now), "just now");
+        assert_eq!(relative(now + 12 * 86_400_000, now), "in 12 d");
+        assert_eq!(relative(now - 5 * 3_600_000, now), "5 h ago");
     }
 }

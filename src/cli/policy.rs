@@ -1,5 +1,6 @@
 //! `authenta-keyd policy check FILE` and `authenta-keyd policy status`.
 
+use super::output::say;
 use super::output::{self, time, time_or};
 use super::Context;
 use crate::key::{KeyRecord, Permissions};
@@ -85,7 +86,7 @@ fn check(file: &PathBuf, config: Option<&std::path::Path>, context: &Context) ->
         print_summary(file, &policy);
         if keys.is_some() {
             for effect in &effects {
-                println!(
+                say!(
                     "  {}: rule {}, rotate by {}{}{}",
                     effect["id"].as_str().unwrap_or_default(),
                     effect["rule"]
@@ -105,7 +106,7 @@ fn check(file: &PathBuf, config: Option<&std::path::Path>, context: &Context) ->
                 );
             }
         } else {
-            println!("(the daemon was not asked: its keys are not shown)");
+            say!("(the daemon was not asked: its keys are not shown)");
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -115,8 +116,8 @@ fn print_summary(file: &std::path::Path, policy: &Policy) {
     let show = |d: Option<std::time::Duration>| {
         d.map_or("-".to_owned(), |d| crate::time::format_secs(d.as_secs()))
     };
-    println!("{}: valid", file.display());
-    println!(
+    say!("{}: valid", file.display());
+    say!(
         "defaults: max_age {}, warn_before {}, regenerate_grace {}",
         show(policy.defaults.max_age),
         show(policy.defaults.warn_before),
@@ -142,7 +143,7 @@ fn print_summary(file: &std::path::Path, policy: &Policy) {
             ),
             _ => String::new(),
         };
-        println!(
+        say!(
             "rule {}: {}: max_age {}, warn_before {}{schedule}",
             n + 1,
             matchers.join(", "),
@@ -150,7 +151,7 @@ fn print_summary(file: &std::path::Path, policy: &Policy) {
             show(rule.warn_before)
         );
     }
-    println!(
+    say!(
         "revocations: {} key ids, {} token hashes (applied durably)",
         policy.revocations.ids.len(),
         policy.revocations.token_sha256.len()
@@ -196,30 +197,32 @@ fn status(context: &Context) -> Result<ExitCode> {
         }));
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    say!(
         "file:        {}",
         report.file.as_deref().unwrap_or("(no policy)")
     );
-    println!(
+    say!(
         "sha256:      {}",
         report.content_sha256.as_deref().unwrap_or("-")
     );
-    println!("loaded at:   {}", time_or(report.loaded_at, "never"));
-    println!(
+    say!("loaded at:   {}", time_or(report.loaded_at, "never"));
+    say!(
         "rules:       {} ({} ids and {} token hashes revoked)",
-        report.rules, report.revoked_ids, report.revoked_hashes
+        report.rules,
+        report.revoked_ids,
+        report.revoked_hashes
     );
     if let Some(error) = &report.last_error {
-        println!(
+        say!(
             "LAST ERROR:  {error} (at {})",
             time_or(report.last_error_at, "?")
         );
     }
     for rotation in &report.next_rotations {
-        println!("next:        {} at {}", rotation.key_id, time(rotation.at));
+        say!("next:        {} at {}", rotation.key_id, time(rotation.at));
     }
     for failure in &report.rotation_failures {
-        println!(
+        say!(
             "FAILING:     {}: {} (retry at {})",
             failure.key_id,
             failure.message,

@@ -5,6 +5,7 @@
 //! peer-authenticated socket to an admin-only request); offline otherwise, opening the store
 //! directly with the current master key.
 
+use super::output::say;
 use super::Context;
 use crate::host::paths;
 use crate::store::audit::AuditRecord;
@@ -37,7 +38,7 @@ pub fn run(args: RekeyArgs, context: &Context) -> Result<ExitCode> {
     let online = !args.offline && std::os::unix::net::UnixStream::connect(&context.socket).is_ok();
     if online {
         let message = context.client().rekey(new_key.to_vec())?;
-        println!("{message}");
+        done(context, "online", &message);
         return Ok(ExitCode::SUCCESS);
     }
     let data_dir = match args.data_dir {
@@ -79,10 +80,24 @@ pub fn run(args: RekeyArgs, context: &Context) -> Result<ExitCode> {
             )
         })?;
     }
-    println!(
+    let message = format!(
         "rekeyed the store in {}: start the daemon with the new master key from now on (the \
          old one, from {source}, no longer opens it)",
         data_dir.display()
     );
+    done(context, "offline", &message);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Says a rekey is done: a sentence, or with `--json` an object saying how.
+fn done(context: &Context, how: &str, message: &str) {
+    if context.json {
+        super::output::print_json(&serde_json::json!({
+            "rekeyed": true,
+            "mode": how,
+            "message": message,
+        }));
+    } else {
+        say!("{message}");
+    }
 }

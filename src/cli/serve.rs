@@ -50,7 +50,7 @@ pub struct ServeArgs {
     #[arg(long, requires = "pidfile")]
     daemonize: bool,
     /// With --daemonize: the pidfile, held under flock so a second instance refuses to start.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", requires = "daemonize")]
     pidfile: Option<PathBuf>,
     /// Serve forward-auth, /metrics and health over HTTP at ADDR: `unix:/PATH` or
     /// `127.0.0.1:PORT` (repeatable; replaces the config's `http_listen`). Off by default.
@@ -542,8 +542,9 @@ fn init_logging() {
     if std::env::var_os("JOURNAL_STREAM").is_some() {
         builder.without_time().with_ansi(false).init();
     } else {
-        builder
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init();
+        // https://no-color.org: any non-empty NO_COLOR turns colours off.
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        builder.with_ansi(terminal && !no_color).init();
     }
 }

@@ -1,6 +1,7 @@
 //! `authenta-keyd status`.
 
 use super::output;
+use super::output::say;
 use super::Context;
 use anyhow::Result;
 use authenta_client::proto::StatusInfo;
@@ -51,33 +52,36 @@ fn print_json(status: &StatusInfo) {
 }
 
 fn print_text(status: &StatusInfo) {
-    println!("authenta-keyd {}", status.version);
-    println!(
+    say!("authenta-keyd {}", status.version);
+    say!(
         "uptime:        {}",
         crate::time::format_secs(status.uptime_secs)
     );
-    println!("socket:        {}", status.socket);
-    println!("data dir:      {}", status.data_dir);
-    println!(
+    say!("socket:        {}", status.socket);
+    say!("data dir:      {}", status.data_dir);
+    say!(
         "keys:          {} ({} active, {} revoked, {} expired)",
-        status.keys.total, status.keys.active, status.keys.revoked, status.keys.expired
+        status.keys.total,
+        status.keys.active,
+        status.keys.revoked,
+        status.keys.expired
     );
-    println!("connections:   {}", status.connections);
-    println!("verifications: {}", status.verifications);
+    say!("connections:   {}", status.connections);
+    say!("verifications: {}", status.verifications);
     if let Some(error) = &status.policy_error {
-        println!("POLICY ERROR:  {error}");
+        say!("POLICY ERROR:  {error}");
     }
     if status.rotation_failures > 0 {
-        println!(
+        say!(
             "ROTATIONS:     {} failing (see `authenta-keyd policy status`)",
             status.rotation_failures
         );
     }
     if let Some(at) = status.newest_audit_at {
-        println!("newest audit:  {}", output::time(at));
+        say!("newest audit:  {}", output::time(at));
     }
     if status.development_key {
-        println!(
+        say!(
             "MASTER KEY:    the development key next to the data (every backup carries it): \
              use --master-key-file or a systemd credential in production"
         );
@@ -91,15 +95,18 @@ fn print_text(status: &StatusInfo) {
                 None => "DISCONNECTED".to_owned(),
             },
         };
-        println!("fleet:         node {} ({state})", fleet.node);
-        println!("               servers {}", fleet.servers.join(", "));
-        println!(
+        say!("fleet:         node {} ({state})", fleet.node);
+        say!("               servers {}", fleet.servers.join(", "));
+        say!(
             "               applied seq {}, lag {}, refused messages {}, resyncs {}",
-            fleet.applied_seq, fleet.lag, fleet.refused_messages, fleet.resyncs
+            fleet.applied_seq,
+            fleet.lag,
+            fleet.refused_messages,
+            fleet.resyncs
         );
     }
     if !status.corrupt_keys.is_empty() {
-        println!(
+        say!(
             "CORRUPT:       {} (refused until restored from backup)",
             status.corrupt_keys.join(", ")
         );

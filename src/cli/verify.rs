@@ -1,7 +1,9 @@
 //! `authenta-keyd verify`: check a token as an app would. The token comes from AUTHENTA_KEY
 //! or one line of stdin, never from arguments, which other users can read in `ps`.
 
+use super::exit::{self, UsageError};
 use super::output;
+use super::output::say;
 use super::Context;
 use authenta_client::proto::{Permission, VerifyRequest};
 use clap::Args;
@@ -15,34 +17,27 @@ const MAX_LINE: u64 = 4096;
 
 #[derive(Args)]
 pub struct VerifyArgs {
-    /// A permission the key must hold; repeat for several (read, write, delete).
-    #[arg(long = "permission", value_name = "P")]
+    /// Permissions the key must hold: read, write, delete; a comma list or repeated.
+    #[arg(
+        long = "permission",
+        visible_alias = "permissions",
+        value_delimiter = ',',
+        value_name = "P"
+    )]
     permissions: Vec<Permission>,
     /// The environment label the key must carry.
     #[arg(long, value_name = "ENV")]
     environment: Option<String>,
 }
 
-pub fn run(args: VerifyArgs, context: &Context) -> ExitCode {
-    let token = match read_token() {
-        Ok(token) => token,
-        Err(message) => {
-            eprintln!("error: {message}");
-            return ExitCode::FAILURE;
-        }
-    };
+pub fn run(args: VerifyArgs, context: &Context) -> anyhow::Result<ExitCode> {
+    let token = read_token().map_err(UsageError)?;
     let request = VerifyRequest {
         token: token.to_string(),
         permissions: args.permissions,
         environment: args.environment,
     };
-    let answer = match context.client().verify_answer(request) {
-        Ok(answer) => answer,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let answer = context.client().verify_answer(request)?;
     let status = answer.status();
     if context.json {
         output::print_json(&json!({
@@ -55,7 +50,7 @@ pub fn run(args: VerifyArgs, context: &Context) -> ExitCode {
             "rotation_due": answer.rotation_due,
         }));
     } else {
-        println!(
+        say!(
             "{status} {}{}",
             answer.code,
             answer
@@ -71,11 +66,11 @@ pub fn run(args: VerifyArgs, context: &Context) -> ExitCode {
             output::time_or(answer.rotate_by, "now")
         );
     }
-    match status {
+    Ok(match status {
         200 => ExitCode::SUCCESS,
-        403 => ExitCode::from(43),
-        _ => ExitCode::from(41),
-    }
+        403 => ExitCode::from(exit::MISSING_PERMISSION),
+        _ => ExitCode::from(exit::INVALID_KEY),
+    })
 }
 
 fn read_token() -> Result<Zeroizing<String>, String> {

@@ -324,7 +324,8 @@ pub fn regenerate(
         )));
     }
     let token = d.token()?;
-    let detail = (grace_secs > 0).then(|| format!("grace={grace_secs}s"));
+    let detail =
+        (grace_secs > 0).then(|| format!("grace={}", crate::time::format_secs(grace_secs)));
     give_new_token(d, &mut record, &token, grace_secs, actor, detail);
     Ok(Outcome::Issued {
         key_id: record.id,

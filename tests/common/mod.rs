@@ -321,11 +321,21 @@ impl Daemon {
     pub fn cli_as_nobody(&self, args: &[&str], token: Option<&str>) -> Output {
         use std::os::unix::process::CommandExt;
         let mut command = self.cli_command(args);
+        let mut as_others = Command::new(bin_for_others());
+        as_others.args(args);
+        for (name, value) in command.get_envs() {
+            match value {
+                Some(value) => as_others.env(name, value),
+                None => as_others.env_remove(name),
+            };
+        }
+        command = as_others;
+        command.stdin(Stdio::null());
         command.uid(65534).gid(65534).env("HOME", "/");
         if let Some(token) = token {
             command.env("AUTHENTA_KEY", token);
         }
-        command.output().expect("run as nobody")
+        retry_busy_text(|| command.output()).expect("run as nobody")
     }
 
     /// `keys show ID --json`.
@@ -361,6 +371,65 @@ pub fn can_drop_privileges() -> bool {
         eprintln!("not root: cannot act as another uid, so this test cannot run here");
     }
     root
+}
+
+/// The binary at a path other users (`nobody`) can run: [`BIN`] itself when every directory
+/// above it lets others through, else a copy in a world-readable directory under the
+/// system's temporary directory, made once per build (a clone under a `0700` home, as
+/// root's is, must still pass the tests that act as another user).
+pub fn bin_for_others() -> PathBuf {
+    static PATH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        let bin = Path::new(BIN);
+        if others_can_run(bin) {
+            return bin.to_path_buf();
+        }
+        let meta = std::fs::metadata(bin).expect("the binary");
+        let mtime = meta
+            .modified()
+            .expect("mtime")
+            .duration_since(std::time::UNIX_EPOCH);
+        let stamp = format!("{}-{}", meta.len(), mtime.map_or(0, |d| d.as_nanos()));
+        let dir = std::env::temp_dir().join(format!("authenta-keyd-tests-{stamp}"));
+        let copy = dir.join("authenta-keyd");
+        if !copy.exists() {
+            std::fs::create_dir_all(&dir).expect("a directory for the binary");
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+            let partial = dir.join(format!(".partial-{}", std::process::id()));
+            std::fs::copy(bin, &partial).expect("copy the binary");
+            std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o755))
+                .expect("chmod");
+            std::fs::rename(&partial, &copy).expect("put the copy in place");
+        }
+        copy
+    })
+    .clone()
+}
+
+/// Runs `attempt` again while it fails with "text file busy": a binary copied by this test
+/// process cannot be run while another thread's fork still holds the copy's write handle
+/// (open only between that fork and its exec).
+pub fn retry_busy_text<T>(mut attempt: impl FnMut() -> std::io::Result<T>) -> std::io::Result<T> {
+    for _ in 0..50 {
+        match attempt() {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+    attempt()
+}
+
+/// Whether users other than the owner may run `bin`: it and every directory above it are
+/// open to others (mode bits only; ACLs are not read).
+fn others_can_run(bin: &Path) -> bool {
+    let Ok(bin) = bin.canonicalize() else {
+        return false;
+    };
+    bin.ancestors().all(|path| {
+        std::fs::metadata(path).is_ok_and(|meta| meta.permissions().mode() & 0o001 != 0)
+    })
 }
 
 /// A loopback port nothing listens on now (the OS picks it; it is free until someone
