@@ -5,6 +5,7 @@
 mod common;
 
 use common::{wait_for, Daemon, BIN, MASTER_HEX};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -213,4 +214,50 @@ fn busy_polling_stops_when_requests_stop() {
     assert!(client
         .verify(&token, &[authenta_client::Permission::Read])
         .is_ok());
+}
+
+#[test]
+fn the_log_file_is_reopened_on_sighup_for_logrotate() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let socket = dir.path().join("k.sock");
+    let log = dir.path().join("keyd.log");
+    let key = dir.path().join("master.hex");
+    std::fs::write(&key, MASTER_HEX).expect("key");
+    let mut child = Command::new(BIN)
+        .args(["serve", "--socket"])
+        .arg(&socket)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("--master-key-file")
+        .arg(&key)
+        .arg("--log-file")
+        .arg(&log)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("serve");
+    wait_for("the daemon's socket", || socket.exists());
+    assert!(std::fs::read_to_string(&log)
+        .expect("log")
+        .contains("ready"));
+    let mode = std::fs::metadata(&log).expect("log").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the log names key ids and peers");
+    // What logrotate does: move the file away, then SIGHUP.
+    let rotated = dir.path().join("keyd.log.1");
+    std::fs::rename(&log, &rotated).expect("rotate");
+    common::signal(&child, libc::SIGHUP);
+    wait_for("a new log file", || {
+        std::fs::read_to_string(&log).is_ok_and(|text| text.contains("reloaded"))
+    });
+    assert!(!std::fs::read_to_string(&rotated)
+        .expect("old log")
+        .contains("reloaded"));
+    common::signal(&child, libc::SIGTERM);
+    assert!(
+        common::wait_timeout(&mut child, std::time::Duration::from_secs(15))
+            .expect("stops")
+            .success()
+    );
+    assert!(std::fs::read_to_string(&log)
+        .expect("log")
+        .contains("stopped"));
 }

@@ -10,6 +10,7 @@ use crate::config::{Config, HttpAddress};
 use crate::daemon::usage_flusher;
 use crate::daemon::Daemon;
 use crate::host::detach::{self, ReadyPipe};
+use crate::host::log_file::LogFile;
 use crate::host::{hygiene, paths, systemd};
 use crate::http::{self, Admission};
 use crate::index::Index;
@@ -56,8 +57,9 @@ pub struct ServeArgs {
     /// `127.0.0.1:PORT` (repeatable; replaces the config's `http_listen`). Off by default.
     #[arg(long = "http-listen", value_name = "ADDR")]
     http_listen: Vec<String>,
-    /// With --daemonize: append the log here (default: discarded).
-    #[arg(long, value_name = "FILE", requires = "daemonize")]
+    /// Append the log here instead of stderr; SIGHUP reopens it (for logrotate). With
+    /// --daemonize and no --log-file, the log is discarded.
+    #[arg(long, value_name = "FILE")]
     log_file: Option<PathBuf>,
 }
 
@@ -73,8 +75,17 @@ pub fn run(args: ServeArgs, socket: Option<PathBuf>) -> Result<ExitCode> {
         (true, Some(pidfile)) => Some(detach::detach(pidfile, args.log_file.as_deref())?),
         _ => None,
     };
+    let log_file = match args.log_file.as_deref().map(LogFile::open).transpose() {
+        Ok(log_file) => log_file,
+        Err(e) => {
+            if let Some(pipe) = ready_pipe.as_mut() {
+                pipe.failed(&format!("{e:#}"));
+            }
+            return Err(e);
+        }
+    };
     init_logging();
-    let result = serve(args, socket, &mut ready_pipe);
+    let result = serve(args, socket, log_file, &mut ready_pipe);
     if let (Err(e), Some(pipe)) = (&result, ready_pipe.as_mut()) {
         pipe.failed(&format!("{e:#}"));
     }
@@ -84,6 +95,7 @@ pub fn run(args: ServeArgs, socket: Option<PathBuf>) -> Result<ExitCode> {
 fn serve(
     args: ServeArgs,
     socket: Option<PathBuf>,
+    log_file: Option<LogFile>,
     ready_pipe: &mut Option<ReadyPipe>,
 ) -> Result<ExitCode> {
     let opened = open(args, socket)?;
@@ -102,6 +114,7 @@ fn serve(
             &running.daemon,
             running.config_path.as_deref(),
             running.policy_path.as_deref(),
+            log_file.as_ref(),
         )
         .await?;
         shut_down(running).await;
@@ -444,11 +457,13 @@ async fn shut_down(running: Running) {
     tracing::info!("stopped");
 }
 
-/// Serves until SIGTERM or SIGINT; SIGHUP reloads the config's access rules and the policy.
+/// Serves until SIGTERM or SIGINT; SIGHUP reopens the log file and reloads the config's
+/// access rules and the policy.
 async fn run_until_stopped(
     daemon: &Daemon,
     config_path: Option<&Path>,
     policy_path: Option<&Path>,
+    log_file: Option<&LogFile>,
 ) -> Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -457,7 +472,12 @@ async fn run_until_stopped(
         tokio::select! {
             _ = term.recv() => return Ok(()),
             _ = int.recv() => return Ok(()),
-            _ = hup.recv() => reload(daemon, config_path, policy_path).await,
+            _ = hup.recv() => {
+                if let Some(log_file) = log_file {
+                    log_file.reopen();
+                }
+                reload(daemon, config_path, policy_path).await
+            }
         }
     }
 }

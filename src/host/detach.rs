@@ -47,6 +47,7 @@ pub fn detach(pidfile: &Path, log: Option<&Path>) -> Result<ReadyPipe> {
             .create(true)
             .append(true)
             .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(log)
             .with_context(|| format!("cannot open the log file {}", log.display()))?;
         daemon = daemon.stderr(file);

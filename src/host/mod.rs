@@ -6,6 +6,7 @@
 
 pub(crate) mod detach;
 pub(crate) mod hygiene;
+pub(crate) mod log_file;
 pub(crate) mod paths;
 pub(crate) mod systemd;
 pub(crate) mod trust;
