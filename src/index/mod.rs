@@ -255,7 +255,14 @@ mod tests {
             name: format!("key-{n}"),
             start: start_of(&token),
             permissions: Permissions::default(),
-            environment: Some(if n.is_multiple_of(2) { "production" } else { "staging" }.into()),
+            environment: Some(
+                if n.is_multiple_of(2) {
+                    "production"
+                } else {
+                    "staging"
+                }
+                .into(),
+            ),
             created_at: n as i64,
             rotated_at: None,
             expires_at: None,
