@@ -19,6 +19,25 @@ pub fn used(pid: u32) -> Option<Duration> {
     Some(total)
 }
 
+/// The id of the calling thread, for [`threads_used`]: `/proc/thread-self` links to
+/// `PID/task/TID`.
+pub fn this_thread() -> Option<u32> {
+    let link = std::fs::read_link("/proc/thread-self").ok()?;
+    link.file_name()?.to_str()?.parse().ok()
+}
+
+/// CPU time the threads `tids` of this process have used so far: the load client's own
+/// price, without the in-process echo server's. `None` when a thread's `/proc` entry does
+/// not say.
+pub fn threads_used(tids: &[u32]) -> Option<Duration> {
+    let mut total = Duration::ZERO;
+    for tid in tids {
+        let text = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).ok()?;
+        total += Duration::from_nanos(text.split_whitespace().next()?.parse().ok()?);
+    }
+    Some(total)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -35,5 +54,7 @@ mod tests {
         let spent = used(pid).expect("own schedstat") - before;
         assert!(spent >= Duration::from_millis(25), "{spent:?}");
         assert!(used(u32::MAX).is_none(), "no such process");
+        let me = this_thread().expect("own thread id");
+        assert!(threads_used(&[me]).expect("own thread") >= spent / 2);
     }
 }

@@ -23,7 +23,7 @@ use serde::Serialize;
 use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Barrier;
+use std::sync::{Barrier, Mutex};
 use std::time::{Duration, Instant};
 
 /// How many connections, and how many requests each keeps in flight.
@@ -83,9 +83,12 @@ pub struct Measured {
     pub wrong_answers: u64,
     /// What the server process spent, when the bench knows its process.
     pub server_cpu: Option<ServerCpu>,
+    /// What the load client's threads spent: on a small machine client and server share
+    /// the cores, so a client that costs more per request leaves the server less.
+    pub client_cpu: Option<ServerCpu>,
 }
 
-/// CPU a server spent in the measured window.
+/// CPU a server (or the load client) spent in the measured window.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct ServerCpu {
     /// CPU seconds per second: 1.0 is one core kept busy.
@@ -114,10 +117,15 @@ impl Tally {
     /// Checks one answer against the expected bytes, counting a mismatch.
     pub fn check(&mut self, got: &[u8], expected: &[u8]) {
         if got != expected {
-            self.wrong += 1;
-            if self.first_wrong.is_none() {
-                self.first_wrong = Some(describe_wrong(got, expected));
-            }
+            self.count_wrong(|| describe_wrong(got, expected));
+        }
+    }
+
+    /// Counts one wrong answer; `describe` says what was wrong, kept for the first only.
+    pub fn count_wrong(&mut self, describe: impl FnOnce() -> String) {
+        self.wrong += 1;
+        if self.first_wrong.is_none() {
+            self.first_wrong = Some(describe());
         }
     }
 }
@@ -131,44 +139,77 @@ pub fn drive(
     timing: Timing,
     server: Option<u32>,
 ) -> Result<Measured> {
-    let phase = AtomicU8::new(WARMUP);
     let clients = match timing.client {
         ClientKind::EventLoop => 1,
         ClientKind::Threads => shape.connections,
     };
-    // Every connection is open and welcomed before the clock starts.
-    let ready = Barrier::new(clients + 1);
-    let mut server_cpu = None;
-    let results: Vec<Result<Tally>> = std::thread::scope(|scope| {
-        let threads: Vec<_> = (0..clients)
-            .map(|c| {
-                let (phase, ready) = (&phase, &ready);
+    measure(shape.name, clients, timing, server, |c, ready, phase| {
+        match timing.client {
+            ClientKind::EventLoop => event_loop::run(socket, workload, shape, ready, phase),
+            ClientKind::Threads => {
                 // Connections start at spread-out points of the mix, so they do not ask for
                 // the same keys in lockstep.
                 let start = c * workload.len() / shape.connections;
-                scope.spawn(move || match timing.client {
-                    ClientKind::EventLoop => event_loop::run(socket, workload, shape, ready, phase),
-                    ClientKind::Threads => {
-                        let connected = wire::connect(socket);
-                        ready.wait();
-                        let (stream, reader) = connected?;
-                        client(stream, reader, workload, start, shape.depth, phase)
+                let connected = wire::connect(socket);
+                ready.wait();
+                let (stream, reader) = connected?;
+                client(stream, reader, workload, start, shape.depth, phase)
+            }
+        }
+    })
+}
+
+/// Runs `clients` client threads, `client(c, ready, phase)` each, through the warm-up and
+/// the measured window, and sums what they counted; when the server is process `server`,
+/// also what CPU it used in the window. Every client must wait on `ready` exactly once, once
+/// connected (or failed to), so that the clock starts with every connection open; and must
+/// return once `phase` says [`STOP`]. Shared by every protocol the bench speaks, so that
+/// their figures are measured alike.
+pub fn measure<F>(
+    name: &str,
+    clients: usize,
+    timing: Timing,
+    server: Option<u32>,
+    client: F,
+) -> Result<Measured>
+where
+    F: Fn(usize, &Barrier, &AtomicU8) -> Result<Tally> + Sync,
+{
+    let phase = AtomicU8::new(WARMUP);
+    let ready = Barrier::new(clients + 1);
+    let tids = Mutex::new(Vec::with_capacity(clients));
+    let mut cpu = Spent::default();
+    let results: Vec<Result<Tally>> = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..clients)
+            .map(|c| {
+                let (phase, ready, client, tids) = (&phase, &ready, &client, &tids);
+                scope.spawn(move || {
+                    if let (Some(tid), Ok(mut tids)) = (cpu::this_thread(), tids.lock()) {
+                        tids.push(tid);
                     }
+                    client(c, ready, phase)
                 })
             })
             .collect();
         ready.wait();
+        // Every client thread has registered itself before it waits on `ready`.
+        let tids = tids.lock().map(|t| t.clone()).unwrap_or_default();
+        let (server_cpu, client_cpu) = (
+            || server.and_then(cpu::used),
+            || cpu::threads_used(&tids).filter(|_| tids.len() == clients),
+        );
         std::thread::sleep(timing.warmup);
-        let cpu_before = server.and_then(cpu::used);
+        let before = (server_cpu(), client_cpu());
         phase.store(MEASURE, Ordering::Release);
         let measuring_since = Instant::now();
         std::thread::sleep(timing.duration);
         phase.store(STOP, Ordering::Release);
-        let cpu_spent = server
-            .and_then(cpu::used)
-            .zip(cpu_before)
-            .map(|(after, before)| after.saturating_sub(before));
-        server_cpu = cpu_spent.map(|spent| (spent, measuring_since.elapsed()));
+        let after = (server_cpu(), client_cpu());
+        cpu = Spent {
+            server: after.0.zip(before.0).map(|(a, b)| a.saturating_sub(b)),
+            client: after.1.zip(before.1).map(|(a, b)| a.saturating_sub(b)),
+            wall: measuring_since.elapsed(),
+        };
         threads
             .into_iter()
             .map(|t| {
@@ -177,7 +218,28 @@ pub fn drive(
             })
             .collect()
     });
+    summarise(name, results, cpu)
+}
 
+/// CPU time spent in the measured window, and how long the window was.
+#[derive(Default)]
+struct Spent {
+    server: Option<Duration>,
+    client: Option<Duration>,
+    wall: Duration,
+}
+
+impl Spent {
+    fn per_op(&self, spent: Option<Duration>, ops: u64) -> Option<ServerCpu> {
+        spent.map(|spent| ServerCpu {
+            cores: spent.as_secs_f64() / self.wall.as_secs_f64().max(1e-9),
+            us_per_op: spent.as_secs_f64() * 1e6 / (ops as f64).max(1.0),
+        })
+    }
+}
+
+/// Adds up the clients' tallies into one run's figures.
+fn summarise(name: &str, results: Vec<Result<Tally>>, cpu: Spent) -> Result<Measured> {
     let mut ops = 0;
     let mut wrong = 0;
     let mut first_wrong = None;
@@ -197,14 +259,11 @@ pub fn drive(
         samples.append(&mut r.samples);
     }
     let Some((first, last)) = window else {
-        bail!(
-            "{}: no request completed in the measured window",
-            shape.name
-        );
+        bail!("{name}: no request completed in the measured window");
     };
     let secs = (last - first).as_secs_f64();
     if let Some(example) = first_wrong {
-        eprintln!("{}: {wrong} wrong answers, e.g. {example}", shape.name);
+        eprintln!("{name}: {wrong} wrong answers, e.g. {example}");
     }
     Ok(Measured {
         ops,
@@ -212,10 +271,8 @@ pub fn drive(
         ops_per_sec: ops as f64 / secs.max(1e-9),
         latency: Latency::from_nanos(&mut samples),
         wrong_answers: wrong,
-        server_cpu: server_cpu.map(|(spent, wall): (Duration, Duration)| ServerCpu {
-            cores: spent.as_secs_f64() / wall.as_secs_f64().max(1e-9),
-            us_per_op: spent.as_secs_f64() * 1e6 / (ops as f64).max(1.0),
-        }),
+        server_cpu: cpu.per_op(cpu.server, ops),
+        client_cpu: cpu.per_op(cpu.client, ops),
     })
 }
 

@@ -3,7 +3,7 @@
 //! usage flushes, and what the daemon's busy polling costs at steady rates;
 //! docs/performance.md has the figures and the commands that produced them.
 //! `--policy-latency` measures instead how soon a revocation written to the policy file is
-//! enforced.
+//! enforced; `--http`, verify over the HTTP side's forward-auth next to the socket.
 
 mod compare;
 mod cpu;
@@ -13,6 +13,8 @@ mod echo;
 mod event_loop;
 mod fleet;
 mod flush;
+mod http;
+mod http_load;
 mod load;
 mod nats;
 mod policy_latency;
@@ -45,6 +47,7 @@ use std::time::Duration;
     target/release/authenta-bench                 # shapes, flush, poll cost, creates (~2 min)\n  \
     target/release/authenta-bench --scale         # and the 1,000,000-key scenarios\n  \
     target/release/authenta-bench --smoke         # a few seconds, for CI\n  \
+    target/release/authenta-bench --http --rounds 3  # forward-auth over HTTP vs the socket\n  \
     target/release/authenta-bench --policy-latency   # policy-file revocations (~15 s)")]
 struct Args {
     /// The authenta-keyd binary [default: the one beside this executable]
@@ -102,7 +105,8 @@ struct Args {
     #[arg(long, value_name = "PATH", requires = "scale")]
     scale_compare: Option<PathBuf>,
 
-    /// Everything tiny (200 keys, 0.3 s runs, no --scale): checks the bench works, for CI.
+    /// Everything tiny (200 keys, 0.3 s runs, no --scale, one round of --http): checks the
+    /// bench works, for CI.
     #[arg(long)]
     smoke: bool,
 
@@ -131,6 +135,16 @@ struct Args {
     #[arg(long, conflicts_with_all = ["socket", "scale", "policy_latency", "smoke"])]
     fleet: bool,
 
+    /// Instead of the verify shapes: forward-auth over HTTP (`GET /v1/auth` on 50 keep-alive
+    /// connections, one request in flight each) next to the socket's sync-50 on the same
+    /// daemon, rounds alternating, with the default busy polling and with it off. Starts its
+    /// own daemon.
+    #[arg(long, conflicts_with_all = [
+        "socket", "scale", "policy_latency", "fleet", "smoke", "shapes", "shapes_only",
+        "client", "spin",
+    ])]
+    http: bool,
+
     /// Revocations timed by --fleet.
     #[arg(long, default_value_t = 200, requires = "fleet")]
     fleet_trials: usize,
@@ -151,6 +165,9 @@ fn main() -> ExitCode {
     }
     if args.fleet {
         return fleet_main(&args);
+    }
+    if args.http {
+        return http_main(&args);
     }
     match run(&args) {
         Ok(report) => {
@@ -188,6 +205,34 @@ fn policy_latency_main(args: &Args) -> ExitCode {
 /// `--fleet`: figures against the issue's targets; wrong answers fail the run.
 fn fleet_main(args: &Args) -> ExitCode {
     let report = match fleet_report(args) {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("authenta-bench: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let printed = print_report(args.json, &report, &report.text());
+    if report.wrong_answers() > 0 {
+        eprintln!("authenta-bench: wrong answers: the figures are not valid");
+        return ExitCode::FAILURE;
+    }
+    printed
+}
+
+/// `--http`: a missed target is reported, not a failure; wrong answers fail the run.
+fn http_main(args: &Args) -> ExitCode {
+    let report = daemon::find_binary(args.keyd.as_deref()).and_then(|bin| {
+        if args.keys == 0 {
+            bail!("--keys must be at least 1");
+        }
+        let timing = Timing {
+            warmup: seconds(args.warmup, "--warmup")?,
+            duration: seconds(args.duration, "--duration")?,
+            client: ClientKind::EventLoop,
+        };
+        http::run(&bin, args.keys, timing, args.rounds)
+    });
+    let report = match report {
         Ok(report) => report,
         Err(e) => {
             eprintln!("authenta-bench: {e:#}");
@@ -422,6 +467,15 @@ fn run(args: &Args) -> Result<Report> {
             timing.duration,
         )?);
     }
+    // CI's only run of the HTTP path: one tiny round on a daemon of its own, since this
+    // run's daemon is started as an operator runs it, with no HTTP listener.
+    let mut http = None;
+    if let (true, Some(bin)) = (args.smoke, &bin) {
+        eprintln!("http: one smoke round...");
+        let figures = http::run(bin, keys, timing, 1)?;
+        wrong += figures.wrong_answers();
+        http = Some(figures);
+    }
     drop(echo);
     drop(own.take());
     drop(spinners);
@@ -446,6 +500,7 @@ fn run(args: &Args) -> Result<Report> {
         poll_cost,
         creates,
         scale,
+        http,
         checks: Vec::new(),
         wrong_answers: wrong,
     };

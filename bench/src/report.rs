@@ -6,6 +6,7 @@ use crate::compare::{self, Compare};
 use crate::creates::Creates;
 use crate::daemon::Memory;
 use crate::flush::Flush;
+use crate::http::HttpFigures;
 use crate::load::{Measured, Shape};
 use crate::poll_cost::PollCost;
 use crate::scale::Scale;
@@ -79,6 +80,8 @@ pub struct Report {
     pub poll_cost: Option<PollCost>,
     pub creates: Option<Creates>,
     pub scale: Option<Scale>,
+    /// `--smoke`'s round of forward-auth over HTTP next to the socket.
+    pub http: Option<HttpFigures>,
     pub checks: Vec<Check>,
     /// Answers that were not what the mix expected, over every run.
     pub wrong_answers: u64,
@@ -164,6 +167,14 @@ impl Report {
                     row.throughput_ratio >= 0.9,
                 );
             }
+        }
+        if let Some(h) = &self.http {
+            check(
+                "HTTP verify ops/s over socket sync-50 (the HTTP side's target)".into(),
+                h.ratio,
+                ">= 0.5",
+                h.reached,
+            );
         }
         self.checks = checks;
     }
@@ -346,6 +357,9 @@ impl Report {
             if let Some(c) = &s.compare {
                 compare_table(&mut t, c, s.keys);
             }
+        }
+        if let Some(h) = &self.http {
+            let _ = write!(t, "\n{}", h.text());
         }
         if !self.checks.is_empty() {
             let _ = writeln!(t, "\ntargets (from issue 5):");
