@@ -11,6 +11,12 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// RFC 3339 UTC, to the second, for messages.
+pub fn format_rfc3339(unix_ms: i64) -> String {
+    let at = UNIX_EPOCH + Duration::from_millis(u64::try_from(unix_ms).unwrap_or(0));
+    humantime::format_rfc3339_seconds(at).to_string()
+}
+
 /// Adds seconds to a timestamp without overflow.
 pub fn add_secs(at_ms: i64, secs: u64) -> i64 {
     at_ms.saturating_add(i64::try_from(secs).unwrap_or(i64::MAX).saturating_mul(1000))

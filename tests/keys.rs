@@ -402,3 +402,19 @@ fn sigterm_exits_zero_and_removes_the_socket() {
     assert!(status.success(), "{status}");
     assert!(!daemon.socket.exists());
 }
+
+#[test]
+fn an_expired_key_is_not_regenerated_into_a_token_that_is_expired_from_the_start() {
+    let daemon = Daemon::start();
+    let (id, token) = daemon.create("Short-Lived", "read", &["--expires-in", "1s"]);
+    std::thread::sleep(std::time::Duration::from_millis(1_100));
+    assert_eq!(daemon.verify_code(&token, &[]), "expired");
+    let out = daemon.cli(&["keys", "regenerate", &id]);
+    assert_eq!(out.status.code(), Some(64), "refused as a bad request");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("expired at") && stderr.contains("create a new key"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty(), "no token printed");
+}

@@ -236,6 +236,7 @@ fn a_tampered_row_fails_closed_and_is_reported_by_id() {
     assert_eq!(daemon.verify_code(&good_token, &[]), "valid");
     let status = daemon.cli_json(&["status", "--json"]);
     assert_eq!(status["corrupt_keys"], serde_json::json!([bad_id]));
+    assert_eq!(status["corrupt_total"], 1);
     assert!(daemon.log().contains(&bad_id), "the log names the key");
     let ids: Vec<_> = daemon
         .cli_json(&["keys", "list", "--json"])
@@ -288,4 +289,42 @@ fn a_store_from_a_newer_schema_is_refused() {
     }
     let stderr = daemon.serve_refused(&daemon.master_key);
     assert!(stderr.contains("schema version 99"), "{stderr}");
+}
+
+#[test]
+fn status_gives_the_total_of_corrupt_keys_and_says_when_the_list_is_cut() {
+    let mut daemon = Daemon::start();
+    for n in 0..105 {
+        daemon.create(&format!("K{n}"), "read", &[]);
+    }
+    assert!(daemon.stop().success());
+    {
+        let db = rusqlite::Connection::open(daemon.data_dir.join("keys.db")).expect("open");
+        // A flipped last byte breaks every row's GCM tag.
+        let rows: Vec<(String, Vec<u8>)> = db
+            .prepare("SELECT id, sealed FROM keys")
+            .expect("select")
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("rows")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        for (id, mut sealed) in rows {
+            let last = sealed.len() - 1;
+            sealed[last] ^= 0x01;
+            db.execute(
+                "UPDATE keys SET sealed = ?1 WHERE id = ?2",
+                rusqlite::params![sealed, id],
+            )
+            .expect("tamper");
+        }
+    }
+    daemon.restart();
+    let status = daemon.cli_json(&["status", "--json"]);
+    assert_eq!(status["corrupt_total"], 105, "{status}");
+    assert_eq!(status["corrupt_keys"].as_array().map(Vec::len), Some(100));
+    let text = String::from_utf8_lossy(&daemon.cli(&["status"]).stdout).into_owned();
+    assert!(
+        text.contains("105 keys") && text.contains("the first 100 listed"),
+        "{text}"
+    );
 }

@@ -446,6 +446,8 @@ pub struct StatusInfo {
     /// When the newest audit entry was made (unix milliseconds), if there is one: a store
     /// rolled back whole to an older copy shows an older time than expected.
     pub newest_audit_at: Option<i64>,
+    /// How many keys' rows did not open; `corrupt_keys` names at most the first 100.
+    pub corrupt_total: u64,
 }
 
 /// A fleet node's view of its fleet.

@@ -31,6 +31,7 @@ fn print_json(status: &StatusInfo) {
             "expired": status.keys.expired,
         },
         "corrupt_keys": status.corrupt_keys,
+        "corrupt_total": status.corrupt_total,
         "connections": status.connections,
         "verifications": status.verifications,
         "policy_error": status.policy_error,
@@ -105,9 +106,16 @@ fn print_text(status: &StatusInfo) {
             fleet.resyncs
         );
     }
-    if !status.corrupt_keys.is_empty() {
+    if status.corrupt_total > 0 {
+        let listed = status.corrupt_keys.len() as u64;
+        let cut = if listed < status.corrupt_total {
+            format!(" (the first {listed} listed; the daemon's log names every one)")
+        } else {
+            String::new()
+        };
         say!(
-            "CORRUPT:       {} (refused until restored from backup)",
+            "CORRUPT:       {} keys, refused until restored from backup{cut}: {}",
+            status.corrupt_total,
             status.corrupt_keys.join(", ")
         );
     }

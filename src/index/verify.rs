@@ -74,13 +74,7 @@ fn decide<'m>(
     };
     let (entry, replaced) = match maps.by_key(&key) {
         None => return (no_key(VerifyCode::Unknown), None),
-        Some(Hit::Retired(key_id)) => {
-            let answer = VerifyAnswerRef {
-                key_id,
-                ..no_key(VerifyCode::Revoked)
-            };
-            return (answer, None);
-        }
+        Some(Hit::Retired(key_id)) => return retired(maps, key_id),
         Some(Hit::Current(entry)) => (entry, false),
         Some(Hit::Previous(entry)) => {
             let over = entry.grace().is_none_or(|g| g.until <= now);
@@ -122,6 +116,31 @@ fn decide<'m>(
         environment: entry.environment(),
         rotate_by: entry.policy.rotate_by(),
         rotation_due: entry.policy.rotation_due(now),
+    };
+    (answer, Some(used))
+}
+
+/// A token that must never verify again. When its key is still known, the verify counts as
+/// one of that key's denials (an app still using a replaced token shows in its usage) and
+/// the answer carries the key's environment, as every other answer about a key does.
+fn retired<'m>(
+    maps: &'m Maps,
+    key_id: Option<&'m str>,
+) -> (VerifyAnswerRef<'m>, Option<KeyUse<'m>>) {
+    let answer = VerifyAnswerRef {
+        key_id,
+        ..no_key(VerifyCode::Revoked)
+    };
+    let Some(found) = key_id.and_then(|id| maps.by_id(id)) else {
+        return (answer, None);
+    };
+    let answer = VerifyAnswerRef {
+        environment: found.entry().environment(),
+        ..answer
+    };
+    let used = KeyUse {
+        key: found,
+        allowed: false,
     };
     (answer, Some(used))
 }
@@ -241,6 +260,48 @@ mod tests {
             (usage.verifications, usage.allowed, usage.denied),
             (5, 2, 3)
         );
+    }
+
+    #[test]
+    fn a_replaced_token_is_a_denial_of_its_key_and_names_its_environment() {
+        let rng = SystemRandom::new();
+        let token = generate_token(&rng).expect("rng").to_string();
+        let replaced = generate_token(&rng).expect("rng").to_string();
+        let retired = vec![(
+            hash_token(&replaced),
+            Some("key_0123456789abcdef".to_string()),
+        )];
+        let index = Index::from_loaded(vec![(record(&token), UsageRecord::default())], retired);
+        let run = [Some(VerifyRequestRef {
+            id: 1,
+            body: VerifyBodyRef::Verify(VerifyQuestion {
+                token: &replaced,
+                permissions: Default::default(),
+                environment: None,
+            }),
+        })];
+        let maps = index.read();
+        let mut seen = None;
+        decide_run(&maps, &run, 0, |_, a| {
+            seen = Some((
+                a.code,
+                a.key_id.map(str::to_owned),
+                a.environment.map(str::to_owned),
+            ));
+            Ok::<(), ()>(())
+        })
+        .expect("answered");
+        let expected = (
+            VerifyCode::Revoked,
+            Some("key_0123456789abcdef".to_string()),
+            Some("production".to_string()),
+        );
+        assert_eq!(seen, Some(expected));
+        let usage = maps
+            .by_id("key_0123456789abcdef")
+            .map(|e| e.usage.snapshot())
+            .expect("key present");
+        assert_eq!((usage.allowed, usage.denied), (0, 1));
     }
 
     #[test]

@@ -184,6 +184,7 @@ fn status(daemon: &Daemon, now: i64) -> StatusInfo {
         development_key: daemon.development_key,
         newest_audit_at: Some(daemon.index.newest_audit_at.load(Ordering::Relaxed))
             .filter(|&at| at > 0),
+        corrupt_total: daemon.corrupt_keys.len() as u64,
     }
 }
 

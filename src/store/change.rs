@@ -323,6 +323,14 @@ pub fn regenerate(
             "key {id} is revoked and stays so: create a new key instead"
         )));
     }
+    if let Some(expired_at) = record.expires_at.filter(|&at| at <= d.now()) {
+        // Its new token would verify as expired from the start.
+        return Err(WriteError::Refused(format!(
+            "key {id} expired at {}: a new token for it would verify as expired from the start; \
+             create a new key instead (keys create ... --expires-in DURATION)",
+            crate::time::format_rfc3339(expired_at)
+        )));
+    }
     let token = d.token()?;
     let detail =
         (grace_secs > 0).then(|| format!("grace={}", crate::time::format_secs(grace_secs)));
@@ -388,7 +396,10 @@ pub fn rotate(
     let staged = crate::policy::sink::stage(&sink, &token).map_err(|e| {
         WriteError::Refused(format!("cannot write sink {}: {e}", sink.path.display()))
     })?;
-    let detail = Some(format!("scheduled rotation, overlap={overlap_secs}s"));
+    let detail = Some(format!(
+        "scheduled rotation, overlap={}",
+        crate::time::format_secs(overlap_secs)
+    ));
     give_new_token(d, &mut record, &token, overlap_secs, Actor::Policy, detail);
     d.set.rotated = Some(RotatedToken {
         token: token.clone(),

@@ -229,6 +229,7 @@ pub fn status_info() -> impl Strategy<Value = StatusInfo> {
                 fleet: None,
                 development_key: false,
                 newest_audit_at: None,
+                corrupt_total: 0,
             },
         )
 }

@@ -317,6 +317,8 @@ class StatusInfo:
     fleet: Optional[FleetStatus]
     development_key: bool
     newest_audit_at: Optional[int]
+    #: How many keys' rows did not open; ``corrupt_keys`` names at most the first 100.
+    corrupt_total: int
 
     @classmethod
     def _read(cls, r: Reader) -> "StatusInfo":
@@ -334,6 +336,7 @@ class StatusInfo:
             fleet=r.option(lambda: FleetStatus._read(r)),
             development_key=r.boolean(),
             newest_audit_at=r.option(r.i64),
+            corrupt_total=r.u64(),
         )
 
 
