@@ -9,24 +9,29 @@ use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-#[test]
-fn serves_through_a_socket_passed_by_systemd_socket_activate() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let socket = dir.path().join("activated.sock");
-    let key = dir.path().join("master.hex");
+/// `serve` under `systemd-socket-activate`, listening on `socket` and on `extra` (arguments
+/// to the activator, such as more `-l` and `--fdname`), its log in `dir/log`. Returns once
+/// the activation socket exists.
+fn activated(
+    dir: &std::path::Path,
+    socket: &std::path::Path,
+    extra: &[String],
+) -> std::process::Child {
+    let key = dir.join("master.hex");
     std::fs::write(&key, MASTER_HEX).expect("key");
-    let log = std::fs::File::create(dir.path().join("log")).expect("log");
-    let mut activator = Command::new("systemd-socket-activate")
+    let log = std::fs::File::create(dir.join("log")).expect("log");
+    let activator = Command::new("systemd-socket-activate")
         .arg("-l")
-        .arg(&socket)
+        .arg(socket)
+        .args(extra)
         .arg("-E")
         .arg("RUST_LOG=debug")
         .arg(BIN)
         .arg("serve")
         .arg("--socket")
-        .arg(&socket)
+        .arg(socket)
         .arg("--data-dir")
-        .arg(dir.path().join("data"))
+        .arg(dir.join("data"))
         .arg("--master-key-file")
         .arg(&key)
         .stdout(log.try_clone().expect("log"))
@@ -34,6 +39,14 @@ fn serves_through_a_socket_passed_by_systemd_socket_activate() {
         .spawn()
         .expect("systemd-socket-activate (package systemd) must be installed");
     wait_for("the activation socket", || socket.exists());
+    activator
+}
+
+#[test]
+fn serves_through_a_socket_passed_by_systemd_socket_activate() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let socket = dir.path().join("activated.sock");
+    let mut activator = activated(dir.path(), &socket, &[]);
 
     // The first connection starts the daemon, which takes over the listening socket.
     let mut client = authenta_client::Client::new(&socket);
@@ -74,29 +87,13 @@ fn serves_http_on_a_loopback_port_passed_by_systemd() {
     // port comes from a .socket unit with FileDescriptorName=http.
     let dir = tempfile::tempdir().expect("tmp");
     let socket = dir.path().join("activated.sock");
-    let key = dir.path().join("master.hex");
-    std::fs::write(&key, MASTER_HEX).expect("key");
     let port = common::free_port();
-    let log = std::fs::File::create(dir.path().join("log")).expect("log");
-    let mut activator = Command::new("systemd-socket-activate")
-        .arg("-l")
-        .arg(&socket)
-        .arg("-l")
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--fdname=keyd:http")
-        .arg(BIN)
-        .arg("serve")
-        .arg("--socket")
-        .arg(&socket)
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .arg("--master-key-file")
-        .arg(&key)
-        .stdout(log.try_clone().expect("log"))
-        .stderr(log)
-        .spawn()
-        .expect("systemd-socket-activate (package systemd) must be installed");
-    wait_for("the activation socket", || socket.exists());
+    let extra = [
+        "-l".to_string(),
+        format!("127.0.0.1:{port}"),
+        "--fdname=keyd:http".to_string(),
+    ];
+    let mut activator = activated(dir.path(), &socket, &extra);
     let mut client = authenta_client::Client::new(&socket);
     let created = client
         .create_key(authenta_client::proto::CreateKey {
