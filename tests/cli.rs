@@ -294,3 +294,49 @@ fn tests_acting_as_another_user_can_run_the_binary_wherever_the_clone_is() {
         .expect("run as nobody");
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+#[test]
+fn completions_print_for_every_shell_even_beside_an_untrusted_socket_directory() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = Command::new(BIN)
+            .args(["completions", shell])
+            .output()
+            .expect("run");
+        assert!(out.status.success(), "{shell}: {}", stderr(&out));
+        assert!(stdout(&out).contains("authenta-keyd"), "{shell}");
+    }
+    if !common::can_drop_privileges() {
+        return;
+    }
+    // The generators never connect, so a socket directory they could not trust is no reason
+    // to refuse them.
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let tmp = tempfile::tempdir().expect("tmp");
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let planted = tmp.path().join("authenta-65534");
+    std::fs::create_dir(&planted).expect("dir");
+    std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let out = Command::new(common::bin_for_others())
+        .args(["completions", "bash"])
+        .env_clear()
+        .env("TMPDIR", tmp.path())
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .expect("run as nobody");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let status = Command::new(common::bin_for_others())
+        .arg("status")
+        .env_clear()
+        .env("TMPDIR", tmp.path())
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .expect("run as nobody");
+    assert!(
+        stderr(&status).contains("another user could put their own socket there"),
+        "a client of the daemon still refuses it: {}",
+        stderr(&status)
+    );
+}

@@ -89,7 +89,7 @@ fn frame_seeds_are_current_message_streams() {
     // The streams are what they are named for.
     let client = client_session();
     let frames = split(&client).expect("whole frames");
-    assert_eq!(frames.len(), 9);
+    assert_eq!(frames.len(), 10);
     proto::decode::<Hello>(frames[0]).expect("hello");
     for frame in &frames[1..] {
         proto::decode::<Request>(frame).expect("request");

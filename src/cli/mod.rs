@@ -146,11 +146,20 @@ fn usage_error(error: &clap::Error) -> ExitCode {
 fn trusted_socket(socket: &std::path::Path, command: &Command) -> anyhow::Result<()> {
     let fallback = crate::host::paths::fallback_socket_dir();
     match socket.parent() {
-        Some(dir) if dir == fallback && dir.exists() && !matches!(command, Command::Serve(_)) => {
+        Some(dir) if dir == fallback && dir.exists() && talks_to_the_daemon(command) => {
             crate::host::paths::check_private_dir(dir)
         }
         _ => Ok(()),
     }
+}
+
+/// Whether the command is a client of the daemon (`serve` checks its own directory; the
+/// generators never connect).
+fn talks_to_the_daemon(command: &Command) -> bool {
+    !matches!(
+        command,
+        Command::Serve(_) | Command::Completions(_) | Command::Man(_)
+    )
 }
 
 /// An error and its causes on one line, leaving out a cause its parent already quotes.

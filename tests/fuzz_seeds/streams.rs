@@ -4,10 +4,10 @@
 //! protocol's framing to split them again.
 
 use authenta_client::proto::{
-    self, Actor, AuditEntry, AuditReport, ChainCheck, CreateKey, ErrorAnswer, ErrorCode, Hello,
-    HelloReply, KeyCounts, KeyInfo, KeyPage, KeyState, NewToken, Permission, Request, RequestBody,
-    Response, ResponseBody, StatusInfo, Usage, VerifyAnswer, VerifyCode, VerifyRequest,
-    MAX_FRAME_LEN, PROTOCOL_VERSION,
+    self, Actor, AuditEntry, AuditReport, ChainCheck, CreateKey, ErrorAnswer, ErrorCode,
+    HealthReport, Hello, HelloReply, KeyCounts, KeyInfo, KeyPage, KeyState, NewToken, Permission,
+    Request, RequestBody, Response, ResponseBody, StatusInfo, Usage, VerifyAnswer, VerifyCode,
+    VerifyRequest, MAX_FRAME_LEN, PROTOCOL_VERSION,
 };
 
 fn frames(messages: &[Vec<u8>]) -> Vec<u8> {
@@ -108,6 +108,7 @@ pub fn client_session() -> Vec<u8> {
                 after: 0,
             },
         ),
+        request(9, RequestBody::Health),
     ])
 }
 
@@ -187,6 +188,7 @@ pub fn daemon_answers() -> Vec<u8> {
                 fleet: None,
                 development_key: false,
                 newest_audit_at: None,
+                corrupt_total: 0,
             }),
         ),
         response(
@@ -226,6 +228,16 @@ pub fn daemon_answers() -> Vec<u8> {
             ResponseBody::Error(ErrorAnswer {
                 code: ErrorCode::NotFound,
                 message: "no key with id key_nope".into(),
+            }),
+        ),
+        response(
+            8,
+            ResponseBody::Health(HealthReport {
+                ready: false,
+                store: true,
+                policy: "stale".into(),
+                fleet_connected: Some(false),
+                problems: vec!["not connected to the fleet's NATS servers".into()],
             }),
         ),
     ])
