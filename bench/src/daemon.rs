@@ -43,6 +43,25 @@ pub struct Memory {
     pub peak_rss_mib: f64,
 }
 
+/// The resident memory of process `pid` now.
+pub fn process_memory(pid: u32) -> Result<Memory> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("cannot read /proc/{pid}/status"))?;
+    let field = |name: &str| -> Result<f64> {
+        let kib: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .with_context(|| format!("no {name} in /proc/{pid}/status"))?;
+        Ok(kib / 1024.0)
+    };
+    Ok(Memory {
+        rss_mib: field("VmRSS:")?,
+        peak_rss_mib: field("VmHWM:")?,
+    })
+}
+
 /// One daemon on its own temporary directory (store, socket, master key, config, log).
 pub struct Keyd {
     dir: tempfile::TempDir,
@@ -234,22 +253,7 @@ impl Keyd {
 
     /// The daemon's resident memory now.
     pub fn memory(&self) -> Result<Memory> {
-        let pid = self.pid().context("the daemon is not running")?;
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .context("cannot read the daemon's /proc status")?;
-        let field = |name: &str| -> Result<f64> {
-            let kib: f64 = status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|rest| rest.split_whitespace().next())
-                .and_then(|n| n.parse().ok())
-                .with_context(|| format!("no {name} in /proc/{pid}/status"))?;
-            Ok(kib / 1024.0)
-        };
-        Ok(Memory {
-            rss_mib: field("VmRSS:")?,
-            peak_rss_mib: field("VmHWM:")?,
-        })
+        process_memory(self.pid().context("the daemon is not running")?)
     }
 
     /// The start-up time the daemon itself logged last (`startup_ms=`): from opening the

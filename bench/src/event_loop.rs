@@ -5,10 +5,15 @@
 //! different sleeping thread, usually on the other core; on a VM that inter-processor wake-up
 //! costs more than the verify itself, and it is charged to the server. One loop thread is
 //! mostly awake when answers land, as with Redis's client, so the comparison is like for like.
+//!
+//! The loop is generic over a [`Protocol`]: the requests to send and how answers are cut from
+//! the stream and checked. The daemon's is the [`Workload`]; `--redis` drives Redis with
+//! RESP `GET`s through the very same loop ([`crate::redis::GetWorkload`]). Both are static
+//! dispatch, so each loop is compiled for its protocol and neither pays for the other.
 
 use crate::load::{Shape, Tally, MEASURE, STOP};
 use crate::stats::nanos;
-use crate::wire::{self, FrameReader};
+use crate::wire::{self, Framing, LengthPrefixed, Reader};
 use crate::workload::Workload;
 use anyhow::{Context, Result};
 use mio::net::UnixStream;
@@ -25,9 +30,65 @@ const POLL_TIMEOUT: Duration = Duration::from_millis(50);
 /// With nothing answered for this long, the server is taken to be stuck.
 const STALL_LIMIT: Duration = Duration::from_secs(30);
 
+/// What the loop needs to know of a server's protocol: every request encoded beforehand, and
+/// the answer each must get, byte for byte.
+pub trait Protocol: Sync {
+    /// How answers are cut from the stream.
+    type Framing: Framing;
+
+    /// Opens one connection (blocking, handshake done): the stream, and the reader holding
+    /// whatever was read past the handshake.
+    fn connect(
+        &self,
+        socket: &Path,
+    ) -> Result<(std::os::unix::net::UnixStream, Reader<Self::Framing>)>;
+
+    /// Number of requests in the mix; the loop walks it round and round.
+    fn len(&self) -> usize;
+
+    /// Request `i`'s bytes, as written to the socket.
+    fn request(&self, i: usize) -> &[u8];
+
+    /// What [`Framing::cut`] must give for the answer to request `i`.
+    fn answer(&self, i: usize) -> &[u8];
+
+    /// Says how a wrong answer differs from the expected one (kept for the first only).
+    fn describe_wrong(&self, got: &[u8], expected: &[u8]) -> String;
+}
+
+impl Protocol for Workload {
+    type Framing = LengthPrefixed;
+
+    fn connect(
+        &self,
+        socket: &Path,
+    ) -> Result<(std::os::unix::net::UnixStream, Reader<LengthPrefixed>)> {
+        wire::connect(socket)
+    }
+
+    #[inline]
+    fn len(&self) -> usize {
+        Workload::len(self)
+    }
+
+    #[inline]
+    fn request(&self, i: usize) -> &[u8] {
+        Workload::request(self, i)
+    }
+
+    #[inline]
+    fn answer(&self, i: usize) -> &[u8] {
+        Workload::answer(self, i)
+    }
+
+    fn describe_wrong(&self, got: &[u8], expected: &[u8]) -> String {
+        crate::load::describe_wrong(got, expected)
+    }
+}
+
 /// What every connection of one run shares.
-struct Run<'a> {
-    workload: &'a Workload,
+struct Run<'a, P> {
+    protocol: &'a P,
     depth: usize,
     phase: &'a AtomicU8,
     registry: &'a Registry,
@@ -41,10 +102,10 @@ struct Run<'a> {
 }
 
 /// One connection's closed loop: a batch of `depth` requests out, then its answers in.
-struct Connection {
+struct Connection<F> {
     stream: UnixStream,
     token: Token,
-    reader: FrameReader,
+    reader: Reader<F>,
     /// The batch's encoded requests, and how much of it is written.
     out: Vec<u8>,
     written: usize,
@@ -61,10 +122,10 @@ struct Connection {
     measuring: bool,
 }
 
-impl Connection {
+impl<F: Framing> Connection<F> {
     /// Encodes the next batch and writes what the socket takes; false at the end of the
     /// run.
-    fn send_batch(&mut self, run: &mut Run<'_>) -> Result<bool> {
+    fn send_batch<P: Protocol<Framing = F>>(&mut self, run: &mut Run<'_, P>) -> Result<bool> {
         let now = run.phase.load(Ordering::Acquire);
         if now == STOP {
             return Ok(false);
@@ -73,9 +134,9 @@ impl Connection {
         self.out.clear();
         self.batch.clear();
         for _ in 0..run.depth {
-            self.out.extend_from_slice(run.workload.request(run.cursor));
+            self.out.extend_from_slice(run.protocol.request(run.cursor));
             self.batch.push(run.cursor);
-            run.cursor = (run.cursor + 1) % run.workload.len();
+            run.cursor = (run.cursor + 1) % run.protocol.len();
         }
         self.written = 0;
         self.answered = 0;
@@ -117,7 +178,11 @@ impl Connection {
 
     /// Reads what has arrived, checks each answer, and starts the next batch when one is
     /// complete; false at the end of the run.
-    fn read(&mut self, run: &mut Run<'_>, tally: &mut Tally) -> Result<bool> {
+    fn read<P: Protocol<Framing = F>>(
+        &mut self,
+        run: &mut Run<'_, P>,
+        tally: &mut Tally,
+    ) -> Result<bool> {
         loop {
             let free = self.reader.make_room();
             let read = match self.reader.fill(&mut self.stream) {
@@ -128,8 +193,13 @@ impl Connection {
             };
             let done = Instant::now();
             while let Some(answer) = self.reader.buffered()? {
-                let i = self.batch[self.answered];
-                tally.check(answer, run.workload.answer(i));
+                let Some(&i) = self.batch.get(self.answered) else {
+                    anyhow::bail!("the server sent an answer to no request");
+                };
+                let expected = run.protocol.answer(i);
+                if answer != expected {
+                    tally.count_wrong(|| run.protocol.describe_wrong(answer, expected));
+                }
                 if self.measuring {
                     tally.samples.push(nanos(done - self.sent));
                 }
@@ -156,15 +226,15 @@ impl Connection {
 
 /// Runs `shape` with every connection on this thread until `phase` says stop. Waits on
 /// `ready` once connected, so that the caller starts the clock with every connection open.
-pub fn run(
+pub fn run<P: Protocol>(
     socket: &Path,
-    workload: &Workload,
+    protocol: &P,
     shape: Shape,
     ready: &Barrier,
     phase: &AtomicU8,
 ) -> Result<Tally> {
     let connected: Result<Vec<_>> = (0..shape.connections)
-        .map(|_| wire::connect(socket))
+        .map(|_| protocol.connect(socket))
         .collect();
     ready.wait();
     let mut poll = Poll::new().context("cannot create an epoll instance")?;
@@ -193,7 +263,7 @@ pub fn run(
         .try_clone()
         .context("cannot clone the epoll handle")?;
     let mut run = Run {
-        workload,
+        protocol,
         depth: shape.depth,
         phase,
         registry: &registry,

@@ -159,6 +159,21 @@ pub fn drive(
     })
 }
 
+/// Runs `shape` against the server at `socket` with the requests of `protocol`, driven by
+/// the event loop (the only client that speaks every protocol); when the server is process
+/// `server`, also what CPU it used.
+pub fn drive_event_loop<P: event_loop::Protocol>(
+    socket: &Path,
+    protocol: &P,
+    shape: Shape,
+    timing: Timing,
+    server: Option<u32>,
+) -> Result<Measured> {
+    measure(shape.name, 1, timing, server, |_, ready, phase| {
+        event_loop::run(socket, protocol, shape, ready, phase)
+    })
+}
+
 /// Runs `clients` client threads, `client(c, ready, phase)` each, through the warm-up and
 /// the measured window, and sums what they counted; when the server is process `server`,
 /// also what CPU it used in the window. Every client must wait on `ready` exactly once, once
@@ -203,12 +218,15 @@ where
         phase.store(MEASURE, Ordering::Release);
         let measuring_since = Instant::now();
         std::thread::sleep(timing.duration);
-        phase.store(STOP, Ordering::Release);
+        // Read while the clients still run: a client thread that has already returned has
+        // no /proc entry left, and its CPU would read as unknown.
         let after = (server_cpu(), client_cpu());
+        let wall = measuring_since.elapsed();
+        phase.store(STOP, Ordering::Release);
         cpu = Spent {
             server: after.0.zip(before.0).map(|(a, b)| a.saturating_sub(b)),
             client: after.1.zip(before.1).map(|(a, b)| a.saturating_sub(b)),
-            wall: measuring_since.elapsed(),
+            wall,
         };
         threads
             .into_iter()
@@ -327,7 +345,8 @@ fn client(
     }
 }
 
-fn describe_wrong(got: &[u8], expected: &[u8]) -> String {
+/// A wrong answer of the daemon next to the expected one, both decoded.
+pub fn describe_wrong(got: &[u8], expected: &[u8]) -> String {
     let show = |bytes: &[u8]| match proto::decode::<Response>(bytes) {
         Ok(r) => format!("{r:?}"),
         Err(e) => format!("undecodable ({e})"),

@@ -3,7 +3,8 @@
 //! usage flushes, and what the daemon's busy polling costs at steady rates;
 //! docs/performance.md has the figures and the commands that produced them.
 //! `--policy-latency` measures instead how soon a revocation written to the policy file is
-//! enforced; `--http`, verify over the HTTP side's forward-auth next to the socket.
+//! enforced; `--http`, verify over the HTTP side's forward-auth next to the socket; `--redis`,
+//! verify next to Redis `GET`, both servers driven by the same event loop.
 
 mod compare;
 mod cpu;
@@ -20,11 +21,13 @@ mod nats;
 mod policy_latency;
 mod policy_update;
 mod poll_cost;
+mod redis;
 mod report;
 mod scale;
 mod seed;
 mod spin;
 mod stats;
+mod vs_redis;
 mod wire;
 mod workload;
 
@@ -48,6 +51,8 @@ use std::time::Duration;
     target/release/authenta-bench --scale         # and the 1,000,000-key scenarios\n  \
     target/release/authenta-bench --smoke         # a few seconds, for CI\n  \
     target/release/authenta-bench --http --rounds 3  # forward-auth over HTTP vs the socket\n  \
+    target/release/authenta-bench --redis --rounds 3 # keyd vs Redis GET, same client (~3 min)\n  \
+    target/release/authenta-bench --redis --smoke    # the same, tiny, for CI\n  \
     target/release/authenta-bench --policy-latency   # policy-file revocations (~15 s)")]
 struct Args {
     /// The authenta-keyd binary [default: the one beside this executable]
@@ -106,7 +111,8 @@ struct Args {
     scale_compare: Option<PathBuf>,
 
     /// Everything tiny (200 keys, 0.3 s runs, no --scale, one round of --http): checks the
-    /// bench works, for CI.
+    /// bench works, for CI. With --redis: that comparison only, 200 keys, 0.3 s runs, one
+    /// round.
     #[arg(long)]
     smoke: bool,
 
@@ -145,6 +151,21 @@ struct Args {
     ])]
     http: bool,
 
+    /// Instead of the verify load: the daemon next to Redis `GET`, both driven by this
+    /// bench's event loop with requests encoded beforehand and every answer checked, in the
+    /// three shapes, rounds alternating keyd, Redis and the echo floor; with the default busy
+    /// polling and with it off. Starts its own daemon and its own `redis-server` on a Unix
+    /// socket in a temporary directory (Debian's package `redis-server`); Redis holds one
+    /// entry per key, sized so that its answers are as long as the daemon's.
+    #[arg(long, conflicts_with_all = [
+        "socket", "scale", "policy_latency", "fleet", "http", "shapes_only", "client",
+    ])]
+    redis: bool,
+
+    /// The redis-server binary of --redis [default: the first on the PATH]
+    #[arg(long, value_name = "PATH", requires = "redis")]
+    redis_server: Option<PathBuf>,
+
     /// Revocations timed by --fleet.
     #[arg(long, default_value_t = 200, requires = "fleet")]
     fleet_trials: usize,
@@ -168,6 +189,9 @@ fn main() -> ExitCode {
     }
     if args.http {
         return http_main(&args);
+    }
+    if args.redis {
+        return redis_main(&args);
     }
     match run(&args) {
         Ok(report) => {
@@ -245,6 +269,65 @@ fn http_main(args: &Args) -> ExitCode {
         return ExitCode::FAILURE;
     }
     printed
+}
+
+/// `--redis`: ratios are reported, never a failure; wrong answers fail the run.
+fn redis_main(args: &Args) -> ExitCode {
+    let report = match redis_report(args) {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("authenta-bench: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let printed = print_report(args.json, &report, &report.text());
+    if report.wrong_answers() > 0 {
+        eprintln!("authenta-bench: wrong answers: the figures are not valid");
+        return ExitCode::FAILURE;
+    }
+    printed
+}
+
+fn redis_report(args: &Args) -> Result<vs_redis::RedisFigures> {
+    let keyd = daemon::find_binary(args.keyd.as_deref())?;
+    let redis = redis::find_binary(args.redis_server.as_deref())?;
+    let (keys, timing, rounds) = if args.smoke {
+        (
+            200,
+            Timing {
+                warmup: Duration::from_millis(100),
+                duration: Duration::from_millis(300),
+                client: ClientKind::EventLoop,
+            },
+            1,
+        )
+    } else {
+        let timing = Timing {
+            warmup: seconds(args.warmup, "--warmup")?,
+            duration: seconds(args.duration, "--duration")?,
+            client: ClientKind::EventLoop,
+        };
+        (args.keys, timing, args.rounds)
+    };
+    if keys == 0 {
+        bail!("--keys must be at least 1");
+    }
+    let shapes = chosen_shapes(args.shapes.as_deref())?;
+    let _spinners = if args.spin {
+        Some(spin::Spinners::start()?)
+    } else {
+        None
+    };
+    vs_redis::run(&vs_redis::Plan {
+        keyd: &keyd,
+        redis: &redis,
+        keys,
+        shapes: &shapes,
+        timing,
+        rounds,
+        smoke: args.smoke,
+        spin: args.spin,
+    })
 }
 
 /// Prints a report as JSON or as text for people.

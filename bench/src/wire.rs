@@ -1,4 +1,5 @@
-//! Raw frames on a Unix socket: a 4-byte big-endian length, then a bincode payload.
+//! Raw frames on a Unix socket: a 4-byte big-endian length, then a bincode payload; and the
+//! buffered reader the load clients cut answers with, whatever their framing.
 //!
 //! The load driver and the echo server both speak the protocol at this level rather than
 //! through `authenta_client::Client`, so that requests can be encoded once before a run and
@@ -7,6 +8,7 @@
 use anyhow::{bail, Context, Result};
 use authenta_client::proto::{self, Hello, HelloReply, MAX_FRAME_LEN, PROTOCOL_VERSION};
 use std::io::{self, Read, Write};
+use std::marker::PhantomData;
 use std::os::unix::net::UnixStream;
 
 /// Appends a length-prefixed frame holding `payload` to `out`.
@@ -16,54 +18,80 @@ pub fn push_frame(out: &mut Vec<u8>, payload: &[u8]) {
     out.extend_from_slice(payload);
 }
 
-/// Reads frames through one buffer, so that answers arriving together cost one `read`.
-pub struct FrameReader {
-    buf: Vec<u8>,
-    start: usize,
-    end: usize,
+/// How a stream of answers is cut into answers: the one thing [`Reader`] does not know.
+pub trait Framing {
+    /// Most bytes one answer may take (framing included); also the reader's buffer size.
+    const MAX_ANSWER: usize;
+
+    /// The first answer in `bytes`, once it is all there: `(from, to)`, where `bytes[from..to]`
+    /// is what is compared with the expected answer and `to` is where the next one begins.
+    /// An error when the bytes cannot be an answer (then the stream cannot be cut further).
+    fn cut(bytes: &[u8]) -> io::Result<Option<(usize, usize)>>;
 }
 
-impl Default for FrameReader {
-    fn default() -> Self {
-        FrameReader {
-            // Room for the largest frame plus its prefix, so a frame never needs a bigger buffer.
-            buf: vec![0; MAX_FRAME_LEN + 4],
-            start: 0,
-            end: 0,
-        }
-    }
-}
+/// The daemon's framing: a 4-byte big-endian length, then that many bytes of payload; the
+/// payload is what is compared.
+pub struct LengthPrefixed;
 
-impl FrameReader {
-    /// The length of the frame at the front of the buffer, if its prefix is there.
-    fn front_len(&self) -> io::Result<Option<usize>> {
-        if self.end - self.start < 4 {
+impl Framing for LengthPrefixed {
+    const MAX_ANSWER: usize = MAX_FRAME_LEN + 4;
+
+    #[inline]
+    fn cut(bytes: &[u8]) -> io::Result<Option<(usize, usize)>> {
+        let Some(prefix) = bytes.first_chunk::<4>() else {
             return Ok(None);
-        }
-        let mut prefix = [0u8; 4];
-        prefix.copy_from_slice(&self.buf[self.start..self.start + 4]);
-        let len = u32::from_be_bytes(prefix) as usize;
+        };
+        let len = u32::from_be_bytes(*prefix) as usize;
         if len > MAX_FRAME_LEN {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("frame of {len} bytes exceeds the limit of {MAX_FRAME_LEN}"),
             ));
         }
-        Ok(Some(len))
+        Ok((bytes.len() >= 4 + len).then_some((4, 4 + len)))
+    }
+}
+
+/// Reads the daemon's frames.
+pub type FrameReader = Reader<LengthPrefixed>;
+
+/// Reads answers through one buffer, so that answers arriving together cost one `read`.
+pub struct Reader<F> {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    framing: PhantomData<F>,
+}
+
+impl<F: Framing> Default for Reader<F> {
+    fn default() -> Self {
+        Reader {
+            // Room for the largest answer, so an answer never needs a bigger buffer.
+            buf: vec![0; F::MAX_ANSWER],
+            start: 0,
+            end: 0,
+            framing: PhantomData,
+        }
+    }
+}
+
+impl<F: Framing> Reader<F> {
+    /// Where the answer at the front of the buffer is, if it is all there.
+    #[inline]
+    fn front(&self) -> io::Result<Option<(usize, usize)>> {
+        F::cut(&self.buf[self.start..self.end])
     }
 
-    /// Whether a whole frame is already buffered (so reading it will not block).
+    /// Whether a whole answer is already buffered (so reading it will not block).
     pub fn has_frame(&self) -> bool {
-        matches!(self.front_len(), Ok(Some(len)) if self.end - self.start >= 4 + len)
+        matches!(self.front(), Ok(Some(_)))
     }
 
-    /// The next frame's payload, reading from `stream` as needed.
+    /// The next answer (a frame's payload), reading from `stream` as needed.
     pub fn next(&mut self, stream: &mut impl Read) -> io::Result<&[u8]> {
-        // `front_len` first, so an oversized prefix fails here instead of reading forever.
-        while self
-            .front_len()?
-            .is_none_or(|len| self.end - self.start < 4 + len)
-        {
+        // `front` first, so that bytes that cannot be an answer fail here instead of
+        // reading forever.
+        while self.front()?.is_none() {
             self.fill(stream)?;
         }
         self.buffered()
@@ -71,28 +99,26 @@ impl FrameReader {
             .unwrap_or_else(|| Err(io::ErrorKind::UnexpectedEof.into()))
     }
 
-    /// The next frame's payload if it is already buffered; never reads.
+    /// The next answer if it is already buffered; never reads.
+    #[inline]
     pub fn buffered(&mut self) -> io::Result<Option<&[u8]>> {
-        let Some(len) = self.front_len()? else {
+        let Some((from, to)) = self.front()? else {
             return Ok(None);
         };
-        if self.end - self.start < 4 + len {
-            return Ok(None);
-        }
-        let payload = self.start + 4;
-        self.start = payload + len;
+        let answer = self.start + from..self.start + to;
+        self.start += to;
         if self.start == self.end {
-            // The payload is still in place: resetting the cursors moves nothing.
+            // The answer is still in place: resetting the cursors moves nothing.
             self.start = 0;
             self.end = 0;
         }
-        Ok(Some(&self.buf[payload..payload + len]))
+        Ok(Some(&self.buf[answer]))
     }
 
-    /// Moves a partial frame to the front when needed; the room left for the next `read`.
+    /// Moves a partial answer to the front when needed; the room left for the next `read`.
     /// A read shorter than this drained the socket.
     pub fn make_room(&mut self) -> usize {
-        if self.start > 0 && self.buf.len() - self.end < MAX_FRAME_LEN + 4 {
+        if self.start > 0 && self.buf.len() - self.end < F::MAX_ANSWER {
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
             self.start = 0;

@@ -52,8 +52,15 @@ pub struct Workload {
     /// Every expected answer payload (no length prefix), back to back.
     answers: Vec<u8>,
     answer_ends: Vec<usize>,
+    /// Which of the seeded keys each request asks about ([`NO_KEY`] for an unknown token):
+    /// lets another server be asked the same questions in the same order. Never read while
+    /// the daemon is driven.
+    asked: Vec<u32>,
     pub mix: Mix,
 }
+
+/// `asked` of a request whose token is not one of the seeded keys.
+const NO_KEY: u32 = u32::MAX;
 
 enum Ask {
     Valid(usize),
@@ -93,6 +100,7 @@ impl Workload {
             request_ends: Vec::with_capacity(asks.len()),
             answers: Vec::with_capacity(asks.len() * 48),
             answer_ends: Vec::with_capacity(asks.len()),
+            asked: Vec::with_capacity(asks.len()),
             mix: Mix {
                 keys: keys.len(),
                 requests: asks.len(),
@@ -103,6 +111,10 @@ impl Workload {
         };
         for (i, ask) in asks.into_iter().enumerate() {
             let id = i as u64 + 1;
+            workload.asked.push(match &ask {
+                Ask::Valid(k) | Ask::Insufficient(k) => u32::try_from(*k).unwrap_or(NO_KEY),
+                Ask::Unknown(_) => NO_KEY,
+            });
             let (token, wanted, answer) = match ask {
                 Ask::Valid(k) => {
                     workload.mix.valid += 1;
@@ -174,6 +186,13 @@ impl Workload {
     pub fn answer(&self, i: usize) -> &[u8] {
         let start = if i == 0 { 0 } else { self.answer_ends[i - 1] };
         &self.answers[start..self.answer_ends[i]]
+    }
+
+    /// Which of the seeded keys (an index into the keys the mix was built over) request `i`
+    /// asks about; `None` for a well-formed token that is not a key.
+    pub fn key_asked(&self, i: usize) -> Option<usize> {
+        let k = *self.asked.get(i)?;
+        (k != NO_KEY).then_some(k as usize)
     }
 
     /// The payload answering the request with this id, if the id is one of the mix's.
