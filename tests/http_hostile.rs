@@ -104,6 +104,26 @@ fn allow_open_files(wanted: u64) -> bool {
     true
 }
 
+/// Reads an answer's head and its (small) body from a keep-alive connection, leaving it open.
+fn read_head(stream: &mut TcpStream) -> String {
+    let mut got = Vec::new();
+    let mut byte = [0u8; 1];
+    while !got.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => got.push(byte[0]),
+            _ => break,
+        }
+    }
+    let head = String::from_utf8_lossy(&got).into_owned();
+    let length = http::parse(&head)
+        .header("content-length")
+        .and_then(|l| l.parse::<usize>().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; length];
+    let _ = stream.read_exact(&mut body);
+    head
+}
+
 fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .expect("fd dir")
@@ -119,12 +139,21 @@ fn ten_thousand_idle_connections_cannot_lock_a_good_client_out() {
     );
     let daemon = Daemon::start_http(Some("http_max_connections = 1000\n"), None);
     let (_, token) = daemon.create("app", "read", &[]);
+    // Each connection makes one request and keeps its connection open, as a proxy's pool
+    // of keep-alive connections does.
     let mut idle = Vec::with_capacity(IDLE);
-    for _ in 0..IDLE {
-        match TcpStream::connect(daemon.http_address()) {
-            Ok(stream) => idle.push(stream),
-            Err(e) => panic!("connection {} refused by the kernel: {e}", idle.len()),
-        }
+    for n in 0..IDLE {
+        let mut stream = TcpStream::connect(daemon.http_address())
+            .unwrap_or_else(|e| panic!("connection {n} refused by the kernel: {e}"));
+        http::with_timeouts(&stream);
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+            .expect("send");
+        assert!(
+            read_head(&mut stream).starts_with("HTTP/1.1 200"),
+            "connection {n}"
+        );
+        idle.push(stream);
     }
     good_client_is_served(&daemon, &token);
     // The daemon holds at most its cap (plus connections it is closing), never all of them.
