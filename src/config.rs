@@ -42,7 +42,7 @@ pub struct Config {
     pub regenerate_grace: Duration,
     /// The policy file (default: /etc/authenta/policy.toml when present).
     pub policy: Option<PathBuf>,
-    /// Threads serving connections (default: one per core).
+    /// Threads serving connections (default: half the cores, rounded up).
     pub worker_threads: Option<usize>,
     /// Longest a connection thread keeps polling its sockets after answering, when its
     /// requests arrive close together, before it sleeps (default "75us"; "0" never polls).
