@@ -285,13 +285,32 @@ fn tests_acting_as_another_user_can_run_the_binary_wherever_the_clone_is() {
     if !common::can_drop_privileges() {
         return;
     }
+    use std::os::unix::fs::PermissionsExt;
     use std::os::unix::process::CommandExt;
-    let out = Command::new(common::bin_for_others())
-        .arg("--version")
-        .uid(65534)
-        .gid(65534)
-        .output()
-        .expect("run as nobody");
+    let as_nobody = |bin: &std::path::Path| {
+        common::retry_busy_text(|| {
+            Command::new(bin)
+                .arg("--version")
+                .uid(65534)
+                .gid(65534)
+                .output()
+        })
+    };
+    // A clone under a 0700 directory, as root's home is.
+    let home = tempfile::tempdir().expect("tmp");
+    std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    let hidden = home.path().join("authenta-keyd");
+    std::fs::copy(BIN, &hidden).expect("copy");
+    assert!(
+        as_nobody(&hidden).is_err(),
+        "nobody cannot reach a binary under 0700"
+    );
+    let reachable = common::runnable_by_others(&hidden);
+    assert_ne!(reachable, hidden);
+    let out = as_nobody(&reachable).expect("run as nobody");
+    if let Some(dir) = reachable.parent() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
     assert!(out.status.success(), "{}", stderr(&out));
 }
 

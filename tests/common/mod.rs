@@ -379,31 +379,33 @@ pub fn can_drop_privileges() -> bool {
 /// root's is, must still pass the tests that act as another user).
 pub fn bin_for_others() -> PathBuf {
     static PATH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    PATH.get_or_init(|| {
-        let bin = Path::new(BIN);
-        if others_can_run(bin) {
-            return bin.to_path_buf();
-        }
-        let meta = std::fs::metadata(bin).expect("the binary");
-        let mtime = meta
-            .modified()
-            .expect("mtime")
-            .duration_since(std::time::UNIX_EPOCH);
-        let stamp = format!("{}-{}", meta.len(), mtime.map_or(0, |d| d.as_nanos()));
-        let dir = std::env::temp_dir().join(format!("authenta-keyd-tests-{stamp}"));
-        let copy = dir.join("authenta-keyd");
-        if !copy.exists() {
-            std::fs::create_dir_all(&dir).expect("a directory for the binary");
-            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-            let partial = dir.join(format!(".partial-{}", std::process::id()));
-            std::fs::copy(bin, &partial).expect("copy the binary");
-            std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o755))
-                .expect("chmod");
-            std::fs::rename(&partial, &copy).expect("put the copy in place");
-        }
-        copy
-    })
-    .clone()
+    PATH.get_or_init(|| runnable_by_others(Path::new(BIN)))
+        .clone()
+}
+
+/// `bin` itself when other users may run it where it is, else a copy they may run (see
+/// [`bin_for_others`]), made once per build of `bin`.
+pub fn runnable_by_others(bin: &Path) -> PathBuf {
+    if others_can_run(bin) {
+        return bin.to_path_buf();
+    }
+    let meta = std::fs::metadata(bin).expect("the binary");
+    let mtime = meta
+        .modified()
+        .expect("mtime")
+        .duration_since(std::time::UNIX_EPOCH);
+    let stamp = format!("{}-{}", meta.len(), mtime.map_or(0, |d| d.as_nanos()));
+    let dir = std::env::temp_dir().join(format!("authenta-keyd-tests-{stamp}"));
+    let copy = dir.join("authenta-keyd");
+    if !copy.exists() {
+        std::fs::create_dir_all(&dir).expect("a directory for the binary");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let partial = dir.join(format!(".partial-{}", std::process::id()));
+        std::fs::copy(bin, &partial).expect("copy the binary");
+        std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        std::fs::rename(&partial, &copy).expect("put the copy in place");
+    }
+    copy
 }
 
 /// Runs `attempt` again while it fails with "text file busy": a binary copied by this test
