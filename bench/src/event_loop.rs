@@ -10,12 +10,17 @@
 //! the stream and checked. The daemon's is the [`Workload`]; `--redis` drives Redis with
 //! RESP `GET`s through the very same loop ([`crate::redis::GetWorkload`]). Both are static
 //! dispatch, so each loop is compiled for its protocol and neither pays for the other.
+//!
+//! The HTTP client ([`crate::http_load`]) parses its answers on connections of its own, but
+//! runs them on the same epoll loop ([`serve`]) with the same writability rule ([`Socket`]),
+//! so that its figures and the socket's are driven alike.
 
 use crate::load::{Shape, Tally, MEASURE, STOP};
 use crate::stats::nanos;
 use crate::wire::{self, Framing, LengthPrefixed, Reader};
 use crate::workload::Workload;
 use anyhow::{Context, Result};
+use mio::event::Source;
 use mio::net::UnixStream;
 use mio::{Events, Interest, Poll, Registry, Token};
 use std::io::{self, Write};
@@ -103,18 +108,11 @@ struct Run<'a, P> {
 
 /// One connection's closed loop: a batch of `depth` requests out, then its answers in.
 struct Connection<F> {
-    stream: UnixStream,
-    token: Token,
+    socket: Socket<UnixStream>,
     reader: Reader<F>,
     /// The batch's encoded requests, and how much of it is written.
     out: Vec<u8>,
     written: usize,
-    /// Whether epoll is asked for writability: only while a batch waits for socket space.
-    /// Asked for all along (edge-triggered), every read the server made of a request woke
-    /// this thread with a writable event; on a VM that wake-up (an inter-processor
-    /// interrupt) was half the server's CPU time in `sync-1`, charged to its `read`.
-    /// `redis-benchmark` asks for writability the same way, only while it has to.
-    wants_writable: bool,
     /// The mix indexes of the batch, and how many are answered.
     batch: Vec<usize>,
     answered: usize,
@@ -122,10 +120,9 @@ struct Connection<F> {
     measuring: bool,
 }
 
-impl<F: Framing> Connection<F> {
-    /// Encodes the next batch and writes what the socket takes; false at the end of the
-    /// run.
-    fn send_batch<P: Protocol<Framing = F>>(&mut self, run: &mut Run<'_, P>) -> Result<bool> {
+impl<P: Protocol> ClosedLoop<Run<'_, P>> for Connection<P::Framing> {
+    /// Encodes the next batch and writes what the socket takes.
+    fn send(&mut self, run: &mut Run<'_, P>) -> Result<bool> {
         let now = run.phase.load(Ordering::Acquire);
         if now == STOP {
             return Ok(false);
@@ -141,51 +138,23 @@ impl<F: Framing> Connection<F> {
         self.written = 0;
         self.answered = 0;
         self.sent = Instant::now();
-        self.write(run.registry)?;
+        self.write(run)?;
         Ok(true)
     }
 
-    /// Writes the rest of the batch until done or the socket is full; then asks epoll for
-    /// the writable event that resumes it, and stops asking once the batch is out.
-    fn write(&mut self, registry: &Registry) -> Result<()> {
-        while self.written < self.out.len() {
-            match self.stream.write(&self.out[self.written..]) {
-                Ok(n) => self.written += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    return self.want_writable(registry, true);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e).context("cannot send requests"),
-            }
-        }
-        self.want_writable(registry, false)
+    fn write(&mut self, run: &mut Run<'_, P>) -> Result<()> {
+        let all_written = self
+            .socket
+            .write(&self.out, &mut self.written)
+            .context("cannot send requests")?;
+        self.socket.want_writable(run.registry, !all_written)
     }
 
-    fn want_writable(&mut self, registry: &Registry, wanted: bool) -> Result<()> {
-        if self.wants_writable != wanted {
-            let interest = if wanted {
-                Interest::READABLE | Interest::WRITABLE
-            } else {
-                Interest::READABLE
-            };
-            registry
-                .reregister(&mut self.stream, self.token, interest)
-                .context("epoll_ctl failed")?;
-            self.wants_writable = wanted;
-        }
-        Ok(())
-    }
-
-    /// Reads what has arrived, checks each answer, and starts the next batch when one is
-    /// complete; false at the end of the run.
-    fn read<P: Protocol<Framing = F>>(
-        &mut self,
-        run: &mut Run<'_, P>,
-        tally: &mut Tally,
-    ) -> Result<bool> {
+    /// Starts the next batch once one is all answered.
+    fn read(&mut self, run: &mut Run<'_, P>, tally: &mut Tally) -> Result<bool> {
         loop {
             let free = self.reader.make_room();
-            let read = match self.reader.fill(&mut self.stream) {
+            let read = match self.reader.fill(&mut self.socket.stream) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -210,7 +179,7 @@ impl<F: Framing> Connection<F> {
                         tally.first.get_or_insert(self.sent);
                         tally.last = Some(done);
                     }
-                    if !self.send_batch(run)? {
+                    if !self.send(run)? {
                         return Ok(false);
                     }
                 }
@@ -237,31 +206,22 @@ pub fn run<P: Protocol>(
         .map(|_| protocol.connect(socket))
         .collect();
     ready.wait();
-    let mut poll = Poll::new().context("cannot create an epoll instance")?;
+    let (mut poll, registry) = epoll()?;
     let mut connections = Vec::with_capacity(shape.connections);
     for (c, (stream, reader)) in connected?.into_iter().enumerate() {
         stream.set_nonblocking(true)?;
-        let mut stream = UnixStream::from_std(stream);
-        let token = Token(c);
-        poll.registry()
-            .register(&mut stream, token, Interest::READABLE)?;
+        let stream = UnixStream::from_std(stream);
         connections.push(Connection {
-            stream,
-            token,
+            socket: Socket::register(stream, Token(c), &registry)?,
             reader,
             out: Vec::with_capacity(shape.depth * 128),
             written: 0,
-            wants_writable: false,
             batch: Vec::with_capacity(shape.depth),
             answered: 0,
             sent: Instant::now(),
             measuring: false,
         });
     }
-    let registry = poll
-        .registry()
-        .try_clone()
-        .context("cannot clone the epoll handle")?;
     let mut run = Run {
         protocol,
         depth: shape.depth,
@@ -269,9 +229,50 @@ pub fn run<P: Protocol>(
         registry: &registry,
         cursor: 0,
     };
+    serve(shape.name, &mut poll, &mut connections, &mut run, phase)
+}
+
+/// One connection of a closed-loop client on [`serve`]'s thread: requests out, their
+/// answers in, the next requests out. `R` is what every connection of the run shares.
+/// Generic, not a trait object, so that each client's loop is compiled for it and calls
+/// its connections directly.
+pub trait ClosedLoop<R> {
+    /// Sends the next request(s); false at the end of the run.
+    fn send(&mut self, run: &mut R) -> Result<bool>;
+
+    /// Writes what the socket has not taken yet of the request(s) in flight; asks epoll for
+    /// writability only while some is left.
+    fn write(&mut self, run: &mut R) -> Result<()>;
+
+    /// Reads what has arrived, checks and counts each whole answer, and sends what follows;
+    /// false at the end of the run.
+    fn read(&mut self, run: &mut R, tally: &mut Tally) -> Result<bool>;
+}
+
+/// An epoll instance, and a second handle on it through which connections change what they
+/// are registered for while the loop holds the first in `poll`.
+pub fn epoll() -> Result<(Poll, Registry)> {
+    let poll = Poll::new().context("cannot create an epoll instance")?;
+    let registry = poll
+        .registry()
+        .try_clone()
+        .context("cannot clone the epoll handle")?;
+    Ok((poll, registry))
+}
+
+/// Sends every connection's first request(s), then serves epoll events until a connection
+/// sees the end of the run, or `phase` says stop while nothing arrives; `name` is the run's,
+/// for the error of a server that stopped answering.
+pub fn serve<R, C: ClosedLoop<R>>(
+    name: &str,
+    poll: &mut Poll,
+    connections: &mut [C],
+    run: &mut R,
+    phase: &AtomicU8,
+) -> Result<Tally> {
     let mut tally = Tally::default();
-    for connection in &mut connections {
-        if !connection.send_batch(&mut run)? {
+    for connection in connections.iter_mut() {
+        if !connection.send(run)? {
             return Ok(tally);
         }
     }
@@ -290,8 +291,7 @@ pub fn run<P: Protocol>(
             }
             anyhow::ensure!(
                 last_answer.elapsed() < STALL_LIMIT,
-                "{}: no answer in {} s",
-                shape.name,
+                "{name}: no answer in {} s",
                 STALL_LIMIT.as_secs()
             );
             continue;
@@ -301,14 +301,67 @@ pub fn run<P: Protocol>(
                 continue;
             };
             if event.is_writable() {
-                connection.write(run.registry)?;
+                connection.write(run)?;
             }
             if event.is_readable() || event.is_read_closed() {
                 last_answer = Instant::now();
-                if !connection.read(&mut run, &mut tally)? {
+                if !connection.read(run, &mut tally)? {
                     return Ok(tally);
                 }
             }
         }
+    }
+}
+
+/// A connection's stream as [`serve`]'s epoll has it: registered for readability always,
+/// and for writability only while a write waits for socket space. Asked for all along
+/// (edge-triggered), every read the server made of a request woke the loop's thread with a
+/// writable event; on a VM that wake-up (an inter-processor interrupt) was half the
+/// server's CPU time in `sync-1`, charged to its `read`. `redis-benchmark` asks for
+/// writability the same way, only while it has to.
+pub struct Socket<S> {
+    pub stream: S,
+    token: Token,
+    wants_writable: bool,
+}
+
+impl<S: Source + Write> Socket<S> {
+    /// Registers `stream` for readability, as connection `token`.
+    pub fn register(mut stream: S, token: Token, registry: &Registry) -> io::Result<Socket<S>> {
+        registry.register(&mut stream, token, Interest::READABLE)?;
+        Ok(Socket {
+            stream,
+            token,
+            wants_writable: false,
+        })
+    }
+
+    /// Writes `bytes[*written..]` until all is written (true) or the socket is full (false).
+    pub fn write(&mut self, bytes: &[u8], written: &mut usize) -> io::Result<bool> {
+        while *written < bytes.len() {
+            match self.stream.write(&bytes[*written..]) {
+                Ok(n) => *written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
+
+    /// Asks epoll for writability, or stops asking, when that changes.
+    pub fn want_writable(&mut self, registry: &Registry, wanted: bool) -> Result<()> {
+        if self.wants_writable != wanted {
+            let interest = if wanted {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            registry
+                .reregister(&mut self.stream, self.token, interest)
+                .context("epoll_ctl failed")?;
+            self.wants_writable = wanted;
+        }
+        Ok(())
     }
 }

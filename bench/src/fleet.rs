@@ -6,6 +6,7 @@ use crate::creates::{self, Creates};
 use crate::daemon::Keyd;
 use crate::load::{self, Measured, Shape, Timing};
 use crate::nats::Cluster;
+use crate::report::Figures;
 use crate::seed;
 use crate::stats::{nanos, Latency};
 use crate::workload::Workload;
@@ -197,8 +198,8 @@ fn verify(
     Ok(rows)
 }
 
-impl FleetFigures {
-    pub fn text(&self) -> String {
+impl Figures for FleetFigures {
+    fn text(&self) -> String {
         let mut out = String::new();
         let line = |name: &str, l: &Latency| {
             format!("  revoke on a -> first 401 on {name}: p50 {:.2} ms, p99 {:.2} ms, worst {:.2} ms\n", l.p50_us / 1000.0, l.p99_us / 1000.0, l.max_us / 1000.0)
@@ -230,7 +231,7 @@ impl FleetFigures {
         out
     }
 
-    pub fn wrong_answers(&self) -> u64 {
+    fn wrong_answers(&self) -> u64 {
         self.verify
             .iter()
             .map(|r| r.fleet.wrong_answers + r.single.wrong_answers)

@@ -5,7 +5,9 @@
 
 use crate::daemon::Keyd;
 use crate::http_load::{self, HttpWorkload};
-use crate::load::{self, Measured, ServerCpu, Shape, Timing};
+use crate::load::{self, Measured, Shape, Timing};
+use crate::paired::{cpu_cells, or_dash, ratios_line, run_cells, run_heads, Paired};
+use crate::report::Figures;
 use crate::seed;
 use crate::workload::Workload;
 use anyhow::{Context, Result};
@@ -51,33 +53,20 @@ pub struct HttpRow {
 }
 
 impl HttpRow {
-    fn new(busy_poll: &'static str, runs: Vec<(Measured, Measured)>) -> HttpRow {
-        let round_ratios = runs
-            .iter()
-            .map(|(socket, http)| http.ops_per_sec / socket.ops_per_sec.max(1e-9))
-            .collect();
-        let (socket, http): (Vec<_>, Vec<_>) = runs.into_iter().unzip();
-        let (socket, http) = (load::median(socket), load::median(http));
-        let socket_ops_per_cpu_sec = per_cpu_sec(&socket);
-        let http_ops_per_cpu_sec = per_cpu_sec(&http);
+    /// `rounds` holds each round's (HTTP, socket) runs: HTTP is the subject of every ratio.
+    fn new(busy_poll: &'static str, rounds: Vec<(Measured, Measured)>) -> HttpRow {
+        let paired = Paired::from_rounds(rounds);
         HttpRow {
             busy_poll,
-            ops_ratio: http.ops_per_sec / socket.ops_per_sec.max(1e-9),
-            cpu_ratio: http_ops_per_cpu_sec
-                .zip(socket_ops_per_cpu_sec)
-                .map(|(h, s)| h / s.max(1e-9)),
-            socket_ops_per_cpu_sec,
-            http_ops_per_cpu_sec,
-            round_ratios,
-            socket,
-            http,
+            socket: paired.baseline,
+            http: paired.subject,
+            ops_ratio: paired.ops_ratio,
+            socket_ops_per_cpu_sec: paired.baseline_ops_per_cpu_sec,
+            http_ops_per_cpu_sec: paired.subject_ops_per_cpu_sec,
+            cpu_ratio: paired.cpu_ratio,
+            round_ratios: paired.round_ratios,
         }
     }
-}
-
-/// Verifies per second of server CPU: what a core of the daemon buys.
-fn per_cpu_sec(m: &Measured) -> Option<f64> {
-    m.server_cpu.map(|cpu| 1e6 / cpu.us_per_op.max(1e-9))
 }
 
 /// Starts a daemon listening on both, seeds `keys`, and measures `rounds` alternating
@@ -122,7 +111,8 @@ pub fn run(bin: &Path, keys: usize, timing: Timing, rounds: usize) -> Result<Htt
     })
 }
 
-/// One round: the socket's `sync-50`, then HTTP, on the same daemon.
+/// One round: the socket's `sync-50`, then HTTP, on the same daemon; HTTP's run first, as
+/// the subject of the ratios.
 fn round(
     keyd: &Keyd,
     address: SocketAddr,
@@ -138,7 +128,7 @@ fn round(
     };
     let socket = load::drive(keyd.socket(), workload, sync_50, timing, keyd.pid())?;
     let http = http_load::drive(address, http, timing, keyd.pid())?;
-    Ok((socket, http))
+    Ok((http, socket))
 }
 
 /// A loopback port nothing listens on now: bound and let go, for the daemon to take.
@@ -161,8 +151,8 @@ fn wait_listening(address: SocketAddr) -> Result<()> {
     Ok(())
 }
 
-impl HttpFigures {
-    pub fn wrong_answers(&self) -> u64 {
+impl Figures for HttpFigures {
+    fn wrong_answers(&self) -> u64 {
         self.rows
             .iter()
             .map(|r| r.socket.wrong_answers + r.http.wrong_answers)
@@ -170,7 +160,7 @@ impl HttpFigures {
     }
 
     /// The report for people.
-    pub fn text(&self) -> String {
+    fn text(&self) -> String {
         let mut t = String::new();
         let _ = writeln!(
             t,
@@ -186,15 +176,10 @@ impl HttpFigures {
         );
         let _ = writeln!(
             t,
-            "{:<10} {:<7} {:>10} {:>9} {:>9} {:>6} {:>10} {:>11} {:>11} {:>13}",
+            "{:<10} {:<7} {} {:>11} {:>13}",
             "busy_poll",
             "side",
-            "ops/s",
-            "p50",
-            "p99",
-            "cpu",
-            "cpu us/op",
-            "ops/cpu-s",
+            run_heads(),
             "client cpu",
             "client us/op"
         );
@@ -227,43 +212,23 @@ fn row_lines(t: &mut String, r: &HttpRow) {
         ("socket", &r.socket, r.socket_ops_per_cpu_sec),
         ("http", &r.http, r.http_ops_per_cpu_sec),
     ] {
-        let (keyd_cores, keyd_us) = cpu_cells(m.server_cpu);
         let (client_cores, client_us) = cpu_cells(m.client_cpu);
         let _ = writeln!(
             t,
-            "{:<10} {:<7} {:>10.0} {:>9} {:>9} {:>6} {:>10} {:>11} {:>11} {:>13}",
+            "{:<10} {:<7} {} {:>11} {:>13}",
             r.busy_poll,
             side,
-            m.ops_per_sec,
-            us(m.latency.p50_us),
-            us(m.latency.p99_us),
-            keyd_cores,
-            keyd_us,
-            per_cpu.map_or("-".into(), |x| format!("{x:.0}")),
+            run_cells(m, per_cpu),
             client_cores,
             client_us,
         );
     }
-    let each: Vec<String> = r.round_ratios.iter().map(|x| format!("{x:.2}")).collect();
     let _ = writeln!(
         t,
         "{:<10} http/socket: ops/s {:.2}, ops per CPU-second {}; each round's ops/s ratio: {}",
         "",
         r.ops_ratio,
-        r.cpu_ratio.map_or("-".into(), |x| format!("{x:.2}")),
-        each.join(" ")
+        or_dash(r.cpu_ratio, 2),
+        ratios_line(&r.round_ratios)
     );
-}
-
-/// Cores and µs per op, or dashes when not read.
-fn cpu_cells(cpu: Option<ServerCpu>) -> (String, String) {
-    match cpu {
-        Some(c) => (format!("{:.2}", c.cores), format!("{:.2}", c.us_per_op)),
-        None => ("-".into(), "-".into()),
-    }
-}
-
-/// Microseconds, one decimal.
-fn us(value: f64) -> String {
-    format!("{value:.1}us")
 }

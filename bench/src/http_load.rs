@@ -1,31 +1,28 @@
 //! The HTTP load client: forward-auth requests (`GET /v1/auth`) on keep-alive HTTP/1.1
-//! connections over loopback TCP, one request in flight on each, driven like the socket's
-//! shapes ([`crate::event_loop`]): one thread, one epoll loop over every connection,
-//! writability asked for only while a request waits for socket space.
+//! connections over loopback TCP, one request in flight on each, driven by the socket
+//! shapes' loop ([`crate::event_loop::serve`]): one thread, one epoll loop over every
+//! connection, writability asked for only while a request waits for socket space.
 //!
 //! The requests are the socket mix's, in the same order, each encoded once as the bytes a
 //! reverse proxy sends; each answer is checked by its status against the verify code the
 //! mix expects (200, 401, 403), and its `content-length` body is read past.
 
+use crate::event_loop::{self, ClosedLoop, Socket};
 use crate::load::{self, Measured, Tally, Timing, MEASURE, STOP};
 use crate::stats::nanos;
 use crate::workload::Workload;
 use anyhow::{bail, Context, Result};
 use authenta_client::proto::{self, Permission, Request, RequestBody, Response, ResponseBody};
 use mio::net::TcpStream;
-use mio::{Events, Interest, Poll, Registry, Token};
-use std::io::{self, Read, Write};
+use mio::{Registry, Token};
+use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Barrier;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Connections, each with one request in flight: the socket's `sync-50`.
 pub const CONNECTIONS: usize = 50;
-/// How long one `epoll_wait` may block, so that the end of the run is noticed.
-const POLL_TIMEOUT: Duration = Duration::from_millis(50);
-/// With nothing answered for this long, the server is taken to be stuck.
-const STALL_LIMIT: Duration = Duration::from_secs(30);
 /// Most bytes of one answer (head and body); the daemon's are under 1 KiB.
 const MAX_ANSWER: usize = 16 * 1024;
 
@@ -138,8 +135,7 @@ struct Run<'a> {
 
 /// One keep-alive connection's closed loop: a request out, its answer in.
 struct Connection {
-    stream: TcpStream,
-    token: Token,
+    socket: Socket<TcpStream>,
     /// Answer bytes read and not yet consumed: `buf[start..end]`.
     buf: Vec<u8>,
     start: usize,
@@ -147,28 +143,12 @@ struct Connection {
     /// The mix index of the request in flight, and how much of it is written.
     asked: usize,
     written: usize,
-    wants_writable: bool,
     sent: Instant,
     measuring: bool,
 }
 
-impl Connection {
-    fn new(stream: TcpStream, token: Token) -> Connection {
-        Connection {
-            stream,
-            token,
-            buf: vec![0; MAX_ANSWER],
-            start: 0,
-            end: 0,
-            asked: 0,
-            written: 0,
-            wants_writable: false,
-            sent: Instant::now(),
-            measuring: false,
-        }
-    }
-
-    /// Sends the mix's next request; false at the end of the run.
+impl ClosedLoop<Run<'_>> for Connection {
+    /// Sends the mix's next request.
     fn send(&mut self, run: &mut Run<'_>) -> Result<bool> {
         let now = run.phase.load(Ordering::Acquire);
         if now == STOP {
@@ -183,44 +163,22 @@ impl Connection {
         Ok(true)
     }
 
-    /// Writes the rest of the request; asks epoll for writability only if the socket is full.
-    fn write(&mut self, run: &Run<'_>) -> Result<()> {
+    /// Writes from the mix itself: a request is written whole or resumed, never copied.
+    fn write(&mut self, run: &mut Run<'_>) -> Result<()> {
         let request = run.workload.request(self.asked);
-        while self.written < request.len() {
-            match self.stream.write(&request[self.written..]) {
-                Ok(n) => self.written += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    return self.want_writable(run.registry, true);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e).context("cannot send a request"),
-            }
-        }
-        self.want_writable(run.registry, false)
+        let all_written = self
+            .socket
+            .write(request, &mut self.written)
+            .context("cannot send a request")?;
+        self.socket.want_writable(run.registry, !all_written)
     }
 
-    fn want_writable(&mut self, registry: &Registry, wanted: bool) -> Result<()> {
-        if self.wants_writable != wanted {
-            let interest = if wanted {
-                Interest::READABLE | Interest::WRITABLE
-            } else {
-                Interest::READABLE
-            };
-            registry
-                .reregister(&mut self.stream, self.token, interest)
-                .context("epoll_ctl failed")?;
-            self.wants_writable = wanted;
-        }
-        Ok(())
-    }
-
-    /// Reads what has arrived, checks each whole answer and sends the next request; false
-    /// at the end of the run.
+    /// Sends the next request once the answer is whole.
     fn read(&mut self, run: &mut Run<'_>, tally: &mut Tally) -> Result<bool> {
         loop {
             self.make_room()?;
             let free = self.buf.len() - self.end;
-            let read = match self.stream.read(&mut self.buf[self.end..]) {
+            let read = match self.socket.stream.read(&mut self.buf[self.end..]) {
                 Ok(0) => bail!("the daemon closed a keep-alive connection"),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
@@ -240,6 +198,21 @@ impl Connection {
             if read < free {
                 return Ok(true);
             }
+        }
+    }
+}
+
+impl Connection {
+    fn new(socket: Socket<TcpStream>) -> Connection {
+        Connection {
+            socket,
+            buf: vec![0; MAX_ANSWER],
+            start: 0,
+            end: 0,
+            asked: 0,
+            written: 0,
+            sent: Instant::now(),
+            measuring: false,
         }
     }
 
@@ -316,32 +289,19 @@ fn run(
 ) -> Result<Tally> {
     let connected: Result<Vec<_>> = (0..CONNECTIONS).map(|_| connect(address)).collect();
     ready.wait();
-    let mut poll = Poll::new().context("cannot create an epoll instance")?;
+    let (mut poll, registry) = event_loop::epoll()?;
     let mut connections = Vec::with_capacity(CONNECTIONS);
-    for (c, mut stream) in connected?.into_iter().enumerate() {
-        let token = Token(c);
-        poll.registry()
-            .register(&mut stream, token, Interest::READABLE)?;
-        connections.push(Connection::new(stream, token));
+    for (c, stream) in connected?.into_iter().enumerate() {
+        let socket = Socket::register(stream, Token(c), &registry)?;
+        connections.push(Connection::new(socket));
     }
-    let registry = poll
-        .registry()
-        .try_clone()
-        .context("cannot clone the epoll handle")?;
     let mut run = Run {
         workload,
         phase,
         registry: &registry,
         cursor: 0,
     };
-    let mut tally = Tally::default();
-    for connection in &mut connections {
-        if !connection.send(&mut run)? {
-            return Ok(tally);
-        }
-    }
-    event_loop(&mut poll, &mut connections, &mut run, &mut tally)?;
-    Ok(tally)
+    event_loop::serve("http-50", &mut poll, &mut connections, &mut run, phase)
 }
 
 /// One connection as a reverse proxy keeps it: no Nagle delay, as the daemon sets too.
@@ -351,50 +311,6 @@ fn connect(address: SocketAddr) -> Result<TcpStream> {
     stream.set_nodelay(true)?;
     stream.set_nonblocking(true)?;
     Ok(TcpStream::from_std(stream))
-}
-
-/// Serves epoll events until the end of the run.
-fn event_loop(
-    poll: &mut Poll,
-    connections: &mut [Connection],
-    run: &mut Run<'_>,
-    tally: &mut Tally,
-) -> Result<()> {
-    let mut events = Events::with_capacity(connections.len().max(1));
-    let mut last_answer = Instant::now();
-    loop {
-        poll.poll(&mut events, Some(POLL_TIMEOUT))
-            .or_else(|e| match e.kind() {
-                io::ErrorKind::Interrupted => Ok(()),
-                _ => Err(e),
-            })
-            .context("epoll_wait failed")?;
-        if events.is_empty() {
-            if run.phase.load(Ordering::Acquire) == STOP {
-                return Ok(());
-            }
-            anyhow::ensure!(
-                last_answer.elapsed() < STALL_LIMIT,
-                "http-50: no answer in {} s",
-                STALL_LIMIT.as_secs()
-            );
-            continue;
-        }
-        for event in events.iter() {
-            let Some(connection) = connections.get_mut(event.token().0) else {
-                continue;
-            };
-            if event.is_writable() {
-                connection.write(run)?;
-            }
-            if event.is_readable() || event.is_read_closed() {
-                last_answer = Instant::now();
-                if !connection.read(run, tally)? {
-                    return Ok(());
-                }
-            }
-        }
-    }
 }
 
 #[cfg(test)]

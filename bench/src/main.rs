@@ -18,6 +18,7 @@ mod http;
 mod http_load;
 mod load;
 mod nats;
+mod paired;
 mod policy_latency;
 mod policy_update;
 mod poll_cost;
@@ -34,7 +35,7 @@ mod workload;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use load::{ClientKind, Shape, Timing, SHAPES};
-use report::{Report, SeedFigures, ShapeRow};
+use report::{Figures, Report, SeedFigures, ShapeRow};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -182,16 +183,16 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     if args.policy_latency {
-        return policy_latency_main(&args);
+        return finish(args.json, policy_latency_report(&args));
     }
     if args.fleet {
-        return fleet_main(&args);
+        return finish(args.json, fleet_report(&args));
     }
     if args.http {
-        return http_main(&args);
+        return finish(args.json, http_report(&args));
     }
     if args.redis {
-        return redis_main(&args);
+        return finish(args.json, redis_report(&args));
     }
     match run(&args) {
         Ok(report) => {
@@ -212,106 +213,42 @@ fn main() -> ExitCode {
     }
 }
 
-/// `--policy-latency`: slow figures are reported against the target, never a failure; only
-/// an error (a daemon that does not start, a key that never answers revoked) is.
-fn policy_latency_main(args: &Args) -> ExitCode {
-    let report = daemon::find_binary(args.keyd.as_deref())
-        .and_then(|bin| policy_latency::run(&bin, args.trials));
-    match report {
-        Ok(report) => print_report(args.json, &report, &report.text()),
-        Err(e) => {
-            eprintln!("authenta-bench: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// `--fleet`: figures against the targets; wrong answers fail the run.
-fn fleet_main(args: &Args) -> ExitCode {
-    let report = match fleet_report(args) {
-        Ok(report) => report,
+/// Prints what a mode measured. Its figures are reported whatever they are (a missed target
+/// is not a failure: the smoke runs in CI check that the bench runs, not how fast); only an
+/// error, or an answer that was not the expected one, fails the run.
+fn finish(json: bool, figures: Result<impl Figures>) -> ExitCode {
+    let figures = match figures {
+        Ok(figures) => figures,
         Err(e) => {
             eprintln!("authenta-bench: {e:#}");
             return ExitCode::FAILURE;
         }
     };
-    let printed = print_report(args.json, &report, &report.text());
-    if report.wrong_answers() > 0 {
+    let printed = print_report(json, &figures, &figures.text());
+    if figures.wrong_answers() > 0 {
         eprintln!("authenta-bench: wrong answers: the figures are not valid");
         return ExitCode::FAILURE;
     }
     printed
 }
 
-/// `--http`: a missed target is reported, not a failure; wrong answers fail the run.
-fn http_main(args: &Args) -> ExitCode {
-    let report = daemon::find_binary(args.keyd.as_deref()).and_then(|bin| {
-        if args.keys == 0 {
-            bail!("--keys must be at least 1");
-        }
-        let timing = Timing {
-            warmup: seconds(args.warmup, "--warmup")?,
-            duration: seconds(args.duration, "--duration")?,
-            client: ClientKind::EventLoop,
-        };
-        http::run(&bin, args.keys, timing, args.rounds)
-    });
-    let report = match report {
-        Ok(report) => report,
-        Err(e) => {
-            eprintln!("authenta-bench: {e:#}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let printed = print_report(args.json, &report, &report.text());
-    if report.wrong_answers() > 0 {
-        eprintln!("authenta-bench: wrong answers: the figures are not valid");
-        return ExitCode::FAILURE;
-    }
-    printed
+fn policy_latency_report(args: &Args) -> Result<policy_latency::PolicyLatency> {
+    let bin = daemon::find_binary(args.keyd.as_deref())?;
+    policy_latency::run(&bin, args.trials)
 }
 
-/// `--redis`: ratios are reported, never a failure; wrong answers fail the run.
-fn redis_main(args: &Args) -> ExitCode {
-    let report = match redis_report(args) {
-        Ok(report) => report,
-        Err(e) => {
-            eprintln!("authenta-bench: {e:#}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let printed = print_report(args.json, &report, &report.text());
-    if report.wrong_answers() > 0 {
-        eprintln!("authenta-bench: wrong answers: the figures are not valid");
-        return ExitCode::FAILURE;
-    }
-    printed
+fn http_report(args: &Args) -> Result<http::HttpFigures> {
+    let bin = daemon::find_binary(args.keyd.as_deref())?;
+    let keys = keys(args)?;
+    let timing = timing(args, ClientKind::EventLoop)?;
+    http::run(&bin, keys, timing, rounds(args))
 }
 
 fn redis_report(args: &Args) -> Result<vs_redis::RedisFigures> {
     let keyd = daemon::find_binary(args.keyd.as_deref())?;
     let redis = redis::find_binary(args.redis_server.as_deref())?;
-    let (keys, timing, rounds) = if args.smoke {
-        (
-            200,
-            Timing {
-                warmup: Duration::from_millis(100),
-                duration: Duration::from_millis(300),
-                client: ClientKind::EventLoop,
-            },
-            1,
-        )
-    } else {
-        let timing = Timing {
-            warmup: seconds(args.warmup, "--warmup")?,
-            duration: seconds(args.duration, "--duration")?,
-            client: ClientKind::EventLoop,
-        };
-        (args.keys, timing, args.rounds)
-    };
-    if keys == 0 {
-        bail!("--keys must be at least 1");
-    }
+    let timing = timing(args, ClientKind::EventLoop)?;
+    let keys = keys(args)?;
     let shapes = chosen_shapes(args.shapes.as_deref())?;
     let _spinners = if args.spin {
         Some(spin::Spinners::start()?)
@@ -324,7 +261,7 @@ fn redis_report(args: &Args) -> Result<vs_redis::RedisFigures> {
         keys,
         shapes: &shapes,
         timing,
-        rounds,
+        rounds: rounds(args),
         smoke: args.smoke,
         spin: args.spin,
     })
@@ -350,11 +287,7 @@ fn print_report(json: bool, report: &impl serde::Serialize, text: &str) -> ExitC
 
 fn fleet_report(args: &Args) -> Result<fleet::FleetFigures> {
     let bin = daemon::find_binary(args.keyd.as_deref())?;
-    let timing = Timing {
-        warmup: seconds(args.warmup, "--warmup")?,
-        duration: seconds(args.duration, "--duration")?,
-        client: args.client,
-    };
+    let timing = timing(args, args.client)?;
     let shapes = chosen_shapes(args.shapes.as_deref())?;
     fleet::run(
         &bin,
@@ -365,6 +298,40 @@ fn fleet_report(args: &Args) -> Result<fleet::FleetFigures> {
         args.create_clients,
         args.keys,
     )
+}
+
+/// The warm-up and measured window: tiny with `--smoke`, else as asked.
+fn timing(args: &Args, client: ClientKind) -> Result<Timing> {
+    if args.smoke {
+        return Ok(Timing {
+            warmup: Duration::from_millis(100),
+            duration: Duration::from_millis(300),
+            client,
+        });
+    }
+    Ok(Timing {
+        warmup: seconds(args.warmup, "--warmup")?,
+        duration: seconds(args.duration, "--duration")?,
+        client,
+    })
+}
+
+/// Keys to seed for the verify mix: a few with `--smoke`, else as asked.
+fn keys(args: &Args) -> Result<usize> {
+    let keys = if args.smoke { 200 } else { args.keys };
+    if keys == 0 {
+        bail!("--keys must be at least 1");
+    }
+    Ok(keys)
+}
+
+/// Runs of each side per shape, the median one reported: one with `--smoke`.
+fn rounds(args: &Args) -> usize {
+    if args.smoke {
+        1
+    } else {
+        args.rounds.max(1)
+    }
 }
 
 fn seconds(value: f64, what: &str) -> Result<Duration> {
@@ -393,28 +360,8 @@ fn chosen_shapes(names: Option<&[String]>) -> Result<Vec<Shape>> {
 }
 
 fn run(args: &Args) -> Result<Report> {
-    let (keys, timing) = if args.smoke {
-        (
-            200,
-            Timing {
-                warmup: Duration::from_millis(100),
-                duration: Duration::from_millis(300),
-                client: args.client,
-            },
-        )
-    } else {
-        (
-            args.keys,
-            Timing {
-                warmup: seconds(args.warmup, "--warmup")?,
-                duration: seconds(args.duration, "--duration")?,
-                client: args.client,
-            },
-        )
-    };
-    if keys == 0 {
-        bail!("--keys must be at least 1");
-    }
+    let timing = timing(args, args.client)?;
+    let keys = keys(args)?;
     let shapes = chosen_shapes(args.shapes.as_deref())?;
     let bin = match &args.socket {
         Some(_) => None,
@@ -462,7 +409,7 @@ fn run(args: &Args) -> Result<Report> {
     let keyd_pid = own.as_ref().and_then(daemon::Keyd::pid);
     let mut rows = Vec::new();
     let mut wrong = 0;
-    let rounds = if args.smoke { 1 } else { args.rounds.max(1) };
+    let rounds = rounds(args);
     for &shape in &shapes {
         let mut keyd_runs = Vec::new();
         let mut echo_runs = Vec::new();

@@ -8,11 +8,23 @@ use crate::daemon::Memory;
 use crate::flush::Flush;
 use crate::http::HttpFigures;
 use crate::load::{Measured, Shape};
+use crate::paired::ratios_line;
 use crate::poll_cost::PollCost;
 use crate::scale::Scale;
 use crate::workload::Mix;
 use serde::Serialize;
 use std::fmt::Write as _;
+
+/// What a mode of the bench measured, as `main` prints it: for people or, with `--json`, as
+/// the structure itself.
+pub trait Figures: Serialize {
+    /// The report for people.
+    fn text(&self) -> String;
+
+    /// Answers that were not what the mix expected, over every run: any makes the figures
+    /// invalid (each is a bug, not noise).
+    fn wrong_answers(&self) -> u64;
+}
 
 /// One shape against the daemon and against the echo server.
 #[derive(Debug, Clone, Serialize)]
@@ -188,11 +200,7 @@ impl Report {
              median of {} run(s) per shape and server",
             self.version,
             self.cores,
-            match (self.smoke, self.spin) {
-                (true, _) => " (smoke mode)",
-                (false, true) => " kept busy by nice-19 spinners (--spin)",
-                (false, false) => "",
-            },
+            conditions(self.smoke, self.spin),
             self.duration_secs,
             self.warmup_secs,
             self.rounds
@@ -381,10 +389,14 @@ impl Report {
     }
 }
 
-/// Per-round ratios, in order, two decimals each.
-fn ratios_line(ratios: &[f64]) -> String {
-    let each: Vec<String> = ratios.iter().map(|x| format!("{x:.2}")).collect();
-    each.join(" ")
+/// What set the runs apart (smoke mode, or spinners on every core), as the first line of a
+/// report says it.
+pub fn conditions(smoke: bool, spin: bool) -> &'static str {
+    match (smoke, spin) {
+        (true, _) => " (smoke mode)",
+        (false, true) => " kept busy by nice-19 spinners (--spin)",
+        (false, false) => "",
+    }
 }
 
 /// The A/B test of `--scale-compare`.

@@ -10,8 +10,10 @@
 
 use crate::daemon::{self, Keyd, Memory};
 use crate::echo::EchoServer;
-use crate::load::{self, Measured, ServerCpu, Shape, Timing};
+use crate::load::{self, Measured, Shape, Timing};
+use crate::paired::{cpu_cells, or_dash, ratios_line, run_cells, run_heads, Paired};
 use crate::redis::{self, GetWorkload, RedisServer};
+use crate::report::{self, Figures};
 use crate::seed;
 use crate::workload::Workload;
 use anyhow::{Context, Result};
@@ -75,34 +77,21 @@ pub struct RedisRow {
 }
 
 impl RedisRow {
-    fn new(shape: Shape, runs: Vec<(Measured, Measured)>, echo: Vec<Measured>) -> RedisRow {
-        let round_ratios = runs
-            .iter()
-            .map(|(keyd, redis)| keyd.ops_per_sec / redis.ops_per_sec.max(1e-9))
-            .collect();
-        let (keyd, redis): (Vec<_>, Vec<_>) = runs.into_iter().unzip();
-        let (keyd, redis) = (load::median(keyd), load::median(redis));
-        let keyd_ops_per_cpu_sec = per_cpu_sec(&keyd);
-        let redis_ops_per_cpu_sec = per_cpu_sec(&redis);
+    /// `rounds` holds each round's (keyd, Redis) runs: keyd is the subject of every ratio.
+    fn new(shape: Shape, rounds: Vec<(Measured, Measured)>, echo: Vec<Measured>) -> RedisRow {
+        let paired = Paired::from_rounds(rounds);
         RedisRow {
             shape,
-            ops_ratio: keyd.ops_per_sec / redis.ops_per_sec.max(1e-9),
-            cpu_ratio: keyd_ops_per_cpu_sec
-                .zip(redis_ops_per_cpu_sec)
-                .map(|(k, r)| k / r.max(1e-9)),
-            keyd_ops_per_cpu_sec,
-            redis_ops_per_cpu_sec,
-            round_ratios,
+            keyd: paired.subject,
+            redis: paired.baseline,
             echo: (!echo.is_empty()).then(|| load::median(echo)),
-            keyd,
-            redis,
+            keyd_ops_per_cpu_sec: paired.subject_ops_per_cpu_sec,
+            redis_ops_per_cpu_sec: paired.baseline_ops_per_cpu_sec,
+            ops_ratio: paired.ops_ratio,
+            cpu_ratio: paired.cpu_ratio,
+            round_ratios: paired.round_ratios,
         }
     }
-}
-
-/// Answers per second of server CPU.
-fn per_cpu_sec(m: &Measured) -> Option<f64> {
-    m.server_cpu.map(|cpu| 1e6 / cpu.us_per_op.max(1e-9))
 }
 
 /// What `--redis` is asked to do.
@@ -209,8 +198,8 @@ pub fn run(plan: &Plan<'_>) -> Result<RedisFigures> {
     })
 }
 
-impl RedisFigures {
-    pub fn wrong_answers(&self) -> u64 {
+impl Figures for RedisFigures {
+    fn wrong_answers(&self) -> u64 {
         self.configs
             .iter()
             .flat_map(|c| &c.rows)
@@ -223,7 +212,7 @@ impl RedisFigures {
     }
 
     /// The report for people.
-    pub fn text(&self) -> String {
+    fn text(&self) -> String {
         let mut t = String::new();
         let _ = writeln!(
             t,
@@ -233,11 +222,7 @@ impl RedisFigures {
             self.redis_version,
             self.keys,
             self.cores,
-            match (self.smoke, self.spin) {
-                (true, _) => " (smoke mode)",
-                (false, true) => " kept busy by nice-19 spinners (--spin)",
-                (false, false) => "",
-            },
+            report::conditions(self.smoke, self.spin),
             self.duration_secs,
             self.warmup_secs,
             if self
@@ -270,15 +255,10 @@ impl RedisFigures {
             let _ = writeln!(t, "\nbusy_poll {}", config.busy_poll);
             let _ = writeln!(
                 t,
-                "{:<11} {:<6} {:>10} {:>9} {:>9} {:>6} {:>10} {:>11} {:>13}",
+                "{:<11} {:<6} {} {:>13}",
                 "shape",
                 "server",
-                "ops/s",
-                "p50",
-                "p99",
-                "cpu",
-                "cpu us/op",
-                "ops/cpu-s",
+                run_heads(),
                 "client us/op"
             );
             for r in &config.rows {
@@ -303,7 +283,7 @@ impl RedisFigures {
                     let _ = write!(t, " {:>16.2}", r.ops_ratio);
                 }
                 for r in rows() {
-                    let _ = write!(t, " {:>18}", ratio(r.cpu_ratio));
+                    let _ = write!(t, " {:>18}", or_dash(r.cpu_ratio, 2));
                 }
                 let _ = writeln!(t);
             }
@@ -334,45 +314,21 @@ fn row_lines(t: &mut String, r: &RedisRow) {
     ];
     for (server, m, per_cpu) in servers {
         let Some(m) = m else { continue };
-        let (cores, us_per_op) = cpu_cells(m.server_cpu);
         let _ = writeln!(
             t,
-            "{:<11} {:<6} {:>10.0} {:>9} {:>9} {:>6} {:>10} {:>11} {:>13}",
+            "{:<11} {:<6} {} {:>13}",
             r.shape.name,
             server,
-            m.ops_per_sec,
-            us(m.latency.p50_us),
-            us(m.latency.p99_us),
-            cores,
-            us_per_op,
-            per_cpu.map_or("-".into(), |x| format!("{x:.0}")),
+            run_cells(m, per_cpu),
             cpu_cells(m.client_cpu).1,
         );
     }
-    let each: Vec<String> = r.round_ratios.iter().map(|x| format!("{x:.2}")).collect();
     let _ = writeln!(
         t,
         "{:<11} keyd/Redis: ops/s {:.2}, ops per CPU-second {}; each round's ops/s: {}",
         "",
         r.ops_ratio,
-        ratio(r.cpu_ratio),
-        each.join(" ")
+        or_dash(r.cpu_ratio, 2),
+        ratios_line(&r.round_ratios)
     );
-}
-
-fn ratio(x: Option<f64>) -> String {
-    x.map_or("-".into(), |x| format!("{x:.2}"))
-}
-
-/// Cores and µs per op, or dashes when not read.
-fn cpu_cells(cpu: Option<ServerCpu>) -> (String, String) {
-    match cpu {
-        Some(c) => (format!("{:.2}", c.cores), format!("{:.2}", c.us_per_op)),
-        None => ("-".into(), "-".into()),
-    }
-}
-
-/// Microseconds, one decimal.
-fn us(value: f64) -> String {
-    format!("{value:.1}us")
 }
