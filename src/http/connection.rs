@@ -70,9 +70,14 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service_daemon = daemon.clone();
+    // Shared, not copied, by each request's future (a peer's group list is a Vec).
+    let peer = peer.map(Arc::new);
     let service = service_fn(move |request: Request<Incoming>| {
         let (daemon, peer) = (service_daemon.clone(), peer.clone());
-        async move { Ok::<_, Infallible>(routes::answer(&daemon, peer.as_ref(), request).await) }
+        async move {
+            let answer = routes::answer(&daemon, peer.as_deref(), request).await;
+            Ok::<_, Infallible>(answer)
+        }
     });
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())

@@ -53,7 +53,12 @@ fn reads(method: &Method) -> bool {
 
 /// A JSON answer with `status`.
 pub fn json(status: StatusCode, body: &serde_json::Value) -> Answer {
-    let mut answer = Response::new(Full::new(Bytes::from(body.to_string())));
+    json_bytes(status, body.to_string().into_bytes())
+}
+
+/// An answer with `status` and a body already encoded as JSON.
+pub fn json_bytes(status: StatusCode, body: Vec<u8>) -> Answer {
+    let mut answer = Response::new(Full::new(Bytes::from(body)));
     *answer.status_mut() = status;
     answer
         .headers_mut()
