@@ -1,7 +1,10 @@
 //! The HTTP load client: forward-auth requests (`GET /v1/auth`) on keep-alive HTTP/1.1
-//! connections over loopback TCP, one request in flight on each, driven by the socket
+//! connections over loopback TCP or the HTTP side's Unix socket (the transport the docs
+//! recommend for nginx and Caddy), one request in flight on each, driven by the socket
 //! shapes' loop ([`crate::event_loop::serve`]): one thread, one epoll loop over every
-//! connection, writability asked for only while a request waits for socket space.
+//! connection, writability asked for only while a request waits for socket space. The
+//! connections are generic over their stream, so each transport's loop is compiled for it:
+//! the transport is chosen once, when the connections are opened, never per request.
 //!
 //! The requests are the socket mix's, in the same order, each encoded once as the bytes a
 //! reverse proxy sends; each answer is checked by its status against the verify code the
@@ -13,10 +16,13 @@ use crate::stats::nanos;
 use crate::workload::Workload;
 use anyhow::{bail, Context, Result};
 use authenta_client::proto::{self, Permission, Request, RequestBody, Response, ResponseBody};
-use mio::net::TcpStream;
+use mio::event::Source;
+use mio::net::{TcpStream, UnixStream};
 use mio::{Registry, Token};
-use std::io::{self, Read};
+use std::fmt;
+use std::io::{self, Read, Write};
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Barrier;
 use std::time::Instant;
@@ -111,16 +117,46 @@ fn push_request(out: &mut Vec<u8>, ask: &proto::VerifyRequest) -> Result<()> {
     Ok(())
 }
 
-/// Runs [`CONNECTIONS`] keep-alive connections to `address` for `timing`; when the server
+/// Where the HTTP side listens, as a reverse proxy reaches it.
+#[derive(Debug, Clone, Copy)]
+pub enum Target<'a> {
+    /// A loopback port.
+    Tcp(SocketAddr),
+    /// A Unix socket (`http_listen = ["unix:/PATH"]`).
+    Unix(&'a Path),
+}
+
+impl Target<'_> {
+    /// The run's name, in its errors.
+    fn name(self) -> &'static str {
+        match self {
+            Target::Tcp(_) => "http-50",
+            Target::Unix(_) => "http-unix-50",
+        }
+    }
+}
+
+impl fmt::Display for Target<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Tcp(address) => write!(f, "http://{address}"),
+            Target::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+/// Runs [`CONNECTIONS`] keep-alive connections to `target` for `timing`; when the server
 /// is process `server`, also what CPU it used.
 pub fn drive(
-    address: SocketAddr,
+    target: Target<'_>,
     workload: &HttpWorkload,
     timing: Timing,
     server: Option<u32>,
 ) -> Result<Measured> {
-    load::measure("http-50", 1, timing, server, |_, ready, phase| {
-        run(address, workload, ready, phase)
+    let name = target.name();
+    load::measure(name, 1, timing, server, |_, ready, phase| match target {
+        Target::Tcp(address) => run(name, || connect_tcp(address), workload, ready, phase),
+        Target::Unix(path) => run(name, || connect_unix(path), workload, ready, phase),
     })
 }
 
@@ -133,9 +169,10 @@ struct Run<'a> {
     cursor: usize,
 }
 
-/// One keep-alive connection's closed loop: a request out, its answer in.
-struct Connection {
-    socket: Socket<TcpStream>,
+/// One keep-alive connection's closed loop: a request out, its answer in; `S` is its
+/// stream (TCP or Unix).
+struct Connection<S> {
+    socket: Socket<S>,
     /// Answer bytes read and not yet consumed: `buf[start..end]`.
     buf: Vec<u8>,
     start: usize,
@@ -147,7 +184,7 @@ struct Connection {
     measuring: bool,
 }
 
-impl ClosedLoop<Run<'_>> for Connection {
+impl<S: Source + Read + Write> ClosedLoop<Run<'_>> for Connection<S> {
     /// Sends the mix's next request.
     fn send(&mut self, run: &mut Run<'_>) -> Result<bool> {
         let now = run.phase.load(Ordering::Acquire);
@@ -202,8 +239,8 @@ impl ClosedLoop<Run<'_>> for Connection {
     }
 }
 
-impl Connection {
-    fn new(socket: Socket<TcpStream>) -> Connection {
+impl<S> Connection<S> {
+    fn new(socket: Socket<S>) -> Connection<S> {
         Connection {
             socket,
             buf: vec![0; MAX_ANSWER],
@@ -279,15 +316,16 @@ fn parse_answer(buf: &[u8]) -> Result<Option<(u16, usize)>> {
     Ok((buf.len() >= len).then_some((status, len)))
 }
 
-/// Opens [`CONNECTIONS`] connections to `address`, waits on `ready`, and runs them on this
-/// thread until `phase` says stop.
-fn run(
-    address: SocketAddr,
+/// Opens [`CONNECTIONS`] connections with `connect`, waits on `ready`, and runs them on
+/// this thread until `phase` says stop; `name` is the run's.
+fn run<S: Source + Read + Write>(
+    name: &str,
+    connect: impl Fn() -> Result<S>,
     workload: &HttpWorkload,
     ready: &Barrier,
     phase: &AtomicU8,
 ) -> Result<Tally> {
-    let connected: Result<Vec<_>> = (0..CONNECTIONS).map(|_| connect(address)).collect();
+    let connected: Result<Vec<_>> = (0..CONNECTIONS).map(|_| connect()).collect();
     ready.wait();
     let (mut poll, registry) = event_loop::epoll()?;
     let mut connections = Vec::with_capacity(CONNECTIONS);
@@ -301,16 +339,24 @@ fn run(
         registry: &registry,
         cursor: 0,
     };
-    event_loop::serve("http-50", &mut poll, &mut connections, &mut run, phase)
+    event_loop::serve(name, &mut poll, &mut connections, &mut run, phase)
 }
 
-/// One connection as a reverse proxy keeps it: no Nagle delay, as the daemon sets too.
-fn connect(address: SocketAddr) -> Result<TcpStream> {
+/// One TCP connection as a reverse proxy keeps it: no Nagle delay, as the daemon sets too.
+fn connect_tcp(address: SocketAddr) -> Result<TcpStream> {
     let stream = std::net::TcpStream::connect(address)
         .with_context(|| format!("cannot connect to http://{address}"))?;
     stream.set_nodelay(true)?;
     stream.set_nonblocking(true)?;
     Ok(TcpStream::from_std(stream))
+}
+
+/// One connection to the HTTP side's Unix socket.
+fn connect_unix(path: &Path) -> Result<UnixStream> {
+    let stream = std::os::unix::net::UnixStream::connect(path)
+        .with_context(|| format!("cannot connect to unix:{}", path.display()))?;
+    stream.set_nonblocking(true)?;
+    Ok(UnixStream::from_std(stream))
 }
 
 #[cfg(test)]

@@ -51,7 +51,7 @@ use std::time::Duration;
     target/release/authenta-bench                 # shapes, flush, poll cost, creates (~2 min)\n  \
     target/release/authenta-bench --scale         # and the 1,000,000-key scenarios\n  \
     target/release/authenta-bench --smoke         # a few seconds, for CI\n  \
-    target/release/authenta-bench --http --rounds 3  # forward-auth over HTTP vs the socket\n  \
+    target/release/authenta-bench --http --rounds 3  # forward-auth over HTTP (TCP, Unix) vs the socket\n  \
     target/release/authenta-bench --redis --rounds 3 # keyd vs Redis GET, same client (~3 min)\n  \
     target/release/authenta-bench --redis --smoke    # the same, tiny, for CI\n  \
     target/release/authenta-bench --policy-latency   # policy-file revocations (~15 s)")]
@@ -143,9 +143,9 @@ struct Args {
     fleet: bool,
 
     /// Instead of the verify shapes: forward-auth over HTTP (`GET /v1/auth` on 50 keep-alive
-    /// connections, one request in flight each) next to the socket's sync-50 on the same
-    /// daemon, rounds alternating, with the default busy polling and with it off. Starts its
-    /// own daemon.
+    /// connections, one request in flight each), over loopback TCP and over the HTTP side's
+    /// Unix socket, next to the socket's sync-50 on the same daemon, rounds alternating, with
+    /// the default busy polling and with it off. Starts its own daemon.
     #[arg(long, conflicts_with_all = [
         "socket", "scale", "policy_latency", "fleet", "smoke", "shapes", "shapes_only",
         "client", "spin",
@@ -497,8 +497,9 @@ fn run(args: &Args) -> Result<Report> {
             timing.duration,
         )?);
     }
-    // CI's only run of the HTTP path: one tiny round on a daemon of its own, since this
-    // run's daemon is started as an operator runs it, with no HTTP listener.
+    // CI's only run of the HTTP path (over TCP and the Unix socket): one tiny round on a
+    // daemon of its own, since this run's daemon is started as an operator runs it, with no
+    // HTTP listener.
     let mut http = None;
     if let (true, Some(bin)) = (args.smoke, &bin) {
         eprintln!("http: one smoke round...");

@@ -187,6 +187,12 @@ impl Report {
                 ">= 0.5",
                 h.reached,
             );
+            check(
+                "HTTP verify ops/s over the Unix socket, over socket sync-50".into(),
+                h.unix_ratio,
+                ">= 0.5",
+                h.unix_reached,
+            );
         }
         self.checks = checks;
     }
