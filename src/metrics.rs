@@ -68,6 +68,8 @@ pub struct Metrics {
     pub usage_flush_lag: FloatGauge,
     /// When every counter changed before it was last written (unix ms; the start before).
     pub usage_flushed_at: AtomicI64,
+    /// When keys were last counted by state for `/metrics` (unix ms).
+    pub keys_counted_at: AtomicI64,
     pub policy_reloads: Counter,
     pub policy_reload_failures: Counter,
     pub policy_loaded_at: FloatGauge,
@@ -109,6 +111,7 @@ impl Metrics {
             commit_seconds: Histogram::new(exponential_buckets(0.000_05, 3.0, 11)),
             usage_flush_lag: Default::default(),
             usage_flushed_at: AtomicI64::new(crate::time::now_ms()),
+            keys_counted_at: AtomicI64::new(0),
             policy_reloads: Default::default(),
             policy_reload_failures: Default::default(),
             policy_loaded_at: Default::default(),

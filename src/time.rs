@@ -11,9 +11,14 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// RFC 3339 UTC, to the second, for messages.
+/// The last millisecond RFC 3339 can write (9999-12-31T23:59:59Z): humantime fails past it,
+/// and a policy's very long `max_age` can put a time there.
+const LAST_RFC3339_MS: i64 = 253_402_300_799_000;
+
+/// RFC 3339 UTC, to the second; times past the year 9999 are shown as its last second.
 pub fn format_rfc3339(unix_ms: i64) -> String {
-    let at = UNIX_EPOCH + Duration::from_millis(u64::try_from(unix_ms).unwrap_or(0));
+    let ms = unix_ms.clamp(0, LAST_RFC3339_MS);
+    let at = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
     humantime::format_rfc3339_seconds(at).to_string()
 }
 
@@ -42,6 +47,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     if text == "0" {
         return Ok(Duration::ZERO);
+    }
+    if text.is_empty() {
+        return Err(format!("an empty duration: {ACCEPTED}"));
     }
     if text.starts_with('-') {
         return Err(format!("'{text}': durations must be positive; {ACCEPTED}"));
@@ -125,11 +133,12 @@ mod tests {
             assert_eq!(parse_duration(text), Ok(Duration::from_secs(secs)));
         }
         assert_eq!(format_duration(Duration::from_micros(75)), "75us");
+        assert_eq!(format_rfc3339(i64::MAX), "9999-12-31T23:59:59Z");
     }
 
     #[test]
     fn only_documented_units_and_positive_durations() {
-        for bad in ["1y", "2months", "1w", "5", "d", "1h30", "1.5h"] {
+        for bad in ["1y", "2months", "1w", "5", "d", "1h30", "1.5h", "", "   "] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
         let e = parse_duration("-5d").expect_err("negative");

@@ -120,6 +120,26 @@ fn serves_http_on_a_loopback_port_passed_by_systemd() {
     assert!(status.success(), "{status}");
 }
 
+#[test]
+fn an_http_port_other_hosts_can_reach_is_refused_when_systemd_passes_it() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let socket = dir.path().join("activated.sock");
+    let extra = [
+        "-l".to_string(),
+        format!("0.0.0.0:{}", common::free_port()),
+        "--fdname=keyd:http".to_string(),
+    ];
+    let mut activator = activated(dir.path(), &socket, &extra);
+    // The first connection starts the daemon, which refuses the port and exits.
+    let _ = std::os::unix::net::UnixStream::connect(&socket);
+    wait_for("the daemon to refuse the port", || {
+        std::fs::read_to_string(dir.path().join("log"))
+            .is_ok_and(|log| log.contains("http_allow_remote"))
+    });
+    common::signal(&activator, libc::SIGTERM);
+    let _ = wait_timeout(&mut activator, Duration::from_secs(15));
+}
+
 /// Reads notifications until one contains `wanted`; returns everything read.
 fn read_until(notify: &UnixDatagram, wanted: &str) -> String {
     let mut seen = String::new();

@@ -3,10 +3,11 @@
 use authenta_client::proto::{KeyInfo, Permission};
 use serde_json::{json, Value};
 use std::io::Write;
-use std::time::{Duration, UNIX_EPOCH};
 
 /// `println!` for command output: a reader that went away (`keys list | head -1`) ends the
-/// command quietly with success, rather than a panic.
+/// command quietly, with the status of a process killed by SIGPIPE (141, what shells and
+/// `pipefail` expect), rather than a panic. Not 0: `health` or `verify` must not report
+/// success for an answer nobody read.
 macro_rules! say {
     () => { $crate::cli::output::line(format_args!("")) };
     ($($arg:tt)*) => { $crate::cli::output::line(format_args!($($arg)*)) };
@@ -19,20 +20,19 @@ pub fn line(args: std::fmt::Arguments<'_>) {
     let written = out.write_fmt(args).and_then(|()| out.write_all(b"\n"));
     if let Err(e) = written {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
-            std::process::exit(0);
+            std::process::exit(BROKEN_PIPE);
         }
         eprintln!("error: cannot write the output: {e}");
         std::process::exit(i32::from(super::exit::FAILURE));
     }
 }
 
+/// The exit status of a command whose reader went away: 128 + SIGPIPE.
+pub const BROKEN_PIPE: i32 = 141;
+
 /// How long ago (or from now) `ms` is, for people: `3 min ago`, `in 12 d`.
 pub fn relative(ms: i64, now: i64) -> String {
-    let (secs, future) = if ms > now {
-        ((ms - now) / 1000, true)
-    } else {
-        ((now - ms) / 1000, false)
-    };
+    let (secs, future) = (ms.abs_diff(now) / 1000, ms > now);
     let amount = match secs {
         0..=4 => return "just now".into(),
         5..=119 => format!("{secs} s"),
@@ -62,8 +62,7 @@ pub fn start(key: &KeyInfo) -> String {
 
 /// RFC 3339 UTC, to the second.
 pub fn time(ms: i64) -> String {
-    let at = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
-    humantime::format_rfc3339_seconds(at).to_string()
+    crate::time::format_rfc3339(ms)
 }
 
 /// RFC 3339 or JSON null.

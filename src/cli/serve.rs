@@ -297,7 +297,10 @@ async fn start(opened: Opened) -> Result<Running> {
         socket_group(&opened.config)?,
     )?;
     for activated in opened.activated.http {
-        http_listeners.push(http::HttpListener::activated(activated)?);
+        http_listeners.push(http::HttpListener::activated(
+            activated,
+            opened.config.http_allow_remote,
+        )?);
     }
     let (stop, stopped) = watch::channel(false);
     let fleet = match opened.fleet {

@@ -99,10 +99,20 @@ impl Daemon {
     pub fn refresh_metrics(&self) {
         let metrics = &self.metrics;
         let now = crate::time::now_ms();
-        let counts = self.index.counts(now);
-        metrics.set_keys("active", counts.active);
-        metrics.set_keys("revoked", counts.revoked);
-        metrics.set_keys("expired", counts.expired);
+        // Counting keys by state reads every key under the index lock: at most once a
+        // second, however often `/metrics` is asked.
+        let last = metrics.keys_counted_at.load(Ordering::Relaxed);
+        if now - last >= 1_000
+            && metrics
+                .keys_counted_at
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            let counts = self.index.counts(now);
+            metrics.set_keys("active", counts.active);
+            metrics.set_keys("revoked", counts.revoked);
+            metrics.set_keys("expired", counts.expired);
+        }
         let socket = self.connections.load(Ordering::Relaxed);
         metrics
             .open("socket")

@@ -84,6 +84,8 @@ pub fn take_activated() -> anyhow::Result<Activated> {
         return Ok(Activated::default());
     }
     let names = std::env::var("LISTEN_FDNAMES").unwrap_or_default();
+    // Children must not inherit it (listenfd clears the others).
+    std::env::remove_var("LISTEN_FDNAMES");
     let names: Vec<&str> = names.split(':').collect();
     let mut fds = listenfd::ListenFd::from_env();
     let mut activated = Activated::default();

@@ -23,8 +23,28 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// Most header lines in a request; past it, 431.
 const MAX_HEADERS: usize = 64;
-/// How long a connection asked to close may take to finish its request.
+/// How long a connection asked to close at shutdown may take to finish its request.
 const CLOSE_PATIENCE: Duration = Duration::from_secs(5);
+/// How long a connection pushed out by a newer one may take: a request it is serving takes
+/// microseconds, and one still arriving must not keep its descriptor for long, or opening
+/// connections in a loop would hold far more than the cap.
+const PUSHED_OUT_PATIENCE: Duration = Duration::from_millis(100);
+
+/// Counts a connection open for as long as it lives, unwinding included.
+struct OpenGauge(prometheus_client::metrics::gauge::Gauge);
+
+impl OpenGauge {
+    fn new(gauge: prometheus_client::metrics::gauge::Gauge) -> OpenGauge {
+        gauge.inc();
+        OpenGauge(gauge)
+    }
+}
+
+impl Drop for OpenGauge {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
 
 /// An accepted connection, not yet registered with any thread's reactor.
 pub enum Accepted {
@@ -40,8 +60,7 @@ pub async fn serve(
     place: Place,
     shutdown: watch::Receiver<bool>,
 ) {
-    let open = daemon.metrics.open("http");
-    open.inc();
+    let _open = OpenGauge::new(daemon.metrics.open("http"));
     let served = match accepted {
         Accepted::Unix(stream, peer) => match tokio::net::UnixStream::from_std(stream) {
             Ok(stream) => run(stream, Some(peer), daemon, place, shutdown).await,
@@ -52,7 +71,6 @@ pub async fn serve(
             Err(e) => Err(e.into()),
         },
     };
-    open.dec();
     if let Err(e) = served {
         // A client that went away or sent garbage: hyper has answered what it could.
         tracing::debug!(error = %e, "HTTP connection ended");
@@ -86,13 +104,13 @@ where
         .max_headers(MAX_HEADERS)
         .serve_connection(TokioIo::new(stream), service);
     tokio::pin!(connection);
-    tokio::select! {
+    let patience = tokio::select! {
         served = connection.as_mut() => return served.map_err(Into::into),
-        () = place.cancelled() => {}
-        _ = shutdown.changed() => {}
-    }
+        () = place.cancelled() => PUSHED_OUT_PATIENCE,
+        _ = shutdown.changed() => CLOSE_PATIENCE,
+    };
     connection.as_mut().graceful_shutdown();
-    match tokio::time::timeout(CLOSE_PATIENCE, connection).await {
+    match tokio::time::timeout(patience, connection).await {
         Ok(served) => served.map_err(Into::into),
         Err(_) => Ok(()),
     }

@@ -193,7 +193,7 @@ fn respond(answer: &VerifyAnswerRef<'_>) -> Answer {
     if answer.code != VerifyCode::Valid {
         return denied(answer.code);
     }
-    let rotate_by = answer.rotate_by.map(rfc3339);
+    let rotate_by = answer.rotate_by.map(time::format_rfc3339);
     let due = rotate_by.clone().filter(|_| answer.rotation_due);
     let body = Valid {
         code: "valid",
@@ -228,11 +228,6 @@ fn set(headers: &mut HeaderMap, name: &'static str, value: Option<&str>) {
     if let Some(value) = value.and_then(|v| HeaderValue::from_str(v).ok()) {
         headers.insert(HeaderName::from_static(name), value);
     }
-}
-
-fn rfc3339(unix_ms: i64) -> String {
-    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(unix_ms.max(0) as u64);
-    humantime::format_rfc3339_seconds(at).to_string()
 }
 
 /// 401 or 403 with the verify code, as RFC 6750 says for bearer tokens.

@@ -8,7 +8,7 @@ use crate::config::HttpAddress;
 use crate::daemon::Daemon;
 use crate::host::systemd::ActivatedHttp;
 use crate::server::workers::Workers;
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpSocket, UnixListener};
@@ -73,10 +73,20 @@ impl std::fmt::Display for HttpListener {
 }
 
 impl HttpListener {
-    /// A socket systemd passed (socket activation).
-    pub fn activated(socket: ActivatedHttp) -> Result<HttpListener> {
+    /// A socket systemd passed (socket activation). A TCP port other hosts can reach is
+    /// refused unless `allow_remote`, as it is in `http_listen`: `ListenStream=9180` binds
+    /// every address.
+    pub fn activated(socket: ActivatedHttp, allow_remote: bool) -> Result<HttpListener> {
         Ok(match socket {
             ActivatedHttp::Tcp(listener) => {
+                let address = listener.local_addr()?;
+                if !address.ip().is_loopback() && !allow_remote {
+                    bail!(
+                        "systemd passed an HTTP socket on {address}, which other hosts can \
+                         reach, where anyone who reaches it may verify tokens: listen on \
+                         127.0.0.1 (ListenStream=127.0.0.1:PORT), or set http_allow_remote = true"
+                    );
+                }
                 listener.set_nonblocking(true)?;
                 HttpListener::Tcp(TcpListener::from_std(listener)?, None)
             }

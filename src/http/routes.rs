@@ -6,7 +6,7 @@ use crate::daemon::Daemon;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 
 pub type Answer = Response<Full<Bytes>>;
@@ -34,11 +34,17 @@ pub async fn answer(daemon: &Daemon, peer: Option<&Peer>, request: Request<Incom
         "/metrics" if reads(request.method()) => monitoring::metrics(daemon),
         "/healthz" if reads(request.method()) => monitoring::alive(),
         "/readyz" if reads(request.method()) => monitoring::ready(daemon).await,
-        "/metrics" | "/healthz" | "/readyz" => error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "use GET or HEAD",
-        ),
+        "/metrics" | "/healthz" | "/readyz" => {
+            let mut answer = error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "use GET or HEAD",
+            );
+            answer
+                .headers_mut()
+                .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+            answer
+        }
         _ => error(
             StatusCode::NOT_FOUND,
             "not_found",
