@@ -324,23 +324,19 @@ fn completions_print_for_every_shell_even_beside_an_untrusted_socket_directory()
     let planted = tmp.path().join("authenta-65534");
     std::fs::create_dir(&planted).expect("dir");
     std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o777)).expect("chmod");
-    let out = Command::new(common::bin_for_others())
-        .args(["completions", "bash"])
-        .env_clear()
-        .env("TMPDIR", tmp.path())
-        .uid(65534)
-        .gid(65534)
-        .output()
-        .expect("run as nobody");
+    let as_nobody = |args: &[&str]| {
+        Command::new(common::bin_for_others())
+            .args(args)
+            .env_clear()
+            .env("TMPDIR", tmp.path())
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .expect("run as nobody")
+    };
+    let out = as_nobody(&["completions", "bash"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let status = Command::new(common::bin_for_others())
-        .arg("status")
-        .env_clear()
-        .env("TMPDIR", tmp.path())
-        .uid(65534)
-        .gid(65534)
-        .output()
-        .expect("run as nobody");
+    let status = as_nobody(&["status"]);
     assert!(
         stderr(&status).contains("another user could put their own socket there"),
         "a client of the daemon still refuses it: {}",

@@ -223,13 +223,7 @@ fn the_log_file_is_reopened_on_sighup_for_logrotate() {
     let log = dir.path().join("keyd.log");
     let key = dir.path().join("master.hex");
     std::fs::write(&key, MASTER_HEX).expect("key");
-    let mut child = Command::new(BIN)
-        .args(["serve", "--socket"])
-        .arg(&socket)
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .arg("--master-key-file")
-        .arg(&key)
+    let mut child = common::serve_at(dir.path(), &socket, &key)
         .arg("--log-file")
         .arg(&log)
         .stdin(Stdio::null())

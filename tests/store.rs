@@ -133,13 +133,7 @@ fn raw_32_byte_master_key_files_work() {
     let key = dir.path().join("raw.key");
     std::fs::write(&key, [0x5au8; 32]).expect("write");
     let socket = dir.path().join("k.sock");
-    let mut child = std::process::Command::new(common::BIN)
-        .args(["serve", "--socket"])
-        .arg(&socket)
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .arg("--master-key-file")
-        .arg(&key)
+    let mut child = common::serve_at(dir.path(), &socket, &key)
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("spawn");

@@ -434,6 +434,20 @@ fn others_can_run(bin: &Path) -> bool {
     })
 }
 
+/// `serve` on `socket`, with its store in `dir/data` and the master key in `key`: for tests
+/// that run a daemon of their own making rather than a [`Daemon`].
+pub fn serve_at(dir: &Path, socket: &Path, key: &Path) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .args(["serve", "--socket"])
+        .arg(socket)
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .arg("--master-key-file")
+        .arg(key);
+    command
+}
+
 /// A loopback port nothing listens on now (the OS picks it; it is free until someone
 /// binds it, which a test then does at once).
 pub fn free_port() -> u16 {
