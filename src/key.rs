@@ -4,7 +4,7 @@ use crate::token::TokenHash;
 
 /// Token hashes that must never verify again, with the key each belonged to if known.
 pub type RetiredHashes = Vec<(TokenHash, Option<String>)>;
-use authenta_client::proto::{KeyState, Permission};
+use authenta_client::proto::{KeyState, Meta, Permission, RateLimit, Refill};
 use authenta_client::verify_wire::PermissionBits;
 use serde::{Deserialize, Serialize};
 
@@ -71,6 +71,95 @@ pub struct KeyRecord {
     pub revoked_at: Option<i64>,
     pub revoke_reason: Option<String>,
     pub grace: Option<Grace>,
+    /// Owner, metadata, rate limit and credits (protocol 2); all empty for a plain key.
+    pub details: KeyDetails,
+}
+
+/// What protocol 2 added to a key: who it belongs to, what the app wants back with every
+/// answer, and its limits.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyDetails {
+    pub owner_id: Option<String>,
+    pub meta: Meta,
+    pub ratelimit: Option<RateLimit>,
+    pub credits: Option<Credits>,
+}
+
+impl KeyDetails {
+    /// Nothing set: the key is served as a plain key.
+    pub fn is_empty(&self) -> bool {
+        *self == KeyDetails::default()
+    }
+}
+
+/// A credit balance as an admin set it: `remaining` at `set_at`, and an optional refill
+/// every `interval` from then on (which sets the balance back to the refill's amount).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Credits {
+    pub remaining: u64,
+    /// Unix milliseconds. Also what tells a new balance from the old one: spending counted
+    /// against another `set_at` does not count against this one.
+    pub set_at: i64,
+    pub refill: Option<Refill>,
+}
+
+impl Credits {
+    /// Which refill period `now` is in: 0 until the first refill.
+    pub fn period(&self, now: i64) -> i64 {
+        match self.refill {
+            Some(refill) if refill.interval_ms > 0 => {
+                let interval = i64::try_from(refill.interval_ms).unwrap_or(i64::MAX);
+                (now - self.set_at).max(0) / interval
+            }
+            _ => 0,
+        }
+    }
+
+    /// The balance at the start of period `period`.
+    pub fn base(&self, period: i64) -> u64 {
+        match self.refill {
+            Some(refill) if period > 0 => refill.amount,
+            _ => self.remaining,
+        }
+    }
+
+    /// When period `period` ends and the next refill comes (none without a refill).
+    pub fn next_refill(&self, period: i64) -> Option<i64> {
+        let refill = self.refill?;
+        let interval = i64::try_from(refill.interval_ms).ok()?;
+        Some(
+            self.set_at
+                .saturating_add(interval.saturating_mul(period + 1)),
+        )
+    }
+}
+
+/// An owner (tenant) and the limits all its keys share.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnerRecord {
+    pub id: String,
+    pub ratelimit: Option<RateLimit>,
+    pub credits: Option<Credits>,
+}
+
+/// Credits spent by this node in one period of one balance (see [`Credits`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Spent {
+    pub set_at: i64,
+    pub period: i64,
+    pub spent: u64,
+}
+
+/// Where a key's limits stood at the last flush, so that a restart resumes them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LimitUsage {
+    /// The rate limit's theoretical arrival time (unix microseconds; 0: none).
+    pub ratelimit_tat: i64,
+    pub credits: Spent,
+    /// What this key's verifies spent of its owner's balance, and the owner's limit's
+    /// arrival time as this key last saw it.
+    pub owner_ratelimit_tat: i64,
+    pub owner_credits: Spent,
 }
 
 impl KeyRecord {
@@ -93,6 +182,7 @@ pub struct UsageRecord {
     pub allowed: u64,
     pub denied: u64,
     pub last_used_at: Option<i64>,
+    pub limits: LimitUsage,
 }
 
 /// Where a key's usage row is in the store: its rowid, as a hint for rewriting it (see

@@ -17,7 +17,7 @@ use prometheus_client::registry::Registry;
 use std::sync::atomic::{AtomicI64, AtomicU64};
 
 /// Every verify code, in the order of [`VerifyCode`]'s variants.
-pub const VERIFY_CODES: [VerifyCode; 7] = [
+pub const VERIFY_CODES: [VerifyCode; 9] = [
     VerifyCode::Valid,
     VerifyCode::Malformed,
     VerifyCode::Unknown,
@@ -25,6 +25,8 @@ pub const VERIFY_CODES: [VerifyCode; 7] = [
     VerifyCode::Expired,
     VerifyCode::WrongEnvironment,
     VerifyCode::InsufficientPermissions,
+    VerifyCode::RateLimited,
+    VerifyCode::UsageExceeded,
 ];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -252,7 +254,11 @@ pub struct VerifyTally([u64; VERIFY_CODES.len()]);
 
 impl VerifyTally {
     pub fn count(&mut self, code: VerifyCode) {
-        self.0[code as usize] += 1;
+        // Every code has a place (`the_code_table_follows_the_enum_order`); a code added
+        // without one goes uncounted rather than taking the connection down.
+        if let Some(count) = self.0.get_mut(code as usize) {
+            *count += 1;
+        }
     }
 }
 
@@ -265,6 +271,19 @@ mod tests {
         for (n, code) in VERIFY_CODES.iter().enumerate() {
             assert_eq!(*code as usize, n, "{code:?}");
         }
+        // The last variant is last in the table: none was added without a place.
+        let last = match VerifyCode::Valid {
+            VerifyCode::Valid
+            | VerifyCode::Malformed
+            | VerifyCode::Unknown
+            | VerifyCode::Revoked
+            | VerifyCode::Expired
+            | VerifyCode::WrongEnvironment
+            | VerifyCode::InsufficientPermissions
+            | VerifyCode::RateLimited
+            | VerifyCode::UsageExceeded => VerifyCode::UsageExceeded,
+        };
+        assert_eq!(VERIFY_CODES.last(), Some(&last));
     }
 
     #[test]

@@ -86,6 +86,11 @@ pub fn format_secs(secs: u64) -> String {
     format_duration(Duration::from_secs(secs))
 }
 
+/// Formats milliseconds as a duration (`1m`, `250ms`).
+pub fn format_millis(ms: u64) -> String {
+    format_duration(Duration::from_millis(ms))
+}
+
 /// Formats a duration the way they are written (`90d12h`, `75us`): the largest units first,
 /// none longer than a day.
 pub fn format_duration(duration: Duration) -> String {

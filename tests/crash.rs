@@ -150,6 +150,7 @@ fn verify_code(client: &mut Client, token: &str) -> Result<(VerifyCode, Option<S
         token: token.to_owned(),
         permissions: vec![Permission::Read],
         environment: None,
+        cost: None,
     })?;
     Ok((answer.code, answer.key_id))
 }

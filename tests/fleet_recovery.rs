@@ -24,6 +24,7 @@ fn regenerate(id: &str) -> RequestBody {
     RequestBody::Regenerate {
         id: id.to_owned(),
         grace_secs: Some(0),
+        expires_in_secs: None,
     }
 }
 
@@ -116,6 +117,11 @@ fn writes_through(fleet: &Fleet, fault: impl FnOnce() + Send) -> (Vec<String>, V
                     permissions: vec![authenta_client::Permission::Read],
                     environment: None,
                     expires_in_secs: None,
+                    owner_id: None,
+                    meta: Default::default(),
+                    ratelimit: None,
+                    remaining: None,
+                    refill: None,
                 };
                 if let Ok(new) = client.create_key(request) {
                     created.push(new.key.id);

@@ -89,7 +89,7 @@ fn frame_seeds_are_current_message_streams() {
     // The streams are what they are named for.
     let client = client_session();
     let frames = split(&client).expect("whole frames");
-    assert_eq!(frames.len(), 10);
+    assert_eq!(frames.len(), 13);
     proto::decode::<Hello>(frames[0]).expect("hello");
     for frame in &frames[1..] {
         proto::decode::<Request>(frame).expect("request");
@@ -171,6 +171,7 @@ fn seed_key_record() -> KeyRecord {
             token_hash: [9; 32],
             until: 1_764_003_700_000,
         }),
+        details: Default::default(),
     }
 }
 
@@ -180,6 +181,7 @@ fn seed_usage() -> UsageRecord {
         allowed: 10,
         denied: 2,
         last_used_at: Some(1_764_000_200_000),
+        limits: Default::default(),
     }
 }
 

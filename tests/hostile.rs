@@ -227,6 +227,7 @@ fn hostile_clients_get_bounded_outcomes_while_a_good_client_keeps_verifying() {
                     token: token.clone(),
                     permissions: vec![Permission::Read],
                     environment: None,
+                    cost: None,
                 }),
             })
             .expect("encode"),

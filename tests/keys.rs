@@ -413,8 +413,12 @@ fn an_expired_key_is_not_regenerated_into_a_token_that_is_expired_from_the_start
     assert_eq!(out.status.code(), Some(64), "refused as a bad request");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("expired at") && stderr.contains("create a new key"),
+        stderr.contains("expired at") && stderr.contains("--expires-in"),
         "{stderr}"
     );
     assert!(out.stdout.is_empty(), "no token printed");
+    // With a new lifetime it is regenerated, and the new token verifies.
+    let issued = daemon.cli_json(&["keys", "regenerate", &id, "--expires-in", "1h", "--json"]);
+    let new_token = issued["token"].as_str().expect("token");
+    assert_eq!(daemon.verify_code(new_token, &[]), "valid");
 }

@@ -26,6 +26,11 @@ fn create_keys(client: &mut Client, count: usize) -> Vec<String> {
                     permissions: vec![Permission::Read],
                     environment: Some("production".into()),
                     expires_in_secs: None,
+                    owner_id: None,
+                    meta: Default::default(),
+                    ratelimit: None,
+                    remaining: None,
+                    refill: None,
                 })
             })
             .collect();
@@ -62,6 +67,7 @@ fn audit_verify_works_on_a_long_log() {
             .map(|id| RequestBody::Regenerate {
                 id: id.clone(),
                 grace_secs: Some(0),
+                expires_in_secs: None,
             })
             .collect();
         for answer in client.call_many(requests).expect("regenerate batch") {

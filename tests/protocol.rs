@@ -174,6 +174,7 @@ fn pipelined_requests_are_answered_in_order_and_each_verify_is_counted() {
                 token,
                 permissions: vec![Permission::Read],
                 environment: None,
+                cost: None,
             }),
         };
         bytes.extend_from_slice(&frame(&proto::encode(&request).expect("encode")));
@@ -329,6 +330,11 @@ fn the_async_client_verifies_and_administers() {
                 permissions: vec![Permission::Read, Permission::Write],
                 environment: None,
                 expires_in_secs: None,
+                owner_id: None,
+                meta: Default::default(),
+                ratelimit: None,
+                remaining: None,
+                refill: None,
             })
             .await
             .expect("create");
@@ -408,6 +414,7 @@ fn a_client_streaming_split_frames_is_not_cut_off_by_the_frame_deadline() {
                 token: token.clone(),
                 permissions: vec![Permission::Read],
                 environment: None,
+                cost: None,
             }),
         })
         .expect("encode");

@@ -172,6 +172,7 @@ fn key_record() -> impl Strategy<Value = KeyRecord> {
             revoked_at,
             revoke_reason,
             grace: grace.map(|(token_hash, until)| Grace { token_hash, until }),
+            details: Default::default(),
         },
     )
 }
@@ -189,6 +190,7 @@ fn usage_record() -> impl Strategy<Value = UsageRecord> {
                 allowed,
                 denied,
                 last_used_at,
+                limits: Default::default(),
             },
         )
 }

@@ -201,6 +201,11 @@ fn typical_key(i: usize) -> KeyInfo {
             allowed: 990,
             denied: 10,
         },
+        owner_id: None,
+        meta: Default::default(),
+        ratelimit: None,
+        remaining: None,
+        refill: None,
     }
 }
 

@@ -17,7 +17,7 @@ fn main() {
     let mut client = Client::new(socket);
     match client.verify(&token, &[Permission::Read]) {
         Ok(verified) => println!("200 ok: key {} may read", verified.key_id),
-        Err(Denied::Rejected { code, key_id }) => {
+        Err(Denied::Rejected { code, key_id, .. }) => {
             println!("{} {code} (key {key_id:?})", code.status())
         }
         Err(Denied::Unavailable(error)) => println!("503: {error}"),

@@ -162,6 +162,7 @@ impl AsyncClient {
             token: token.to_owned(),
             permissions: permissions.to_vec(),
             environment: environment.map(str::to_owned),
+            cost: None,
         };
         let answer = self
             .verify_answer(request)
@@ -188,12 +189,18 @@ impl AsyncClient {
 
     /// All keys, fetched page by page.
     pub async fn list_keys(&mut self) -> Result<Vec<KeyInfo>, Error> {
+        self.list_keys_of(None).await
+    }
+
+    /// All keys of one owner (all keys when `None`), fetched page by page.
+    pub async fn list_keys_of(&mut self, owner_id: Option<&str>) -> Result<Vec<KeyInfo>, Error> {
         let mut keys = Vec::new();
         let mut after = None;
         loop {
             let page = outcome::expect_keys(
                 self.call(RequestBody::ListKeys {
                     after: after.take(),
+                    owner_id: owner_id.map(str::to_owned),
                 })
                 .await?,
             )?;
@@ -219,6 +226,7 @@ impl AsyncClient {
         let body = RequestBody::Regenerate {
             id: id.into(),
             grace_secs,
+            expires_in_secs: None,
         };
         outcome::expect_created(self.call(body).await?)
     }
@@ -230,6 +238,24 @@ impl AsyncClient {
             reason,
         };
         outcome::expect_key(self.call(body).await?)
+    }
+
+    /// Changes a key in place; its token stays the same.
+    pub async fn update_key(&mut self, update: proto::UpdateKey) -> Result<KeyInfo, Error> {
+        outcome::expect_key(self.call(RequestBody::UpdateKey(update)).await?)
+    }
+
+    /// Creates or changes an owner's shared limits.
+    pub async fn set_owner(
+        &mut self,
+        update: proto::OwnerUpdate,
+    ) -> Result<proto::OwnerInfo, Error> {
+        outcome::expect_owner(self.call(RequestBody::SetOwner(update)).await?)
+    }
+
+    /// One owner's limits and where they stand.
+    pub async fn show_owner(&mut self, id: &str) -> Result<proto::OwnerInfo, Error> {
+        outcome::expect_owner(self.call(RequestBody::ShowOwner { id: id.into() }).await?)
     }
 
     /// Daemon health and counts.

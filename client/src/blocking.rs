@@ -158,6 +158,7 @@ impl Client {
             token: token.to_owned(),
             permissions: permissions.to_vec(),
             environment: environment.map(str::to_owned),
+            cost: None,
         };
         let answer = self.verify_answer(request).map_err(Denied::Unavailable)?;
         outcome::verify_outcome(answer)
@@ -182,11 +183,17 @@ impl Client {
 
     /// All keys, fetched page by page.
     pub fn list_keys(&mut self) -> Result<Vec<KeyInfo>, Error> {
+        self.list_keys_of(None)
+    }
+
+    /// All keys of one owner (all keys when `None`), fetched page by page.
+    pub fn list_keys_of(&mut self, owner_id: Option<&str>) -> Result<Vec<KeyInfo>, Error> {
         let mut keys = Vec::new();
         let mut after = None;
         loop {
             let page = outcome::expect_keys(self.call(RequestBody::ListKeys {
                 after: after.take(),
+                owner_id: owner_id.map(str::to_owned),
             })?)?;
             keys.extend(page.keys);
             match page.next {
@@ -203,9 +210,20 @@ impl Client {
 
     /// A new token for the key; the old one dies at once unless `grace_secs` keeps it.
     pub fn regenerate(&mut self, id: &str, grace_secs: Option<u64>) -> Result<NewToken, Error> {
+        self.regenerate_with_expiry(id, grace_secs, None)
+    }
+
+    /// [`Client::regenerate`], also giving the key a new expiry `expires_in_secs` from now.
+    pub fn regenerate_with_expiry(
+        &mut self,
+        id: &str,
+        grace_secs: Option<u64>,
+        expires_in_secs: Option<u64>,
+    ) -> Result<NewToken, Error> {
         outcome::expect_created(self.call(RequestBody::Regenerate {
             id: id.into(),
             grace_secs,
+            expires_in_secs,
         })?)
     }
 
@@ -215,6 +233,21 @@ impl Client {
             id: id.into(),
             reason,
         })?)
+    }
+
+    /// Changes a key in place; its token stays the same.
+    pub fn update_key(&mut self, update: proto::UpdateKey) -> Result<KeyInfo, Error> {
+        outcome::expect_key(self.call(RequestBody::UpdateKey(update))?)
+    }
+
+    /// Creates or changes an owner's shared limits.
+    pub fn set_owner(&mut self, update: proto::OwnerUpdate) -> Result<proto::OwnerInfo, Error> {
+        outcome::expect_owner(self.call(RequestBody::SetOwner(update))?)
+    }
+
+    /// One owner's limits and where they stand.
+    pub fn show_owner(&mut self, id: &str) -> Result<proto::OwnerInfo, Error> {
+        outcome::expect_owner(self.call(RequestBody::ShowOwner { id: id.into() })?)
     }
 
     /// Daemon health and counts.

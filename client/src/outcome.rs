@@ -2,8 +2,8 @@
 //! answers to call results shared by both clients.
 
 use crate::proto::{
-    AuditReport, HealthReport, KeyInfo, KeyPage, NewToken, Permission, PolicyReport, ResponseBody,
-    StatusInfo, VerifyAnswer, VerifyCode,
+    AuditReport, HealthReport, KeyInfo, KeyPage, Meta, NewToken, Permission, PolicyReport,
+    RateLimitState, ResponseBody, StatusInfo, VerifyAnswer, VerifyCode,
 };
 use crate::Error;
 use std::fmt;
@@ -19,17 +19,29 @@ pub struct Verified {
     pub rotate_by: Option<i64>,
     /// The key is within its policy's warning window: rotate it soon.
     pub rotation_due: bool,
+    pub name: Option<String>,
+    /// The tenant the key belongs to.
+    pub owner_id: Option<String>,
+    pub meta: Meta,
+    pub expires_at: Option<i64>,
+    /// The rate limit after this verify, when the key (or its owner) has one.
+    pub ratelimit: Option<RateLimitState>,
+    /// Credits left, when the key (or its owner) has a balance.
+    pub remaining: Option<u64>,
 }
 
 /// A refused verify. Every variant is a refusal, so `Err(_)` always means "do not serve".
 #[derive(Debug)]
 pub enum Denied {
     /// The daemon refused the key: 401 (`malformed`, `unknown`, `revoked`, `expired`,
-    /// `wrong_environment`) or 403 (`insufficient_permissions`).
+    /// `wrong_environment`), 403 (`insufficient_permissions`) or 429 (`rate_limited`,
+    /// `usage_exceeded`).
     Rejected {
         code: VerifyCode,
         /// The key the token belongs to, when one matched.
         key_id: Option<String>,
+        /// For `rate_limited`: when to try again (`retry_at`).
+        ratelimit: Option<RateLimitState>,
     },
     /// The daemon could not be asked (503): the app must fail closed.
     Unavailable(Error),
@@ -73,11 +85,21 @@ pub(crate) fn verify_outcome(answer: VerifyAnswer) -> Result<Verified, Denied> {
             environment: answer.environment,
             rotate_by: answer.rotate_by,
             rotation_due: answer.rotation_due,
+            name: answer.name,
+            owner_id: answer.owner_id,
+            meta: answer.meta,
+            expires_at: answer.expires_at,
+            ratelimit: answer.ratelimit,
+            remaining: answer.remaining,
         }),
         (VerifyCode::Valid, None) => Err(Denied::Unavailable(Error::Unexpected(
             "a valid answer without a key id".into(),
         ))),
-        (code, key_id) => Err(Denied::Rejected { code, key_id }),
+        (code, key_id) => Err(Denied::Rejected {
+            code,
+            key_id,
+            ratelimit: answer.ratelimit,
+        }),
     }
 }
 
@@ -127,6 +149,13 @@ pub(crate) fn expect_keys(body: ResponseBody) -> Result<KeyPage, Error> {
 pub(crate) fn expect_status(body: ResponseBody) -> Result<StatusInfo, Error> {
     match refuse_errors(body)? {
         ResponseBody::Status(status) => Ok(status),
+        other => Err(unexpected(&other)),
+    }
+}
+
+pub(crate) fn expect_owner(body: ResponseBody) -> Result<crate::proto::OwnerInfo, Error> {
+    match refuse_errors(body)? {
+        ResponseBody::Owner(owner) => Ok(owner),
         other => Err(unexpected(&other)),
     }
 }

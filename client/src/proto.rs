@@ -14,10 +14,14 @@
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fmt;
 
+/// A key's metadata: string keys to string values, in key order (at most 1 KiB as JSON).
+pub type Meta = BTreeMap<String, String>;
+
 /// The protocol version this crate speaks. A daemon refuses a [`Hello`] with another one.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Largest payload of one frame, in bytes (the length prefix not counted).
 pub const MAX_FRAME_LEN: usize = 64 * 1024;
@@ -70,13 +74,23 @@ pub enum RequestBody {
     /// Create a key; answered with [`ResponseBody::Created`].
     CreateKey(CreateKey),
     /// One page of keys, in key-id order, starting after the id `after` (from the start when
-    /// `None`); answered with [`ResponseBody::Keys`]. Pages keep every answer within a frame.
-    ListKeys { after: Option<String> },
+    /// `None`), only those of `owner_id` when set; answered with [`ResponseBody::Keys`].
+    /// Pages keep every answer within a frame.
+    ListKeys {
+        after: Option<String>,
+        owner_id: Option<String>,
+    },
     /// One key by id; answered with [`ResponseBody::Key`].
     ShowKey { id: String },
     /// New token for the same key id; answered with [`ResponseBody::Created`]. The old token
     /// stays valid for `grace_secs` (none: the daemon's default, zero unless configured).
-    Regenerate { id: String, grace_secs: Option<u64> },
+    /// `expires_in_secs` gives the key a new expiry from now (none: it keeps its own; a key
+    /// whose own expiry has passed is refused without one).
+    Regenerate {
+        id: String,
+        grace_secs: Option<u64>,
+        expires_in_secs: Option<u64>,
+    },
     /// Revoke a key for good; answered with [`ResponseBody::Key`].
     Revoke { id: String, reason: Option<String> },
     /// Daemon health and counts; answered with [`ResponseBody::Status`].
@@ -93,6 +107,86 @@ pub enum RequestBody {
     /// Is the daemon ready to serve? Any peer that may connect may ask (not only admins),
     /// so a monitoring user has a check; answered with [`ResponseBody::Health`].
     Health,
+    /// Changes a key in place (its token stays); answered with [`ResponseBody::Key`].
+    UpdateKey(UpdateKey),
+    /// Creates or changes an owner's shared limits; answered with [`ResponseBody::Owner`].
+    SetOwner(OwnerUpdate),
+    /// One owner's limits and live state; answered with [`ResponseBody::Owner`].
+    ShowOwner { id: String },
+}
+
+/// A change of one field: `None` keeps it, `Some(None)` clears it, `Some(Some(v))` sets it.
+pub type Change<T> = Option<Option<T>>;
+
+/// What `keys update` changes; every field left `None` (or empty) stays as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateKey {
+    pub id: String,
+    pub name: Option<String>,
+    pub permissions: Option<Vec<Permission>>,
+    pub environment: Change<String>,
+    /// A new lifetime from now, or no expiry.
+    pub expires_in_secs: Change<u64>,
+    pub owner_id: Change<String>,
+    /// Metadata entries to add or replace.
+    pub set_meta: Meta,
+    /// Metadata entries to remove (before `set_meta` is applied).
+    pub unset_meta: Vec<String>,
+    pub ratelimit: Change<RateLimit>,
+    /// Sets the credit balance (and starts a new refill period), or makes the key unlimited.
+    pub remaining: Change<u64>,
+    pub refill: Change<Refill>,
+}
+
+/// What `owners set` changes on an owner (created on first use).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnerUpdate {
+    pub id: String,
+    pub ratelimit: Change<RateLimit>,
+    pub remaining: Change<u64>,
+    pub refill: Change<Refill>,
+}
+
+/// At most `limit` verifies per `window_ms`, enforced as a token bucket (GCRA): a burst of
+/// `limit`, refilled evenly over the window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateLimit {
+    pub limit: u32,
+    pub window_ms: u64,
+}
+
+/// Every `interval_ms` from when the balance was set, the balance is set back to `amount`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refill {
+    pub amount: u64,
+    pub interval_ms: u64,
+}
+
+/// A rate limit as it stands after a verify.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateLimitState {
+    pub limit: u32,
+    /// Verifies left before the limit answers `rate_limited`.
+    pub remaining: u32,
+    /// When the whole limit is available again (unix milliseconds); while limited, when the
+    /// next verify may pass is `retry_at`.
+    pub reset_at: i64,
+    /// When the next verify may pass (unix milliseconds): now unless limited.
+    pub retry_at: i64,
+}
+
+/// An owner: the tenant its keys belong to, with limits all of them share.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnerInfo {
+    pub id: String,
+    pub ratelimit: Option<RateLimit>,
+    /// The shared limit as it stands now.
+    pub ratelimit_state: Option<RateLimitState>,
+    /// Credits left now, when the owner has a balance.
+    pub remaining: Option<u64>,
+    pub refill: Option<Refill>,
+    /// Keys that name this owner.
+    pub keys: u64,
 }
 
 /// Bytes that must not show in logs (`Debug` prints only their length), wiped on drop.
@@ -117,6 +211,9 @@ pub struct VerifyRequest {
     pub permissions: Vec<Permission>,
     /// When set, the key must carry exactly this environment label.
     pub environment: Option<String>,
+    /// Credits this verify spends when the key (or its owner) has a balance; none: 1. Zero
+    /// checks without spending.
+    pub cost: Option<u32>,
 }
 
 impl fmt::Debug for VerifyRequest {
@@ -125,6 +222,7 @@ impl fmt::Debug for VerifyRequest {
             .field("token", &"<redacted>")
             .field("permissions", &self.permissions)
             .field("environment", &self.environment)
+            .field("cost", &self.cost)
             .finish()
     }
 }
@@ -140,6 +238,16 @@ pub struct CreateKey {
     pub environment: Option<String>,
     /// Optional lifetime from now, in seconds.
     pub expires_in_secs: Option<u64>,
+    /// The tenant the key belongs to (at most 128 characters); sealed at rest like the name.
+    pub owner_id: Option<String>,
+    /// Free metadata handed back with every answer about the key (at most 1 KiB as JSON).
+    pub meta: Meta,
+    pub ratelimit: Option<RateLimit>,
+    /// A credit balance: each allowed verify spends its cost; at 0 verifies answer
+    /// `usage_exceeded`. None: unlimited.
+    pub remaining: Option<u64>,
+    /// Sets the balance back to an amount every interval (needs `remaining`).
+    pub refill: Option<Refill>,
 }
 
 /// What a key may do: the seed's table of permissions.
@@ -218,6 +326,7 @@ pub enum ResponseBody {
     Done(String),
     Policy(PolicyReport),
     Health(HealthReport),
+    Owner(OwnerInfo),
 }
 
 /// Whether the daemon is ready, and why not. `/readyz` answers the same.
@@ -294,10 +403,21 @@ pub struct VerifyAnswer {
     pub rotate_by: Option<i64>,
     /// The key is within its policy's `warn_before` window of `rotate_by` (or past it).
     pub rotation_due: bool,
+    /// The key's name, owner and metadata, on every answer but `revoked` and `expired`.
+    pub name: Option<String>,
+    pub owner_id: Option<String>,
+    pub meta: Meta,
+    /// The key's own expiry (unix milliseconds), if it has one.
+    pub expires_at: Option<i64>,
+    /// The key's rate limit (else its owner's) after this verify, when it has one.
+    pub ratelimit: Option<RateLimitState>,
+    /// Credits left after this verify (the key's, else its owner's; for `usage_exceeded`, the
+    /// balance that refused it), when it has a balance.
+    pub remaining: Option<u64>,
 }
 
 impl VerifyAnswer {
-    /// The HTTP-style status of this answer: 200, 401 or 403.
+    /// The HTTP-style status of this answer: 200, 401, 403 or 429.
     pub fn status(&self) -> u16 {
         self.code.status()
     }
@@ -321,14 +441,19 @@ pub enum VerifyCode {
     WrongEnvironment,
     /// 403: the key is valid but lacks a permission asked for.
     InsufficientPermissions,
+    /// 429: the key's rate limit (or its owner's) is spent for now; see `ratelimit`.
+    RateLimited,
+    /// 429: the key's credits (or its owner's) are spent; `remaining` is 0.
+    UsageExceeded,
 }
 
 impl VerifyCode {
-    /// The HTTP-style status: 200, 401 or 403.
+    /// The HTTP-style status: 200, 401, 403 or 429.
     pub fn status(self) -> u16 {
         match self {
             VerifyCode::Valid => 200,
             VerifyCode::InsufficientPermissions => 403,
+            VerifyCode::RateLimited | VerifyCode::UsageExceeded => 429,
             _ => 401,
         }
     }
@@ -343,6 +468,8 @@ impl VerifyCode {
             VerifyCode::Expired => "expired",
             VerifyCode::WrongEnvironment => "wrong_environment",
             VerifyCode::InsufficientPermissions => "insufficient_permissions",
+            VerifyCode::RateLimited => "rate_limited",
+            VerifyCode::UsageExceeded => "usage_exceeded",
         }
     }
 }
@@ -377,6 +504,12 @@ pub struct KeyInfo {
     /// Until when the token replaced by the last regenerate still verifies.
     pub grace_until: Option<i64>,
     pub usage: Usage,
+    pub owner_id: Option<String>,
+    pub meta: Meta,
+    pub ratelimit: Option<RateLimit>,
+    /// Credits left now, when the key has a balance.
+    pub remaining: Option<u64>,
+    pub refill: Option<Refill>,
 }
 
 /// A key's lifecycle state.
@@ -670,6 +803,7 @@ mod tests {
                 token: "api_x".into(),
                 permissions: vec![Permission::Read, Permission::Delete],
                 environment: Some("production".into()),
+                cost: Some(3),
             }),
         };
         let bytes = encode(&request).expect("encodes");
@@ -705,6 +839,7 @@ mod tests {
             token: "api_secret".into(),
             permissions: vec![],
             environment: None,
+            cost: None,
         };
         assert!(!format!("{request:?}").contains("api_secret"));
     }
@@ -715,5 +850,7 @@ mod tests {
         assert_eq!(VerifyCode::Revoked.status(), 401);
         assert_eq!(VerifyCode::Malformed.status(), 401);
         assert_eq!(VerifyCode::InsufficientPermissions.status(), 403);
+        assert_eq!(VerifyCode::RateLimited.status(), 429);
+        assert_eq!(VerifyCode::UsageExceeded.status(), 429);
     }
 }

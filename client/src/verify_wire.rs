@@ -7,7 +7,7 @@
 //! same bincode layout (the tests below hold them to it byte for byte) but borrow from the
 //! frame or from the index, and carry permissions as a bit set.
 
-use crate::proto::{Permission, VerifyCode};
+use crate::proto::{Meta, Permission, RateLimitState, VerifyCode};
 use serde::de::{SeqAccess, Visitor};
 use serde::ser::SerializeSeq;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -80,6 +80,7 @@ pub struct VerifyQuestion<'a> {
     pub token: &'a str,
     pub permissions: PermissionBits,
     pub environment: Option<&'a str>,
+    pub cost: Option<u32>,
 }
 
 impl<'a> VerifyRequestRef<'a> {
@@ -115,7 +116,16 @@ pub struct VerifyAnswerRef<'a> {
     pub environment: Option<&'a str>,
     pub rotate_by: Option<i64>,
     pub rotation_due: bool,
+    pub name: Option<&'a str>,
+    pub owner_id: Option<&'a str>,
+    pub meta: &'a Meta,
+    pub expires_at: Option<i64>,
+    pub ratelimit: Option<RateLimitState>,
+    pub remaining: Option<u64>,
 }
+
+/// No metadata, for answers about keys without any.
+pub static NO_META: Meta = Meta::new();
 
 #[cfg(test)]
 mod tests {
@@ -143,6 +153,7 @@ mod tests {
                     token: "api_whatever".into(),
                     permissions: permissions.clone(),
                     environment: environment.map(Into::into),
+                    cost: Some(7),
                 }),
             };
             let bytes = encode(&owned).expect("encodes");
@@ -152,6 +163,7 @@ mod tests {
             assert_eq!(q.token, "api_whatever");
             assert_eq!(q.permissions, bits(&permissions));
             assert_eq!(q.environment, environment);
+            assert_eq!(q.cost, Some(7));
         }
     }
 
@@ -168,6 +180,13 @@ mod tests {
 
     #[test]
     fn a_verify_answer_encodes_the_same_borrowed() {
+        let meta: Meta = [("plan".to_string(), "pro".to_string())].into();
+        let limited = RateLimitState {
+            limit: 100,
+            remaining: 0,
+            reset_at: 1_700_000_001_000,
+            retry_at: 1_700_000_000_010,
+        };
         for (code, key_id, permissions, environment, rotate_by, rotation_due) in [
             (VerifyCode::Unknown, None, vec![], None, None, false),
             (
@@ -196,6 +215,12 @@ mod tests {
                     environment: environment.map(Into::into),
                     rotate_by,
                     rotation_due,
+                    name: key_id.map(|_| "Backend".into()),
+                    owner_id: key_id.map(|_| "acme".into()),
+                    meta: meta.clone(),
+                    expires_at: rotate_by,
+                    ratelimit: key_id.map(|_| limited),
+                    remaining: key_id.map(|_| 41),
                 }),
             };
             let borrowed = VerifyResponseRef {
@@ -207,6 +232,12 @@ mod tests {
                     environment,
                     rotate_by,
                     rotation_due,
+                    name: key_id.map(|_| "Backend"),
+                    owner_id: key_id.map(|_| "acme"),
+                    meta: &meta,
+                    expires_at: rotate_by,
+                    ratelimit: key_id.map(|_| limited),
+                    remaining: key_id.map(|_| 41),
                 }),
             };
             assert_eq!(encode(&borrowed).ok(), encode(&owned).ok());

@@ -25,8 +25,7 @@ fuzz_target!(|data: &[u8]| {
                 expires_at: None,
                 revoked_at: None,
                 revoke_reason: None,
-                grace: None,
-            };
+                grace: None, details: Default::default(), };
             let times = policy.times(&key);
             if let (Some(warn), Some(by)) = (times.warn_from, times.rotate_by) {
                 assert!(warn <= by);

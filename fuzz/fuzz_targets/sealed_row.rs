@@ -11,7 +11,8 @@
 
 use authenta_keyd::store::audit::{AuditRecord, ChainHead};
 use authenta_keyd::store::barrier::{unwrap_data_key, Barrier};
-use authenta_keyd::key::{KeyRecord, UsageRecord};
+use authenta_keyd::key::{KeyRecord, OwnerRecord, UsageRecord};
+use authenta_keyd::store::legacy;
 use authenta_keyd::store::record_codec::{from_bytes, to_bytes};
 use libfuzzer_sys::fuzz_target;
 use serde::de::DeserializeOwned;
@@ -63,6 +64,11 @@ fuzz_target!(|data: &[u8]| {
     }
     check::<KeyRecord>(data);
     check::<UsageRecord>(data);
+    check::<OwnerRecord>(data);
+    // Rows and fleet changes written by version 0.1 are read through their old forms.
+    let _ = legacy::key_record(data);
+    let _ = legacy::usage_record(data);
+    let _ = legacy::change_set(data);
     check::<AuditRecord>(data);
     check::<ChainHead>(data);
 });

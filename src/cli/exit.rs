@@ -12,6 +12,8 @@ pub const FAILURE: u8 = 1;
 pub const INVALID_KEY: u8 = 41;
 /// `verify`: the key lacks a permission asked for (403).
 pub const MISSING_PERMISSION: u8 = 43;
+/// `verify`: the key's rate limit or credits are spent (429).
+pub const LIMITED: u8 = 49;
 /// The command line, or an argument the daemon refused as invalid.
 pub const USAGE: u8 = 64;
 /// Data that is not as it must be: a broken audit chain.
@@ -31,6 +33,7 @@ pub const TABLE: &str = "Exit codes:\n  \
     1   another failure\n  \
     41  verify: the key is not valid (401)\n  \
     43  verify: the key lacks a permission (403)\n  \
+    49  verify: the key's rate limit or credits are spent (429)\n  \
     64  usage: a bad command line, or an argument the daemon refused\n  \
     65  data error: the audit chain is broken\n  \
     66  no key with that id\n  \

@@ -1,10 +1,10 @@
-//! `authenta-keyd keys ...`: create, list, show, regenerate and revoke.
+//! `authenta-keyd keys ...`: create, list, show, update, regenerate and revoke.
 
 use super::output::say;
 use super::output::{self, key_json, permission_list, time, time_or};
 use super::Context;
 use anyhow::{Context as _, Result};
-use authenta_client::proto::{CreateKey, KeyInfo, NewToken, Permission};
+use authenta_client::proto::{CreateKey, KeyInfo, NewToken, Permission, RateLimit, Refill};
 use clap::{Args, Subcommand};
 use serde_json::json;
 use std::process::ExitCode;
@@ -15,12 +15,19 @@ pub enum KeysCommand {
     Create(CreateArgs),
     /// List keys, by creation time (newest last): created, last used, expiry, permissions,
     /// usage. Never tokens.
-    List,
+    List {
+        /// Only the keys of this owner.
+        #[arg(long, value_name = "ID")]
+        owner: Option<String>,
+    },
     /// Show one key.
     Show {
         /// The key id (key_...).
         id: String,
     },
+    /// Change a key in place (name, permissions, environment, expiry, owner, metadata,
+    /// limits); its token stays the same.
+    Update(super::update::UpdateArgs),
     /// Issue a new token for a key; the old token stops working at once unless --grace.
     Regenerate {
         /// The key id (key_...).
@@ -28,6 +35,9 @@ pub enum KeysCommand {
         /// Keep the old token valid this long (e.g. 1h) so consumers can switch over.
         #[arg(long, value_parser = parse_secs, value_name = "DURATION", allow_hyphen_values = true)]
         grace: Option<u64>,
+        /// Give the key a new expiry this long from now (needed for a key past its own).
+        #[arg(long, value_parser = parse_secs, value_name = "DURATION", allow_hyphen_values = true)]
+        expires_in: Option<u64>,
     },
     /// Revoke a key for good: its token then verifies as 401 revoked.
     Revoke {
@@ -58,9 +68,24 @@ pub struct CreateArgs {
     /// Make the key expire after this long, e.g. 90d or 365d.
     #[arg(long, value_parser = parse_secs, value_name = "DURATION", allow_hyphen_values = true)]
     expires_in: Option<u64>,
+    /// The tenant the key belongs to (at most 128 characters); verify answers carry it.
+    #[arg(long, value_name = "ID")]
+    owner: Option<String>,
+    /// Metadata handed back with every verify answer (repeatable; at most 1 KiB as JSON).
+    #[arg(long, value_parser = super::limits::parse_meta, value_name = "KEY=VALUE")]
+    meta: Vec<(String, String)>,
+    /// Rate limit: requests per window, e.g. 100/1s (over it: 429 rate_limited).
+    #[arg(long, value_parser = super::limits::parse_ratelimit, value_name = "LIMIT/WINDOW")]
+    ratelimit: Option<RateLimit>,
+    /// A credit balance: each verify spends its cost (default 1); at 0, 429 usage_exceeded.
+    #[arg(long, value_name = "N")]
+    remaining: Option<u64>,
+    /// Set the balance back to AMOUNT every INTERVAL, e.g. 1000/1d (needs --remaining).
+    #[arg(long, value_parser = super::limits::parse_refill, value_name = "AMOUNT/INTERVAL", requires = "remaining")]
+    refill: Option<Refill>,
 }
 
-fn parse_secs(text: &str) -> Result<u64, String> {
+pub(super) fn parse_secs(text: &str) -> Result<u64, String> {
     crate::time::parse_duration(text).map(|d| d.as_secs())
 }
 
@@ -73,11 +98,16 @@ pub fn run(command: KeysCommand, context: &Context) -> Result<ExitCode> {
                 permissions: args.permissions,
                 environment: args.environment,
                 expires_in_secs: args.expires_in,
+                owner_id: args.owner,
+                meta: super::limits::meta_of(args.meta),
+                ratelimit: args.ratelimit,
+                remaining: args.remaining,
+                refill: args.refill,
             })?;
             print_issued(&created, context.json, "Created");
         }
-        KeysCommand::List => {
-            let mut keys = client.list_keys()?;
+        KeysCommand::List { owner } => {
+            let mut keys = client.list_keys_of(owner.as_deref())?;
             keys.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
             if context.json {
                 output::print_json(&json!(keys.iter().map(key_json).collect::<Vec<_>>()));
@@ -89,15 +119,16 @@ pub fn run(command: KeysCommand, context: &Context) -> Result<ExitCode> {
         }
         KeysCommand::Show { id } => {
             let key = client.show_key(&id)?;
-            if context.json {
-                output::print_json(&key_json(&key));
-            } else {
-                print_key(&key);
-            }
+            print_shown(&key, context.json);
         }
-        KeysCommand::Regenerate { id, grace } => {
+        KeysCommand::Update(args) => super::update::run(args, context)?,
+        KeysCommand::Regenerate {
+            id,
+            grace,
+            expires_in,
+        } => {
             let issued = client
-                .regenerate(&id, grace)
+                .regenerate_with_expiry(&id, grace, expires_in)
                 .with_context(|| format!("cannot regenerate {}", shown_id(&id)))?;
             print_issued(&issued, context.json, "Regenerated");
         }
@@ -119,8 +150,17 @@ pub fn run(command: KeysCommand, context: &Context) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// One key: its fields for people, or its JSON.
+pub(super) fn print_shown(key: &KeyInfo, json: bool) {
+    if json {
+        output::print_json(&key_json(key));
+    } else {
+        print_key(key);
+    }
+}
+
 /// An id as it may appear in a message: only when it has a key id's shape, never a token.
-fn shown_id(id: &str) -> &str {
+pub(super) fn shown_id(id: &str) -> &str {
     if id.starts_with("key_")
         && id.len() <= 40
         && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
@@ -245,4 +285,7 @@ fn print_key(key: &KeyInfo) {
         say!("old token ok: until {}", time(until));
     }
     say!("usage:        {}", usage_text(key));
+    for line in super::limits::key_lines(key) {
+        say!("{line}");
+    }
 }

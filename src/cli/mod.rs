@@ -5,11 +5,14 @@ mod exit;
 mod generate;
 mod health;
 mod keys;
+mod limits;
 mod output;
+mod owners;
 mod policy;
 mod rekey;
 mod serve;
 mod status;
+mod update;
 mod verify;
 
 use clap::{Parser, Subcommand};
@@ -42,9 +45,12 @@ struct Cli {
 enum Command {
     /// Run the daemon in the foreground.
     Serve(serve::ServeArgs),
-    /// Create, list, show, regenerate and revoke keys (admin).
+    /// Create, list, show, update, regenerate and revoke keys (admin).
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Set and show the limits all keys of one owner share (admin).
+    #[command(subcommand)]
+    Owners(owners::OwnersCommand),
     /// Check a token, read from AUTHENTA_KEY or one line of stdin (never from arguments).
     Verify(verify::VerifyArgs),
     /// The daemon's version, uptime, paths and key counts (admin).
@@ -113,6 +119,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::run(args, cli.socket),
         Command::Keys(command) => keys::run(command, &context),
+        Command::Owners(command) => owners::run(command, &context).map(|()| ExitCode::SUCCESS),
         Command::Verify(args) => verify::run(args, &context),
         Command::Status => status::run(&context),
         Command::Health => health::run(&context),

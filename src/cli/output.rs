@@ -116,6 +116,11 @@ pub fn key_json(key: &KeyInfo) -> Value {
             "allowed": key.usage.allowed,
             "denied": key.usage.denied,
         },
+        "owner_id": key.owner_id,
+        "meta": key.meta,
+        "ratelimit": key.ratelimit.as_ref().map(super::limits::ratelimit_text),
+        "remaining": key.remaining,
+        "refill": key.refill.as_ref().map(super::limits::refill_text),
     })
 }
 

@@ -173,6 +173,7 @@ fn record_of(key: &authenta_client::proto::KeyInfo) -> KeyRecord {
         revoked_at: key.revoked_at,
         revoke_reason: None,
         grace: None,
+        details: Default::default(),
     }
 }
 

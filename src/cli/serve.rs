@@ -261,6 +261,8 @@ fn load_index(
     if let Some(policy) = policy.filter(|p| sinks.check(p).is_ok()) {
         index.use_policy_while_loading(Arc::new(policy));
     }
+    // Owners before the keys that name them, so each key shares its owner's limits.
+    index.add_owners(store.load_owners()?);
     let mut key_count = 0usize;
     let (corrupt, retired) = store.load_each(|record, usage, row| {
         if index.add_loaded(record, usage, row) {

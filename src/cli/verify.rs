@@ -28,6 +28,10 @@ pub struct VerifyArgs {
     /// The environment label the key must carry.
     #[arg(long, value_name = "ENV")]
     environment: Option<String>,
+    /// Credits this verify spends when the key (or its owner) has a balance; 0 checks
+    /// without spending. Default 1.
+    #[arg(long, value_name = "N")]
+    cost: Option<u32>,
 }
 
 pub fn run(args: VerifyArgs, context: &Context) -> anyhow::Result<ExitCode> {
@@ -36,6 +40,7 @@ pub fn run(args: VerifyArgs, context: &Context) -> anyhow::Result<ExitCode> {
         token: token.to_string(),
         permissions: args.permissions,
         environment: args.environment,
+        cost: args.cost,
     };
     let answer = context.client().verify_answer(request)?;
     let status = answer.status();
@@ -48,6 +53,17 @@ pub fn run(args: VerifyArgs, context: &Context) -> anyhow::Result<ExitCode> {
             "environment": answer.environment,
             "rotate_by": output::time_or_null(answer.rotate_by),
             "rotation_due": answer.rotation_due,
+            "name": answer.name,
+            "owner_id": answer.owner_id,
+            "meta": answer.meta,
+            "expires_at": output::time_or_null(answer.expires_at),
+            "ratelimit": answer.ratelimit.map(|r| json!({
+                "limit": r.limit,
+                "remaining": r.remaining,
+                "reset_at": output::time_or_null(Some(r.reset_at)),
+                "retry_at": output::time_or_null(Some(r.retry_at)),
+            })),
+            "remaining": answer.remaining,
         }));
     } else {
         say!(
@@ -69,6 +85,7 @@ pub fn run(args: VerifyArgs, context: &Context) -> anyhow::Result<ExitCode> {
     Ok(match status {
         200 => ExitCode::SUCCESS,
         403 => ExitCode::from(exit::MISSING_PERMISSION),
+        429 => ExitCode::from(exit::LIMITED),
         _ => ExitCode::from(exit::INVALID_KEY),
     })
 }

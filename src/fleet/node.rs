@@ -591,7 +591,19 @@ async fn read_usage_once<E: Engine>(
             continue;
         };
         match seal::open_usage(barrier, &delivered.subject, &delivered.payload) {
-            Ok(counts) => shared.index.remote_usage.set(node, id, counts),
+            Ok(counts) => {
+                let remote = &shared.index.remote_usage;
+                let previous = remote.set(node, id, counts);
+                let maps = shared.index.read();
+                remote.apply(
+                    &maps,
+                    node,
+                    id,
+                    previous.as_ref(),
+                    &counts,
+                    crate::time::now_ms(),
+                );
+            }
             Err(why) => {
                 shared.state.refused.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(subject = %delivered.subject, reason = %why, "refused a usage message of the fleet");

@@ -6,7 +6,8 @@ use crate::fleet::subjects::Carries;
 use crate::key::UsageRecord;
 use crate::store::barrier::Barrier;
 use crate::store::change::ChangeSet;
-use crate::store::record_codec::{from_bytes, to_bytes};
+use crate::store::legacy;
+use crate::store::record_codec::to_bytes;
 
 /// Why a message of the stream is refused.
 #[derive(Debug, thiserror::Error)]
@@ -31,7 +32,7 @@ pub fn open_usage(barrier: &Barrier, subject: &str, sealed: &[u8]) -> Result<Usa
     let plain = barrier
         .open("fleet-usage", subject, sealed)
         .map_err(|_| Refused::Seal)?;
-    from_bytes(&plain).ok_or(Refused::Decode)
+    legacy::usage_record(&plain).ok_or(Refused::Decode)
 }
 
 /// Opens a change published on `subject`, which carries `carries`.
@@ -44,14 +45,15 @@ pub fn open(
     let plain = barrier
         .open("fleet", subject, sealed)
         .map_err(|_| Refused::Seal)?;
-    let set: ChangeSet = from_bytes(&plain).ok_or(Refused::Decode)?;
+    let set = legacy::change_set(&plain).ok_or(Refused::Decode)?;
     let key = match carries {
         Carries::Key(id) => Some(id.as_str()),
         _ => None,
     };
     let fits = set.keys.iter().all(|r| Some(r.id.as_str()) == key)
         && set.retired.iter().all(|(_, k)| k.as_deref() == key)
-        && set.audit.iter().all(|a| a.key_id.as_deref() == key);
+        && set.audit.iter().all(|a| a.key_id.as_deref() == key)
+        && (key.is_none() || set.owners.is_empty());
     if fits {
         Ok(set)
     } else {

@@ -17,7 +17,7 @@ use authenta_client::proto::{Permission, VerifyCode};
 use authenta_client::verify_wire::{
     PermissionBits, VerifyAnswerRef, VerifyBodyRef, VerifyQuestion, VerifyRequestRef,
 };
-use hyper::header::{HeaderName, HeaderValue, AUTHORIZATION, WWW_AUTHENTICATE};
+use hyper::header::{HeaderName, HeaderValue, AUTHORIZATION, RETRY_AFTER, WWW_AUTHENTICATE};
 use hyper::{HeaderMap, Method, StatusCode};
 use std::convert::Infallible;
 
@@ -66,6 +66,9 @@ fn verify(
             token,
             permissions,
             environment,
+            // Always 1 over HTTP: a cost taken from a header would let a client that slips
+            // one past its proxy spend nothing.
+            cost: None,
         }),
     };
     let mut tally = VerifyTally::default();
@@ -186,10 +189,19 @@ struct Valid<'a> {
     environment: Option<&'a str>,
     rotate_by: Option<String>,
     rotation_due: bool,
+    name: Option<&'a str>,
+    owner_id: Option<&'a str>,
+    meta: &'a authenta_client::proto::Meta,
+    expires_at: Option<String>,
+    ratelimit: Option<authenta_client::proto::RateLimitState>,
+    remaining: Option<u64>,
 }
 
 /// The answer to a decided verify.
 fn respond(answer: &VerifyAnswerRef<'_>) -> Answer {
+    if answer.code.status() == 429 {
+        return limited(answer);
+    }
     if answer.code != VerifyCode::Valid {
         return denied(answer.code);
     }
@@ -202,6 +214,12 @@ fn respond(answer: &VerifyAnswerRef<'_>) -> Answer {
         environment: answer.environment,
         rotate_by,
         rotation_due: answer.rotation_due,
+        name: answer.name,
+        owner_id: answer.owner_id,
+        meta: answer.meta,
+        expires_at: answer.expires_at.map(time::format_rfc3339),
+        ratelimit: answer.ratelimit,
+        remaining: answer.remaining,
     };
     let mut response = json_bytes(
         StatusCode::OK,
@@ -220,6 +238,31 @@ fn respond(answer: &VerifyAnswerRef<'_>) -> Answer {
     headers.insert("x-authenta-environment", environment.unwrap_or_else(empty));
     let due = due.and_then(|at| HeaderValue::from_str(&at).ok());
     headers.insert("x-authenta-rotation-due", due.unwrap_or_else(empty));
+    let owner = answer.owner_id.and_then(|o| HeaderValue::from_str(o).ok());
+    headers.insert("x-authenta-owner-id", owner.unwrap_or_else(empty));
+    response
+}
+
+/// 429 for a spent rate limit or balance, with `Retry-After` (whole seconds, at least 1)
+/// when the rate limit says when the next verify may pass.
+fn limited(answer: &VerifyAnswerRef<'_>) -> Answer {
+    let mut response = error(
+        StatusCode::TOO_MANY_REQUESTS,
+        answer.code.as_str(),
+        message(answer.code),
+    );
+    let retry = answer
+        .ratelimit
+        .filter(|_| answer.code == VerifyCode::RateLimited)
+        .map(|r| {
+            let wait_ms = (r.retry_at - time::now_ms()).max(0);
+            (wait_ms + 999) / 1000
+        });
+    if let Some(secs) = retry {
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from(secs.max(1)));
+    }
     response
 }
 
@@ -273,6 +316,8 @@ fn message(code: VerifyCode) -> &'static str {
         VerifyCode::Expired => "this key has expired",
         VerifyCode::WrongEnvironment => "this key belongs to another environment",
         VerifyCode::InsufficientPermissions => "this key lacks the permission this request needs",
+        VerifyCode::RateLimited => "this key's rate limit (or its owner's) is spent: retry later",
+        VerifyCode::UsageExceeded => "this key's credits (or its owner's) are spent",
     }
 }
 

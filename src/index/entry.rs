@@ -1,10 +1,12 @@
 //! One key in the index: its entry (fixed size, in a slab), its live usage counters and
 //! policy times, and what a lookup hands back (`Found`, `Hit`, `KeyUse`).
 
-use crate::key::{Grace, KeyRecord, Permissions, UsageRecord};
+use super::limits::{Balance, Bucket, Owner};
+use crate::key::{Grace, KeyDetails, KeyRecord, LimitUsage, Permissions, UsageRecord};
 use crate::policy::{KeyFacts, KeyTimes};
 use crate::token::{TokenHash, KEY_ID_LEN, START_LEN};
-use authenta_client::proto::{KeyInfo, KeyState, Usage};
+use authenta_client::proto::{KeyInfo, KeyState, Meta, Usage};
+use authenta_client::verify_wire::NO_META;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -61,6 +63,7 @@ impl UsageCounters {
             allowed,
             denied,
             last_used_at: (last > 0).then_some(last),
+            limits: Default::default(),
         }
     }
 }
@@ -166,15 +169,42 @@ pub struct Entry {
     pub(super) revoked_at: Millis,
     /// Its last field (`scheduled_at`, which verify does not read) begins line 2.
     pub policy: PolicyCell,
-    // Line 2: what lists, rotations and grace periods read.
+    // Line 2: the name and extras a valid answer carries, and what lists, rotations and
+    // grace periods read.
     pub(super) name: Box<str>,
+    /// What most keys do not have, behind one thin pointer (none for a plain key).
+    pub(super) extra: Option<Box<Extra>>,
     pub(super) created_at: i64,
     pub(super) rotated_at: Millis,
-    // A thin pointer: most keys have no reason, and a `Box<str>` would take 16 bytes.
-    #[allow(clippy::box_collection)]
-    pub(super) revoke_reason: Option<Box<String>>,
-    pub(super) grace: Option<Box<Grace>>,
     pub(super) start: [u8; START_LEN],
+}
+
+/// The rarer parts of a key: a revoke reason, a token in grace, and protocol 2's owner,
+/// metadata and limits with their live state.
+#[derive(Debug, Default)]
+pub struct Extra {
+    pub(super) revoke_reason: Option<String>,
+    pub(super) grace: Option<Grace>,
+    pub meta: Meta,
+    pub ratelimit: Option<Bucket>,
+    pub credits: Option<Balance>,
+    pub owner: Option<std::sync::Arc<Owner>>,
+}
+
+impl Extra {
+    fn is_empty(&self) -> bool {
+        self.revoke_reason.is_none()
+            && self.grace.is_none()
+            && self.meta.is_empty()
+            && self.ratelimit.is_none()
+            && self.credits.is_none()
+            && self.owner.is_none()
+    }
+
+    /// `Some` unless there is nothing in it.
+    pub(super) fn boxed(self) -> Option<Box<Extra>> {
+        (!self.is_empty()).then(|| Box::new(self))
+    }
 }
 
 impl Entry {
@@ -192,7 +222,65 @@ impl Entry {
 
     /// The previous token's grace, if a regenerate left one.
     pub fn grace(&self) -> Option<&Grace> {
-        self.grace.as_deref()
+        self.extra.as_ref()?.grace.as_ref()
+    }
+
+    /// The owner, metadata and limits, if the key has any.
+    pub fn extra(&self) -> Option<&Extra> {
+        self.extra.as_deref()
+    }
+
+    pub fn owner_id(&self) -> Option<&str> {
+        self.extra.as_ref()?.owner.as_deref().map(|o| &*o.id)
+    }
+
+    pub fn meta(&self) -> &Meta {
+        self.extra.as_ref().map_or(&NO_META, |e| &e.meta)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn expires_at(&self) -> Option<i64> {
+        self.expires_at.get()
+    }
+
+    /// The owner, metadata and limits as stored.
+    pub fn details(&self) -> KeyDetails {
+        let Some(extra) = self.extra() else {
+            return KeyDetails::default();
+        };
+        KeyDetails {
+            owner_id: self.owner_id().map(str::to_owned),
+            meta: extra.meta.clone(),
+            ratelimit: extra.ratelimit.as_ref().map(|b| b.rule),
+            credits: extra.credits.as_ref().map(|b| b.credits),
+        }
+    }
+
+    /// The usage to flush: the counters, and where the limits stand.
+    pub fn usage_record(&self) -> UsageRecord {
+        let mut usage = self.usage.snapshot();
+        if let Some(extra) = self.extra() {
+            let owner = extra.owner.as_deref();
+            usage.limits = LimitUsage {
+                ratelimit_tat: extra.ratelimit.as_ref().map_or(0, Bucket::tat),
+                credits: extra
+                    .credits
+                    .as_ref()
+                    .map(Balance::spent)
+                    .unwrap_or_default(),
+                owner_ratelimit_tat: owner
+                    .and_then(|o| o.ratelimit.as_ref())
+                    .map_or(0, Bucket::tat),
+                owner_credits: owner
+                    .and_then(|o| o.credits.as_ref())
+                    .map(Balance::spent)
+                    .unwrap_or_default(),
+            };
+        }
+        usage
     }
 
     pub(super) fn start(&self) -> &str {
@@ -226,8 +314,9 @@ impl Entry {
             rotated_at: self.rotated_at.get(),
             expires_at: self.expires_at.get(),
             revoked_at: self.revoked_at.get(),
-            revoke_reason: self.revoke_reason.as_deref().cloned(),
+            revoke_reason: self.extra().and_then(|e| e.revoke_reason.clone()),
             grace: self.grace().cloned(),
+            details: self.details(),
         }
     }
 
@@ -254,6 +343,20 @@ impl Entry {
                 allowed: usage.allowed,
                 denied: usage.denied,
             },
+            owner_id: self.owner_id().map(str::to_owned),
+            meta: self.meta().clone(),
+            ratelimit: self
+                .extra()
+                .and_then(|e| e.ratelimit.as_ref())
+                .map(|b| b.rule),
+            remaining: self
+                .extra()
+                .and_then(|e| e.credits.as_ref())
+                .map(|b| b.left(now)),
+            refill: self
+                .extra()
+                .and_then(|e| e.credits.as_ref())
+                .and_then(|b| b.credits.refill),
         }
     }
 }

@@ -2,13 +2,14 @@
 //! retired hashes and dirty bits; lookups, prefetches, counting and changes.
 
 use super::entry::{
-    id_str, key_id, Entry, Found, Hit, KeyId, KeyUse, Millis, PolicyCell, UsageCounters,
+    id_str, key_id, Entry, Extra, Found, Hit, KeyId, KeyUse, Millis, PolicyCell, UsageCounters,
 };
+use super::limits::{carry_balance, carry_bucket, Owner};
 use super::tag_table::{prefetch, TagTable};
-use crate::key::{KeyRecord, UsageRow};
+use crate::key::{KeyRecord, LimitUsage, OwnerRecord, UsageRow};
 use crate::policy::{KeyTimes, Policy};
 use crate::token::{TokenHash, KEY_ID_LEN, START_LEN};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::BuildHasher;
 use std::ops::Bound;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -36,6 +37,17 @@ pub(super) const MAX_SLOTS: usize = 1 << KIND_SHIFT;
 
 pub(super) fn tag(kind: u32, slot: usize) -> Tag {
     (kind << KIND_SHIFT) | (slot as u32 & SLOT_MASK)
+}
+
+/// Resumes an owner's limits from a key's stored usage: each key flushed the owner's
+/// state as it stood then, so the latest of them is the owner's.
+fn restore_owner(owner: &Owner, restored: &LimitUsage) {
+    if let Some(bucket) = &owner.ratelimit {
+        bucket.raise_to(restored.owner_ratelimit_tat);
+    }
+    if let Some(balance) = &owner.credits {
+        balance.restore_max(&restored.owner_credits);
+    }
 }
 
 /// What a token-hash table probe compares against and rehashes by.
@@ -83,6 +95,8 @@ pub struct Maps {
     pub(super) usage_rows: Vec<AtomicU32>,
     /// Environment labels, one allocation each however many keys carry them.
     pub(super) environments: HashSet<Arc<String>>,
+    /// Every owner a key names or `owners set` made, with its shared limits.
+    pub(super) owners: HashMap<Box<str>, Arc<Owner>>,
     pub(super) seed: foldhash::quality::RandomState,
 }
 
@@ -141,7 +155,7 @@ impl Maps {
         self.by_hash.prefetch(key.table);
     }
 
-    /// Asks the CPU for the two cache lines of the entry the lookup of `key` will
+    /// Asks the CPU for the three cache lines of the entry the lookup of `key` will
     /// most likely land on (the first bucket whose fingerprint matches; a wrong guess costs
     /// only a wasted fetch). Call it once the bucket asked for by
     /// [`Maps::prefetch_bucket`] has had time to arrive.
@@ -159,6 +173,8 @@ impl Maps {
                 if let Some(entry) = self.entries.get(slot) {
                     prefetch(&entry.token_hash);
                     prefetch(&entry.usage);
+                    // A valid answer carries the name and reads the extras' pointer.
+                    prefetch(&entry.name);
                 }
             }
             _ => {
@@ -250,12 +266,14 @@ impl Maps {
             Some(slot) => {
                 self.forget_hashes(slot);
                 let usage = std::mem::take(&mut self.entries[slot].usage);
-                let entry = self.entry(id, record, usage);
+                let old = self.entries[slot].extra.take();
+                let entry = self.entry(id, record, usage, old, LimitUsage::default());
                 self.entries[slot] = entry;
                 self.insert_hashes(slot);
             }
             None => {
-                if let Some(slot) = self.push(id, record, UsageCounters::default()) {
+                let usage = UsageCounters::default();
+                if let Some(slot) = self.push(id, record, usage, None, LimitUsage::default()) {
                     self.by_id.insert(id, slot as u32);
                 }
             }
@@ -274,12 +292,37 @@ impl Maps {
         self.set_hash(&hash, tag(RETIRED, slot));
     }
 
-    /// Makes the entry for `record`, its times under the policy in force.
-    pub(super) fn entry(&mut self, id: KeyId, record: KeyRecord, usage: UsageCounters) -> Entry {
+    /// Makes the entry for `record`, its times under the policy in force, its limits
+    /// taking over where `old` (its previous version) stood, or else where `restored` (its
+    /// stored usage) says.
+    pub(super) fn entry(
+        &mut self,
+        id: KeyId,
+        record: KeyRecord,
+        usage: UsageCounters,
+        old: Option<Box<Extra>>,
+        restored: LimitUsage,
+    ) -> Entry {
         let mut start = [0u8; START_LEN];
         let start_len = record.start.len().min(START_LEN);
         start[..start_len].copy_from_slice(&record.start.as_bytes()[..start_len]);
         let environment = record.environment.map(|label| self.environment(label));
+        let details = record.details;
+        let owner = details.owner_id.as_deref().map(|id| self.owner(id));
+        if let Some(owner) = &owner {
+            restore_owner(owner, &restored);
+        }
+        let old = old.as_deref();
+        let extra = Extra {
+            revoke_reason: record.revoke_reason,
+            grace: record.grace,
+            meta: details.meta,
+            ratelimit: carry_bucket(details.ratelimit, old.and_then(|o| o.ratelimit.as_ref()))
+                .inspect(|b| b.raise_to(restored.ratelimit_tat)),
+            credits: carry_balance(details.credits, old.and_then(|o| o.credits.as_ref()))
+                .inspect(|b| b.add_restored(&restored.credits)),
+            owner,
+        };
         let entry = Entry {
             id,
             token_hash: record.token_hash,
@@ -292,13 +335,45 @@ impl Maps {
             rotated_at: Millis::from(record.rotated_at),
             expires_at: Millis::from(record.expires_at),
             revoked_at: Millis::from(record.revoked_at),
-            revoke_reason: record.revoke_reason.map(Box::new),
-            grace: record.grace.map(Box::new),
+            extra: extra.boxed(),
             usage,
             policy: PolicyCell::new(KeyTimes::default()),
         };
         entry.policy.set(self.policy.times(&entry));
         entry
+    }
+
+    /// The owner named `id`, made without limits if no key or record named it before.
+    pub(super) fn owner(&mut self, id: &str) -> Arc<Owner> {
+        if let Some(owner) = self.owners.get(id) {
+            return owner.clone();
+        }
+        let owner = Arc::new(Owner::bare(id));
+        self.owners.insert(id.into(), owner.clone());
+        owner
+    }
+
+    /// The owner by id, if any key or record names it.
+    pub fn owner_by_id(&self, id: &str) -> Option<&Arc<Owner>> {
+        self.owners.get(id)
+    }
+
+    /// Puts in a new version of an owner's limits, keeping where the old ones stood when
+    /// the rules are the same, and points every key of the owner at it.
+    pub fn upsert_owner(&mut self, record: &OwnerRecord) {
+        let old = self.owners.get(record.id.as_str()).cloned();
+        let owner = Arc::new(Owner::new(record, old.as_deref()));
+        self.owners.insert(record.id.as_str().into(), owner.clone());
+        let Some(old) = old else {
+            return;
+        };
+        for entry in &mut self.entries {
+            if let Some(extra) = entry.extra.as_deref_mut() {
+                if extra.owner.as_ref().is_some_and(|o| Arc::ptr_eq(o, &old)) {
+                    extra.owner = Some(owner.clone());
+                }
+            }
+        }
     }
 
     /// The shared copy of an environment label.
@@ -317,12 +392,14 @@ impl Maps {
         id: KeyId,
         record: KeyRecord,
         usage: UsageCounters,
+        old: Option<Box<Extra>>,
+        restored: LimitUsage,
     ) -> Option<usize> {
         if self.entries.len() >= MAX_SLOTS {
             tracing::error!("too many keys to index another");
             return None;
         }
-        let entry = self.entry(id, record, usage);
+        let entry = self.entry(id, record, usage, old, restored);
         self.entries.push(entry);
         let slot = self.entries.len() - 1;
         if self.dirty.len() <= slot / 64 {

@@ -13,6 +13,7 @@
 //! listing pages in id order.
 
 mod entry;
+pub(crate) mod limits;
 mod maps;
 pub(crate) mod remote_usage;
 pub(crate) mod tag_table;
@@ -85,7 +86,8 @@ impl Index {
             return false;
         };
         let maps = self.maps.get_mut().unwrap_or_else(|e| e.into_inner());
-        match maps.push(id, record, UsageCounters::from_record(&usage)) {
+        let counters = UsageCounters::from_record(&usage);
+        match maps.push(id, record, counters, None, usage.limits) {
             Some(slot) => {
                 maps.usage_rows[slot].store(row.to_bits(), Ordering::Relaxed);
                 self.loading.push((id, slot as u32));
@@ -104,6 +106,14 @@ impl Index {
             maps.by_id = loaded.into_iter().collect();
         } else {
             maps.by_id.extend(loaded);
+        }
+    }
+
+    /// Adds the owners read from the store at start-up, before the keys that name them.
+    pub fn add_owners(&mut self, owners: Vec<crate::key::OwnerRecord>) {
+        let maps = self.maps.get_mut().unwrap_or_else(|e| e.into_inner());
+        for owner in owners {
+            maps.upsert_owner(&owner);
         }
     }
 
@@ -178,7 +188,7 @@ impl Index {
                 Some(UsageWrite {
                     slot,
                     id: entry.id().to_owned(),
-                    usage: entry.usage.snapshot(),
+                    usage: entry.usage_record(),
                     row: UsageRow::from_bits(row),
                 })
             })
@@ -269,6 +279,7 @@ mod tests {
             revoked_at: None,
             revoke_reason: None,
             grace: None,
+            details: Default::default(),
         }
     }
 
@@ -309,6 +320,7 @@ mod tests {
                     allowed: 2,
                     denied: 1,
                     last_used_at: Some(9),
+                    limits: Default::default(),
                 },
             )],
             vec![],
@@ -377,7 +389,7 @@ mod tests {
     }
 
     #[test]
-    fn an_entry_keeps_what_verify_reads_in_two_lines() {
+    fn an_entry_keeps_what_verify_reads_in_three_lines() {
         use std::mem::{align_of, offset_of, size_of};
         assert_eq!(align_of::<Entry>(), 64);
         let line = |offset: usize, size: usize| (offset / 64, (offset + size - 1) / 64);
@@ -406,12 +418,17 @@ mod tests {
         for (first, last) in read {
             assert!(
                 first <= 1 && last <= 1,
-                "a field verify reads is past line 1"
+                "a field every verify reads is past line 1"
             );
         }
-        // And `Maps::prefetch_entry` asks for those two lines.
+        // A valid answer also reads the name and the extras' pointer, both in line 2.
+        for (offset, size) in [(offset_of!(Entry, name), 16), (offset_of!(Entry, extra), 8)] {
+            assert_eq!(line(offset, size), (2, 2));
+        }
+        // And `Maps::prefetch_entry` asks for those three lines.
         assert_eq!(offset_of!(Entry, token_hash) / 64, 0);
         assert_eq!(offset_of!(Entry, usage) / 64, 1);
+        assert_eq!(offset_of!(Entry, name) / 64, 2);
     }
 
     #[test]

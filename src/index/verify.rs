@@ -4,11 +4,12 @@
 //! this order: revoked (or replaced by a regenerate), expired, environment, permissions.
 //! It never touches SQLite and never waits on anything but the index's read lock.
 
+use crate::index::limits::{self, Limits};
 use crate::index::{Hit, KeyUse, LookupKey, Maps, RUN_MAX};
 use crate::key::Permissions;
 use crate::token::{check_token, hash_token, TokenHash};
 use authenta_client::proto::{KeyState, VerifyCode};
-use authenta_client::verify_wire::{VerifyAnswerRef, VerifyQuestion, VerifyRequestRef};
+use authenta_client::verify_wire::{VerifyAnswerRef, VerifyQuestion, VerifyRequestRef, NO_META};
 
 /// Decides a run of pipelined verifies (at most [`RUN_MAX`]) under one read of the index,
 /// at `now`, handing each answer with its request id to `answered`, in order; stops at the
@@ -61,7 +62,8 @@ fn token_hash(token: &str) -> Option<TokenHash> {
 /// The decision for one verify, its token already checked and hashed and made a
 /// [`LookupKey`] (`None`: malformed), borrowing from `maps` so that the answer is encoded
 /// without allocating. In this order: unknown, revoked (or replaced by a regenerate),
-/// expired, environment, permissions. Returns the use to count when the token matched a
+/// expired, environment, permissions, then the key's and its owner's rate limits and
+/// credits (see [`limits::enforce`]). Returns the use to count when the token matched a
 /// key, for [`decide_run`] to count with the rest of its run.
 fn decide<'m>(
     maps: &'m Maps,
@@ -72,16 +74,17 @@ fn decide<'m>(
     let Some(key) = key else {
         return (no_key(VerifyCode::Malformed), None);
     };
-    let (entry, replaced) = match maps.by_key(&key) {
+    let (found, replaced) = match maps.by_key(&key) {
         None => return (no_key(VerifyCode::Unknown), None),
         Some(Hit::Retired(key_id)) => return retired(maps, key_id),
-        Some(Hit::Current(entry)) => (entry, false),
-        Some(Hit::Previous(entry)) => {
-            let over = entry.grace().is_none_or(|g| g.until <= now);
-            (entry, over)
+        Some(Hit::Current(found)) => (found, false),
+        Some(Hit::Previous(found)) => {
+            let over = found.grace().is_none_or(|g| g.until <= now);
+            (found, over)
         }
     };
-    let code = if replaced {
+    let entry = found;
+    let question_code = if replaced {
         VerifyCode::Revoked
     } else {
         match entry.state(now) {
@@ -104,11 +107,19 @@ fn decide<'m>(
             }
         }
     };
+    let entry = entry.entry();
+    let (code, limits) = match entry.extra() {
+        Some(extra) if question_code == VerifyCode::Valid => {
+            limits::enforce(extra, question.cost, now)
+        }
+        Some(extra) => (question_code, limits::peek(extra, now)),
+        None => (question_code, Limits::default()),
+    };
     let used = KeyUse {
-        key: entry,
+        key: found,
         allowed: code == VerifyCode::Valid,
     };
-    let entry = entry.entry();
+    let dead = matches!(code, VerifyCode::Revoked | VerifyCode::Expired);
     let answer = VerifyAnswerRef {
         code,
         key_id: Some(entry.id()),
@@ -116,6 +127,12 @@ fn decide<'m>(
         environment: entry.environment(),
         rotate_by: entry.policy.rotate_by(),
         rotation_due: entry.policy.rotation_due(now),
+        name: (!dead).then(|| entry.name()),
+        owner_id: entry.owner_id().filter(|_| !dead),
+        meta: if dead { &NO_META } else { entry.meta() },
+        expires_at: entry.expires_at(),
+        ratelimit: limits.ratelimit.filter(|_| !dead),
+        remaining: limits.remaining.filter(|_| !dead),
     };
     (answer, Some(used))
 }
@@ -153,6 +170,12 @@ fn no_key(code: VerifyCode) -> VerifyAnswerRef<'static> {
         environment: None,
         rotate_by: None,
         rotation_due: false,
+        name: None,
+        owner_id: None,
+        meta: &NO_META,
+        expires_at: None,
+        ratelimit: None,
+        remaining: None,
     }
 }
 
@@ -180,6 +203,7 @@ mod tests {
             revoked_at: None,
             revoke_reason: None,
             grace: None,
+            details: Default::default(),
         }
     }
 
@@ -202,6 +226,7 @@ mod tests {
                         token,
                         permissions: Permissions::from_list(perms).bits(),
                         environment: *environment,
+                        cost: None,
                     }),
                 })
             })
@@ -278,6 +303,7 @@ mod tests {
                 token: &replaced,
                 permissions: Default::default(),
                 environment: None,
+                cost: None,
             }),
         })];
         let maps = index.read();

@@ -223,6 +223,7 @@ mod tests {
             revoked_at: None,
             revoke_reason: None,
             grace: None,
+            details: Default::default(),
         }
     }
 

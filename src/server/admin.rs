@@ -1,6 +1,7 @@
 //! Admin requests: access check, argument checks, then a read of the index or a change
 //! submitted to the writer thread. Nothing here knows about sockets.
 
+use super::lifecycle;
 use crate::access::Peer;
 use crate::daemon::Daemon;
 use crate::store::writer::{Command, Outcome, WriteError};
@@ -67,6 +68,9 @@ fn kind(body: &RequestBody) -> &'static str {
         RequestBody::Rekey { .. } => "rekey",
         RequestBody::PolicyStatus => "policy_status",
         RequestBody::Health => "health",
+        RequestBody::UpdateKey(_) => "update",
+        RequestBody::SetOwner(_) => "owner_set",
+        RequestBody::ShowOwner { .. } => "owner_show",
     }
 }
 
@@ -85,11 +89,21 @@ async fn admin(
         // bytes the owned one does; one arriving here is refused, not answered a second way.
         RequestBody::Verify(_) => Err(bad_request("a verify is not an admin request".into())),
         RequestBody::CreateKey(params) => create(daemon, params, actor, now).await,
-        RequestBody::ListKeys { after } => Ok(ResponseBody::Keys(key_page(daemon, after, now))),
+        RequestBody::ListKeys { after, owner_id } => Ok(ResponseBody::Keys(key_page(
+            daemon,
+            after,
+            owner_id.as_deref(),
+            now,
+        ))),
         RequestBody::ShowKey { id } => Ok(ResponseBody::Key(key_info(daemon, &id, now)?)),
-        RequestBody::Regenerate { id, grace_secs } => {
-            regenerate(daemon, id, grace_secs, actor, now).await
-        }
+        RequestBody::Regenerate {
+            id,
+            grace_secs,
+            expires_in_secs,
+        } => regenerate(daemon, id, grace_secs, expires_in_secs, actor, now).await,
+        RequestBody::UpdateKey(params) => lifecycle::update(daemon, params, actor, now).await,
+        RequestBody::SetOwner(params) => lifecycle::set_owner(daemon, params, actor, now).await,
+        RequestBody::ShowOwner { id } => lifecycle::show_owner(daemon, &id, now),
         RequestBody::Revoke { id, reason } => revoke(daemon, id, reason, actor, now).await,
         RequestBody::Status => Ok(ResponseBody::Status(status(daemon, now))),
         RequestBody::PolicyStatus => Ok(ResponseBody::Policy(policy_report(daemon))),
@@ -119,10 +133,14 @@ async fn regenerate(
     daemon: &Daemon,
     id: String,
     grace_secs: Option<u64>,
+    expires_in_secs: Option<u64>,
     actor: Actor,
     now: i64,
 ) -> Result<ResponseBody, ErrorAnswer> {
     check_id(&id)?;
+    if let Some(secs) = expires_in_secs {
+        check_expiry(secs)?;
+    }
     let default_grace = daemon.index.policy().regenerate_grace(daemon.default_grace);
     let grace_secs = grace_secs.unwrap_or(default_grace.as_secs());
     if grace_secs > MAX_SECS {
@@ -134,6 +152,7 @@ async fn regenerate(
     let command = Command::Regenerate {
         id,
         grace_secs,
+        expires_in_secs,
         actor,
     };
     let outcome = submit(daemon, command).await?;
@@ -223,12 +242,15 @@ async fn rekey(
 /// Budget for the keys of one page: well inside a frame, leaving room for the envelope.
 const PAGE_BYTES: usize = proto::MAX_FRAME_LEN - 4096;
 
-/// As many keys after `after` as fit in one answer.
-fn key_page(daemon: &Daemon, after: Option<String>, now: i64) -> KeyPage {
+/// As many keys after `after` (of `owner` only, when set) as fit in one answer.
+fn key_page(daemon: &Daemon, after: Option<String>, owner: Option<&str>, now: i64) -> KeyPage {
     let maps = daemon.index.read();
     let mut keys = Vec::new();
     let mut used = 0;
-    let mut entries = maps.entries_after(after.as_deref()).peekable();
+    let mut entries = maps
+        .entries_after(after.as_deref())
+        .filter(|e| owner.is_none() || e.owner_id() == owner)
+        .peekable();
     while let Some(entry) = entries.peek() {
         let mut info = entry.info(now);
         daemon.index.remote_usage.add_to(&mut info);
@@ -283,7 +305,7 @@ fn policy_report(daemon: &Daemon) -> PolicyReport {
     }
 }
 
-async fn submit(daemon: &Daemon, command: Command) -> Result<Outcome, ErrorAnswer> {
+pub(super) async fn submit(daemon: &Daemon, command: Command) -> Result<Outcome, ErrorAnswer> {
     daemon.writer.submit(command).await.map_err(write_error)
 }
 
@@ -315,7 +337,7 @@ fn issued(daemon: &Daemon, outcome: Outcome, now: i64) -> Result<ResponseBody, E
     }
 }
 
-fn key_info(daemon: &Daemon, id: &str, now: i64) -> Result<KeyInfo, ErrorAnswer> {
+pub(super) fn key_info(daemon: &Daemon, id: &str, now: i64) -> Result<KeyInfo, ErrorAnswer> {
     check_id(id)?;
     daemon
         .index
@@ -329,7 +351,7 @@ fn key_info(daemon: &Daemon, id: &str, now: i64) -> Result<KeyInfo, ErrorAnswer>
         .ok_or_else(|| not_found(id))
 }
 
-fn check_id(id: &str) -> Result<(), ErrorAnswer> {
+pub(super) fn check_id(id: &str) -> Result<(), ErrorAnswer> {
     if is_key_id(id) {
         Ok(())
     } else {
@@ -338,33 +360,48 @@ fn check_id(id: &str) -> Result<(), ErrorAnswer> {
 }
 
 fn check_create(params: &CreateKey) -> Result<(), ErrorAnswer> {
-    let name = params.name.trim();
-    if name.is_empty() || params.name.len() > MAX_NAME_LEN || name.chars().any(char::is_control) {
-        return Err(bad_request(format!(
-            "a key name must be 1 to {MAX_NAME_LEN} bytes of printable text"
-        )));
-    }
+    check_name(&params.name)?;
     if params.permissions.is_empty() {
         return Err(bad_request(
             "a key needs at least one permission: read, write or delete".into(),
         ));
     }
     if let Some(env) = &params.environment {
-        let ok = !env.is_empty()
-            && env.len() <= MAX_ENVIRONMENT_LEN
-            && env
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
-        if !ok {
-            return Err(bad_request(format!(
-                "an environment label is 1 to {MAX_ENVIRONMENT_LEN} letters, digits, '-', '_' or '.'"
-            )));
-        }
+        check_environment(env)?;
     }
-    if params
-        .expires_in_secs
-        .is_some_and(|s| s == 0 || s > MAX_SECS)
-    {
+    if let Some(secs) = params.expires_in_secs {
+        check_expiry(secs)?;
+    }
+    lifecycle::check_create(params)
+}
+
+pub(super) fn check_name(name: &str) -> Result<(), ErrorAnswer> {
+    let trimmed = name.trim();
+    if trimmed.is_empty() || name.len() > MAX_NAME_LEN || name.chars().any(char::is_control) {
+        return Err(bad_request(format!(
+            "a key name must be 1 to {MAX_NAME_LEN} bytes of printable text"
+        )));
+    }
+    Ok(())
+}
+
+pub(super) fn check_environment(env: &str) -> Result<(), ErrorAnswer> {
+    let ok = !env.is_empty()
+        && env.len() <= MAX_ENVIRONMENT_LEN
+        && env
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    if ok {
+        Ok(())
+    } else {
+        Err(bad_request(format!(
+            "an environment label is 1 to {MAX_ENVIRONMENT_LEN} letters, digits, '-', '_' or '.'"
+        )))
+    }
+}
+
+pub(super) fn check_expiry(secs: u64) -> Result<(), ErrorAnswer> {
+    if secs == 0 || secs > MAX_SECS {
         return Err(bad_request(
             "expiry must be between 1 second and 100 years".into(),
         ));
@@ -379,7 +416,7 @@ fn error(code: ErrorCode, message: &str) -> ResponseBody {
     })
 }
 
-fn bad_request(message: String) -> ErrorAnswer {
+pub(super) fn bad_request(message: String) -> ErrorAnswer {
     ErrorAnswer {
         code: ErrorCode::BadRequest,
         message,

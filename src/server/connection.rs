@@ -196,8 +196,9 @@ async fn requests(stream: &mut Socket, mut input: Input, peer: &Peer, daemon: &D
 enum Next {
     /// The rest of the input is a partial frame (or nothing).
     NeedMore,
-    /// A request other than a verify, decoded, for the async path.
-    Other(Request),
+    /// A request other than a verify, decoded, for the async path (boxed: an update is
+    /// large, and the verify path moves this type around).
+    Other(Box<Request>),
     /// A frame over the limit or a request that does not decode: what to tell the client.
     Bad(&'static str),
 }
@@ -259,7 +260,7 @@ fn answer_verifies(daemon: &Daemon, peer: &Peer, input: &mut Input, out: &mut Ve
 /// whose request does not decode.
 fn other_request(payload: &[u8], peer: &Peer) -> Next {
     match proto::decode::<Request>(payload) {
-        Ok(request) => Next::Other(request),
+        Ok(request) => Next::Other(Box::new(request)),
         Err(e) => {
             tracing::debug!(uid = peer.uid, error = %e, "undecodable request");
             Next::Bad("request does not decode; closing")

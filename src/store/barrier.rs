@@ -5,6 +5,7 @@
 //! re-wraps one value, not every row.
 
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
+use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
 use zeroize::Zeroizing;
 
@@ -25,16 +26,29 @@ pub struct Tampered;
 /// Seals and opens rows with the data key.
 pub struct Barrier {
     key: LessSafeKey,
+    /// For row ids that must not show what they name (owner ids): derived from the data
+    /// key, so every node of a fleet computes the same id.
+    id_key: hmac::Key,
     rng: SystemRandom,
 }
 
 impl Barrier {
     /// A barrier over `data_key`.
     pub fn new(data_key: &KeyBytes) -> Self {
+        let derive = hmac::Key::new(hmac::HMAC_SHA256, data_key.as_slice());
+        let id_key = hmac::sign(&derive, b"authenta-keyd/row-id/v1");
         Barrier {
             key: aes_key(data_key),
+            id_key: hmac::Key::new(hmac::HMAC_SHA256, id_key.as_ref()),
             rng: SystemRandom::new(),
         }
+    }
+
+    /// A row id for `name` in `table` that does not reveal `name` to a reader of the file:
+    /// 128 bits of HMAC-SHA-256, in hex.
+    pub fn row_id(&self, table: &str, name: &str) -> String {
+        let tag = hmac::sign(&self.id_key, &row_aad(table, name));
+        hex::encode(&tag.as_ref()[..16])
     }
 
     /// Seals `plaintext` as the value of `row` in `table`.

@@ -6,7 +6,9 @@
 //! way the same [`persist`] writes it and the same [`Changes`] carries it to the index.
 
 use crate::index::{Hit, Index};
-use crate::key::{Grace, KeyRecord, Permissions, UsageRecord, UsageRow};
+use crate::key::{
+    Credits, Grace, KeyDetails, KeyRecord, OwnerRecord, Permissions, UsageRecord, UsageRow,
+};
 use crate::policy::sink::StagedSink;
 use crate::policy::Sink;
 use crate::store::audit::AuditRecord;
@@ -14,7 +16,7 @@ use crate::store::outcome::{Outcome, WriteError};
 use crate::store::Store;
 use crate::time;
 use crate::token::{generate_key_id, generate_token, hash_token, start_of, TokenHash};
-use authenta_client::proto::{Actor, CreateKey};
+use authenta_client::proto::{Actor, Change, CreateKey, OwnerUpdate, RateLimit, Refill, UpdateKey};
 use ring::rand::SystemRandom;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -33,6 +35,8 @@ pub struct ChangeSet {
     /// A scheduled rotation's new token. Never written to a store; in fleet mode it travels
     /// (sealed) so that every node whose policy names the key writes it to its own sink.
     pub rotated: Option<RotatedToken>,
+    /// Owners whose limits were set.
+    pub owners: Vec<OwnerRecord>,
 }
 
 /// A rotated token and when its overlap ends (when the fleet erases the message).
@@ -55,7 +59,10 @@ impl std::fmt::Debug for RotatedToken {
 impl ChangeSet {
     /// Nothing to write: the change found nothing to do (say, revoking a revoked key).
     pub fn is_empty(&self) -> bool {
-        self.keys.is_empty() && self.retired.is_empty() && self.audit.is_empty()
+        self.keys.is_empty()
+            && self.retired.is_empty()
+            && self.audit.is_empty()
+            && self.owners.is_empty()
     }
 
     /// The change set cut into one per key it touches (and one for what no key holds), in
@@ -92,6 +99,7 @@ impl ChangeSet {
             .into_iter()
             .map(|a| (part(a.key_id.clone()), a))
             .collect();
+        let owners_part = (!self.owners.is_empty()).then(|| part(None));
         for (n, record) in keys {
             parts[n].1.keys.push(record);
         }
@@ -104,6 +112,9 @@ impl ChangeSet {
         // A rotation changes one key: its token goes with that key's part.
         if let Some(first) = parts.first_mut() {
             first.1.rotated = self.rotated;
+        }
+        if let Some(n) = owners_part {
+            parts[n].1.owners = self.owners;
         }
         parts
     }
@@ -134,6 +145,9 @@ pub fn persist(
             .put_retired(hash, key_id.as_deref(), set.at)
             .map_err(storage)?;
     }
+    for owner in &set.owners {
+        store.put_owner(owner).map_err(storage)?;
+    }
     for entry in &set.audit {
         let row = entry.key_id.as_deref().and_then(|id| rows.get(id)).copied();
         store.append_bound_audit(entry, row).map_err(storage)?;
@@ -149,6 +163,7 @@ pub fn storage(e: anyhow::Error) -> WriteError {
 pub enum IndexChange {
     Upsert(Box<KeyRecord>),
     Retire(TokenHash, Option<String>),
+    Owner(OwnerRecord),
 }
 
 /// What the batch changed so far: in order for the index, and by key for later jobs.
@@ -156,6 +171,7 @@ pub enum IndexChange {
 pub struct Changes {
     pub in_order: Vec<IndexChange>,
     latest: HashMap<String, KeyRecord>,
+    latest_owners: HashMap<String, OwnerRecord>,
     /// Fleet mode: the stream sequences applied, with the key each was the last change of.
     pub applied: Vec<(u64, Option<String>)>,
     /// Fleet mode: rotations applied (the key, its new token, the node that made it), for
@@ -168,6 +184,7 @@ pub struct Changes {
 impl Changes {
     /// Adds a persisted change set.
     pub fn merge(&mut self, set: ChangeSet) {
+        let start = self.in_order.len();
         if let Some(newest) = set.audit.iter().map(|entry| entry.at).max() {
             self.newest_audit_at = self.newest_audit_at.max(newest);
         }
@@ -177,6 +194,11 @@ impl Changes {
         }
         for (hash, key_id) in set.retired {
             self.in_order.push(IndexChange::Retire(hash, key_id));
+        }
+        // Owners first: keys changed in the same set may name them.
+        for owner in set.owners {
+            self.latest_owners.insert(owner.id.clone(), owner.clone());
+            self.in_order.insert(start, IndexChange::Owner(owner));
         }
     }
 
@@ -246,6 +268,20 @@ impl<'a> Draft<'a> {
         keys
     }
 
+    /// The owner's record as this change, else the batch, else the index left it (none:
+    /// no `owners set` made it yet).
+    fn current_owner(&self, id: &str) -> Option<OwnerRecord> {
+        if let Some(owner) = self.set.owners.iter().rev().find(|o| o.id == id) {
+            return Some(owner.clone());
+        }
+        if let Some(owner) = self.batch.latest_owners.get(id) {
+            return Some(owner.clone());
+        }
+        let maps = self.index.read();
+        let owner = maps.owner_by_id(id).filter(|o| o.recorded)?;
+        Some(owner.to_record())
+    }
+
     fn put_key(&mut self, record: &KeyRecord) {
         self.set.keys.push(record.clone());
     }
@@ -290,6 +326,16 @@ pub fn create(d: &mut Draft<'_>, params: CreateKey, actor: Actor) -> Result<Outc
         revoked_at: None,
         revoke_reason: None,
         grace: None,
+        details: KeyDetails {
+            owner_id: params.owner_id,
+            meta: params.meta,
+            ratelimit: params.ratelimit,
+            credits: params.remaining.map(|remaining| Credits {
+                remaining,
+                set_at: now,
+                refill: params.refill,
+            }),
+        },
     };
     let permissions: Vec<_> = record
         .permissions
@@ -301,11 +347,15 @@ pub fn create(d: &mut Draft<'_>, params: CreateKey, actor: Actor) -> Result<Outc
         .environment
         .as_ref()
         .map(|e| format!(" environment={e}"));
-    let detail = format!(
+    let mut detail = format!(
         "permissions={}{}",
         permissions.join(","),
         environment.unwrap_or_default()
     );
+    for limit in limits_detail(&record.details) {
+        detail.push(' ');
+        detail.push_str(&limit);
+    }
     d.put_key(&record);
     d.audit(actor, "create", Some(&id), Some(detail));
     Ok(Outcome::Issued { key_id: id, token })
@@ -315,6 +365,7 @@ pub fn regenerate(
     d: &mut Draft<'_>,
     id: String,
     grace_secs: u64,
+    expires_in_secs: Option<u64>,
     actor: Actor,
 ) -> Result<Outcome, WriteError> {
     let mut record = d.current(&id)?;
@@ -323,22 +374,196 @@ pub fn regenerate(
             "key {id} is revoked and stays so: create a new key instead"
         )));
     }
+    if let Some(secs) = expires_in_secs {
+        record.expires_at = Some(time::add_secs(d.now(), secs));
+    }
     if let Some(expired_at) = record.expires_at.filter(|&at| at <= d.now()) {
         // Its new token would verify as expired from the start.
         return Err(WriteError::Refused(format!(
             "key {id} expired at {}: a new token for it would verify as expired from the start; \
-             create a new key instead (keys create ... --expires-in DURATION)",
+             give it a new lifetime (keys regenerate {id} --expires-in DURATION)",
             crate::time::format_rfc3339(expired_at)
         )));
     }
     let token = d.token()?;
-    let detail =
+    let mut detail =
         (grace_secs > 0).then(|| format!("grace={}", crate::time::format_secs(grace_secs)));
+    if let Some(secs) = expires_in_secs {
+        let expiry = format!("expires-in={}", crate::time::format_secs(secs));
+        detail = Some(match detail {
+            Some(grace) => format!("{grace} {expiry}"),
+            None => expiry,
+        });
+    }
     give_new_token(d, &mut record, &token, grace_secs, actor, detail);
     Ok(Outcome::Issued {
         key_id: record.id,
         token,
     })
+}
+
+/// Changes a key in place: its token stays. Audited with the fields that changed (values
+/// only where they are not sealed: never a name, owner or metadata value).
+pub fn update(d: &mut Draft<'_>, params: UpdateKey, actor: Actor) -> Result<Outcome, WriteError> {
+    let mut record = d.current(&params.id)?;
+    if record.revoked_at.is_some() {
+        return Err(WriteError::Refused(format!(
+            "key {} is revoked and stays so: create a new key instead",
+            params.id
+        )));
+    }
+    let before = record.clone();
+    let now = d.now();
+    let mut changed = Vec::new();
+    if let Some(name) = params.name {
+        record.name = name;
+        changed.push("name".to_owned());
+    }
+    if let Some(list) = params.permissions {
+        record.permissions = Permissions::from_list(&list);
+        let names: Vec<_> = record
+            .permissions
+            .to_list()
+            .iter()
+            .map(|p| p.as_str())
+            .collect();
+        changed.push(format!("permissions={}", names.join(",")));
+    }
+    if let Some(environment) = params.environment {
+        changed.push(format!(
+            "environment={}",
+            environment.as_deref().unwrap_or("none")
+        ));
+        record.environment = environment;
+    }
+    if let Some(expiry) = params.expires_in_secs {
+        record.expires_at = expiry.map(|secs| time::add_secs(now, secs));
+        changed.push(match expiry {
+            Some(secs) => format!("expires-in={}", time::format_secs(secs)),
+            None => "expiry=none".to_owned(),
+        });
+    }
+    let details = &mut record.details;
+    if let Some(owner) = params.owner_id {
+        details.owner_id = owner;
+        changed.push("owner".to_owned());
+    }
+    for key in &params.unset_meta {
+        details.meta.remove(key);
+    }
+    details.meta.extend(params.set_meta);
+    if details.meta != before.details.meta {
+        changed.push("meta".to_owned());
+    }
+    let (ratelimit, credits) = apply_limits(
+        details.ratelimit,
+        details.credits,
+        params.ratelimit,
+        params.remaining,
+        params.refill,
+        now,
+    )
+    .map_err(|e| WriteError::Refused(format!("key {}: {e}", params.id)))?;
+    details.ratelimit = ratelimit;
+    details.credits = credits;
+    if ratelimit != before.details.ratelimit || credits != before.details.credits {
+        changed.extend(limits_detail(details));
+    }
+    if record != before {
+        d.put_key(&record);
+        d.audit(actor, "update", Some(&record.id), Some(changed.join(" ")));
+    }
+    Ok(Outcome::Changed)
+}
+
+/// Creates or changes an owner's shared limits.
+pub fn set_owner(
+    d: &mut Draft<'_>,
+    params: OwnerUpdate,
+    actor: Actor,
+) -> Result<Outcome, WriteError> {
+    let now = d.now();
+    let current = d.current_owner(&params.id);
+    let (ratelimit, credits) = apply_limits(
+        current.as_ref().and_then(|o| o.ratelimit),
+        current.as_ref().and_then(|o| o.credits),
+        params.ratelimit,
+        params.remaining,
+        params.refill,
+        now,
+    )
+    .map_err(|e| WriteError::Refused(format!("owner: {e}")))?;
+    let record = OwnerRecord {
+        id: params.id,
+        ratelimit,
+        credits,
+    };
+    if current.as_ref() != Some(&record) {
+        let detail = limits_detail(&KeyDetails {
+            ratelimit,
+            credits,
+            ..KeyDetails::default()
+        });
+        d.set.owners.push(record);
+        // The owner id is sealed like a name: the entry says only what its limits became.
+        d.audit(actor, "owner-set", None, Some(detail.join(" ")));
+    }
+    Ok(Outcome::Changed)
+}
+
+/// A rate limit and credits after the changes asked for. Setting `remaining` starts a new
+/// balance (now); a refill alone keeps the balance and what was spent of it.
+fn apply_limits(
+    ratelimit: Option<RateLimit>,
+    credits: Option<Credits>,
+    new_ratelimit: Change<RateLimit>,
+    remaining: Change<u64>,
+    refill: Change<Refill>,
+    now: i64,
+) -> Result<(Option<RateLimit>, Option<Credits>), String> {
+    let ratelimit = new_ratelimit.unwrap_or(ratelimit);
+    let mut credits = match remaining {
+        None => credits,
+        Some(None) => None,
+        Some(Some(remaining)) => Some(Credits {
+            remaining,
+            set_at: now,
+            refill: credits.and_then(|c| c.refill),
+        }),
+    };
+    if let Some(refill) = refill {
+        match credits.as_mut() {
+            Some(credits) => credits.refill = refill,
+            None if refill.is_some() => {
+                return Err("a refill needs a balance: give --remaining N too".into())
+            }
+            None => {}
+        }
+    }
+    Ok((ratelimit, credits))
+}
+
+/// The limits, as audit details say them.
+fn limits_detail(details: &KeyDetails) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(r) = details.ratelimit {
+        out.push(format!(
+            "ratelimit={}/{}",
+            r.limit,
+            time::format_millis(r.window_ms)
+        ));
+    }
+    if let Some(c) = details.credits {
+        out.push(format!("remaining={}", c.remaining));
+        if let Some(refill) = c.refill {
+            out.push(format!(
+                "refill={}/{}",
+                refill.amount,
+                time::format_millis(refill.interval_ms)
+            ));
+        }
+    }
+    out
 }
 
 pub fn revoke_by_admin(

@@ -6,9 +6,10 @@
 //! acknowledged commit survive `kill -9` and power loss. Only the writer thread
 //! ([`crate::store::writer`]) holds a `Store` after start-up.
 
-use crate::key::{KeyRecord, RetiredHashes, UsageRecord, UsageRow};
+use crate::key::{KeyRecord, OwnerRecord, RetiredHashes, UsageRecord, UsageRow};
 use crate::store::audit::{self, AuditRecord, ChainHead};
 use crate::store::barrier::{unwrap_data_key, wrap_data_key, Barrier, KeyBytes};
+use crate::store::legacy;
 use crate::store::locked_key::LockedKey;
 use crate::store::record_codec::{from_bytes, to_bytes};
 use crate::token::{TokenHash, KEY_ID_LEN, KEY_ID_PREFIX};
@@ -38,6 +39,9 @@ const MIGRATIONS: &[&str] = &[
     // last digest in one pass over the index, without a lookup per entry.
     "DROP INDEX audit_by_key;
      CREATE INDEX audit_by_key ON audit (key_id, seq, row_digest);",
+    // 3 -> 4: owners (tenants) and the limits their keys share; the row id is a keyed hash
+    // of the owner id, which is sealed like a key's name.
+    "CREATE TABLE owners (id TEXT PRIMARY KEY, sealed BLOB NOT NULL);",
 ];
 
 /// The schema version this build writes.
@@ -58,6 +62,7 @@ type SealedUsage = (Vec<u8>, i64);
 /// Everything start-up needs from the store.
 pub struct Loaded {
     pub keys: Vec<(KeyRecord, UsageRecord)>,
+    pub owners: Vec<OwnerRecord>,
     /// Ids of keys whose sealed rows did not open: they fail closed.
     pub corrupt: Vec<String>,
     /// Token hashes that must never verify again, with the key they belonged to if known.
@@ -167,6 +172,7 @@ impl Store {
         let (corrupt, retired) = self.load_each(|record, usage, _| keys.push((record, usage)))?;
         Ok(Loaded {
             keys,
+            owners: self.load_owners()?,
             corrupt,
             retired,
         })
@@ -345,12 +351,12 @@ impl Store {
         sealed: &[u8],
         usage: Option<&[u8]>,
     ) -> Option<(KeyRecord, UsageRecord)> {
-        let record: KeyRecord = from_bytes(&self.barrier.open("keys", id, sealed).ok()?)?;
+        let record = legacy::key_record(&self.barrier.open("keys", id, sealed).ok()?)?;
         if record.id != id || record.token_hash.as_slice() != hash {
             return None;
         }
         let usage = match usage {
-            Some(sealed) => from_bytes(&self.barrier.open("usage", id, sealed).ok()?)?,
+            Some(sealed) => legacy::usage_record(&self.barrier.open("usage", id, sealed).ok()?)?,
             None => UsageRecord::default(),
         };
         Some((record, usage))
@@ -443,6 +449,44 @@ impl Store {
             )?
             .query_row(params![id, sealed], |row| row.get(0))?;
         Ok(UsageRow::from_rowid(rowid))
+    }
+
+    /// Inserts or replaces an owner's row.
+    pub fn put_owner(&mut self, record: &OwnerRecord) -> Result<()> {
+        let row = self.barrier.row_id("owners", &record.id);
+        let sealed = self.barrier.seal("owners", &row, &to_bytes(record));
+        self.conn
+            .prepare_cached(
+                "INSERT INTO owners (id, sealed) VALUES (?1, ?2)
+             ON CONFLICT(id) DO UPDATE SET sealed = excluded.sealed",
+            )?
+            .execute(params![row, sealed])?;
+        Ok(())
+    }
+
+    /// Every owner. A row that does not open is left out and reported: its keys are served
+    /// without the owner's limits until it is restored or set again.
+    pub fn load_owners(&self) -> Result<Vec<OwnerRecord>> {
+        let mut owners = Vec::new();
+        let mut rows = self.conn.prepare("SELECT id, sealed FROM owners")?;
+        let mut rows = rows.query([])?;
+        while let Some(row) = rows.next()? {
+            let id = row.get_ref(0)?.as_str()?;
+            let sealed = row.get_ref(1)?.as_blob()?;
+            let record = self
+                .barrier
+                .open("owners", id, sealed)
+                .ok()
+                .and_then(|plain| from_bytes::<OwnerRecord>(&plain))
+                .filter(|r| self.barrier.row_id("owners", &r.id) == id);
+            match record {
+                Some(record) => owners.push(record),
+                None => {
+                    tracing::error!(row = %printable(id), "an owner's sealed row does not open; its keys go without its limits")
+                }
+            }
+        }
+        Ok(owners)
     }
 
     /// Records that a token hash must never verify again.

@@ -13,6 +13,7 @@ pub mod audit;
 pub mod barrier;
 pub(crate) mod change;
 mod database;
+pub mod legacy;
 pub(crate) mod locked_key;
 pub(crate) mod master_key;
 pub(crate) mod outcome;

@@ -16,7 +16,7 @@ use crate::store::FleetPosition;
 use crate::store::Store;
 use crate::time;
 use crate::token::TokenHash;
-use authenta_client::proto::{Actor, CreateKey};
+use authenta_client::proto::{Actor, CreateKey, OwnerUpdate, UpdateKey};
 use prometheus_client::metrics::histogram::Histogram;
 use ring::rand::SystemRandom;
 use std::sync::mpsc;
@@ -36,6 +36,15 @@ pub enum Command {
     Regenerate {
         id: String,
         grace_secs: u64,
+        expires_in_secs: Option<u64>,
+        actor: Actor,
+    },
+    Update {
+        params: UpdateKey,
+        actor: Actor,
+    },
+    SetOwner {
+        params: OwnerUpdate,
         actor: Actor,
     },
     Revoke {
@@ -94,6 +103,8 @@ impl Command {
             self,
             Command::Create { .. }
                 | Command::Regenerate { .. }
+                | Command::Update { .. }
+                | Command::SetOwner { .. }
                 | Command::Revoke { .. }
                 | Command::ApplyRevocations { .. }
                 | Command::Rotate { .. }
@@ -421,6 +432,7 @@ fn update_index(index: &Index, changed: Changes) {
         match change {
             IndexChange::Upsert(record) => maps.upsert(*record),
             IndexChange::Retire(hash, key_id) => maps.retire(hash, key_id),
+            IndexChange::Owner(owner) => maps.upsert_owner(&owner),
         }
     }
     drop(maps);
@@ -508,8 +520,11 @@ fn compute(draft: &mut Draft<'_>, command: Command) -> Result<Outcome, WriteErro
         Command::Regenerate {
             id,
             grace_secs,
+            expires_in_secs,
             actor,
-        } => change::regenerate(draft, id, grace_secs, actor),
+        } => change::regenerate(draft, id, grace_secs, expires_in_secs, actor),
+        Command::Update { params, actor } => change::update(draft, params, actor),
+        Command::SetOwner { params, actor } => change::set_owner(draft, params, actor),
         Command::Revoke { id, reason, actor } => change::revoke_by_admin(draft, id, reason, actor),
         Command::ApplyRevocations { ids, hashes } => change::apply_revocations(draft, ids, hashes),
         Command::Rotate {
@@ -599,6 +614,11 @@ mod tests {
                 permissions: vec![Permission::Read],
                 environment: None,
                 expires_in_secs: None,
+                owner_id: None,
+                meta: Default::default(),
+                ratelimit: None,
+                remaining: None,
+                refill: None,
             },
             actor: actor.clone(),
         });
@@ -608,6 +628,7 @@ mod tests {
         let (regenerate, new_answer) = job(Command::Regenerate {
             id: id.clone(),
             grace_secs: 0,
+            expires_in_secs: None,
             actor,
         });
         let (revocation, revoked) = job(Command::ApplyRevocations {
@@ -639,6 +660,11 @@ mod tests {
                 permissions: vec![Permission::Read],
                 environment: None,
                 expires_in_secs: None,
+                owner_id: None,
+                meta: Default::default(),
+                ratelimit: None,
+                remaining: None,
+                refill: None,
             },
             actor: Actor::Peer { uid: 0, pid: None },
         });
@@ -658,6 +684,7 @@ mod tests {
             allowed: n,
             denied: 0,
             last_used_at: Some(1),
+            limits: Default::default(),
         }
     }
 

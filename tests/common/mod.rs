@@ -299,6 +299,17 @@ impl Daemon {
         (out.status.code().unwrap_or(-1), answer)
     }
 
+    /// The (allowed, denied) counts of the key a token belongs to, from `keys list`.
+    pub fn show_usage(&self, token: &str) -> (u64, u64) {
+        let (_, answer) = self.verify(token, &["--cost", "0"]);
+        let id = answer["key_id"].as_str().expect("a key matched").to_owned();
+        let key = self.show(&id);
+        (
+            key["usage"]["allowed"].as_u64().unwrap_or(0),
+            key["usage"]["denied"].as_u64().unwrap_or(0),
+        )
+    }
+
     /// The verify code for a token and permissions.
     pub fn verify_code(&self, token: &str, extra: &[&str]) -> String {
         let (_, answer) = self.verify(token, extra);
@@ -312,6 +323,7 @@ impl Daemon {
                 token: token.into(),
                 permissions: vec![],
                 environment: None,
+                cost: None,
             })
             .expect("daemon answers")
             .code
@@ -526,6 +538,7 @@ pub fn verify_frames(token: &str, ids: impl IntoIterator<Item = u64>) -> Vec<u8>
                 token: token.to_owned(),
                 permissions: vec![Permission::Read],
                 environment: None,
+                cost: None,
             }),
         };
         let payload = proto::encode(&request).expect("encode");

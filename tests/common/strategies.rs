@@ -3,9 +3,10 @@
 
 use authenta_client::proto::{
     Actor, AuditEntry, AuditReport, ChainCheck, CreateKey, ErrorAnswer, ErrorCode, HealthReport,
-    Hello, HelloReply, KeyCounts, KeyInfo, KeyPage, KeyState, NewToken, Permission, PolicyReport,
-    Request, RequestBody, Response, ResponseBody, RotationFailure, ScheduledRotation, StatusInfo,
-    Usage, VerifyAnswer, VerifyCode, VerifyRequest,
+    Hello, HelloReply, KeyCounts, KeyInfo, KeyPage, KeyState, Meta, NewToken, OwnerInfo,
+    OwnerUpdate, Permission, PolicyReport, RateLimit, RateLimitState, Refill, Request, RequestBody,
+    Response, ResponseBody, RotationFailure, ScheduledRotation, StatusInfo, UpdateKey, Usage,
+    VerifyAnswer, VerifyCode, VerifyRequest,
 };
 use proptest::collection::vec;
 use proptest::option;
@@ -62,7 +63,113 @@ pub fn verify_code() -> impl Strategy<Value = VerifyCode> {
         Just(VerifyCode::Expired),
         Just(VerifyCode::WrongEnvironment),
         Just(VerifyCode::InsufficientPermissions),
+        Just(VerifyCode::RateLimited),
+        Just(VerifyCode::UsageExceeded),
     ]
+}
+
+pub fn meta() -> impl Strategy<Value = Meta> {
+    proptest::collection::btree_map(text(), text(), 0..3)
+}
+
+pub fn ratelimit() -> impl Strategy<Value = RateLimit> {
+    (any::<u32>(), any::<u64>()).prop_map(|(limit, window_ms)| RateLimit { limit, window_ms })
+}
+
+pub fn refill() -> impl Strategy<Value = Refill> {
+    (any::<u64>(), any::<u64>()).prop_map(|(amount, interval_ms)| Refill {
+        amount,
+        interval_ms,
+    })
+}
+
+pub fn ratelimit_state() -> impl Strategy<Value = RateLimitState> {
+    (any::<u32>(), any::<u32>(), any::<i64>(), any::<i64>()).prop_map(
+        |(limit, remaining, reset_at, retry_at)| RateLimitState {
+            limit,
+            remaining,
+            reset_at,
+            retry_at,
+        },
+    )
+}
+
+fn change<T: std::fmt::Debug + Clone>(
+    inner: impl Strategy<Value = T>,
+) -> impl Strategy<Value = Option<Option<T>>> {
+    option::of(option::of(inner))
+}
+
+pub fn update_key() -> impl Strategy<Value = UpdateKey> {
+    let fields = (
+        text(),
+        opt_text(),
+        option::of(permissions()),
+        change(text()),
+        change(any::<u64>()),
+        change(text()),
+    );
+    let more = (
+        meta(),
+        vec(text(), 0..3),
+        change(ratelimit()),
+        change(any::<u64>()),
+        change(refill()),
+    );
+    (fields, more).prop_map(
+        |(
+            (id, name, permissions, environment, expires_in_secs, owner_id),
+            (set_meta, unset_meta, ratelimit, remaining, refill),
+        )| UpdateKey {
+            id,
+            name,
+            permissions,
+            environment,
+            expires_in_secs,
+            owner_id,
+            set_meta,
+            unset_meta,
+            ratelimit,
+            remaining,
+            refill,
+        },
+    )
+}
+
+pub fn owner_update() -> impl Strategy<Value = OwnerUpdate> {
+    (
+        text(),
+        change(ratelimit()),
+        change(any::<u64>()),
+        change(refill()),
+    )
+        .prop_map(|(id, ratelimit, remaining, refill)| OwnerUpdate {
+            id,
+            ratelimit,
+            remaining,
+            refill,
+        })
+}
+
+pub fn owner_info() -> impl Strategy<Value = OwnerInfo> {
+    (
+        text(),
+        option::of(ratelimit()),
+        option::of(ratelimit_state()),
+        option::of(any::<u64>()),
+        option::of(refill()),
+        any::<u64>(),
+    )
+        .prop_map(
+            |(id, ratelimit, ratelimit_state, remaining, refill, keys)| OwnerInfo {
+                id,
+                ratelimit,
+                ratelimit_state,
+                remaining,
+                refill,
+                keys,
+            },
+        )
 }
 
 pub fn key_state() -> impl Strategy<Value = KeyState> {
@@ -109,27 +216,53 @@ pub fn hello_reply() -> impl Strategy<Value = HelloReply> {
 
 pub fn request_body() -> impl Strategy<Value = RequestBody> {
     prop_oneof![
-        (text(), permissions(), opt_text()).prop_map(|(token, permissions, environment)| {
-            RequestBody::Verify(VerifyRequest {
-                token,
-                permissions,
-                environment,
-            })
-        }),
-        (text(), permissions(), opt_text(), option::of(any::<u64>())).prop_map(
-            |(name, permissions, environment, expires_in_secs)| {
-                RequestBody::CreateKey(CreateKey {
-                    name,
+        (text(), permissions(), opt_text(), option::of(any::<u32>())).prop_map(
+            |(token, permissions, environment, cost)| {
+                RequestBody::Verify(VerifyRequest {
+                    token,
                     permissions,
                     environment,
-                    expires_in_secs,
+                    cost,
                 })
             }
         ),
-        opt_text().prop_map(|after| RequestBody::ListKeys { after }),
+        (
+            (text(), permissions(), opt_text(), option::of(any::<u64>())),
+            (opt_text(), meta(), option::of(ratelimit())),
+            (option::of(any::<u64>()), option::of(refill()))
+        )
+            .prop_map(
+                |(
+                    (name, permissions, environment, expires_in_secs),
+                    (owner_id, meta, ratelimit),
+                    (remaining, refill),
+                )| {
+                    RequestBody::CreateKey(CreateKey {
+                        name,
+                        permissions,
+                        environment,
+                        expires_in_secs,
+                        owner_id,
+                        meta,
+                        ratelimit,
+                        remaining,
+                        refill,
+                    })
+                }
+            ),
+        (opt_text(), opt_text())
+            .prop_map(|(after, owner_id)| RequestBody::ListKeys { after, owner_id }),
         text().prop_map(|id| RequestBody::ShowKey { id }),
-        (text(), option::of(any::<u64>()))
-            .prop_map(|(id, grace_secs)| RequestBody::Regenerate { id, grace_secs }),
+        (text(), option::of(any::<u64>()), option::of(any::<u64>())).prop_map(
+            |(id, grace_secs, expires_in_secs)| RequestBody::Regenerate {
+                id,
+                grace_secs,
+                expires_in_secs,
+            }
+        ),
+        update_key().prop_map(RequestBody::UpdateKey),
+        owner_update().prop_map(RequestBody::SetOwner),
+        text().prop_map(|id| RequestBody::ShowOwner { id }),
         (text(), opt_text()).prop_map(|(id, reason)| RequestBody::Revoke { id, reason }),
         Just(RequestBody::Status),
         Just(RequestBody::Health),
@@ -171,12 +304,20 @@ pub fn key_info() -> impl Strategy<Value = KeyInfo> {
         option::of(any::<i64>()),
         option::of(any::<i64>()),
     );
-    (names, times, usage(), any::<bool>()).prop_map(
+    let lifecycle = (
+        opt_text(),
+        meta(),
+        option::of(ratelimit()),
+        option::of(any::<u64>()),
+        option::of(refill()),
+    );
+    (names, times, usage(), any::<bool>(), lifecycle).prop_map(
         |(
             (id, name, start, permissions, environment, state),
             (created_at, rotated_at, last_used_at, expires_at, rotate_by, revoked_at, grace_until),
             usage,
             rotation_due,
+            (owner_id, meta, ratelimit, remaining, refill),
         )| KeyInfo {
             id,
             name,
@@ -193,6 +334,11 @@ pub fn key_info() -> impl Strategy<Value = KeyInfo> {
             revoked_at,
             grace_until,
             usage,
+            owner_id,
+            meta,
+            ratelimit,
+            remaining,
+            refill,
         },
     )
 }
@@ -312,15 +458,23 @@ pub fn policy_report() -> impl Strategy<Value = PolicyReport> {
 pub fn response_body() -> impl Strategy<Value = ResponseBody> {
     prop_oneof![
         (
-            verify_code(),
-            opt_text(),
-            permissions(),
-            opt_text(),
-            option::of(any::<i64>()),
-            any::<bool>()
+            (
+                verify_code(),
+                opt_text(),
+                permissions(),
+                opt_text(),
+                option::of(any::<i64>()),
+                any::<bool>()
+            ),
+            (opt_text(), opt_text(), meta(), option::of(any::<i64>())),
+            (option::of(ratelimit_state()), option::of(any::<u64>()))
         )
             .prop_map(
-                |(code, key_id, permissions, environment, rotate_by, rotation_due)| {
+                |(
+                    (code, key_id, permissions, environment, rotate_by, rotation_due),
+                    (name, owner_id, meta, expires_at),
+                    (ratelimit, remaining),
+                )| {
                     ResponseBody::Verify(VerifyAnswer {
                         code,
                         key_id,
@@ -328,9 +482,16 @@ pub fn response_body() -> impl Strategy<Value = ResponseBody> {
                         environment,
                         rotate_by,
                         rotation_due,
+                        name,
+                        owner_id,
+                        meta,
+                        expires_at,
+                        ratelimit,
+                        remaining,
                     })
                 }
             ),
+        owner_info().prop_map(ResponseBody::Owner),
         policy_report().prop_map(ResponseBody::Policy),
         (
             any::<bool>(),
@@ -378,6 +539,9 @@ pub fn covers_request_body(body: &RequestBody) {
         | RequestBody::Revoke { .. }
         | RequestBody::Status
         | RequestBody::Audit { .. }
+        | RequestBody::UpdateKey(_)
+        | RequestBody::SetOwner(_)
+        | RequestBody::ShowOwner { .. }
         | RequestBody::Health => {}
     }
 }
@@ -394,6 +558,7 @@ pub fn covers_response_body(body: &ResponseBody) {
         | ResponseBody::Error(_)
         | ResponseBody::Done(_)
         | ResponseBody::Policy(_)
+        | ResponseBody::Owner(_)
         | ResponseBody::Health(_) => {}
     }
 }
@@ -414,7 +579,9 @@ pub fn covers_codes(code: VerifyCode, error: ErrorCode, state: KeyState, actor: 
         | VerifyCode::Revoked
         | VerifyCode::Expired
         | VerifyCode::WrongEnvironment
-        | VerifyCode::InsufficientPermissions => {}
+        | VerifyCode::InsufficientPermissions
+        | VerifyCode::RateLimited
+        | VerifyCode::UsageExceeded => {}
     }
     match error {
         ErrorCode::BadRequest

@@ -5,9 +5,9 @@
 
 use authenta_client::proto::{
     self, Actor, AuditEntry, AuditReport, ChainCheck, CreateKey, ErrorAnswer, ErrorCode,
-    HealthReport, Hello, HelloReply, KeyCounts, KeyInfo, KeyPage, KeyState, NewToken, Permission,
-    Request, RequestBody, Response, ResponseBody, StatusInfo, Usage, VerifyAnswer, VerifyCode,
-    VerifyRequest, MAX_FRAME_LEN, PROTOCOL_VERSION,
+    HealthReport, Hello, HelloReply, KeyCounts, KeyInfo, KeyPage, KeyState, NewToken, OwnerUpdate,
+    Permission, RateLimit, Refill, Request, RequestBody, Response, ResponseBody, StatusInfo,
+    UpdateKey, Usage, VerifyAnswer, VerifyCode, VerifyRequest, MAX_FRAME_LEN, PROTOCOL_VERSION,
 };
 
 fn frames(messages: &[Vec<u8>]) -> Vec<u8> {
@@ -52,6 +52,11 @@ fn key_info(id: &str, state: KeyState) -> KeyInfo {
             allowed: 10,
             denied: 2,
         },
+        owner_id: None,
+        meta: Default::default(),
+        ratelimit: None,
+        remaining: None,
+        refill: None,
     }
 }
 
@@ -73,6 +78,7 @@ pub fn client_session() -> Vec<u8> {
                 token: "api_notarealtokenbutthelengthisrightforthisseed0000000".into(),
                 permissions: vec![Permission::Read],
                 environment: Some("production".into()),
+                cost: None,
             }),
         ),
         request(
@@ -82,15 +88,33 @@ pub fn client_session() -> Vec<u8> {
                 permissions: vec![Permission::Read, Permission::Write, Permission::Delete],
                 environment: Some("staging".into()),
                 expires_in_secs: Some(90 * 86_400),
+                owner_id: Some("acme".into()),
+                meta: [("plan".to_string(), "pro".to_string())].into(),
+                ratelimit: Some(RateLimit {
+                    limit: 100,
+                    window_ms: 1_000,
+                }),
+                remaining: Some(1_000),
+                refill: Some(Refill {
+                    amount: 1_000,
+                    interval_ms: 86_400_000,
+                }),
             }),
         ),
-        request(3, RequestBody::ListKeys { after: None }),
+        request(
+            3,
+            RequestBody::ListKeys {
+                after: None,
+                owner_id: None,
+            },
+        ),
         request(4, RequestBody::ShowKey { id: id.clone() }),
         request(
             5,
             RequestBody::Regenerate {
                 id: id.clone(),
                 grace_secs: Some(3600),
+                expires_in_secs: None,
             },
         ),
         request(
@@ -109,6 +133,29 @@ pub fn client_session() -> Vec<u8> {
             },
         ),
         request(9, RequestBody::Health),
+        request(
+            10,
+            RequestBody::UpdateKey(UpdateKey {
+                id: "key_0123456789abcdef".into(),
+                permissions: Some(vec![Permission::Read]),
+                environment: Some(None),
+                unset_meta: vec!["plan".into()],
+                remaining: Some(Some(50)),
+                ..UpdateKey::default()
+            }),
+        ),
+        request(
+            11,
+            RequestBody::SetOwner(OwnerUpdate {
+                id: "acme".into(),
+                ratelimit: Some(Some(RateLimit {
+                    limit: 1_000,
+                    window_ms: 60_000,
+                })),
+                ..OwnerUpdate::default()
+            }),
+        ),
+        request(12, RequestBody::ShowOwner { id: "acme".into() }),
     ])
 }
 
@@ -126,6 +173,7 @@ pub fn verify_pipeline() -> Vec<u8> {
                 token: "api_".into(),
                 permissions,
                 environment: None,
+                cost: None,
             }),
         ));
     }
@@ -150,6 +198,12 @@ pub fn daemon_answers() -> Vec<u8> {
                 environment: Some("production".into()),
                 rotate_by: Some(1_770_000_000_000),
                 rotation_due: true,
+                name: None,
+                owner_id: None,
+                meta: Default::default(),
+                expires_at: None,
+                ratelimit: None,
+                remaining: None,
             }),
         ),
         response(

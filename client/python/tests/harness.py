@@ -251,17 +251,17 @@ def send_frame(conn: socket.socket, payload: bytes) -> None:
 
 
 def welcome(conn: socket.socket) -> bytes:
-    """Reads the Hello, answers ``Welcome { version: 1, server: "fake" }``, and returns
+    """Reads the Hello, answers ``Welcome { version: 2, server: "fake" }``, and returns
     the Hello's payload."""
     hello = read_frame(conn)
-    send_frame(conn, b"\x00\x01\x04fake")
+    send_frame(conn, b"\x00\x02\x04fake")
     return hello
 
 
 def unknown_answer(request_id: int) -> bytes:
     """``Response { id, Verify(VerifyAnswer { code: Unknown, .. }) }``, as the daemon
-    encodes it (id below 251)."""
-    return bytes([request_id, 0, 2, 0, 0, 0, 0, 0])
+    encodes it (id below 251): code, then 11 fields all None, empty or false."""
+    return bytes([request_id, 0, 2]) + bytes(11)
 
 
 __all__ = [

@@ -6,7 +6,7 @@ import unittest
 
 from harness import Daemon
 
-from authenta_client import AsyncClient, Client, VerifyAnswer
+from authenta_client import AsyncClient, Client, RateLimit, VerifyAnswer
 from authenta_client.asgi import AuthentaASGI
 
 
@@ -132,6 +132,34 @@ class ASGIMiddleware(unittest.IsolatedAsyncioTestCase):
             )
         headers = self.assertRefused(response, 503, "unavailable")
         self.assertEqual(headers["retry-after"], "1")
+
+    async def test_a_rate_limited_key_is_429_with_retry_after(self):
+        created = self.admin.create_key("asgi", "read", ratelimit=RateLimit(2, 60_000))
+        auth = [("Authorization", f"Bearer {created.token}")]
+        for _ in range(2):
+            self.assertEqual((await call(self.middleware, "GET", auth))[0], 200)
+            self.app.scope = None
+        headers = self.assertRefused(await call(self.middleware, "GET", auth), 429, "rate_limited")
+        # Two a minute: the next verify may pass within 30 s.
+        self.assertIn(int(headers["retry-after"]), range(1, 32))
+        self.assertNotIn("www-authenticate", headers)
+
+    async def test_a_spent_balance_is_429_without_retry_after(self):
+        created = self.admin.create_key("asgi", "read", remaining=1)
+        auth = [("X-API-Key", created.token)]
+        self.assertEqual((await call(self.middleware, "GET", auth))[0], 200)
+        self.app.scope = None
+        headers = self.assertRefused(
+            await call(self.middleware, "GET", auth), 429, "usage_exceeded"
+        )
+        self.assertNotIn("retry-after", headers)
+
+    async def test_a_cost_may_be_set(self):
+        created = self.admin.create_key("asgi", "read", remaining=5)
+        free = AuthentaASGI(self.app, self.client, cost=0)
+        auth = [("X-API-Key", created.token)]
+        self.assertEqual((await call(free, "GET", auth))[0], 200)
+        self.assertEqual(self.app.scope["authenta"].remaining, 5)
 
     async def test_lifespan_passes_through(self):
         await call(self.middleware, kind="lifespan")

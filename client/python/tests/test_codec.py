@@ -62,29 +62,32 @@ class WorkedExamples(unittest.TestCase):
     """docs/protocol.md section 5, byte for byte."""
 
     def test_hello(self):
-        self.assertEqual(frame(calls.hello("py")), hx("00 00 00 04 01 02 70 79"))
+        self.assertEqual(frame(calls.hello("py")), hx("00 00 00 04 02 02 70 79"))
 
     def test_welcome(self):
-        reply = decode_hello_reply(hx("00 01 05 30 2E 31 2E 30"))
-        self.assertEqual((reply.version, reply.server), (1, "0.1.0"))
+        reply = decode_hello_reply(hx("00 02 05 30 2E 31 2E 30"))
+        self.assertEqual((reply.version, reply.server), (2, "0.1.0"))
 
     def test_verify_request(self):
         body = calls.verify(TOKEN, [Permission.READ], None).body
         wire = frame(calls.request(1, body))
-        self.assertEqual(wire[:4], hx("00 00 00 3B"))
+        self.assertEqual(wire[:4], hx("00 00 00 3C"))
         self.assertEqual(wire[4:7], hx("01 00 35"))
         self.assertEqual(wire[7:60], TOKEN.encode())
-        self.assertEqual(wire[60:], hx("01 00 00"))
+        self.assertEqual(wire[60:], hx("01 00 00 00"))
         with_env = frame(calls.request(1, calls.verify(TOKEN, "read", "prod").body))
-        self.assertEqual(with_env[:4], hx("00 00 00 40"))
-        self.assertEqual(with_env[-6:], hx("01 04 70 72 6F 64"))
+        self.assertEqual(with_env[:4], hx("00 00 00 41"))
+        self.assertEqual(with_env[-7:], hx("01 04 70 72 6F 64 00"))
+        free = frame(calls.request(1, calls.verify(TOKEN, "read", None, cost=0).body))
+        self.assertEqual(free[:4], hx("00 00 00 3D"))
+        self.assertEqual(free[-2:], hx("01 00"))
 
     def test_verify_response(self):
         payload = hx(
             "01 00 00 01 14 6B 65 79 5F 30 31 32 33 34 35 36 37 38 39 61 62 63 64 65 66"
-            " 02 00 01 00 00 00"
+            " 02 00 01 00 00 00 00 00 00 00 00 00"
         )
-        self.assertEqual(len(payload), 0x1F)
+        self.assertEqual(len(payload), 0x25)
         request_id, answer = decode_response(payload)
         self.assertEqual(request_id, 1)
         self.assertEqual(answer.code, VerifyCode.VALID)
@@ -92,15 +95,16 @@ class WorkedExamples(unittest.TestCase):
         self.assertEqual(answer.key_id, "key_0123456789abcdef")
         self.assertEqual(answer.permissions, (Permission.READ, Permission.WRITE))
         self.assertIsNone(answer.rotate_by)
-        due = payload[:-2] + hx("01 FD 00 F8 52 3E 28 03 00 00 01")
+        self.assertEqual((answer.name, answer.meta, answer.ratelimit), (None, {}, None))
+        due = payload[:-8] + hx("01 FD 00 F8 52 3E 28 03 00 00 01") + payload[-6:]
         _, answer = decode_response(due)
         self.assertEqual((answer.rotate_by, answer.rotation_due), (1_735_689_600_000, True))
 
     def test_paged_requests(self):
         key = "key_0123456789abcdef"
         for request_id, call, wire in [
-            (2, calls.list_keys(None), "00 00 00 03 02 02 00"),
-            (3, calls.list_keys(key), "00 00 00 18 03 02 01 14" + key.encode().hex()),
+            (2, calls.list_keys(None), "00 00 00 04 02 02 00 00"),
+            (3, calls.list_keys(key), "00 00 00 19 03 02 01 14" + key.encode().hex() + "00"),
             (4, calls.audit(True, 0), "00 00 00 04 04 07 01 00"),
             (5, calls.audit(False, 300), "00 00 00 06 05 07 00 FB 2C 01"),
             (6, calls.policy_status(), "00 00 00 02 06 09"),
@@ -123,10 +127,10 @@ class WorkedExamples(unittest.TestCase):
     def test_trailing_bytes_and_unknown_variants_are_refused(self):
         with self.assertRaisesRegex(ProtocolError, "trailing"):
             decode_response(hx("00 06 05 03 62 61 64 00"))
-        with self.assertRaisesRegex(ProtocolError, "variant 10"):
-            decode_response(hx("01 0A"))
-        with self.assertRaisesRegex(ProtocolError, "VerifyCode variant 7"):
-            decode_response(hx("01 00 07 00 00 00 00 00"))
+        with self.assertRaisesRegex(ProtocolError, "variant 11"):
+            decode_response(hx("01 0B"))
+        with self.assertRaisesRegex(ProtocolError, "VerifyCode variant 9"):
+            decode_response(hx("01 00 09" + " 00" * 11))
 
 
 class Frames(unittest.TestCase):
@@ -163,18 +167,22 @@ class Frames(unittest.TestCase):
 
 class Arguments(unittest.TestCase):
     def test_permissions_accept_names_members_and_lists(self):
-        self.assertEqual(calls.verify(TOKEN, "Write", None).body[55:], hx("01 01 00"))
-        self.assertEqual(calls.verify(TOKEN, ("delete", "read"), None).body[55:], hx("02 00 02 00"))
-        self.assertEqual(calls.verify(TOKEN, (), None).body[55:], hx("00 00"))
-        self.assertEqual(calls.verify(TOKEN, Permission.DELETE, None).body[55:], hx("01 02 00"))
+        self.assertEqual(calls.verify(TOKEN, "Write", None).body[55:], hx("01 01 00 00"))
+        self.assertEqual(
+            calls.verify(TOKEN, ("delete", "read"), None).body[55:], hx("02 00 02 00 00")
+        )
+        self.assertEqual(calls.verify(TOKEN, (), None).body[55:], hx("00 00 00"))
+        self.assertEqual(calls.verify(TOKEN, Permission.DELETE, None).body[55:], hx("01 02 00 00"))
         with self.assertRaisesRegex(ValueError, "use read, write or delete"):
             calls.verify(TOKEN, "admin", None)
 
     def test_durations_are_whole_seconds(self):
         from datetime import timedelta
 
-        self.assertEqual(calls.regenerate("key_x", timedelta(hours=1)).body[-4:], hx("01 FB 10 0E"))
-        self.assertEqual(calls.regenerate("key_x", 0.5).body[-2:], hx("01 01"))
+        self.assertEqual(
+            calls.regenerate("key_x", timedelta(hours=1)).body[-5:], hx("01 FB 10 0E 00")
+        )
+        self.assertEqual(calls.regenerate("key_x", 0.5).body[-3:], hx("01 01 00"))
         with self.assertRaises(ValueError):
             calls.regenerate("key_x", -1)
 

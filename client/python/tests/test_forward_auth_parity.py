@@ -15,7 +15,7 @@ from wsgiref.util import setup_testing_defaults
 
 from harness import Daemon, serve_supports
 
-from authenta_client import AsyncClient, Client
+from authenta_client import AsyncClient, Client, RateLimit
 from authenta_client.asgi import AuthentaASGI
 from authenta_client.wsgi import AuthentaWSGI
 
@@ -37,9 +37,10 @@ class UnixHTTPConnection(http.client.HTTPConnection):
 
 
 def summary(status, headers, body):
-    """What must agree: status, the error code (or "valid"), and the challenge."""
+    """What must agree: status, the error code (or "valid"), the challenge, and whether
+    there is a Retry-After (its value depends on the moment it was asked)."""
     code = json.loads(body)["error"]["code"] if status != 200 else "valid"
-    return status, code, headers.get("www-authenticate")
+    return status, code, headers.get("www-authenticate"), "retry-after" in headers
 
 
 async def ok_app(scope, receive, send):
@@ -125,6 +126,11 @@ class ForwardAuthParity(unittest.TestCase):
         writer = self.admin.create_key("writer", ("read", "write", "delete"))
         revoked = self.admin.create_key("revoked", "read")
         self.admin.revoke(revoked.key.id)
+        # Spent before the cases, so that each of the three asked answers 429.
+        limited = self.admin.create_key("limited", "read", ratelimit=RateLimit(1, 60_000))
+        spent = self.admin.create_key("spent", "read", remaining=1)
+        self.admin.verify(limited.token)
+        self.admin.verify(spent.token)
         cases = [
             ("GET", [], None),
             ("GET", [("Authorization", "Basic dXNlcjpwdw==")], None),
@@ -143,6 +149,8 @@ class ForwardAuthParity(unittest.TestCase):
             ("GET", [("Authorization", f"Bearer {revoked.token}")], None),
             ("GET", [("Authorization", f"Bearer {UNKNOWN_TOKEN}")], None),
             ("GET", [("Authorization", "Bearer api_nope")], None),
+            ("GET", [("Authorization", f"Bearer {limited.token}")], None),
+            ("GET", [("X-API-Key", spent.token)], None),
         ]
         statuses = set()
         for method, headers, environment in cases:
@@ -153,7 +161,7 @@ class ForwardAuthParity(unittest.TestCase):
                 statuses.add(expected[0])
                 self.assertEqual(self.wsgi_says(method, headers, environment), expected)
                 self.assertEqual(self.asgi_says(method, headers, environment), expected)
-        self.assertEqual(statuses, {200, 401, 403}, "the cases must cover every status")
+        self.assertEqual(statuses, {200, 401, 403, 429}, "the cases must cover every status")
 
 
 if __name__ == "__main__":

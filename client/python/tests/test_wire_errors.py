@@ -65,7 +65,8 @@ class Frames(FakeDaemonTest):
         self.assertEqual(client.rekey(b"k" * 32), message)
 
     def test_an_answer_to_another_request_is_refused(self):
-        _, client = self.client_of(self.answering(b"\x00\x00\x00\x08" + unknown_answer(7)))
+        answer = unknown_answer(7)
+        _, client = self.client_of(self.answering(len(answer).to_bytes(4, "big") + answer))
         with self.assertRaisesRegex(ProtocolError, "request 7 where 1 was due"):
             client.verify(TOKEN)
 
@@ -104,14 +105,20 @@ class Handshake(FakeDaemonTest):
         return script
 
     def test_another_protocol_version_is_a_version_mismatch(self):
-        _, client = self.client_of(self.replying(b"\x01\x02\x0eversion 2 only"))
+        # A daemon of protocol 1, which refuses this client's Hello of version 2.
+        _, client = self.client_of(self.replying(b"\x01\x01\x0eversion 1 only"))
         with self.assertRaises(VersionMismatch) as caught:
             client.connect()
-        self.assertEqual((caught.exception.supported, caught.exception.ours), (2, 1))
-        self.assertIn("version 2 only", str(caught.exception))
+        self.assertEqual((caught.exception.supported, caught.exception.ours), (1, 2))
+        self.assertIn("version 1 only", str(caught.exception))
+
+    def test_a_welcome_in_another_version_is_a_version_mismatch(self):
+        _, client = self.client_of(self.replying(b"\x00\x01\x04fake"))
+        with self.assertRaises(VersionMismatch):
+            client.connect()
 
     def test_refused_in_our_own_version_means_the_hello_was_unreadable(self):
-        _, client = self.client_of(self.replying(b"\x01\x01\x03bad"))
+        _, client = self.client_of(self.replying(b"\x01\x02\x03bad"))
         with self.assertRaisesRegex(ProtocolError, "could not read this client's Hello"):
             client.connect()
 
@@ -141,7 +148,7 @@ class Handshake(FakeDaemonTest):
         fake, client = self.client_of(script)
         self.assertEqual(client.verify(TOKEN).code, VerifyCode.UNKNOWN)
         fake.check()
-        self.assertTrue(hellos[0].startswith(b"\x01"))
+        self.assertTrue(hellos[0].startswith(b"\x02"))
         self.assertIn(b"authenta-client-python/", hellos[0])
         self.assertEqual(client.server_version, "fake")
 

@@ -6,7 +6,7 @@ from wsgiref.util import setup_testing_defaults
 
 from harness import DaemonTestCase
 
-from authenta_client import Permission, VerifyAnswer
+from authenta_client import Permission, RateLimit, VerifyAnswer
 from authenta_client.wsgi import AuthentaWSGI
 
 UNKNOWN_TOKEN = "api_0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefg1ww6Ou"
@@ -137,6 +137,31 @@ class WSGIMiddleware(DaemonTestCase):
         self.assertRefused(
             self.request("GET", staging.token, middleware=production_only), 401, "wrong_environment"
         )
+
+    def test_a_rate_limited_key_is_429_with_retry_after(self):
+        created = self.create(ratelimit=RateLimit(2, 60_000))
+        for _ in range(2):
+            self.assertEqual(self.request("GET", created.token)[0], "200 OK")
+            self.app.environ = None
+        response = self.request("GET", created.token)
+        self.assertEqual(response[0], "429 Too Many Requests")
+        headers = self.assertRefused(response, 429, "rate_limited")
+        # Two a minute: the next verify may pass within 30 s.
+        self.assertIn(int(headers["Retry-After"]), range(1, 32))
+        self.assertNotIn("WWW-Authenticate", headers)
+
+    def test_a_spent_balance_is_429_without_retry_after(self):
+        created = self.create(remaining=1)
+        self.assertEqual(self.request("GET", created.token)[0], "200 OK")
+        self.app.environ = None
+        headers = self.assertRefused(self.request("GET", created.token), 429, "usage_exceeded")
+        self.assertNotIn("Retry-After", headers)
+
+    def test_a_cost_may_be_set(self):
+        created = self.create(remaining=5)
+        costly = AuthentaWSGI(self.app, self.client, cost=5)
+        self.assertEqual(self.request("GET", created.token, middleware=costly)[0], "200 OK")
+        self.assertEqual(self.app.environ["authenta.key"].remaining, 0)
 
     def test_a_daemon_that_is_down_is_503_never_a_pass(self):
         created = self.create()

@@ -10,7 +10,7 @@ and holds the permission a request needs::
     if answer.allowed:
         ...                              # serve; answer.key_id names the caller
     else:
-        ...                              # refuse with answer.status (401/403), answer.code
+        ...                              # refuse with answer.status (401/403/429), answer.code
 
 - :class:`Client` is blocking and thread-safe; :class:`AsyncClient` is the same for
   asyncio. Both reconnect after a daemon restart, and pipeline with ``verify_many``.
@@ -18,7 +18,8 @@ and holds the permission a request needs::
   :class:`UnavailableError`): refuse the request then, with 503.
 - :mod:`authenta_client.wsgi` and :mod:`authenta_client.asgi` hold middleware that does
   all of this for a web app.
-- Admin calls (``create_key``, ``list_keys``, ``regenerate``, ``revoke``, ``audit``...)
+- Admin calls (``create_key``, ``list_keys``, ``update_key``, ``regenerate``, ``revoke``,
+  ``set_owner``, ``audit``...)
   need an admin user, as the ``authenta-keyd`` CLI does.
 
 The wire protocol is docs/protocol.md of the authenta-keyd repository.
@@ -27,7 +28,7 @@ The wire protocol is docs/protocol.md of the authenta-keyd repository.
 from ._version import __version__
 from .asynchronous import AsyncClient
 from .blocking import AGENT, Client
-from .calls import PROTOCOL_VERSION
+from .calls import KEEP, PROTOCOL_VERSION
 from .codec import MAX_FRAME_LEN
 from .errors import (
     AuthentaError,
@@ -62,8 +63,12 @@ from .messages import (
     KeyPage,
     KeyState,
     NewToken,
+    OwnerInfo,
     Permission,
     PolicyReport,
+    RateLimit,
+    RateLimitState,
+    Refill,
     RotationFailure,
     ScheduledRotation,
     StatusInfo,
@@ -79,6 +84,7 @@ __all__ = [
     "__version__",
     "AGENT",
     "PROTOCOL_VERSION",
+    "KEEP",
     "MAX_FRAME_LEN",
     "Client",
     "AsyncClient",
@@ -91,6 +97,10 @@ __all__ = [
     "KeyPage",
     "Usage",
     "NewToken",
+    "RateLimit",
+    "Refill",
+    "RateLimitState",
+    "OwnerInfo",
     "StatusInfo",
     "KeyCounts",
     "FleetStatus",

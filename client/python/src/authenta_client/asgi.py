@@ -8,10 +8,10 @@ FastAPI / Starlette::
 
 HTTP requests and WebSocket handshakes (judged as GET) are checked; other scopes
 (``lifespan``) pass through. Refused requests never reach the app; see
-:mod:`authenta_client.forward_auth` for the answers (401, 403, 503). A refused WebSocket
-is closed before it is accepted (code 1008), which servers send as HTTP 403. An allowed
-request reaches the app with the daemon's :class:`~authenta_client.VerifyAnswer` in
-``scope["authenta"]`` (on a copy of the scope).
+:mod:`authenta_client.forward_auth` for the answers (401, 403, 429, 503). A refused
+WebSocket is closed before it is accepted (code 1008), which servers send as HTTP 403. An
+allowed request reaches the app with the daemon's :class:`~authenta_client.VerifyAnswer`
+in ``scope["authenta"]`` (on a copy of the scope).
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ class AuthentaASGI:
     (default: one on ``socket_path``, else ``AUTHENTA_SOCKET`` or the default path).
     ``permission``: a :data:`~authenta_client.forward_auth.PermissionRule` (default: from
     the method; the callable gets the scope). ``environment``: when set, keys must carry
-    this environment label."""
+    this environment label. ``cost``: the credits each request spends from a key with a
+    balance (None: 1)."""
 
     def __init__(
         self,
@@ -48,11 +49,13 @@ class AuthentaASGI:
         socket_path: Optional[PathLike] = None,
         permission: PermissionRule = None,
         environment: Optional[str] = None,
+        cost: Optional[int] = None,
     ) -> None:
         self.app = app
         self.client = client if client is not None else AsyncClient(socket_path)
         self.permission = permission
         self.environment = environment
+        self.cost = cost
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -77,7 +80,9 @@ class AuthentaASGI:
         if isinstance(asked, Refusal):
             return asked
         try:
-            answer = await self.client.verify(asked.token, asked.permissions, self.environment)
+            answer = await self.client.verify(
+                asked.token, asked.permissions, self.environment, cost=self.cost
+            )
         except AuthentaError as error:
             return unavailable(error)
         return judge(answer) or answer

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from typing import Awaitable, Iterable, List, Optional, Sequence, TypeVar, cast
+from typing import Any, Awaitable, Iterable, List, Mapping, Optional, Sequence, TypeVar, cast
 
 from . import calls
 from .blocking import AGENT, connect_hint
@@ -32,8 +32,11 @@ from .messages import (
     KeyInfo,
     KeyPage,
     NewToken,
+    OwnerInfo,
     PermissionsLike,
     PolicyReport,
+    RateLimit,
+    Refill,
     ResponseBody,
     StatusInfo,
     VerifyAnswer,
@@ -201,22 +204,30 @@ class AsyncClient:
     # ------------------------------------------------------------------------ verify
 
     async def verify(
-        self, token: str, permissions: PermissionsLike = (), environment: Optional[str] = None
+        self,
+        token: str,
+        permissions: PermissionsLike = (),
+        environment: Optional[str] = None,
+        *,
+        cost: Optional[int] = None,
     ) -> VerifyAnswer:
         """See :meth:`Client.verify <authenta_client.Client.verify>`."""
         local = calls.local_verify_answer(token)
         if local is not None:
             return local
-        return cast(VerifyAnswer, await self._call(calls.verify(token, permissions, environment)))
+        call = calls.verify(token, permissions, environment, cost)
+        return cast(VerifyAnswer, await self._call(call))
 
     async def verify_many(
         self,
         questions: Iterable[calls.Question],
         permissions: PermissionsLike = (),
         environment: Optional[str] = None,
+        *,
+        cost: Optional[int] = None,
     ) -> List[VerifyAnswer]:
         """See :meth:`Client.verify_many <authenta_client.Client.verify_many>`."""
-        batch = calls.VerifyBatch(questions, permissions, environment)
+        batch = calls.VerifyBatch(questions, permissions, environment, cost)
         if not batch.calls:
             return batch.answers([])
         bodies = await self._exchange([c.body for c in batch.calls], True, "verify_many")
@@ -231,31 +242,66 @@ class AsyncClient:
         *,
         environment: Optional[str] = None,
         expires_in: Optional[calls.Seconds] = None,
+        owner_id: Optional[str] = None,
+        meta: Optional[Mapping[str, str]] = None,
+        ratelimit: Optional[RateLimit] = None,
+        remaining: Optional[int] = None,
+        refill: Optional[Refill] = None,
     ) -> NewToken:
         """See :meth:`Client.create_key <authenta_client.Client.create_key>`."""
-        call = calls.create_key(name, permissions, environment, expires_in)
+        call = calls.create_key(
+            name, permissions, environment, expires_in, owner_id, meta, ratelimit, remaining,
+            refill,
+        )  # fmt: skip
         return cast(NewToken, await self._call(call))
 
-    async def list_keys(self) -> List[KeyInfo]:
-        """Every key, in id order, fetched page by page."""
+    async def list_keys(self, owner_id: Optional[str] = None) -> List[KeyInfo]:
+        """Every key (only ``owner_id``'s when given), in id order, page by page."""
         keys: List[KeyInfo] = []
         after: Optional[str] = None
         while True:
-            page = await self.list_keys_page(after)
+            page = await self.list_keys_page(after, owner_id=owner_id)
             keys.extend(page.keys)
             if page.next is None:
                 return keys
             after = page.next
 
-    async def list_keys_page(self, after: Optional[str] = None) -> KeyPage:
-        return cast(KeyPage, await self._call(calls.list_keys(after)))
+    async def list_keys_page(
+        self, after: Optional[str] = None, *, owner_id: Optional[str] = None
+    ) -> KeyPage:
+        return cast(KeyPage, await self._call(calls.list_keys(after, owner_id)))
 
     async def show_key(self, key_id: str) -> KeyInfo:
         return cast(KeyInfo, await self._call(calls.show_key(key_id)))
 
-    async def regenerate(self, key_id: str, *, grace: Optional[calls.Seconds] = None) -> NewToken:
+    async def regenerate(
+        self,
+        key_id: str,
+        *,
+        grace: Optional[calls.Seconds] = None,
+        expires_in: Optional[calls.Seconds] = None,
+    ) -> NewToken:
         """See :meth:`Client.regenerate <authenta_client.Client.regenerate>`."""
-        return cast(NewToken, await self._call(calls.regenerate(key_id, grace)))
+        return cast(NewToken, await self._call(calls.regenerate(key_id, grace, expires_in)))
+
+    async def update_key(self, key_id: str, **changes: Any) -> KeyInfo:
+        """See :meth:`Client.update_key <authenta_client.Client.update_key>`."""
+        return cast(KeyInfo, await self._call(calls.update_key(key_id, **changes)))
+
+    async def set_owner(
+        self,
+        owner_id: str,
+        *,
+        ratelimit: Any = calls.KEEP,
+        remaining: Any = calls.KEEP,
+        refill: Any = calls.KEEP,
+    ) -> OwnerInfo:
+        """See :meth:`Client.set_owner <authenta_client.Client.set_owner>`."""
+        call = calls.set_owner(owner_id, ratelimit=ratelimit, remaining=remaining, refill=refill)
+        return cast(OwnerInfo, await self._call(call))
+
+    async def show_owner(self, owner_id: str) -> OwnerInfo:
+        return cast(OwnerInfo, await self._call(calls.show_owner(owner_id)))
 
     async def revoke(self, key_id: str, *, reason: Optional[str] = None) -> KeyInfo:
         return cast(KeyInfo, await self._call(calls.revoke(key_id, reason)))

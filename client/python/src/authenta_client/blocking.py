@@ -7,7 +7,7 @@ Typical use, once per process (the client is thread-safe; calls take turns)::
     keyd = Client()                       # AUTHENTA_SOCKET, else the default path
     answer = keyd.verify(token, "write")
     if not answer.allowed:
-        return answer.status              # 401 or 403; answer.code says why
+        return answer.status              # 401, 403 or 429; answer.code says why
 
 A call that cannot be answered raises :class:`~authenta_client.UnavailableError` (or
 another :class:`~authenta_client.AuthentaError`): refuse the request then (503).
@@ -19,7 +19,7 @@ import errno
 import os
 import socket
 import threading
-from typing import Iterable, List, Optional, Sequence, cast
+from typing import Any, Iterable, List, Mapping, Optional, Sequence, cast
 
 from . import calls
 from ._version import __version__
@@ -33,8 +33,11 @@ from .messages import (
     KeyInfo,
     KeyPage,
     NewToken,
+    OwnerInfo,
     PermissionsLike,
     PolicyReport,
+    RateLimit,
+    Refill,
     ResponseBody,
     StatusInfo,
     VerifyAnswer,
@@ -237,29 +240,39 @@ class Client:
     # ------------------------------------------------------------------------ verify
 
     def verify(
-        self, token: str, permissions: PermissionsLike = (), environment: Optional[str] = None
+        self,
+        token: str,
+        permissions: PermissionsLike = (),
+        environment: Optional[str] = None,
+        *,
+        cost: Optional[int] = None,
     ) -> VerifyAnswer:
         """Asks whether ``token`` is valid and holds every one of ``permissions`` (none:
         validity only), and, when ``environment`` is given, whether its key carries that
-        label. A denial is an answer, not an exception: check ``.allowed`` or ``.status``.
+        label. ``cost``: the credits an allowed verify spends when the key (or its owner)
+        has a balance (None: 1; 0 checks without spending). A denial is an answer, not an
+        exception: check ``.allowed`` or ``.status``.
         """
         local = calls.local_verify_answer(token)
         if local is not None:
             return local
-        return cast(VerifyAnswer, self._call(calls.verify(token, permissions, environment)))
+        call = calls.verify(token, permissions, environment, cost)
+        return cast(VerifyAnswer, self._call(call))
 
     def verify_many(
         self,
         questions: Iterable[calls.Question],
         permissions: PermissionsLike = (),
         environment: Optional[str] = None,
+        *,
+        cost: Optional[int] = None,
     ) -> List[VerifyAnswer]:
         """Verifies many tokens in one round trip: every request is written, then every
         answer read (the daemon answers in order; each answer's id is checked). Items
-        are tokens (asked with ``permissions`` and ``environment``), ``VerifyQuestion``
-        objects, or ``(token, permissions[, environment])`` tuples. Answers come back in
-        the order of the questions."""
-        batch = calls.VerifyBatch(questions, permissions, environment)
+        are tokens (asked with ``permissions``, ``environment`` and ``cost``),
+        ``VerifyQuestion`` objects, or ``(token, permissions[, environment])`` tuples
+        (asked with ``cost``). Answers come back in the order of the questions."""
+        batch = calls.VerifyBatch(questions, permissions, environment, cost)
         if not batch.calls:
             return batch.answers([])
         bodies = self._exchange([c.body for c in batch.calls], retry_safe=True, what="verify_many")
@@ -274,37 +287,90 @@ class Client:
         *,
         environment: Optional[str] = None,
         expires_in: Optional[calls.Seconds] = None,
+        owner_id: Optional[str] = None,
+        meta: Optional[Mapping[str, str]] = None,
+        ratelimit: Optional[RateLimit] = None,
+        remaining: Optional[int] = None,
+        refill: Optional[Refill] = None,
     ) -> NewToken:
         """Creates a key. The answer holds its token, shown this once: store it now.
-        ``expires_in``: seconds or a ``timedelta`` from now (none: never expires)."""
-        return cast(
-            NewToken, self._call(calls.create_key(name, permissions, environment, expires_in))
-        )
+        ``expires_in``: seconds or a ``timedelta`` from now (none: never expires).
+        ``owner_id``: the tenant it belongs to (it shares the owner's limits). ``meta``:
+        str to str, handed back with every verify. ``ratelimit``: a
+        :class:`~authenta_client.RateLimit`. ``remaining``: a credit balance, spent by
+        each allowed verify's cost (none: unlimited); ``refill`` sets it back every
+        interval."""
+        call = calls.create_key(
+            name, permissions, environment, expires_in, owner_id, meta, ratelimit, remaining,
+            refill,
+        )  # fmt: skip
+        return cast(NewToken, self._call(call))
 
-    def list_keys(self) -> List[KeyInfo]:
-        """Every key, in id order, fetched page by page. Never a token."""
+    def list_keys(self, owner_id: Optional[str] = None) -> List[KeyInfo]:
+        """Every key (only ``owner_id``'s when given), in id order, fetched page by
+        page. Never a token."""
         keys: List[KeyInfo] = []
         after: Optional[str] = None
         while True:
-            page = self.list_keys_page(after)
+            page = self.list_keys_page(after, owner_id=owner_id)
             keys.extend(page.keys)
             if page.next is None:
                 return keys
             after = page.next
 
-    def list_keys_page(self, after: Optional[str] = None) -> KeyPage:
-        """One page of keys, with ids after ``after`` (None: from the first key)."""
-        return cast(KeyPage, self._call(calls.list_keys(after)))
+    def list_keys_page(
+        self, after: Optional[str] = None, *, owner_id: Optional[str] = None
+    ) -> KeyPage:
+        """One page of keys, with ids after ``after`` (None: from the first key), only
+        ``owner_id``'s when given."""
+        return cast(KeyPage, self._call(calls.list_keys(after, owner_id)))
 
     def show_key(self, key_id: str) -> KeyInfo:
         """One key by id; :class:`~authenta_client.NotFound` when there is none."""
         return cast(KeyInfo, self._call(calls.show_key(key_id)))
 
-    def regenerate(self, key_id: str, *, grace: Optional[calls.Seconds] = None) -> NewToken:
+    def regenerate(
+        self,
+        key_id: str,
+        *,
+        grace: Optional[calls.Seconds] = None,
+        expires_in: Optional[calls.Seconds] = None,
+    ) -> NewToken:
         """A new token for the same key id, shown this once. The old token answers
         ``revoked`` at once, or after ``grace`` (seconds or a ``timedelta``; None: the
-        daemon's ``regenerate_grace``, 0 unless configured)."""
-        return cast(NewToken, self._call(calls.regenerate(key_id, grace)))
+        daemon's ``regenerate_grace``, 0 unless configured). ``expires_in`` gives the key
+        a new expiry from now (None: it keeps its own; a key past its own expiry needs
+        one)."""
+        return cast(NewToken, self._call(calls.regenerate(key_id, grace, expires_in)))
+
+    def update_key(self, key_id: str, **changes: Any) -> KeyInfo:
+        """Changes a key in place; its token stays the same. Each argument left out keeps
+        its field; None clears it; a value sets it (:data:`~authenta_client.KEEP` also
+        keeps): ``name``, ``permissions`` (these two cannot be cleared),
+        ``environment``, ``expires_in`` (seconds or a ``timedelta`` from now; None: no
+        expiry), ``owner_id``, ``ratelimit`` (a :class:`~authenta_client.RateLimit`),
+        ``remaining`` (sets the balance and starts a new refill period; None:
+        unlimited), ``refill`` (a :class:`~authenta_client.Refill`). ``unset_meta``
+        removes metadata keys, then ``set_meta`` adds or replaces entries."""
+        return cast(KeyInfo, self._call(calls.update_key(key_id, **changes)))
+
+    def set_owner(
+        self,
+        owner_id: str,
+        *,
+        ratelimit: Any = calls.KEEP,
+        remaining: Any = calls.KEEP,
+        refill: Any = calls.KEEP,
+    ) -> OwnerInfo:
+        """Creates an owner or changes the limits its keys share, as ``update_key`` does
+        a key's (left out: kept; None: cleared)."""
+        call = calls.set_owner(owner_id, ratelimit=ratelimit, remaining=remaining, refill=refill)
+        return cast(OwnerInfo, self._call(call))
+
+    def show_owner(self, owner_id: str) -> OwnerInfo:
+        """One owner's limits and where they stand now;
+        :class:`~authenta_client.NotFound` when there is none."""
+        return cast(OwnerInfo, self._call(calls.show_owner(owner_id)))
 
     def revoke(self, key_id: str, *, reason: Optional[str] = None) -> KeyInfo:
         """Revokes a key for good (its tokens answer ``revoked``); ``reason`` goes to the

@@ -7,6 +7,7 @@ from these pieces. The rules (docs/protocol.md, section 2):
   ``FC`` or ``FD`` then a little-endian u16, u32 or u64;
 - signed integers are zigzagged first (0, -1, 1, -2... become 0, 1, 2, 3...);
 - a string or list is its varint length, then its bytes or elements;
+- a map is its varint entry count, then each key and its value;
 - an option is ``00`` (None) or ``01`` and the value; a bool is ``00`` or ``01``;
 - an enum is its variant index (a varint), then the variant's fields; a struct is its
   fields in order, with nothing between them.
@@ -18,7 +19,7 @@ one message.
 from __future__ import annotations
 
 import struct
-from typing import Callable, Iterator, List, Optional, Sequence, Tuple, TypeVar
+from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, TypeVar
 
 from .errors import ProtocolError
 
@@ -26,6 +27,8 @@ MAX_FRAME_LEN = 65536
 """Largest payload of one frame, in bytes, in either direction (the prefix not counted)."""
 
 T = TypeVar("T")
+K = TypeVar("K")
+V = TypeVar("V")
 
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
@@ -80,6 +83,13 @@ def option(value: Optional[T], encode: Callable[[T], bytes]) -> bytes:
 
 def sequence(items: Sequence[T], encode: Callable[[T], bytes]) -> bytes:
     return uvarint(len(items)) + b"".join(encode(item) for item in items)
+
+
+def string_map(value: Mapping[str, str]) -> bytes:
+    """A ``BTreeMap<String, String>``: its entry count, then each key and value, in key
+    order as Rust's BTreeMap writes them (code-point order is UTF-8 byte order), so that
+    the same map always makes the same bytes."""
+    return uvarint(len(value)) + b"".join(string(k) + string(v) for k, v in sorted(value.items()))
 
 
 def frame(payload: bytes) -> bytes:
@@ -205,6 +215,16 @@ class Reader:
     def sequence(self, read: Callable[[], T]) -> List[T]:
         # Every element takes at least one byte, so length() bounds the loop too.
         return [read() for _ in range(self.length())]
+
+    def mapping(self, read_key: Callable[[], K], read_value: Callable[[], V]) -> Dict[K, V]:
+        """A map: its entry count, then each key and value. A repeated key keeps its last
+        value, as Rust's BTreeMap does when it decodes one."""
+        # Every entry takes at least two bytes, so length() bounds the loop too.
+        result: Dict[K, V] = {}
+        for _ in range(self.length()):
+            key = read_key()
+            result[key] = read_value()
+        return result
 
     def variant(self, count: int, what: str) -> int:
         """An enum's variant index, which must be below ``count``."""

@@ -12,14 +12,19 @@ asking the daemon look the same to their callers:
    serves trusted proxies, the caller cannot choose the permission with a header.)
 3. The daemon's answer: ``valid`` lets the request through; any other code is refused
    with the status of that code (``VerifyCode.status``: 403 for
-   ``insufficient_permissions``, 401 for the others, ``wrong_environment`` included) and
-   a JSON body naming it: ``{"error": {"code": "revoked", "message": "..."}}``.
+   ``insufficient_permissions``, 429 for ``rate_limited`` and ``usage_exceeded``, 401 for
+   the others, ``wrong_environment`` included) and a JSON body naming it:
+   ``{"error": {"code": "revoked", "message": "..."}}``.
 4. A daemon that cannot be asked is ``503 unavailable``: the request never goes through
    (fail closed).
 
 Challenges follow RFC 6750: ``WWW-Authenticate: Bearer realm="authenta"`` on a 401,
 with ``error="invalid_token"`` when a token was sent (none when the request had no
-credentials), and ``error="insufficient_scope"`` on the 403 of a missing permission.
+credentials), and ``error="insufficient_scope"`` on the 403 of a missing permission. A
+429 has no challenge (the token is good). A ``rate_limited`` one has ``Retry-After``:
+whole seconds until the rate limit's ``retry_at``. A ``usage_exceeded`` one has none: the
+answer does not say when a refill comes, and the rate limit's time (when the key has one)
+would invite a retry that the spent balance refuses again.
 Bodies never repeat the token.
 """
 
@@ -27,6 +32,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, List, Mapping, Optional, Tuple, Union
 
@@ -62,10 +68,12 @@ class Refusal:
     message: str
     challenge: Optional[str] = None
     """The ``WWW-Authenticate`` value, if any."""
+    retry_after: Optional[int] = None
+    """The ``Retry-After`` of a 429, in seconds, if known."""
 
     @property
     def reason(self) -> str:
-        return {401: "Unauthorized", 403: "Forbidden", 503: "Service Unavailable"}[self.status]
+        return _REASONS[self.status]
 
     def body(self) -> bytes:
         error = {"error": {"code": self.code, "message": self.message}}
@@ -81,7 +89,17 @@ class Refusal:
             headers.append(("WWW-Authenticate", self.challenge))
         if self.status == 503:
             headers.append(("Retry-After", "1"))
+        elif self.retry_after is not None:
+            headers.append(("Retry-After", str(self.retry_after)))
         return headers
+
+
+_REASONS = {
+    401: "Unauthorized",
+    403: "Forbidden",
+    429: "Too Many Requests",
+    503: "Service Unavailable",
+}
 
 
 MISSING = Refusal(
@@ -100,6 +118,8 @@ _MESSAGES = {
     VerifyCode.EXPIRED: "this key has expired",
     VerifyCode.WRONG_ENVIRONMENT: "this key belongs to another environment",
     VerifyCode.INSUFFICIENT_PERMISSIONS: "this key lacks the permission this request needs",
+    VerifyCode.RATE_LIMITED: "this key's rate limit (or its owner's) is spent: retry later",
+    VerifyCode.USAGE_EXCEEDED: "this key's credits (or its owner's) are spent",
 }
 
 
@@ -149,15 +169,30 @@ def question_for(
     return Question(token, permissions_tuple(wanted))
 
 
-def judge(answer: VerifyAnswer) -> Optional[Refusal]:
-    """None when the daemon allows the request, else the refusal to send."""
+def judge(answer: VerifyAnswer, now_ms: Optional[int] = None) -> Optional[Refusal]:
+    """None when the daemon allows the request, else the refusal to send. ``now_ms``
+    (default: the clock) is what a 429's ``Retry-After`` counts from."""
     if answer.allowed:
         return None
+    message = _MESSAGES[answer.code]
+    if answer.status == 429:
+        return Refusal(429, answer.code.value, message, None, retry_after(answer, now_ms))
     if answer.code is VerifyCode.INSUFFICIENT_PERMISSIONS:
         challenge = f'{REALM}, error="insufficient_scope"'
     else:
         challenge = f'{REALM}, error="invalid_token"'
-    return Refusal(answer.status, answer.code.value, _MESSAGES[answer.code], challenge)
+    return Refusal(answer.status, answer.code.value, message, challenge)
+
+
+def retry_after(answer: VerifyAnswer, now_ms: Optional[int] = None) -> Optional[int]:
+    """For a ``rate_limited`` answer, whole seconds until its rate limit lets a verify
+    pass (rounded up, at least 1, so a client never retries at once); else None."""
+    if answer.code is not VerifyCode.RATE_LIMITED or answer.ratelimit is None:
+        return None
+    if now_ms is None:
+        now_ms = int(time.time() * 1000)
+    wait_ms = answer.ratelimit.retry_at - now_ms
+    return max(1, -(-wait_ms // 1000))
 
 
 def unavailable(error: Exception) -> Refusal:

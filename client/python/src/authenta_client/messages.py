@@ -5,6 +5,9 @@ decodes itself from a :class:`~authenta_client.codec.Reader` with ``_read``. Tim
 ``int`` unix milliseconds, as on the wire; :func:`to_datetime` turns one into a
 ``datetime``. Enums carry the daemon's snake_case names as values (as in its JSON); on the
 wire they travel as their index in declaration order.
+
+Fields that protocol 2 appended to a struct have defaults (None, an empty dict), so code
+that builds these values by hand, such as an app's tests, keeps working.
 """
 
 from __future__ import annotations
@@ -83,15 +86,24 @@ class VerifyCode(Enum):
     EXPIRED = "expired"
     WRONG_ENVIRONMENT = "wrong_environment"
     INSUFFICIENT_PERMISSIONS = "insufficient_permissions"
+    RATE_LIMITED = "rate_limited"
+    """The key's rate limit (or its owner's) is spent for now: see ``ratelimit.retry_at``."""
+    USAGE_EXCEEDED = "usage_exceeded"
+    """The key's credits (or its owner's) are spent: ``remaining`` is 0."""
 
     @property
     def status(self) -> int:
-        """200 valid, 403 insufficient_permissions, 401 for every other code."""
-        if self is VerifyCode.VALID:
-            return 200
-        if self is VerifyCode.INSUFFICIENT_PERMISSIONS:
-            return 403
-        return 401
+        """200 valid, 403 insufficient_permissions, 429 rate_limited and usage_exceeded,
+        401 for every other code."""
+        return _STATUS.get(self, 401)
+
+
+_STATUS = {
+    VerifyCode.VALID: 200,
+    VerifyCode.INSUFFICIENT_PERMISSIONS: 403,
+    VerifyCode.RATE_LIMITED: 429,
+    VerifyCode.USAGE_EXCEEDED: 429,
+}
 
 
 class KeyState(Enum):
@@ -120,6 +132,85 @@ def _read_permissions(r: Reader) -> Tuple[Permission, ...]:
     return tuple(_PERMISSIONS[b] for b in raw)
 
 
+Meta = Dict[str, str]
+"""A key's metadata: string keys to string values (at most 1 KiB as JSON)."""
+
+
+def _read_meta(r: Reader) -> Meta:
+    return r.mapping(r.string, r.string)
+
+
+# ---------------------------------------------------------------------------- limits
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """At most ``limit`` verifies per ``window_ms`` milliseconds, as a token bucket: a
+    burst of ``limit``, refilled evenly over the window. ``RateLimit(100, 60_000)`` is
+    100 a minute."""
+
+    limit: int
+    window_ms: int
+
+    @classmethod
+    def _read(cls, r: Reader) -> "RateLimit":
+        return cls(r.u32(), r.u64())
+
+
+@dataclass(frozen=True)
+class Refill:
+    """Every ``interval_ms`` from when the balance was set, the balance is set back to
+    ``amount`` credits."""
+
+    amount: int
+    interval_ms: int
+
+    @classmethod
+    def _read(cls, r: Reader) -> "Refill":
+        return cls(r.u64(), r.u64())
+
+
+@dataclass(frozen=True)
+class RateLimitState:
+    """A rate limit as it stands after a verify. ``remaining``: verifies left before it
+    answers ``rate_limited``. ``reset_at``: when the whole limit is back (unix ms).
+    ``retry_at``: when the next verify may pass (unix ms; now unless limited)."""
+
+    limit: int
+    remaining: int
+    reset_at: int
+    retry_at: int
+
+    @classmethod
+    def _read(cls, r: Reader) -> "RateLimitState":
+        return cls(r.u32(), r.u32(), r.i64(), r.i64())
+
+
+@dataclass(frozen=True)
+class OwnerInfo:
+    """An owner: the tenant keys belong to, with limits all its keys share.
+    ``ratelimit_state`` and ``remaining`` are where the shared limits stand now; ``keys``
+    counts the keys that name this owner."""
+
+    id: str
+    ratelimit: Optional[RateLimit]
+    ratelimit_state: Optional[RateLimitState]
+    remaining: Optional[int]
+    refill: Optional[Refill]
+    keys: int
+
+    @classmethod
+    def _read(cls, r: Reader) -> "OwnerInfo":
+        return cls(
+            id=r.string(),
+            ratelimit=r.option(lambda: RateLimit._read(r)),
+            ratelimit_state=r.option(lambda: RateLimitState._read(r)),
+            remaining=r.option(r.u64),
+            refill=r.option(lambda: Refill._read(r)),
+            keys=r.u64(),
+        )
+
+
 # ------------------------------------------------------------------------- the verify
 
 
@@ -127,10 +218,15 @@ def _read_permissions(r: Reader) -> Tuple[Permission, ...]:
 class VerifyAnswer:
     """The daemon's answer to a verify: the same fields as the Rust client's.
 
-    ``code`` says allowed (``VALID``) or why not; ``status`` is 200, 401 or 403.
+    ``code`` says allowed (``VALID``) or why not; ``status`` is 200, 401, 403 or 429.
     ``key_id`` names the matched key even when denied (None for malformed or unknown
     tokens). ``rotate_by`` (unix ms) and ``rotation_due`` come from the policy file: when
     ``rotation_due`` is true, rotate the key soon.
+
+    ``name``, ``owner_id`` and ``meta`` describe the key on every answer but malformed,
+    unknown, revoked and expired ones. ``expires_at`` is the key's own expiry (unix ms).
+    ``ratelimit`` is the key's rate limit (else its owner's) after this verify, and
+    ``remaining`` its credits left (the key's, else its owner's); None when there is none.
     """
 
     code: VerifyCode
@@ -139,10 +235,17 @@ class VerifyAnswer:
     environment: Optional[str]
     rotate_by: Optional[int]
     rotation_due: bool
+    name: Optional[str] = None
+    owner_id: Optional[str] = None
+    # A dict cannot be hashed: the answer hashes without it.
+    meta: Meta = field(default_factory=dict, hash=False)
+    expires_at: Optional[int] = None
+    ratelimit: Optional[RateLimitState] = None
+    remaining: Optional[int] = None
 
     @property
     def status(self) -> int:
-        """The HTTP-style status: 200, 401 or 403."""
+        """The HTTP-style status: 200, 401, 403 or 429."""
         return self.code.status
 
     @property
@@ -159,17 +262,25 @@ class VerifyAnswer:
             environment=r.option(r.string),
             rotate_by=r.option(r.i64),
             rotation_due=r.boolean(),
+            name=r.option(r.string),
+            owner_id=r.option(r.string),
+            meta=_read_meta(r),
+            expires_at=r.option(r.i64),
+            ratelimit=r.option(lambda: RateLimitState._read(r)),
+            remaining=r.option(r.u64),
         )
 
 
 @dataclass(frozen=True)
 class VerifyQuestion:
     """One verify for :meth:`Client.verify_many`: a token, the permissions it must hold,
-    and optionally the environment label its key must carry. Its repr hides the token."""
+    optionally the environment label its key must carry, and the credits it spends
+    (``cost``; None: 1). Its repr hides the token."""
 
     token: str = field(repr=False)
     permissions: PermissionsLike = ()
     environment: Optional[str] = None
+    cost: Optional[int] = None
 
 
 # -------------------------------------------------------------------------------- keys
@@ -209,6 +320,12 @@ class KeyInfo:
     grace_until: Optional[int]
     """Until when the token replaced by the last regenerate still verifies."""
     usage: Usage
+    owner_id: Optional[str] = None
+    meta: Meta = field(default_factory=dict, hash=False)
+    ratelimit: Optional[RateLimit] = None
+    remaining: Optional[int] = None
+    """Credits left now, when the key has a balance (None: unlimited)."""
+    refill: Optional[Refill] = None
 
     @classmethod
     def _read(cls, r: Reader) -> "KeyInfo":
@@ -228,6 +345,11 @@ class KeyInfo:
             revoked_at=r.option(r.i64),
             grace_until=r.option(r.i64),
             usage=Usage._read(r),
+            owner_id=r.option(r.string),
+            meta=_read_meta(r),
+            ratelimit=r.option(lambda: RateLimit._read(r)),
+            remaining=r.option(r.u64),
+            refill=r.option(lambda: Refill._read(r)),
         )
 
 
@@ -531,6 +653,7 @@ ResponseBody = Union[
     Done,
     PolicyReport,
     HealthReport,
+    OwnerInfo,
 ]
 
 # ResponseBody's variants in wire order: every one is a newtype around these.
@@ -545,6 +668,7 @@ _RESPONSE_VARIANTS: Tuple[Callable[[Reader], ResponseBody], ...] = (
     Done._read,
     PolicyReport._read,
     HealthReport._read,
+    OwnerInfo._read,
 )
 
 
@@ -604,6 +728,11 @@ __all__ = [
     "ErrorCode",
     "VerifyAnswer",
     "VerifyQuestion",
+    "Meta",
+    "RateLimit",
+    "Refill",
+    "RateLimitState",
+    "OwnerInfo",
     "Usage",
     "KeyInfo",
     "KeyPage",

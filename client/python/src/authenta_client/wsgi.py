@@ -12,7 +12,7 @@ Django (``wsgi.py``)::
     # in a view: request.META["authenta.key"]
 
 Refused requests never reach the app; see :mod:`authenta_client.forward_auth` for the
-answers (401, 403, 503). An allowed request reaches it with the daemon's
+answers (401, 403, 429, 503). An allowed request reaches it with the daemon's
 :class:`~authenta_client.VerifyAnswer` in ``environ["authenta.key"]``.
 """
 
@@ -36,7 +36,8 @@ class AuthentaWSGI:
     """Wraps a WSGI app. ``client``: a :class:`~authenta_client.Client` to share (default:
     one on ``socket_path``, else ``AUTHENTA_SOCKET`` or the default path). ``permission``:
     a :data:`~authenta_client.forward_auth.PermissionRule` (default: from the method).
-    ``environment``: when set, keys must carry this environment label."""
+    ``environment``: when set, keys must carry this environment label. ``cost``: the
+    credits each request spends from a key with a balance (None: 1)."""
 
     def __init__(
         self,
@@ -46,11 +47,13 @@ class AuthentaWSGI:
         socket_path: Optional[PathLike] = None,
         permission: PermissionRule = None,
         environment: Optional[str] = None,
+        cost: Optional[int] = None,
     ) -> None:
         self.app = app
         self.client = client if client is not None else Client(socket_path)
         self.permission = permission
         self.environment = environment
+        self.cost = cost
 
     def __call__(self, environ: Dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         method = environ.get("REQUEST_METHOD", "GET")
@@ -72,7 +75,9 @@ class AuthentaWSGI:
         if isinstance(asked, Refusal):
             return asked
         try:
-            answer = self.client.verify(asked.token, asked.permissions, self.environment)
+            answer = self.client.verify(
+                asked.token, asked.permissions, self.environment, cost=self.cost
+            )
         except AuthentaError as error:
             return unavailable(error)
         return judge(answer) or answer

@@ -1,0 +1,105 @@
+//! Command-line forms of protocol 2's key lifecycle: rate limits (`100/1s`), refills
+//! (`1000/1d`), metadata (`plan=pro`), and how they are shown.
+
+use authenta_client::proto::{KeyInfo, Meta, RateLimit, Refill};
+
+/// `LIMIT/WINDOW`, e.g. `100/1s` or `1000/1m`.
+pub fn parse_ratelimit(text: &str) -> Result<RateLimit, String> {
+    let (limit, window_ms) = count_per(text, "a rate limit", "100/1s")?;
+    let limit = u32::try_from(limit)
+        .map_err(|_| format!("a rate limit of {limit} per window is too many"))?;
+    Ok(RateLimit { limit, window_ms })
+}
+
+/// `AMOUNT/INTERVAL`, e.g. `1000/1d`.
+pub fn parse_refill(text: &str) -> Result<Refill, String> {
+    let (amount, interval_ms) = count_per(text, "a refill", "1000/1d")?;
+    Ok(Refill {
+        amount,
+        interval_ms,
+    })
+}
+
+fn count_per(text: &str, what: &str, example: &str) -> Result<(u64, u64), String> {
+    let bad = || format!("{what} is COUNT/DURATION, e.g. {example}");
+    let (count, duration) = text.split_once('/').ok_or_else(bad)?;
+    let count: u64 = count.trim().parse().map_err(|_| bad())?;
+    let duration = crate::time::parse_duration(duration.trim())?;
+    let ms = u64::try_from(duration.as_millis()).map_err(|_| bad())?;
+    if count == 0 || ms == 0 {
+        return Err(format!(
+            "{what} needs a count and a duration above zero, e.g. {example}"
+        ));
+    }
+    Ok((count, ms))
+}
+
+/// `KEY=VALUE`.
+pub fn parse_meta(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err("metadata is KEY=VALUE, e.g. plan=pro".into()),
+    }
+}
+
+/// Metadata from repeated `--meta KEY=VALUE` (a later one wins).
+pub fn meta_of(pairs: Vec<(String, String)>) -> Meta {
+    pairs.into_iter().collect()
+}
+
+pub fn ratelimit_text(r: &RateLimit) -> String {
+    format!("{}/{}", r.limit, crate::time::format_millis(r.window_ms))
+}
+
+pub fn refill_text(r: &Refill) -> String {
+    format!("{}/{}", r.amount, crate::time::format_millis(r.interval_ms))
+}
+
+/// The lifecycle lines of `keys show`, only those set.
+pub fn key_lines(key: &KeyInfo) -> Vec<String> {
+    let mut lines = Vec::new();
+    if let Some(owner) = &key.owner_id {
+        lines.push(format!("owner:        {owner}"));
+    }
+    if !key.meta.is_empty() {
+        let pairs: Vec<_> = key.meta.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        lines.push(format!("meta:         {}", pairs.join(" ")));
+    }
+    if let Some(r) = &key.ratelimit {
+        lines.push(format!("rate limit:   {}", ratelimit_text(r)));
+    }
+    if let Some(left) = key.remaining {
+        let refill = key
+            .refill
+            .as_ref()
+            .map(|r| format!(" (refill {})", refill_text(r)))
+            .unwrap_or_default();
+        lines.push(format!("remaining:    {left}{refill}"));
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_read_as_count_per_duration() {
+        assert_eq!(
+            parse_ratelimit("100/1s"),
+            Ok(RateLimit {
+                limit: 100,
+                window_ms: 1000
+            })
+        );
+        assert_eq!(
+            parse_refill("1000/1d").map(|r| r.interval_ms),
+            Ok(86_400_000)
+        );
+        assert!(parse_ratelimit("100").is_err());
+        assert!(parse_ratelimit("0/1s").is_err());
+        assert!(parse_ratelimit("5000000000/1s").is_err());
+        assert_eq!(parse_meta("a=b=c"), Ok(("a".into(), "b=c".into())));
+        assert!(parse_meta("=x").is_err());
+    }
+}

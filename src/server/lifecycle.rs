@@ -1,0 +1,144 @@
+//! Admin requests of protocol 2's key lifecycle: `keys update`, `owners set` and
+//! `owners show`, and the checks on owners, metadata and limits that `keys create` shares.
+
+use super::admin::{bad_request, key_info, submit};
+use crate::daemon::Daemon;
+use crate::store::writer::Command;
+use authenta_client::proto::{
+    Actor, CreateKey, ErrorAnswer, ErrorCode, Meta, OwnerInfo, OwnerUpdate, RateLimit, Refill,
+    ResponseBody, UpdateKey,
+};
+
+/// Longest owner id accepted.
+const MAX_OWNER_LEN: usize = 128;
+/// Largest metadata accepted, as JSON.
+const MAX_META_JSON: usize = 1024;
+/// Longest rate-limit window and refill interval: 366 days.
+const MAX_WINDOW_MS: u64 = 366 * 86_400_000;
+/// Shortest refill interval: a second.
+const MIN_REFILL_MS: u64 = 1_000;
+
+pub(super) async fn update(
+    daemon: &Daemon,
+    params: UpdateKey,
+    actor: Actor,
+    now: i64,
+) -> Result<ResponseBody, ErrorAnswer> {
+    super::admin::check_id(&params.id)?;
+    if let Some(name) = &params.name {
+        super::admin::check_name(name)?;
+    }
+    if params.permissions.as_ref().is_some_and(Vec::is_empty) {
+        return Err(bad_request(
+            "a key needs at least one permission: read, write or delete".into(),
+        ));
+    }
+    if let Some(Some(environment)) = &params.environment {
+        super::admin::check_environment(environment)?;
+    }
+    if let Some(Some(secs)) = params.expires_in_secs {
+        super::admin::check_expiry(secs)?;
+    }
+    if let Some(Some(owner)) = &params.owner_id {
+        check_owner(owner)?;
+    }
+    check_meta(&params.set_meta)?;
+    if params.unset_meta.len() > MAX_META_JSON {
+        return Err(bad_request("too many metadata entries to remove".into()));
+    }
+    check_limits(params.ratelimit.flatten(), params.refill.flatten())?;
+    let id = params.id.clone();
+    submit(daemon, Command::Update { params, actor }).await?;
+    Ok(ResponseBody::Key(key_info(daemon, &id, now)?))
+}
+
+pub(super) async fn set_owner(
+    daemon: &Daemon,
+    params: OwnerUpdate,
+    actor: Actor,
+    now: i64,
+) -> Result<ResponseBody, ErrorAnswer> {
+    check_owner(&params.id)?;
+    check_limits(params.ratelimit.flatten(), params.refill.flatten())?;
+    let id = params.id.clone();
+    submit(daemon, Command::SetOwner { params, actor }).await?;
+    show_owner(daemon, &id, now)
+}
+
+pub(super) fn show_owner(daemon: &Daemon, id: &str, now: i64) -> Result<ResponseBody, ErrorAnswer> {
+    check_owner(id)?;
+    let maps = daemon.index.read();
+    let keys = maps.entries().filter(|e| e.owner_id() == Some(id)).count() as u64;
+    let Some(owner) = maps.owner_by_id(id) else {
+        return Err(ErrorAnswer {
+            code: ErrorCode::NotFound,
+            message: "no key or `owners set` names that owner".into(),
+        });
+    };
+    Ok(ResponseBody::Owner(OwnerInfo {
+        id: id.to_owned(),
+        ratelimit: owner.ratelimit.as_ref().map(|b| b.rule),
+        ratelimit_state: owner.ratelimit.as_ref().map(|b| b.peek(now)),
+        remaining: owner.credits.as_ref().map(|b| b.left(now)),
+        refill: owner.credits.as_ref().and_then(|b| b.credits.refill),
+        keys,
+    }))
+}
+
+/// The lifecycle fields of a new key.
+pub(super) fn check_create(params: &CreateKey) -> Result<(), ErrorAnswer> {
+    if let Some(owner) = &params.owner_id {
+        check_owner(owner)?;
+    }
+    check_meta(&params.meta)?;
+    check_limits(params.ratelimit, params.refill)?;
+    if params.refill.is_some() && params.remaining.is_none() {
+        return Err(bad_request(
+            "a refill needs a balance: give --remaining N too".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn check_owner(owner: &str) -> Result<(), ErrorAnswer> {
+    if owner.trim().is_empty() || owner.len() > MAX_OWNER_LEN || owner.chars().any(char::is_control)
+    {
+        return Err(bad_request(format!(
+            "an owner id must be 1 to {MAX_OWNER_LEN} bytes of printable text"
+        )));
+    }
+    Ok(())
+}
+
+fn check_meta(meta: &Meta) -> Result<(), ErrorAnswer> {
+    if meta.keys().any(|k| k.is_empty()) {
+        return Err(bad_request("a metadata key must not be empty".into()));
+    }
+    let size = serde_json::to_vec(meta).map_or(usize::MAX, |json| json.len());
+    if size > MAX_META_JSON {
+        return Err(bad_request(format!(
+            "metadata is {size} bytes as JSON: at most {MAX_META_JSON}"
+        )));
+    }
+    Ok(())
+}
+
+fn check_limits(ratelimit: Option<RateLimit>, refill: Option<Refill>) -> Result<(), ErrorAnswer> {
+    if let Some(r) = ratelimit {
+        if r.limit == 0 || r.window_ms == 0 || r.window_ms > MAX_WINDOW_MS {
+            return Err(bad_request(
+                "a rate limit is at least 1 request per window, and a window is 1ms to 366d \
+                 (e.g. 100/1s)"
+                    .into(),
+            ));
+        }
+    }
+    if let Some(r) = refill {
+        if r.amount == 0 || !(MIN_REFILL_MS..=MAX_WINDOW_MS).contains(&r.interval_ms) {
+            return Err(bad_request(
+                "a refill is at least 1 credit every 1s to 366d (e.g. 1000/1d)".into(),
+            ));
+        }
+    }
+    Ok(())
+}
