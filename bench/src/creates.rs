@@ -44,6 +44,11 @@ pub fn run(socket: &Path, clients: usize, duration: Duration) -> Result<Creates>
                                 permissions: vec![Permission::Read],
                                 environment: Some("staging".into()),
                                 expires_in_secs: None,
+                                owner_id: None,
+                                meta: Default::default(),
+                                ratelimit: None,
+                                remaining: None,
+                                refill: None,
                             })
                             .context("a durable create failed")?;
                         samples.push(nanos(sent.elapsed()));

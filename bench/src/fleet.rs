@@ -142,6 +142,7 @@ fn until_code(socket: &Path, token: &str, code: VerifyCode, started: Instant) ->
         token: token.to_owned(),
         permissions: vec![],
         environment: None,
+        cost: None,
     };
     loop {
         if client.verify_answer(request.clone())?.code == code {

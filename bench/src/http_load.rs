@@ -387,6 +387,7 @@ mod tests {
                     token: "tok".into(),
                     permissions,
                     environment: None,
+                    cost: None,
                 },
             )
             .map(|()| String::from_utf8_lossy(&out).into_owned())

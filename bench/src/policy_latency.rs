@@ -249,6 +249,7 @@ fn verify_request(key: &SeededKey) -> VerifyRequest {
         token: key.token.clone(),
         permissions: Vec::new(),
         environment: None,
+        cost: None,
     }
 }
 

@@ -24,6 +24,7 @@ pub struct SeededKey {
     pub token: String,
     pub permissions: Vec<Permission>,
     pub environment: Option<String>,
+    pub name: String,
 }
 
 impl SeededKey {
@@ -36,6 +37,13 @@ impl SeededKey {
             environment: self.environment.clone(),
             rotate_by: None,
             rotation_due: false,
+            // Every answer about a live key names it (protocol 2).
+            name: Some(self.name.clone()),
+            owner_id: None,
+            meta: Default::default(),
+            expires_at: None,
+            ratelimit: None,
+            remaining: None,
         }
     }
 }
@@ -98,6 +106,11 @@ fn seed_some(
                     permissions: PERMISSIONS.to_vec(),
                     environment: Some(ENVIRONMENT.into()),
                     expires_in_secs: None,
+                    owner_id: None,
+                    meta: Default::default(),
+                    ratelimit: None,
+                    remaining: None,
+                    refill: None,
                 })
             })
             .collect();
@@ -108,6 +121,7 @@ fn seed_some(
                     token: created.token,
                     permissions: created.key.permissions,
                     environment: created.key.environment,
+                    name: created.key.name,
                 }),
                 ResponseBody::Error(e) => bail!(
                     "the daemon refused a create ({:?}): {} (is the bench allowed admin requests?)",

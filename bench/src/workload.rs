@@ -143,6 +143,12 @@ impl Workload {
                         environment: None,
                         rotate_by: None,
                         rotation_due: false,
+                        name: None,
+                        owner_id: None,
+                        meta: Default::default(),
+                        expires_at: None,
+                        ratelimit: None,
+                        remaining: None,
                     };
                     (token, Permission::Read, answer)
                 }
@@ -153,6 +159,7 @@ impl Workload {
                     token,
                     permissions: vec![wanted],
                     environment: None,
+                    cost: None,
                 }),
             };
             let response = Response {
