@@ -94,3 +94,22 @@ fn a_fleet_overshoots_a_balance_by_at_most_what_the_others_spend_between_publish
         );
     }
 }
+
+#[test]
+fn an_owners_limits_set_on_one_node_hold_on_every_node() {
+    let fleet = Fleet::start(3);
+    let [a, b, c] = [&fleet.nodes[0], &fleet.nodes[1], &fleet.nodes[2]];
+    a.cli_json(&["owners", "set", "acme", "--ratelimit", "2/1h", "--json"]);
+    let (id, token) = b.create("Tenant-Key", "read", &["--owner", "acme"]);
+    wait_until(
+        "the key and its owner on every node",
+        Duration::from_secs(10),
+        || {
+            c.cli(&["keys", "show", &id]).status.success()
+                && c.cli_json(&["owners", "show", "acme", "--json"])["ratelimit"] == "2/1h"
+        },
+    );
+    assert_eq!(c.answer_code(&token), VerifyCode::Valid);
+    assert_eq!(c.answer_code(&token), VerifyCode::Valid);
+    assert_eq!(c.answer_code(&token), VerifyCode::RateLimited);
+}
