@@ -92,6 +92,14 @@ impl KeyDetails {
     }
 }
 
+/// Largest metadata a key may carry, as JSON.
+pub const MAX_META_JSON: usize = 1024;
+
+/// The size of `meta` as JSON, to hold it to [`MAX_META_JSON`].
+pub fn meta_json_len(meta: &Meta) -> usize {
+    serde_json::to_vec(meta).map_or(usize::MAX, |json| json.len())
+}
+
 /// A credit balance as an admin set it: `remaining` at `set_at`, and an optional refill
 /// every `interval` from then on (which sets the balance back to the refill's amount).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -150,16 +158,31 @@ pub struct Spent {
     pub spent: u64,
 }
 
+/// A rate limit's state, with the rule it was kept under (a state is only resumed under
+/// the same rule: raised or moved since, it means nothing).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateState {
+    pub rule: Option<RateLimit>,
+    /// The theoretical arrival time, unix nanoseconds (0: full).
+    pub tat: i64,
+}
+
 /// Where a key's limits stood at the last flush, so that a restart resumes them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LimitUsage {
-    /// The rate limit's theoretical arrival time (unix microseconds; 0: none).
-    pub ratelimit_tat: i64,
+    pub ratelimit: RateState,
     pub credits: Spent,
-    /// What this key's verifies spent of its owner's balance, and the owner's limit's
-    /// arrival time as this key last saw it.
-    pub owner_ratelimit_tat: i64,
+    /// What this node had spent of the key's owner's balance: published with the key's
+    /// usage so that the other nodes of a fleet count it (the owner's own row resumes it
+    /// after a restart).
     pub owner_credits: Spent,
+}
+
+/// Where an owner's shared limits stood at the last flush, kept in the owner's row.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnerUsage {
+    pub ratelimit: RateState,
+    pub credits: Spent,
 }
 
 impl KeyRecord {

@@ -102,7 +102,8 @@ fn a_store_from_before_rows_were_bound_keeps_its_keys() {
     let db = rusqlite::Connection::open(daemon.data_dir.join("keys.db")).expect("open");
     db.execute_batch(
         "DROP INDEX audit_by_key; ALTER TABLE audit DROP COLUMN row_digest;
-         ALTER TABLE audit DROP COLUMN key_id; DROP TABLE fleet_keys; PRAGMA user_version = 1;",
+         ALTER TABLE audit DROP COLUMN key_id; DROP TABLE fleet_keys; DROP TABLE owners;
+         PRAGMA user_version = 1;",
     )
     .expect("back to schema 1");
     drop(db);

@@ -26,6 +26,21 @@ pub async fn run(daemon: Arc<Daemon>, interval: Duration, mut shutdown: watch::R
     }
 }
 
+/// Writes where every owner's limits stand whose limits moved since the last flush (few
+/// rows: one per owner with limits), before the keys.
+async fn flush_owners(daemon: &Daemon) -> Result<(), WriteError> {
+    let owners = daemon.index.take_owner_usage();
+    if owners.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<String> = owners.iter().map(|(id, _)| id.clone()).collect();
+    if let Err(e) = daemon.writer.submit(Command::FlushOwners(owners)).await {
+        daemon.index.requeue_owners(&ids);
+        return Err(e);
+    }
+    Ok(())
+}
+
 /// Keys written per transaction, so that a flush after heavy use of a million keys neither
 /// builds one huge batch in memory nor keeps the store thread busy for long at a stretch:
 /// a transaction of 1,024 usage rows is a few milliseconds of CPU, which a connection thread
@@ -50,6 +65,7 @@ pub async fn flush(
     daemon: &Daemon,
     mut background: Option<&mut watch::Receiver<bool>>,
 ) -> Result<usize, WriteError> {
+    flush_owners(daemon).await?;
     let dirty = daemon.index.take_dirty();
     let mut written = 0;
     for chunk in dirty.chunks(CHUNK) {

@@ -265,15 +265,16 @@ impl Entry {
         if let Some(extra) = self.extra() {
             let owner = extra.owner.as_deref();
             usage.limits = LimitUsage {
-                ratelimit_tat: extra.ratelimit.as_ref().map_or(0, Bucket::tat),
+                ratelimit: extra
+                    .ratelimit
+                    .as_ref()
+                    .map(Bucket::stored)
+                    .unwrap_or_default(),
                 credits: extra
                     .credits
                     .as_ref()
                     .map(Balance::spent)
                     .unwrap_or_default(),
-                owner_ratelimit_tat: owner
-                    .and_then(|o| o.ratelimit.as_ref())
-                    .map_or(0, Bucket::tat),
                 owner_credits: owner
                     .and_then(|o| o.credits.as_ref())
                     .map(Balance::spent)

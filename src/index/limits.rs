@@ -11,9 +11,9 @@
 //! TAT on (see [`Bucket::add_uses`]).
 
 use super::entry::Extra;
-use crate::key::{Credits, OwnerRecord, Spent};
+use crate::key::{Credits, OwnerRecord, OwnerUsage, RateState, Spent};
 use authenta_client::proto::{RateLimit, RateLimitState, VerifyCode};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 /// Where a key's limits stand after a verify, for its answer.
@@ -46,12 +46,16 @@ pub fn enforce(extra: &Extra, cost: Option<u32>, now: i64) -> (VerifyCode, Limit
             bucket.give_back();
         }
     };
+    if let Some(owner) = owner.filter(|o| o.ratelimit.is_some() || o.credits.is_some()) {
+        owner.touch();
+    }
     if let Some(bucket) = owner_bucket {
         let taken = bucket.take(now);
         limits.ratelimit = limits.ratelimit.or(Some(taken.unwrap_or_else(|s| s)));
         if taken.is_err() {
             give_back_key_rate();
-            limits.remaining = peek_credits(extra, now);
+            limits = peek(extra, now);
+            limits.ratelimit = Some(taken.unwrap_or_else(|s| s));
             return (VerifyCode::RateLimited, limits);
         }
     }
@@ -65,6 +69,7 @@ pub fn enforce(extra: &Extra, cost: Option<u32>, now: i64) -> (VerifyCode, Limit
     limits.remaining = key_spent.map(|r| r.unwrap_or_else(|left| left));
     if let Some(Err(_)) = key_spent {
         give_back_rates();
+        limits.ratelimit = peek(extra, now).ratelimit;
         return (VerifyCode::UsageExceeded, limits);
     }
     if let Some(balance) = owner_balance {
@@ -75,8 +80,10 @@ pub fn enforce(extra: &Extra, cost: Option<u32>, now: i64) -> (VerifyCode, Limit
                 if let Some(balance) = &extra.credits {
                     balance.refund(cost);
                 }
-                // The balance that refused, so the answer says why.
+                // The balance that refused, so the answer says why; and the rate limit as
+                // it stands with the slot given back.
                 limits.remaining = Some(left);
+                limits.ratelimit = peek(extra, now).ratelimit;
                 return (VerifyCode::UsageExceeded, limits);
             }
         }
@@ -106,47 +113,62 @@ fn peek_credits(extra: &Extra, now: i64) -> Option<u64> {
         .map(|b| b.left(now))
 }
 
-/// One rate limit and where it stands.
+/// One rate limit and where it stands, in nanoseconds.
 #[derive(Debug)]
 pub struct Bucket {
     pub rule: RateLimit,
-    window_us: i64,
-    /// Microseconds each verify takes of the window.
-    interval_us: i64,
-    /// Theoretical arrival time, unix microseconds.
+    /// Nanoseconds each verify takes: the window over the limit, rounded up, so that the
+    /// rate never exceeds the rule (it falls short by at most one nanosecond a verify).
+    interval_ns: i64,
+    /// How far ahead of now the arrival time may run: `limit` intervals, so a burst is
+    /// exactly `limit` verifies.
+    capacity_ns: i64,
+    /// Theoretical arrival time, unix nanoseconds.
     tat: AtomicI64,
 }
 
 impl Bucket {
     /// A bucket for `rule`, resuming at `tat` (0: full).
     pub fn new(rule: RateLimit, tat: i64) -> Bucket {
-        let window_us = i64::try_from(rule.window_ms)
-            .unwrap_or(i64::MAX / 1000)
-            .saturating_mul(1000);
-        let interval_us = (window_us / i64::from(rule.limit.max(1))).max(1);
+        let window_ns = i64::try_from(rule.window_ms)
+            .unwrap_or(i64::MAX)
+            .saturating_mul(NS_PER_MS);
+        let limit = i64::from(rule.limit.max(1));
+        let interval_ns = (window_ns.saturating_add(limit - 1) / limit).max(1);
         Bucket {
             rule,
-            window_us,
-            interval_us,
+            interval_ns,
+            capacity_ns: interval_ns.saturating_mul(limit),
             tat: AtomicI64::new(tat),
         }
+    }
+
+    /// A bucket for `rule` resuming from a stored state, used only if stored for the same
+    /// rule: a state kept under another rule (a limit since raised) means nothing now.
+    pub fn resumed(rule: RateLimit, stored: &RateState) -> Bucket {
+        let tat = if stored.rule == Some(rule) {
+            stored.tat
+        } else {
+            0
+        };
+        Bucket::new(rule, tat)
     }
 
     /// Takes one verify from the limit at `now` (unix ms): `Ok` with the state after it when
     /// allowed, `Err` with the state when the limit is spent.
     pub fn take(&self, now: i64) -> Result<RateLimitState, RateLimitState> {
-        let now_us = now.saturating_mul(1000);
+        let now_ns = now.saturating_mul(NS_PER_MS);
         let mut tat = self.tat.load(Ordering::Relaxed);
         loop {
-            let after = tat.max(now_us).saturating_add(self.interval_us);
-            if after - now_us > self.window_us {
-                return Err(self.state(tat, now_us));
+            let after = tat.max(now_ns).saturating_add(self.interval_ns);
+            if after - now_ns > self.capacity_ns {
+                return Err(self.state(tat, now_ns));
             }
             match self
                 .tat
                 .compare_exchange_weak(tat, after, Ordering::Relaxed, Ordering::Relaxed)
             {
-                Ok(_) => return Ok(self.state(after, now_us)),
+                Ok(_) => return Ok(self.state(after, now_ns)),
                 Err(actual) => tat = actual,
             }
         }
@@ -154,26 +176,29 @@ impl Bucket {
 
     /// The state at `now` without taking anything.
     pub fn peek(&self, now: i64) -> RateLimitState {
-        self.state(self.tat.load(Ordering::Relaxed), now.saturating_mul(1000))
+        self.state(
+            self.tat.load(Ordering::Relaxed),
+            now.saturating_mul(NS_PER_MS),
+        )
     }
 
     /// Gives back one verify taken by [`Bucket::take`] (a later check refused it).
     pub fn give_back(&self) {
-        self.tat.fetch_sub(self.interval_us, Ordering::Relaxed);
+        self.tat.fetch_sub(self.interval_ns, Ordering::Relaxed);
     }
 
     /// Counts `n` verifies allowed elsewhere (other nodes of a fleet) as if made here now,
-    /// at most a window's worth: they can hold the limit shut for one window, not longer.
+    /// at most a burst's worth: they can hold the limit shut for one window, not longer.
     pub fn add_uses(&self, n: u64, now: i64) {
-        let now_us = now.saturating_mul(1000);
+        let now_ns = now.saturating_mul(NS_PER_MS);
         let cost = i64::try_from(n)
             .unwrap_or(i64::MAX)
-            .saturating_mul(self.interval_us);
+            .saturating_mul(self.interval_ns);
         let _ = self
             .tat
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |tat| {
-                let moved = tat.max(now_us).saturating_add(cost);
-                Some(moved.min(now_us.saturating_add(self.window_us)).max(tat))
+                let moved = tat.max(now_ns).saturating_add(cost);
+                Some(moved.min(now_ns.saturating_add(self.capacity_ns)).max(tat))
             });
     }
 
@@ -182,31 +207,36 @@ impl Bucket {
         self.tat.fetch_max(tat, Ordering::Relaxed);
     }
 
-    /// The TAT, to persist.
-    pub fn tat(&self) -> i64 {
-        self.tat.load(Ordering::Relaxed)
+    /// Where the bucket stands, to persist with its rule.
+    pub fn stored(&self) -> RateState {
+        RateState {
+            rule: Some(self.rule),
+            tat: self.tat.load(Ordering::Relaxed),
+        }
     }
 
-    fn state(&self, tat: i64, now_us: i64) -> RateLimitState {
-        let used = (tat - now_us).clamp(0, self.window_us);
-        let left = (self.window_us - used) / self.interval_us;
+    fn state(&self, tat: i64, now_ns: i64) -> RateLimitState {
+        let used = (tat - now_ns).clamp(0, self.capacity_ns);
+        let left = (self.capacity_ns - used) / self.interval_ns;
         let remaining = u32::try_from(left).unwrap_or(u32::MAX).min(self.rule.limit);
-        let retry_us = if remaining > 0 {
-            now_us
+        let retry_ns = if remaining > 0 {
+            now_ns
         } else {
-            tat - self.window_us + self.interval_us
+            tat - self.capacity_ns + self.interval_ns
         };
         RateLimitState {
             limit: self.rule.limit,
             remaining,
-            reset_at: ceil_ms(tat.max(now_us)),
-            retry_at: ceil_ms(retry_us.max(now_us)),
+            reset_at: ceil_ms(tat.max(now_ns)),
+            retry_at: ceil_ms(retry_ns.max(now_ns)),
         }
     }
 }
 
-fn ceil_ms(us: i64) -> i64 {
-    us.div_euclid(1000) + i64::from(us.rem_euclid(1000) != 0)
+const NS_PER_MS: i64 = 1_000_000;
+
+fn ceil_ms(ns: i64) -> i64 {
+    ns.div_euclid(NS_PER_MS) + i64::from(ns.rem_euclid(NS_PER_MS) != 0)
 }
 
 /// A credit balance and what has been spent of it in the current refill period: by this
@@ -340,17 +370,30 @@ pub struct Owner {
     pub credits: Option<Balance>,
     /// An `owners set` made this owner (else only keys name it).
     pub recorded: bool,
+    /// Its limits moved since the last flush wrote them to its row.
+    dirty: AtomicBool,
 }
 
 impl Owner {
     /// An owner made from its record, taking over the state of `old` where the rules are
-    /// the same.
-    pub fn new(record: &OwnerRecord, old: Option<&Owner>) -> Owner {
+    /// the same, or else resuming from `stored` (its row, at start-up).
+    pub fn new(record: &OwnerRecord, old: Option<&Owner>, stored: &OwnerUsage) -> Owner {
+        let old_bucket = old.and_then(|o| o.ratelimit.as_ref());
+        let ratelimit = match (record.ratelimit, old_bucket) {
+            (Some(rule), None) => Some(Bucket::resumed(rule, &stored.ratelimit)),
+            (rule, old) => carry_bucket(rule, old),
+        };
+        let old_balance = old.and_then(|o| o.credits.as_ref());
+        let credits = match (record.credits, old_balance) {
+            (Some(credits), None) => Some(Balance::new(credits, stored.credits)),
+            (credits, old) => carry_balance(credits, old),
+        };
         Owner {
             id: record.id.clone().into_boxed_str(),
-            ratelimit: carry_bucket(record.ratelimit, old.and_then(|o| o.ratelimit.as_ref())),
-            credits: carry_balance(record.credits, old.and_then(|o| o.credits.as_ref())),
+            ratelimit,
+            credits,
             recorded: true,
+            dirty: AtomicBool::new(false),
         }
     }
 
@@ -361,7 +404,39 @@ impl Owner {
             ratelimit: None,
             credits: None,
             recorded: false,
+            dirty: AtomicBool::new(false),
         }
+    }
+
+    /// Marks the limits as moved (only a clean owner pays for the write).
+    fn touch(&self) {
+        if !self.dirty.load(Ordering::Relaxed) {
+            self.dirty.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Where its limits stand, if they moved since the last call.
+    pub fn take_usage(&self) -> Option<OwnerUsage> {
+        if !self.recorded || !self.dirty.swap(false, Ordering::AcqRel) {
+            return None;
+        }
+        Some(OwnerUsage {
+            ratelimit: self
+                .ratelimit
+                .as_ref()
+                .map(Bucket::stored)
+                .unwrap_or_default(),
+            credits: self
+                .credits
+                .as_ref()
+                .map(Balance::spent)
+                .unwrap_or_default(),
+        })
+    }
+
+    /// Marks it dirty again: its flush failed.
+    pub fn requeue(&self) {
+        self.dirty.store(true, Ordering::Relaxed);
     }
 
     pub fn to_record(&self) -> OwnerRecord {
@@ -376,7 +451,7 @@ impl Owner {
 /// A bucket for `rule`, keeping where `old` stood when it had the same rule.
 pub fn carry_bucket(rule: Option<RateLimit>, old: Option<&Bucket>) -> Option<Bucket> {
     let rule = rule?;
-    let tat = old.filter(|b| b.rule == rule).map_or(0, Bucket::tat);
+    let tat = old.filter(|b| b.rule == rule).map_or(0, |b| b.stored().tat);
     Some(Bucket::new(rule, tat))
 }
 

@@ -6,7 +6,7 @@ use super::entry::{
 };
 use super::limits::{carry_balance, carry_bucket, Owner};
 use super::tag_table::{prefetch, TagTable};
-use crate::key::{KeyRecord, LimitUsage, OwnerRecord, UsageRow};
+use crate::key::{KeyRecord, LimitUsage, OwnerRecord, OwnerUsage, UsageRow};
 use crate::policy::{KeyTimes, Policy};
 use crate::token::{TokenHash, KEY_ID_LEN, START_LEN};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -37,17 +37,6 @@ pub(super) const MAX_SLOTS: usize = 1 << KIND_SHIFT;
 
 pub(super) fn tag(kind: u32, slot: usize) -> Tag {
     (kind << KIND_SHIFT) | (slot as u32 & SLOT_MASK)
-}
-
-/// Resumes an owner's limits from a key's stored usage: each key flushed the owner's
-/// state as it stood then, so the latest of them is the owner's.
-fn restore_owner(owner: &Owner, restored: &LimitUsage) {
-    if let Some(bucket) = &owner.ratelimit {
-        bucket.raise_to(restored.owner_ratelimit_tat);
-    }
-    if let Some(balance) = &owner.credits {
-        balance.restore_max(&restored.owner_credits);
-    }
 }
 
 /// What a token-hash table probe compares against and rehashes by.
@@ -309,16 +298,17 @@ impl Maps {
         let environment = record.environment.map(|label| self.environment(label));
         let details = record.details;
         let owner = details.owner_id.as_deref().map(|id| self.owner(id));
-        if let Some(owner) = &owner {
-            restore_owner(owner, &restored);
-        }
         let old = old.as_deref();
         let extra = Extra {
             revoke_reason: record.revoke_reason,
             grace: record.grace,
             meta: details.meta,
             ratelimit: carry_bucket(details.ratelimit, old.and_then(|o| o.ratelimit.as_ref()))
-                .inspect(|b| b.raise_to(restored.ratelimit_tat)),
+                .inspect(|b| {
+                    if restored.ratelimit.rule == Some(b.rule) {
+                        b.raise_to(restored.ratelimit.tat);
+                    }
+                }),
             credits: carry_balance(details.credits, old.and_then(|o| o.credits.as_ref()))
                 .inspect(|b| b.add_restored(&restored.credits)),
             owner,
@@ -359,10 +349,11 @@ impl Maps {
     }
 
     /// Puts in a new version of an owner's limits, keeping where the old ones stood when
-    /// the rules are the same, and points every key of the owner at it.
-    pub fn upsert_owner(&mut self, record: &OwnerRecord) {
+    /// the rules are the same (else where `stored` says, at start-up), and points every key
+    /// of the owner at it.
+    pub fn upsert_owner(&mut self, record: &OwnerRecord, stored: &OwnerUsage) {
         let old = self.owners.get(record.id.as_str()).cloned();
-        let owner = Arc::new(Owner::new(record, old.as_deref()));
+        let owner = Arc::new(Owner::new(record, old.as_deref(), stored));
         self.owners.insert(record.id.as_str().into(), owner.clone());
         let Some(old) = old else {
             return;

@@ -110,10 +110,30 @@ impl Index {
     }
 
     /// Adds the owners read from the store at start-up, before the keys that name them.
-    pub fn add_owners(&mut self, owners: Vec<crate::key::OwnerRecord>) {
+    pub fn add_owners(&mut self, owners: Vec<(crate::key::OwnerRecord, crate::key::OwnerUsage)>) {
         let maps = self.maps.get_mut().unwrap_or_else(|e| e.into_inner());
-        for owner in owners {
-            maps.upsert_owner(&owner);
+        for (owner, usage) in owners {
+            maps.upsert_owner(&owner, &usage);
+        }
+    }
+
+    /// Where the limits of every owner whose limits moved since the last call stand, for
+    /// the usage flush; [`Index::requeue_owners`] if writing them fails.
+    pub fn take_owner_usage(&self) -> Vec<(String, crate::key::OwnerUsage)> {
+        let maps = self.read();
+        maps.owners
+            .values()
+            .filter_map(|o| o.take_usage().map(|usage| (o.id.to_string(), usage)))
+            .collect()
+    }
+
+    /// Marks owners' limits as moved again: their flush failed.
+    pub fn requeue_owners(&self, ids: &[String]) {
+        let maps = self.read();
+        for id in ids {
+            if let Some(owner) = maps.owners.get(id.as_str()) {
+                owner.requeue();
+            }
         }
     }
 

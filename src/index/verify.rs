@@ -130,7 +130,7 @@ fn decide<'m>(
         name: (!dead).then(|| entry.name()),
         owner_id: entry.owner_id().filter(|_| !dead),
         meta: if dead { &NO_META } else { entry.meta() },
-        expires_at: entry.expires_at(),
+        expires_at: entry.expires_at().filter(|_| !dead),
         ratelimit: limits.ratelimit.filter(|_| !dead),
         remaining: limits.remaining.filter(|_| !dead),
     };

@@ -282,6 +282,19 @@ impl<'a> Draft<'a> {
         Some(owner.to_record())
     }
 
+    /// Credits left now in the key's live balance, if it has one.
+    fn left_of_key(&self, id: &str, now: i64) -> Option<u64> {
+        let maps = self.index.read();
+        let found = maps.by_id(id)?;
+        found.entry().extra()?.credits.as_ref().map(|b| b.left(now))
+    }
+
+    /// Credits left now in the owner's live balance, if it has one.
+    fn left_of_owner(&self, id: &str, now: i64) -> Option<u64> {
+        let maps = self.index.read();
+        maps.owner_by_id(id)?.credits.as_ref().map(|b| b.left(now))
+    }
+
     fn put_key(&mut self, record: &KeyRecord) {
         self.set.keys.push(record.clone());
     }
@@ -453,11 +466,20 @@ pub fn update(d: &mut Draft<'_>, params: UpdateKey, actor: Actor) -> Result<Outc
     }
     details.meta.extend(params.set_meta);
     if details.meta != before.details.meta {
+        let size = crate::key::meta_json_len(&details.meta);
+        if size > crate::key::MAX_META_JSON {
+            return Err(WriteError::Refused(format!(
+                "key {}: its metadata would be {size} bytes as JSON, over the {} allowed; \
+                 remove entries with --unset-meta",
+                params.id,
+                crate::key::MAX_META_JSON
+            )));
+        }
         changed.push("meta".to_owned());
     }
+    let left = d.left_of_key(&params.id, now);
     let (ratelimit, credits) = apply_limits(
-        details.ratelimit,
-        details.credits,
+        (details.ratelimit, details.credits, left),
         params.ratelimit,
         params.remaining,
         params.refill,
@@ -484,9 +506,13 @@ pub fn set_owner(
 ) -> Result<Outcome, WriteError> {
     let now = d.now();
     let current = d.current_owner(&params.id);
+    let left = d.left_of_owner(&params.id, now);
     let (ratelimit, credits) = apply_limits(
-        current.as_ref().and_then(|o| o.ratelimit),
-        current.as_ref().and_then(|o| o.credits),
+        (
+            current.as_ref().and_then(|o| o.ratelimit),
+            current.as_ref().and_then(|o| o.credits),
+            left,
+        ),
         params.ratelimit,
         params.remaining,
         params.refill,
@@ -511,11 +537,12 @@ pub fn set_owner(
     Ok(Outcome::Changed)
 }
 
-/// A rate limit and credits after the changes asked for. Setting `remaining` starts a new
-/// balance (now); a refill alone keeps the balance and what was spent of it.
+/// A rate limit and credits after the changes asked for, from `(rate limit, credits,
+/// credits left now)`. Setting `remaining` starts a new balance now. A new refill alone
+/// starts a new balance now too, holding what is left of the old one: its periods counted
+/// from the old start under another interval would put the next refill anywhere.
 fn apply_limits(
-    ratelimit: Option<RateLimit>,
-    credits: Option<Credits>,
+    (ratelimit, credits, left): (Option<RateLimit>, Option<Credits>, Option<u64>),
     new_ratelimit: Change<RateLimit>,
     remaining: Change<u64>,
     refill: Change<Refill>,
@@ -533,7 +560,14 @@ fn apply_limits(
     };
     if let Some(refill) = refill {
         match credits.as_mut() {
-            Some(credits) => credits.refill = refill,
+            Some(credits) if credits.refill != refill => {
+                if remaining.is_none() {
+                    credits.remaining = left.unwrap_or(credits.remaining);
+                    credits.set_at = now;
+                }
+                credits.refill = refill;
+            }
+            Some(_) => {}
             None if refill.is_some() => {
                 return Err("a refill needs a balance: give --remaining N too".into())
             }

@@ -6,7 +6,7 @@
 //! acknowledged commit survive `kill -9` and power loss. Only the writer thread
 //! ([`crate::store::writer`]) holds a `Store` after start-up.
 
-use crate::key::{KeyRecord, OwnerRecord, RetiredHashes, UsageRecord, UsageRow};
+use crate::key::{KeyRecord, OwnerRecord, OwnerUsage, RetiredHashes, UsageRecord, UsageRow};
 use crate::store::audit::{self, AuditRecord, ChainHead};
 use crate::store::barrier::{unwrap_data_key, wrap_data_key, Barrier, KeyBytes};
 use crate::store::legacy;
@@ -39,9 +39,10 @@ const MIGRATIONS: &[&str] = &[
     // last digest in one pass over the index, without a lookup per entry.
     "DROP INDEX audit_by_key;
      CREATE INDEX audit_by_key ON audit (key_id, seq, row_digest);",
-    // 3 -> 4: owners (tenants) and the limits their keys share; the row id is a keyed hash
-    // of the owner id, which is sealed like a key's name.
-    "CREATE TABLE owners (id TEXT PRIMARY KEY, sealed BLOB NOT NULL);",
+    // 3 -> 4: owners (tenants) and the limits their keys share, with where those stood at
+    // the last usage flush; the row id is a keyed hash of the owner id, which is sealed
+    // like a key's name.
+    "CREATE TABLE owners (id TEXT PRIMARY KEY, sealed BLOB NOT NULL, usage BLOB);",
 ];
 
 /// The schema version this build writes.
@@ -62,7 +63,7 @@ type SealedUsage = (Vec<u8>, i64);
 /// Everything start-up needs from the store.
 pub struct Loaded {
     pub keys: Vec<(KeyRecord, UsageRecord)>,
-    pub owners: Vec<OwnerRecord>,
+    pub owners: Vec<(OwnerRecord, OwnerUsage)>,
     /// Ids of keys whose sealed rows did not open: they fail closed.
     pub corrupt: Vec<String>,
     /// Token hashes that must never verify again, with the key they belonged to if known.
@@ -464,11 +465,22 @@ impl Store {
         Ok(())
     }
 
-    /// Every owner. A row that does not open is left out and reported: its keys are served
-    /// without the owner's limits until it is restored or set again.
-    pub fn load_owners(&self) -> Result<Vec<OwnerRecord>> {
+    /// Writes where an owner's limits stand (the usage flush), if the owner has a row.
+    pub fn put_owner_usage(&mut self, owner_id: &str, usage: &OwnerUsage) -> Result<()> {
+        let row = self.barrier.row_id("owners", owner_id);
+        let sealed = self.barrier.seal("owner_usage", &row, &to_bytes(usage));
+        self.conn
+            .prepare_cached("UPDATE owners SET usage = ?2 WHERE id = ?1")?
+            .execute(params![row, sealed])?;
+        Ok(())
+    }
+
+    /// Every owner, with where its limits stood. A row that does not open is left out and
+    /// reported: its keys are served without the owner's limits until it is set again; a
+    /// usage that does not open resumes the limits full.
+    pub fn load_owners(&self) -> Result<Vec<(OwnerRecord, OwnerUsage)>> {
         let mut owners = Vec::new();
-        let mut rows = self.conn.prepare("SELECT id, sealed FROM owners")?;
+        let mut rows = self.conn.prepare("SELECT id, sealed, usage FROM owners")?;
         let mut rows = rows.query([])?;
         while let Some(row) = rows.next()? {
             let id = row.get_ref(0)?.as_str()?;
@@ -479,12 +491,17 @@ impl Store {
                 .ok()
                 .and_then(|plain| from_bytes::<OwnerRecord>(&plain))
                 .filter(|r| self.barrier.row_id("owners", &r.id) == id);
-            match record {
-                Some(record) => owners.push(record),
-                None => {
-                    tracing::error!(row = %printable(id), "an owner's sealed row does not open; its keys go without its limits")
-                }
-            }
+            let Some(record) = record else {
+                tracing::error!(row = %printable(id), "an owner's sealed row does not open; its keys go without its limits");
+                continue;
+            };
+            let usage = row
+                .get_ref(2)?
+                .as_blob_or_null()?
+                .and_then(|sealed| self.barrier.open("owner_usage", id, sealed).ok())
+                .and_then(|plain| from_bytes::<OwnerUsage>(&plain))
+                .unwrap_or_default();
+            owners.push((record, usage));
         }
         Ok(owners)
     }

@@ -6,7 +6,7 @@
 //! only then answers. So once an admin call returns, every verify sees its effect.
 
 use crate::index::{Index, UsageWrite};
-use crate::key::KeyRecord;
+use crate::key::{KeyRecord, OwnerUsage};
 use crate::policy::Sink;
 use crate::store::audit::AuditRecord;
 use crate::store::barrier::KeyBytes;
@@ -53,6 +53,8 @@ pub enum Command {
         actor: Actor,
     },
     FlushUsage(Vec<UsageWrite>),
+    /// Where owners' shared limits stand, each written to its owner's row.
+    FlushOwners(Vec<(String, OwnerUsage)>),
     ReadAudit {
         verify: bool,
         after: u64,
@@ -432,7 +434,7 @@ fn update_index(index: &Index, changed: Changes) {
         match change {
             IndexChange::Upsert(record) => maps.upsert(*record),
             IndexChange::Retire(hash, key_id) => maps.retire(hash, key_id),
-            IndexChange::Owner(owner) => maps.upsert_owner(&owner),
+            IndexChange::Owner(owner) => maps.upsert_owner(&owner, &Default::default()),
         }
     }
     drop(maps);
@@ -475,6 +477,12 @@ struct Txn<'a> {
 fn apply(t: &mut Txn<'_>, command: Command) -> Result<Outcome, WriteError> {
     match command {
         Command::FlushUsage(usage) => flush_usage(t, &usage),
+        Command::FlushOwners(owners) => {
+            for (id, usage) in &owners {
+                t.store.put_owner_usage(id, usage).map_err(storage)?;
+            }
+            Ok(Outcome::Flushed)
+        }
         Command::Rekey {
             new_master_key,
             actor,
@@ -534,6 +542,7 @@ fn compute(draft: &mut Draft<'_>, command: Command) -> Result<Outcome, WriteErro
             sink,
         } => change::rotate(draft, id, expected_base, overlap_secs, sink),
         Command::FlushUsage(_)
+        | Command::FlushOwners(_)
         | Command::Rekey { .. }
         | Command::ReadAudit { .. }
         | Command::Checkpoint
