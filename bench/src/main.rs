@@ -4,7 +4,8 @@
 //! docs/performance.md has the figures and the commands that produced them.
 //! `--policy-latency` measures instead how soon a revocation written to the policy file is
 //! enforced; `--http`, verify over the HTTP side's forward-auth next to the socket; `--redis`,
-//! verify next to Redis `GET`, both servers driven by the same event loop.
+//! verify next to Redis `GET`, both servers driven by the same event loop; `--limits`, keys
+//! with rate limits and credits next to plain keys.
 
 mod compare;
 mod cpu;
@@ -16,6 +17,8 @@ mod fleet;
 mod flush;
 mod http;
 mod http_load;
+mod limits;
+mod limits_mix;
 mod load;
 mod nats;
 mod paired;
@@ -54,6 +57,8 @@ use std::time::Duration;
     target/release/authenta-bench --http --rounds 3  # forward-auth over HTTP (TCP, Unix) vs the socket\n  \
     target/release/authenta-bench --redis --rounds 3 # keyd vs Redis GET, same client (~3 min)\n  \
     target/release/authenta-bench --redis --smoke    # the same, tiny, for CI\n  \
+    target/release/authenta-bench --limits --rounds 3 # limited keys vs plain keys (~3 min)\n  \
+    target/release/authenta-bench --limits --smoke   # the same, tiny, for CI\n  \
     target/release/authenta-bench --policy-latency   # policy-file revocations (~15 s)")]
 struct Args {
     /// The authenta-keyd binary [default: the one beside this executable]
@@ -112,8 +117,8 @@ struct Args {
     scale_compare: Option<PathBuf>,
 
     /// Everything tiny (200 keys, 0.3 s runs, no --scale, one round of --http): checks the
-    /// bench works, for CI. With --redis: that comparison only, 200 keys, 0.3 s runs, one
-    /// round.
+    /// bench works, for CI. With --redis or --limits: that comparison only, 200 keys (per
+    /// group), 0.3 s runs, one round.
     #[arg(long)]
     smoke: bool,
 
@@ -163,6 +168,17 @@ struct Args {
     ])]
     redis: bool,
 
+    /// Instead of the verify load: keys with a rate limit, keys with a credit balance, and
+    /// keys with both and an owner with both (--keys in each group), next to plain keys on
+    /// one daemon, each group driven alike (the event loop, sync-50 and pipe-50x32 unless
+    /// --shapes) with every verify to answer valid; rounds alternate the groups; with the
+    /// default busy polling and with it off. Target: limited keys >= 0.9 x plain ops/s.
+    /// Starts its own daemon.
+    #[arg(long, conflicts_with_all = [
+        "socket", "scale", "policy_latency", "fleet", "http", "redis", "shapes_only", "client",
+    ])]
+    limits: bool,
+
     /// The redis-server binary of --redis [default: the first on the PATH]
     #[arg(long, value_name = "PATH", requires = "redis")]
     redis_server: Option<PathBuf>,
@@ -193,6 +209,9 @@ fn main() -> ExitCode {
     }
     if args.redis {
         return finish(args.json, redis_report(&args));
+    }
+    if args.limits {
+        return finish(args.json, limits_report(&args));
     }
     match run(&args) {
         Ok(report) => {
@@ -258,6 +277,28 @@ fn redis_report(args: &Args) -> Result<vs_redis::RedisFigures> {
     vs_redis::run(&vs_redis::Plan {
         keyd: &keyd,
         redis: &redis,
+        keys,
+        shapes: &shapes,
+        timing,
+        rounds: rounds(args),
+        smoke: args.smoke,
+        spin: args.spin,
+    })
+}
+
+fn limits_report(args: &Args) -> Result<limits::LimitsFigures> {
+    let keyd = daemon::find_binary(args.keyd.as_deref())?;
+    let timing = timing(args, ClientKind::EventLoop)?;
+    let keys = keys(args)?;
+    let default_shapes = limits::SHAPE_NAMES.map(String::from);
+    let shapes = chosen_shapes(Some(args.shapes.as_deref().unwrap_or(&default_shapes)))?;
+    let _spinners = if args.spin {
+        Some(spin::Spinners::start()?)
+    } else {
+        None
+    };
+    limits::run(&limits::Plan {
+        keyd: &keyd,
         keys,
         shapes: &shapes,
         timing,

@@ -57,12 +57,23 @@ pub struct Seeded {
 /// Creates `count` keys over `connections` connections; `progress` prints a line to stderr
 /// every so many keys (for the million-key seeding, which takes minutes).
 pub fn seed(socket: &Path, count: usize, connections: usize, progress: bool) -> Result<Seeded> {
+    seed_with(socket, count, connections, progress, &plain_key)
+}
+
+/// As [`seed`], key `n` created as `create(n)` says (`--limits` seeds keys with limits).
+pub fn seed_with(
+    socket: &Path,
+    count: usize,
+    connections: usize,
+    progress: bool,
+    create: &(dyn Fn(usize) -> CreateKey + Sync),
+) -> Result<Seeded> {
     let started = Instant::now();
     let next = AtomicUsize::new(0);
     let done = AtomicUsize::new(0);
     let per_thread: Vec<Result<Vec<SeededKey>>> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..connections.max(1))
-            .map(|_| scope.spawn(|| seed_some(socket, count, &next, &done, progress)))
+            .map(|_| scope.spawn(|| seed_some(socket, count, create, &next, &done, progress)))
             .collect();
         workers
             .into_iter()
@@ -82,9 +93,27 @@ pub fn seed(socket: &Path, count: usize, connections: usize, progress: bool) -> 
     })
 }
 
+/// The bench's plain key `n`: it may read and write, in production, with no limits.
+pub fn plain_key(n: usize) -> CreateKey {
+    CreateKey {
+        name: format!("bench-{n}"),
+        permissions: PERMISSIONS.to_vec(),
+        environment: Some(ENVIRONMENT.into()),
+        expires_in_secs: None,
+        owner_id: None,
+        meta: Default::default(),
+        ratelimit: None,
+        remaining: None,
+        refill: None,
+    }
+}
+
+/// One seeding connection: takes the next batch of key numbers (`next`) until `count`,
+/// counting what is made (`done`) for the progress lines.
 fn seed_some(
     socket: &Path,
     count: usize,
+    create: &(dyn Fn(usize) -> CreateKey + Sync),
     next: &AtomicUsize,
     done: &AtomicUsize,
     progress: bool,
@@ -100,19 +129,7 @@ fn seed_some(
         }
         let last = (first + BATCH).min(count);
         let bodies = (first..last)
-            .map(|n| {
-                RequestBody::CreateKey(CreateKey {
-                    name: format!("bench-{n}"),
-                    permissions: PERMISSIONS.to_vec(),
-                    environment: Some(ENVIRONMENT.into()),
-                    expires_in_secs: None,
-                    owner_id: None,
-                    meta: Default::default(),
-                    ratelimit: None,
-                    remaining: None,
-                    refill: None,
-                })
-            })
+            .map(|n| RequestBody::CreateKey(create(n)))
             .collect();
         for answer in client.call_many(bodies).context("seeding keys")? {
             match answer {

@@ -219,7 +219,7 @@ impl Workload {
 }
 
 /// Fisher-Yates with xorshift64*: deterministic, and no dependency for one shuffle.
-fn shuffle<T>(items: &mut [T], mut state: u64) {
+pub fn shuffle<T>(items: &mut [T], mut state: u64) {
     for i in (1..items.len()).rev() {
         state ^= state >> 12;
         state ^= state << 25;
