@@ -179,16 +179,21 @@ pub struct Entry {
     pub(super) start: [u8; START_LEN],
 }
 
-/// The rarer parts of a key: a revoke reason, a token in grace, and protocol 2's owner,
-/// metadata and limits with their live state.
+/// The rarer parts of a key: protocol 2's owner, metadata and limits with their live
+/// state, a revoke reason and a token in grace.
+///
+/// Laid out by hand, cache-line aligned, what a verify reads first: the limits, the owner
+/// and the metadata's root fill the first lines, so a limited key costs a verify one or
+/// two misses more than a plain key, not four.
 #[derive(Debug, Default)]
+#[repr(C, align(64))]
 pub struct Extra {
-    pub(super) revoke_reason: Option<String>,
-    pub(super) grace: Option<Grace>,
-    pub meta: Meta,
+    pub owner: Option<std::sync::Arc<Owner>>,
     pub ratelimit: Option<Bucket>,
     pub credits: Option<Balance>,
-    pub owner: Option<std::sync::Arc<Owner>>,
+    pub meta: Meta,
+    pub(super) revoke_reason: Option<String>,
+    pub(super) grace: Option<Grace>,
 }
 
 impl Extra {

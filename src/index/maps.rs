@@ -5,7 +5,7 @@ use super::entry::{
     id_str, key_id, Entry, Extra, Found, Hit, KeyId, KeyUse, Millis, PolicyCell, UsageCounters,
 };
 use super::limits::{carry_balance, carry_bucket, Owner};
-use super::tag_table::{prefetch, TagTable};
+use super::tag_table::{prefetch, prefetch_two_lines, TagTable};
 use crate::key::{KeyRecord, LimitUsage, OwnerRecord, OwnerUsage, UsageRow};
 use crate::policy::{KeyTimes, Policy};
 use crate::token::{TokenHash, KEY_ID_LEN, START_LEN};
@@ -171,6 +171,25 @@ impl Maps {
                     prefetch(retired);
                 }
             }
+        }
+    }
+
+    /// Asks the CPU for the first lines of the extras (limits, owner) of the entry the
+    /// lookup of `key` will most likely land on, for a run of lookups after
+    /// [`Maps::prefetch_entry`]: reading the pointer waits for the entry's line, but the
+    /// lines of the run's other entries are on their way meanwhile, and the extras' misses
+    /// then overlap too.
+    pub fn prefetch_extra(&self, key: &LookupKey) {
+        let Some(tag) = self.by_hash.candidate(key.table) else {
+            return;
+        };
+        if tag >> KIND_SHIFT != CURRENT {
+            return;
+        }
+        let extra = self.entries.get((tag & SLOT_MASK) as usize);
+        if let Some(extra) = extra.and_then(|e| e.extra.as_deref()) {
+            // Its owner pointer and limits: the first two lines (`Extra`'s layout).
+            prefetch_two_lines(extra);
         }
     }
 

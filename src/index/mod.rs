@@ -403,6 +403,20 @@ mod tests {
     }
 
     #[test]
+    fn an_extras_limits_and_owner_come_first() {
+        use super::entry::Extra;
+        use std::mem::{offset_of, size_of};
+        let end_of_credits = offset_of!(Extra, credits) + size_of::<Option<limits::Balance>>();
+        eprintln!(
+            "extra {} bytes; limits and owner end at {end_of_credits}",
+            size_of::<Extra>()
+        );
+        assert_eq!(offset_of!(Extra, owner), 0);
+        assert!(offset_of!(Extra, ratelimit) < 64);
+        assert!(end_of_credits <= 3 * 64);
+    }
+
+    #[test]
     fn an_entry_stays_small() {
         // A million of these, plus the tables, must stay well under 300 MiB.
         assert_eq!(std::mem::size_of::<Entry>(), 192);

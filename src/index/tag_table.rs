@@ -188,6 +188,20 @@ pub fn prefetch<T>(value: &T) {
     let _ = value;
 }
 
+/// [`prefetch`] for the first two cache lines of `value` (a line-aligned value of at least
+/// two lines).
+pub fn prefetch_two_lines<T>(value: &T) {
+    prefetch(value);
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: as in `prefetch`; the second address is inside `value` when it spans two
+    // lines, and a prefetch of any address never faults in any case.
+    #[allow(unsafe_code)]
+    unsafe {
+        let second = (value as *const T).cast::<i8>().wrapping_add(64);
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(second);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -40,6 +40,11 @@ pub fn decide_run<'m, E>(
     for key in keys.iter().flatten() {
         maps.prefetch_entry(key);
     }
+    if run.len() > 1 {
+        for key in keys.iter().flatten() {
+            maps.prefetch_extra(key);
+        }
+    }
     let mut uses = [None; RUN_MAX];
     let mut result = Ok(());
     for ((request, key), used) in run.iter().flatten().zip(keys).zip(&mut uses) {
