@@ -20,6 +20,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod answer_frame;
 mod error;
 mod frame;
 mod outcome;

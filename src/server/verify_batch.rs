@@ -7,8 +7,9 @@ use crate::index::verify::decide_run;
 use crate::index::Maps;
 use crate::metrics::VerifyTally;
 use crate::time;
+use authenta_client::answer_frame::push_verify_answer;
 use authenta_client::proto::{self, ErrorAnswer, ErrorCode, Response, ResponseBody};
-use authenta_client::verify_wire::{VerifyAnswerBodyRef, VerifyRequestRef, VerifyResponseRef};
+use authenta_client::verify_wire::VerifyRequestRef;
 use std::sync::RwLockReadGuard;
 
 /// A run of pipelined verifies from one peer, answered under one read of the index, one
@@ -57,11 +58,7 @@ impl<'d> VerifyBatch<'d> {
         let tally = &mut self.tally;
         decide_run(&self.maps, run, self.now, |id, answer| {
             tally.count(answer.code);
-            let response = VerifyResponseRef {
-                id,
-                body: VerifyAnswerBodyRef::Verify(answer),
-            };
-            proto::push_frame(&response, out)
+            push_verify_answer(id, &answer, out)
         })
     }
 }
