@@ -68,6 +68,7 @@ pub fn push_verify_answer(
 }
 
 /// bincode's varint: one byte up to 250, else a marker and 2, 4 or 8 little-endian bytes.
+#[inline(always)]
 fn varint(out: &mut Vec<u8>, v: u64) {
     if v <= 250 {
         out.push(v as u8);
@@ -84,15 +85,18 @@ fn varint(out: &mut Vec<u8>, v: u64) {
 }
 
 /// A signed integer: zigzag, then [`varint`].
+#[inline(always)]
 fn signed(out: &mut Vec<u8>, v: i64) {
     varint(out, ((v << 1) ^ (v >> 63)) as u64);
 }
 
+#[inline(always)]
 fn str(out: &mut Vec<u8>, s: &str) {
     varint(out, s.len() as u64);
     out.extend_from_slice(s.as_bytes());
 }
 
+#[inline(always)]
 fn opt_str(out: &mut Vec<u8>, s: Option<&str>) {
     match s {
         None => out.push(0),
@@ -103,6 +107,7 @@ fn opt_str(out: &mut Vec<u8>, s: Option<&str>) {
     }
 }
 
+#[inline(always)]
 fn opt_i64(out: &mut Vec<u8>, v: Option<i64>) {
     match v {
         None => out.push(0),

@@ -174,20 +174,26 @@ impl Maps {
         }
     }
 
-    /// Asks the CPU for the first lines of the extras (limits, owner) of the entry the
-    /// lookup of `key` will most likely land on, for a run of lookups after
-    /// [`Maps::prefetch_entry`]: reading the pointer waits for the entry's line, but the
-    /// lines of the run's other entries are on their way meanwhile, and the extras' misses
-    /// then overlap too.
-    pub fn prefetch_extra(&self, key: &LookupKey) {
+    /// Asks the CPU for what a valid answer reads outside the entry itself (the name's
+    /// bytes, and the first lines of the extras: owner and limits) for the entry the lookup
+    /// of `key` will most likely land on, for a run of lookups after
+    /// [`Maps::prefetch_entry`]: reading the pointers waits for the entry's line, but the
+    /// lines of the run's other entries are on their way meanwhile, and these misses then
+    /// overlap too.
+    pub fn prefetch_heap(&self, key: &LookupKey) {
         let Some(tag) = self.by_hash.candidate(key.table) else {
             return;
         };
         if tag >> KIND_SHIFT != CURRENT {
             return;
         }
-        let extra = self.entries.get((tag & SLOT_MASK) as usize);
-        if let Some(extra) = extra.and_then(|e| e.extra.as_deref()) {
+        let Some(entry) = self.entries.get((tag & SLOT_MASK) as usize) else {
+            return;
+        };
+        if let Some(first) = entry.name.as_bytes().first() {
+            prefetch(first);
+        }
+        if let Some(extra) = entry.extra.as_deref() {
             // Its owner pointer and limits: the first two lines (`Extra`'s layout).
             prefetch_two_lines(extra);
         }

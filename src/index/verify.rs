@@ -42,7 +42,7 @@ pub fn decide_run<'m, E>(
     }
     if run.len() > 1 {
         for key in keys.iter().flatten() {
-            maps.prefetch_extra(key);
+            maps.prefetch_heap(key);
         }
     }
     let mut uses = [None; RUN_MAX];
