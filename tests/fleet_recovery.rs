@@ -117,11 +117,7 @@ fn writes_through(fleet: &Fleet, fault: impl FnOnce() + Send) -> (Vec<String>, V
                     permissions: vec![authenta_client::Permission::Read],
                     environment: None,
                     expires_in_secs: None,
-                    owner_id: None,
-                    meta: Default::default(),
-                    ratelimit: None,
-                    remaining: None,
-                    refill: None,
+                    ..Default::default()
                 };
                 if let Ok(new) = client.create_key(request) {
                     created.push(new.key.id);

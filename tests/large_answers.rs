@@ -26,11 +26,7 @@ fn create_keys(client: &mut Client, count: usize) -> Vec<String> {
                     permissions: vec![Permission::Read],
                     environment: Some("production".into()),
                     expires_in_secs: None,
-                    owner_id: None,
-                    meta: Default::default(),
-                    ratelimit: None,
-                    remaining: None,
-                    refill: None,
+                    ..Default::default()
                 })
             })
             .collect();

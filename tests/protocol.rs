@@ -330,11 +330,7 @@ fn the_async_client_verifies_and_administers() {
                 permissions: vec![Permission::Read, Permission::Write],
                 environment: None,
                 expires_in_secs: None,
-                owner_id: None,
-                meta: Default::default(),
-                ratelimit: None,
-                remaining: None,
-                refill: None,
+                ..Default::default()
             })
             .await
             .expect("create");

@@ -56,11 +56,7 @@ fn serves_through_a_socket_passed_by_systemd_socket_activate() {
             permissions: vec![authenta_client::Permission::Read],
             environment: None,
             expires_in_secs: None,
-            owner_id: None,
-            meta: Default::default(),
-            ratelimit: None,
-            remaining: None,
-            refill: None,
+            ..Default::default()
         })
         .expect("create through the inherited socket");
     let verified = client
@@ -106,11 +102,7 @@ fn serves_http_on_a_loopback_port_passed_by_systemd() {
             permissions: vec![authenta_client::Permission::Read],
             environment: None,
             expires_in_secs: None,
-            owner_id: None,
-            meta: Default::default(),
-            ratelimit: None,
-            remaining: None,
-            refill: None,
+            ..Default::default()
         })
         .expect("create through the inherited socket");
     let address = format!("127.0.0.1:{port}");

@@ -44,11 +44,7 @@ pub fn run(socket: &Path, clients: usize, duration: Duration) -> Result<Creates>
                                 permissions: vec![Permission::Read],
                                 environment: Some("staging".into()),
                                 expires_in_secs: None,
-                                owner_id: None,
-                                meta: Default::default(),
-                                ratelimit: None,
-                                remaining: None,
-                                refill: None,
+                                ..Default::default()
                             })
                             .context("a durable create failed")?;
                         samples.push(nanos(sent.elapsed()));

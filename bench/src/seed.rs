@@ -100,11 +100,7 @@ pub fn plain_key(n: usize) -> CreateKey {
         permissions: PERMISSIONS.to_vec(),
         environment: Some(ENVIRONMENT.into()),
         expires_in_secs: None,
-        owner_id: None,
-        meta: Default::default(),
-        ratelimit: None,
-        remaining: None,
-        refill: None,
+        ..Default::default()
     }
 }
 

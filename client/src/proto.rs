@@ -228,7 +228,7 @@ impl fmt::Debug for VerifyRequest {
 }
 
 /// Parameters of a new key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreateKey {
     /// A label for people (e.g. `Backend-Server-Key`); sealed at rest, never logged.
     pub name: String,

@@ -1,7 +1,51 @@
 //! Command-line forms of protocol 2's key lifecycle: rate limits (`100/1s`), refills
 //! (`1000/1d`), metadata (`plan=pro`), and how they are shown.
 
-use authenta_client::proto::{KeyInfo, Meta, RateLimit, Refill};
+use authenta_client::proto::{Change, KeyInfo, Meta, RateLimit, Refill};
+use clap::Args;
+
+/// The limits `keys update` and `owners set` change, each set or cleared.
+#[derive(Args)]
+pub struct LimitArgs {
+    /// Rate limit: requests per window, e.g. 100/1s (over it: 429 rate_limited).
+    #[arg(long, value_parser = parse_ratelimit, value_name = "LIMIT/WINDOW", conflicts_with = "no_ratelimit")]
+    ratelimit: Option<RateLimit>,
+    /// Remove the rate limit.
+    #[arg(long)]
+    no_ratelimit: bool,
+    /// Set the credit balance (starts a new balance; each verify spends its cost).
+    #[arg(long, value_name = "N", conflicts_with = "no_remaining")]
+    remaining: Option<u64>,
+    /// Remove the balance: unlimited verifies.
+    #[arg(long)]
+    no_remaining: bool,
+    /// Set the balance back to AMOUNT every INTERVAL, e.g. 1000/1d (from now on).
+    #[arg(long, value_parser = parse_refill, value_name = "AMOUNT/INTERVAL", conflicts_with = "no_refill")]
+    refill: Option<Refill>,
+    /// Stop refilling.
+    #[arg(long)]
+    no_refill: bool,
+}
+
+impl LimitArgs {
+    /// The changes asked for: (rate limit, remaining, refill).
+    pub fn changes(self) -> (Change<RateLimit>, Change<u64>, Change<Refill>) {
+        (
+            change(self.ratelimit, self.no_ratelimit),
+            change(self.remaining, self.no_remaining),
+            change(self.refill, self.no_refill),
+        )
+    }
+}
+
+/// `Some(Some(v))` to set, `Some(None)` to clear, `None` to keep.
+pub fn change<T>(value: Option<T>, clear: bool) -> Change<T> {
+    match (value, clear) {
+        (Some(v), _) => Some(Some(v)),
+        (None, true) => Some(None),
+        (None, false) => None,
+    }
+}
 
 /// `LIMIT/WINDOW`, e.g. `100/1s` or `1000/1m`.
 pub fn parse_ratelimit(text: &str) -> Result<RateLimit, String> {

@@ -1,10 +1,10 @@
 //! `authenta-keyd owners ...`: the limits all keys of one owner (tenant) share.
 
-use super::limits::{parse_ratelimit, parse_refill, ratelimit_text, refill_text};
+use super::limits::{ratelimit_text, refill_text, LimitArgs};
 use super::output::{self, say};
 use super::Context;
 use anyhow::Result;
-use authenta_client::proto::{OwnerInfo, OwnerUpdate, RateLimit, Refill};
+use authenta_client::proto::{OwnerInfo, OwnerUpdate};
 use clap::{Args, Subcommand};
 use serde_json::json;
 
@@ -28,32 +28,22 @@ pub enum OwnersCommand {
 pub struct SetArgs {
     /// The owner id.
     id: String,
-    /// Shared rate limit: requests per window, e.g. 1000/1m.
-    #[arg(long, value_parser = parse_ratelimit, value_name = "LIMIT/WINDOW", conflicts_with = "no_ratelimit")]
-    ratelimit: Option<RateLimit>,
-    #[arg(long)]
-    no_ratelimit: bool,
-    /// Shared credit balance (starts a new balance).
-    #[arg(long, value_name = "N", conflicts_with = "no_remaining")]
-    remaining: Option<u64>,
-    #[arg(long)]
-    no_remaining: bool,
-    /// Set the balance back to AMOUNT every INTERVAL, e.g. 100000/30d.
-    #[arg(long, value_parser = parse_refill, value_name = "AMOUNT/INTERVAL", conflicts_with = "no_refill")]
-    refill: Option<Refill>,
-    #[arg(long)]
-    no_refill: bool,
+    #[command(flatten)]
+    limits: LimitArgs,
 }
 
 pub fn run(command: OwnersCommand, context: &Context) -> Result<()> {
     let mut client = context.client();
     let owner = match command {
-        OwnersCommand::Set(args) => client.set_owner(OwnerUpdate {
-            id: args.id,
-            ratelimit: super::update::change(args.ratelimit, args.no_ratelimit),
-            remaining: super::update::change(args.remaining, args.no_remaining),
-            refill: super::update::change(args.refill, args.no_refill),
-        })?,
+        OwnersCommand::Set(args) => {
+            let (ratelimit, remaining, refill) = args.limits.changes();
+            client.set_owner(OwnerUpdate {
+                id: args.id,
+                ratelimit,
+                remaining,
+                refill,
+            })?
+        }
         OwnersCommand::Show { id } => client.show_owner(&id)?,
     };
     print_owner(&owner, context.json);

@@ -1,9 +1,9 @@
 //! `authenta-keyd keys update`: change a key in place; its token stays the same.
 
-use super::limits::{parse_meta, parse_ratelimit, parse_refill};
+use super::limits::{change, parse_meta, LimitArgs};
 use super::{keys, Context};
 use anyhow::{Context as _, Result};
-use authenta_client::proto::{Permission, RateLimit, Refill, UpdateKey};
+use authenta_client::proto::{Permission, UpdateKey};
 use clap::Args;
 
 #[derive(Args)]
@@ -48,37 +48,13 @@ pub struct UpdateArgs {
     /// Remove a metadata entry (repeatable).
     #[arg(long, value_name = "KEY")]
     unset_meta: Vec<String>,
-    /// Rate limit: requests per window, e.g. 100/1s.
-    #[arg(long, value_parser = parse_ratelimit, value_name = "LIMIT/WINDOW", conflicts_with = "no_ratelimit")]
-    ratelimit: Option<RateLimit>,
-    /// Remove the rate limit.
-    #[arg(long)]
-    no_ratelimit: bool,
-    /// Set the credit balance (starts a new balance; each verify spends its cost).
-    #[arg(long, value_name = "N", conflicts_with = "no_remaining")]
-    remaining: Option<u64>,
-    /// Remove the balance: unlimited verifies.
-    #[arg(long)]
-    no_remaining: bool,
-    /// Set the balance back to AMOUNT every INTERVAL, e.g. 1000/1d.
-    #[arg(long, value_parser = parse_refill, value_name = "AMOUNT/INTERVAL", conflicts_with = "no_refill")]
-    refill: Option<Refill>,
-    /// Stop refilling.
-    #[arg(long)]
-    no_refill: bool,
-}
-
-/// `Some(Some(v))` to set, `Some(None)` to clear, `None` to keep.
-pub(super) fn change<T>(value: Option<T>, clear: bool) -> Option<Option<T>> {
-    match (value, clear) {
-        (Some(v), _) => Some(Some(v)),
-        (None, true) => Some(None),
-        (None, false) => None,
-    }
+    #[command(flatten)]
+    limits: LimitArgs,
 }
 
 pub fn run(args: UpdateArgs, context: &Context) -> Result<()> {
     let id = args.id.clone();
+    let (ratelimit, remaining, refill) = args.limits.changes();
     let update = UpdateKey {
         id: args.id,
         name: args.name,
@@ -88,9 +64,9 @@ pub fn run(args: UpdateArgs, context: &Context) -> Result<()> {
         owner_id: change(args.owner, args.no_owner),
         set_meta: super::limits::meta_of(args.meta),
         unset_meta: args.unset_meta,
-        ratelimit: change(args.ratelimit, args.no_ratelimit),
-        remaining: change(args.remaining, args.no_remaining),
-        refill: change(args.refill, args.no_refill),
+        ratelimit,
+        remaining,
+        refill,
     };
     let key = context
         .client()

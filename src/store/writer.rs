@@ -623,11 +623,7 @@ mod tests {
                 permissions: vec![Permission::Read],
                 environment: None,
                 expires_in_secs: None,
-                owner_id: None,
-                meta: Default::default(),
-                ratelimit: None,
-                remaining: None,
-                refill: None,
+                ..Default::default()
             },
             actor: actor.clone(),
         });
@@ -669,11 +665,7 @@ mod tests {
                 permissions: vec![Permission::Read],
                 environment: None,
                 expires_in_secs: None,
-                owner_id: None,
-                meta: Default::default(),
-                ratelimit: None,
-                remaining: None,
-                refill: None,
+                ..Default::default()
             },
             actor: Actor::Peer { uid: 0, pid: None },
         });

@@ -126,11 +126,7 @@ pub fn create_many(node: &Daemon, prefix: &str, count: usize) -> Vec<(String, St
                     permissions: vec![authenta_client::Permission::Read],
                     environment: None,
                     expires_in_secs: None,
-                    owner_id: None,
-                    meta: Default::default(),
-                    ratelimit: None,
-                    remaining: None,
-                    refill: None,
+                    ..Default::default()
                 })
             })
             .collect();

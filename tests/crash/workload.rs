@@ -70,11 +70,7 @@ pub fn worker(
                 permissions: vec![Permission::Read],
                 environment: None,
                 expires_in_secs: None,
-                owner_id: None,
-                meta: Default::default(),
-                ratelimit: None,
-                remaining: None,
-                refill: None,
+                ..Default::default()
             };
             match client.create_key(request) {
                 Ok(new) => {
