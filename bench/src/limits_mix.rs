@@ -8,6 +8,7 @@
 //! (`rate_limited`, `usage_exceeded`) is counted as a wrong answer: the limits were set wrong.
 
 use crate::event_loop::Protocol;
+use crate::packed::Packed;
 use crate::seed::{self, SeededKey};
 use crate::wire::{self, push_frame, LengthPrefixed, Reader};
 use crate::workload::shuffle;
@@ -123,11 +124,9 @@ pub fn set_owner(socket: &Path) -> Result<()> {
 /// fixed shuffled order. Request `i` carries id `i + 1`.
 pub struct GroupMix {
     pub group: Group,
-    requests: Vec<u8>,
-    request_ends: Vec<usize>,
+    requests: Packed,
     /// Each expected answer with no limit state (its last two fields `None`).
-    answers: Vec<u8>,
-    answer_ends: Vec<usize>,
+    answers: Packed,
 }
 
 /// How `None, None` (no rate limit state, no balance) ends an encoded answer.
@@ -145,10 +144,8 @@ impl GroupMix {
         shuffle(&mut order, 0x1153_7e57_ba5e_d0d0);
         let mut mix = GroupMix {
             group,
-            requests: Vec::with_capacity(keys.len() * 80),
-            request_ends: Vec::with_capacity(keys.len()),
-            answers: Vec::with_capacity(keys.len() * 80),
-            answer_ends: Vec::with_capacity(keys.len()),
+            requests: Packed::with_capacity(keys.len(), 80),
+            answers: Packed::with_capacity(keys.len(), 80),
         };
         for (i, key) in order.into_iter().enumerate() {
             let id = i as u64 + 1;
@@ -161,20 +158,20 @@ impl GroupMix {
                     cost: None,
                 }),
             };
-            push_frame(&mut mix.requests, &proto::encode(&request)?);
-            mix.request_ends.push(mix.requests.len());
+            push_frame(mix.requests.buf(), &proto::encode(&request)?);
+            mix.requests.end_item();
             let mut answer = key.answer(VerifyCode::Valid);
             answer.owner_id = group.owner.then(|| OWNER.to_owned());
             let answer = Response {
                 id,
                 body: ResponseBody::Verify(answer),
             };
-            proto::encode_into(&answer, &mut mix.answers)?;
+            proto::encode_into(&answer, mix.answers.buf())?;
             ensure!(
-                mix.answers.ends_with(&NO_LIMITS),
+                mix.answers.buf().ends_with(&NO_LIMITS),
                 "the verify answer's layout changed: it no longer ends with its limit state"
             );
-            mix.answer_ends.push(mix.answers.len());
+            mix.answers.end_item();
         }
         Ok(mix)
     }
@@ -195,9 +192,9 @@ impl GroupMix {
     /// prefixes), the answers measured on the daemon's, which carry the limit state.
     pub fn mean_sizes(&self, live_bytes: f64) -> (f64, f64) {
         let n = self.len().max(1) as f64;
-        let expected = (self.answers.len() + 4 * self.len()) as f64 / n;
+        let expected = (self.answers.total_bytes() + 4 * self.len()) as f64 / n;
         (
-            self.requests.len() as f64 / n,
+            self.requests.total_bytes() as f64 / n,
             expected - NO_LIMITS.len() as f64 + live_bytes,
         )
     }
@@ -230,19 +227,17 @@ impl Protocol for GroupMix {
 
     #[inline]
     fn len(&self) -> usize {
-        self.request_ends.len()
+        self.requests.len()
     }
 
     #[inline]
     fn request(&self, i: usize) -> &[u8] {
-        let start = if i == 0 { 0 } else { self.request_ends[i - 1] };
-        &self.requests[start..self.request_ends[i]]
+        self.requests.get(i)
     }
 
     #[inline]
     fn answer(&self, i: usize) -> &[u8] {
-        let start = if i == 0 { 0 } else { self.answer_ends[i - 1] };
-        &self.answers[start..self.answer_ends[i]]
+        self.answers.get(i)
     }
 
     /// Everything up to the limit state must be the expected bytes (so the code is `valid`

@@ -21,6 +21,7 @@ mod limits;
 mod limits_mix;
 mod load;
 mod nats;
+mod packed;
 mod paired;
 mod policy_latency;
 mod policy_update;

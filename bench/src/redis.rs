@@ -10,6 +10,7 @@
 //! included, and each value names its key, so a reply for another key is a wrong answer.
 
 use crate::event_loop::Protocol;
+use crate::packed::Packed;
 use crate::seed::SeededKey;
 use crate::wire::{Framing, Reader};
 use crate::workload::Workload;
@@ -132,10 +133,8 @@ fn value_len_for(target: usize, at_least: usize) -> usize {
 
 /// The daemon's mix as pre-encoded `GET`s, with the exact reply each must get.
 pub struct GetWorkload {
-    requests: Vec<u8>,
-    request_ends: Vec<usize>,
-    answers: Vec<u8>,
-    answer_ends: Vec<usize>,
+    requests: Packed,
+    answers: Packed,
     /// Bytes of every value.
     pub value_bytes: usize,
 }
@@ -149,10 +148,8 @@ impl GetWorkload {
         let digits = keys.len().max(1).to_string().len();
         let value_bytes = value_len_for(answer_bytes.round() as usize, digits);
         let mut get = GetWorkload {
-            requests: Vec::with_capacity(workload.len() * 80),
-            request_ends: Vec::with_capacity(workload.len()),
-            answers: Vec::with_capacity(workload.len() * (value_bytes + 8)),
-            answer_ends: Vec::with_capacity(workload.len()),
+            requests: Packed::with_capacity(workload.len(), 80),
+            answers: Packed::with_capacity(workload.len(), value_bytes + 8),
             value_bytes,
         };
         for i in 0..workload.len() {
@@ -162,16 +159,16 @@ impl GetWorkload {
             let key = keys
                 .get(k)
                 .context("the mix asks about a key it was not built over")?;
-            push_command(&mut get.requests, &[b"GET", key.token.as_bytes()]);
-            get.request_ends.push(get.requests.len());
+            push_command(get.requests.buf(), &[b"GET", key.token.as_bytes()]);
+            get.requests.end_item();
             let value = value(k, value_bytes);
-            get.answers
-                .extend_from_slice(format!("${}\r\n", value.len()).as_bytes());
-            get.answers.extend_from_slice(&value);
-            get.answers.extend_from_slice(b"\r\n");
-            get.answer_ends.push(get.answers.len());
+            let reply = get.answers.buf();
+            reply.extend_from_slice(format!("${}\r\n", value.len()).as_bytes());
+            reply.extend_from_slice(&value);
+            reply.extend_from_slice(b"\r\n");
+            get.answers.end_item();
         }
-        if get.request_ends.is_empty() {
+        if get.requests.is_empty() {
             bail!("the mix asks about no seeded key");
         }
         Ok(get)
@@ -179,10 +176,10 @@ impl GetWorkload {
 
     /// Mean sizes of a request and of a reply, in bytes.
     pub fn mean_sizes(&self) -> (f64, f64) {
-        let n = self.request_ends.len().max(1) as f64;
+        let n = self.requests.len().max(1) as f64;
         (
-            self.requests.len() as f64 / n,
-            self.answers.len() as f64 / n,
+            self.requests.total_bytes() as f64 / n,
+            self.answers.total_bytes() as f64 / n,
         )
     }
 }
@@ -201,19 +198,17 @@ impl Protocol for GetWorkload {
 
     #[inline]
     fn len(&self) -> usize {
-        self.request_ends.len()
+        self.requests.len()
     }
 
     #[inline]
     fn request(&self, i: usize) -> &[u8] {
-        let start = if i == 0 { 0 } else { self.request_ends[i - 1] };
-        &self.requests[start..self.request_ends[i]]
+        self.requests.get(i)
     }
 
     #[inline]
     fn answer(&self, i: usize) -> &[u8] {
-        let start = if i == 0 { 0 } else { self.answer_ends[i - 1] };
-        &self.answers[start..self.answer_ends[i]]
+        self.answers.get(i)
     }
 
     fn describe_wrong(&self, got: &[u8], expected: &[u8]) -> String {

@@ -5,6 +5,7 @@
 //! (a wrong answer is counted, not silently timed), and lets the echo server send back the
 //! very bytes the daemon would, so both sides of the comparison move the same bytes.
 
+use crate::packed::Packed;
 use crate::seed::SeededKey;
 use crate::wire::push_frame;
 use anyhow::{Context, Result};
@@ -46,12 +47,10 @@ impl Mix {
 
 /// Pre-encoded requests and their expected answers. Request `i` carries id `i + 1`.
 pub struct Workload {
-    /// Every request frame (length prefix included), back to back.
-    requests: Vec<u8>,
-    request_ends: Vec<usize>,
-    /// Every expected answer payload (no length prefix), back to back.
-    answers: Vec<u8>,
-    answer_ends: Vec<usize>,
+    /// Every request frame (length prefix included).
+    requests: Packed,
+    /// Every expected answer payload (no length prefix).
+    answers: Packed,
     /// Which of the seeded keys each request asks about ([`NO_KEY`] for an unknown token):
     /// lets another server be asked the same questions in the same order. Never read while
     /// the daemon is driven.
@@ -96,10 +95,8 @@ impl Workload {
         shuffle(&mut asks, 0x5eed_1234_abcd_ef01);
 
         let mut workload = Workload {
-            requests: Vec::with_capacity(asks.len() * 80),
-            request_ends: Vec::with_capacity(asks.len()),
-            answers: Vec::with_capacity(asks.len() * 48),
-            answer_ends: Vec::with_capacity(asks.len()),
+            requests: Packed::with_capacity(asks.len(), 80),
+            answers: Packed::with_capacity(asks.len(), 48),
             asked: Vec::with_capacity(asks.len()),
             mix: Mix {
                 keys: keys.len(),
@@ -167,32 +164,30 @@ impl Workload {
                 body: ResponseBody::Verify(answer),
             };
             push_frame(
-                &mut workload.requests,
+                workload.requests.buf(),
                 &proto::encode(&request).context("encoding a verify request")?,
             );
-            workload.request_ends.push(workload.requests.len());
-            proto::encode_into(&response, &mut workload.answers)
+            workload.requests.end_item();
+            proto::encode_into(&response, workload.answers.buf())
                 .context("encoding an expected answer")?;
-            workload.answer_ends.push(workload.answers.len());
+            workload.answers.end_item();
         }
         Ok(workload)
     }
 
     /// Number of requests in the mix.
     pub fn len(&self) -> usize {
-        self.request_ends.len()
+        self.requests.len()
     }
 
     /// Request `i` as a whole frame, length prefix included.
     pub fn request(&self, i: usize) -> &[u8] {
-        let start = if i == 0 { 0 } else { self.request_ends[i - 1] };
-        &self.requests[start..self.request_ends[i]]
+        self.requests.get(i)
     }
 
     /// The payload the daemon must answer request `i` with.
     pub fn answer(&self, i: usize) -> &[u8] {
-        let start = if i == 0 { 0 } else { self.answer_ends[i - 1] };
-        &self.answers[start..self.answer_ends[i]]
+        self.answers.get(i)
     }
 
     /// Which of the seeded keys (an index into the keys the mix was built over) request `i`
@@ -212,8 +207,8 @@ impl Workload {
     pub fn mean_frame_sizes(&self) -> (f64, f64) {
         let n = self.len().max(1) as f64;
         (
-            self.requests.len() as f64 / n,
-            (self.answers.len() + 4 * self.len()) as f64 / n,
+            self.requests.total_bytes() as f64 / n,
+            (self.answers.total_bytes() + 4 * self.len()) as f64 / n,
         )
     }
 }
