@@ -335,7 +335,7 @@ impl Maps {
                     }
                 }),
             credits: carry_balance(details.credits, old.and_then(|o| o.credits.as_ref()))
-                .inspect(|b| b.add_restored(&restored.credits)),
+                .inspect(|b| b.resume(&restored.credits)),
             owner,
         };
         let entry = Entry {

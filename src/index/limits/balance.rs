@@ -105,14 +105,9 @@ impl Balance {
         }
     }
 
-    /// Resumes from what a store held, when it is this balance's.
-    pub fn add_restored(&self, spent: &Spent) {
-        self.restore_max(spent)
-    }
-
-    /// Resumes from one of several stored snapshots of this balance (an owner's, one per
-    /// key): the latest period, and in it the most spent, is the latest snapshot.
-    pub fn restore_max(&self, spent: &Spent) {
+    /// Resumes from what a store held (a key's usage row), when it is this balance's: a
+    /// later period replaces the counts, the same period keeps the larger.
+    pub fn resume(&self, spent: &Spent) {
         if spent.set_at != self.credits.set_at {
             return;
         }

@@ -3,8 +3,8 @@
 //!
 //! A rate limit is a token bucket in its GCRA form (the generic cell rate algorithm): one
 //! number per limit, the "theoretical arrival time" (TAT). Each allowed verify moves it one
-//! emission interval (window / limit) into the future; a verify is refused while that would
-//! put it more than a window ahead of now. So a key may burst its whole limit at once, and
+//! emission interval (window / limit, rounded up) into the future; a verify is refused while
+//! that would put it more than `limit` intervals ahead of now. So a key may burst its whole limit at once, and
 //! then gets the limit spread evenly over each window. Chosen over a sliding window because
 //! it is exact with one 8-byte atomic and no timer, has no burst of twice the limit at a
 //! window's edge (as fixed windows do), and other nodes' uses fold into it by moving the
