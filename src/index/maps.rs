@@ -327,7 +327,7 @@ impl Maps {
         let extra = Extra {
             revoke_reason: record.revoke_reason,
             grace: record.grace,
-            meta: details.meta,
+            meta: (!details.meta.is_empty()).then(|| Box::new(details.meta)),
             ratelimit: carry_bucket(details.ratelimit, old.and_then(|o| o.ratelimit.as_ref()))
                 .inspect(|b| {
                     if restored.ratelimit.rule == Some(b.rule) {

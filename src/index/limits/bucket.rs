@@ -11,9 +11,6 @@ pub struct Bucket {
     /// Nanoseconds each verify takes: the window over the limit, rounded up, so that the
     /// rate never exceeds the rule (it falls short by at most one nanosecond a verify).
     interval_ns: i64,
-    /// How far ahead of now the arrival time may run: `limit` intervals, so a burst is
-    /// exactly `limit` verifies.
-    capacity_ns: i64,
     /// Theoretical arrival time, unix nanoseconds.
     tat: AtomicI64,
 }
@@ -29,9 +26,16 @@ impl Bucket {
         Bucket {
             rule,
             interval_ns,
-            capacity_ns: interval_ns.saturating_mul(limit),
             tat: AtomicI64::new(tat),
         }
+    }
+
+    /// How far ahead of now the arrival time may run: `limit` intervals, so a burst is
+    /// exactly `limit` verifies. Computed, not stored, so that a key's limits fit the two
+    /// cache lines a verify reads (`Extra`'s layout).
+    fn capacity_ns(&self) -> i64 {
+        self.interval_ns
+            .saturating_mul(i64::from(self.rule.limit.max(1)))
     }
 
     /// A bucket for `rule` resuming from a stored state, used only if stored for the same
@@ -49,10 +53,11 @@ impl Bucket {
     /// allowed, `Err` with the state when the limit is spent.
     pub fn take(&self, now: i64) -> Result<RateLimitState, RateLimitState> {
         let now_ns = now.saturating_mul(NS_PER_MS);
+        let capacity_ns = self.capacity_ns();
         let mut tat = self.tat.load(Ordering::Relaxed);
         loop {
             let after = tat.max(now_ns).saturating_add(self.interval_ns);
-            if after - now_ns > self.capacity_ns {
+            if after - now_ns > capacity_ns {
                 return Err(self.state(tat, now_ns));
             }
             match self
@@ -89,7 +94,11 @@ impl Bucket {
             .tat
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |tat| {
                 let moved = tat.max(now_ns).saturating_add(cost);
-                Some(moved.min(now_ns.saturating_add(self.capacity_ns)).max(tat))
+                Some(
+                    moved
+                        .min(now_ns.saturating_add(self.capacity_ns()))
+                        .max(tat),
+                )
             });
     }
 
@@ -106,14 +115,16 @@ impl Bucket {
         }
     }
 
+    #[inline]
     fn state(&self, tat: i64, now_ns: i64) -> RateLimitState {
-        let used = (tat - now_ns).clamp(0, self.capacity_ns);
-        let left = (self.capacity_ns - used) / self.interval_ns;
+        let capacity_ns = self.capacity_ns();
+        let used = (tat - now_ns).clamp(0, capacity_ns);
+        let left = (capacity_ns - used) / self.interval_ns;
         let remaining = u32::try_from(left).unwrap_or(u32::MAX).min(self.rule.limit);
         let retry_ns = if remaining > 0 {
             now_ns
         } else {
-            tat - self.capacity_ns + self.interval_ns
+            tat - capacity_ns + self.interval_ns
         };
         RateLimitState {
             limit: self.rule.limit,
