@@ -76,7 +76,7 @@ fn verify(
     let maps = daemon.index.read();
     let _ = decide_run::<Infallible>(&maps, &[Some(request)], time::now_ms(), |_, answer| {
         tally.count(answer.code);
-        answered = Some(respond(&answer));
+        answered = Some(respond(answer));
         Ok(())
     });
     drop(maps);

@@ -28,7 +28,7 @@ pub fn decide_run<'m, E>(
     maps: &'m Maps,
     run: &[Option<VerifyRequestRef<'_>>],
     now: i64,
-    mut answered: impl FnMut(u64, VerifyAnswerRef<'m>) -> Result<(), E>,
+    mut answered: impl FnMut(u64, &VerifyAnswerRef<'m>) -> Result<(), E>,
 ) -> Result<(), E> {
     let mut keys = [None; RUN_MAX];
     for (request, key) in run.iter().flatten().zip(&mut keys) {
@@ -50,7 +50,7 @@ pub fn decide_run<'m, E>(
     for ((request, key), used) in run.iter().flatten().zip(keys).zip(&mut uses) {
         let answer;
         (answer, *used) = decide(maps, request.question(), key, now);
-        result = answered(request.id, answer);
+        result = answered(request.id, &answer);
         if result.is_err() {
             break;
         }

@@ -58,7 +58,7 @@ impl<'d> VerifyBatch<'d> {
         let tally = &mut self.tally;
         decide_run(&self.maps, run, self.now, |id, answer| {
             tally.count(answer.code);
-            push_verify_answer(id, &answer, out)
+            push_verify_answer(id, answer, out)
         })
     }
 }
