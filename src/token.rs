@@ -5,8 +5,8 @@
 //! lets secret scanners tell a real token from random text. Key ids (`key_` + 16 base62) are
 //! public and are what every admin command takes.
 
-use ring::digest;
 use ring::rand::{SecureRandom, SystemRandom};
+use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 /// Every token starts with this.
@@ -104,10 +104,7 @@ pub fn is_key_id(id: &str) -> bool {
 
 /// SHA-256 of the token's bytes.
 pub fn hash_token(token: &str) -> TokenHash {
-    let digest = digest::digest(&digest::SHA256, token.as_bytes());
-    let mut hash = [0u8; 32];
-    hash.copy_from_slice(digest.as_ref());
-    hash
+    Sha256::digest(token.as_bytes()).into()
 }
 
 /// The part of a well-formed token shown in lists.
@@ -155,6 +152,20 @@ fn push_checksum(out: &mut String, checksum: u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_token_hash_is_its_sha256_as_every_store_holds_it() {
+        // FIPS 180-2's "abc" vector, and ring's digest (which wrote the stores before).
+        let abc = hash_token("abc");
+        assert_eq!(
+            abc[..8],
+            [0xba, 0x78, 0x16, 0xbf, 0x8f, 0x01, 0xcf, 0xea],
+            "SHA-256(abc)"
+        );
+        let token = token();
+        let ring = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
+        assert_eq!(hash_token(&token)[..], *ring.as_ref());
+    }
 
     fn token() -> String {
         generate_token(&SystemRandom::new())
