@@ -6,7 +6,7 @@
 //! requests that arrived together go out in one `write`, as the daemon does. What keyd costs
 //! above this is its runtime, decoding and the verify itself.
 
-use crate::wire::{push_frame, FrameReader};
+use crate::wire::{push_frame, split_varint, FrameReader};
 use crate::workload::Workload;
 use anyhow::{Context, Result};
 use authenta_client::proto::{self, Hello, HelloReply, PROTOCOL_VERSION};
@@ -115,22 +115,9 @@ fn serve(mut stream: UnixStream, workload: &Workload) -> Result<()> {
     }
 }
 
-/// The request id: the first field, a bincode-2 varint (`< 251` in one byte, else a marker
-/// byte 251 / 252 / 253 followed by a little-endian u16 / u32 / u64).
+/// The request id: the first field, a bincode-2 varint.
 fn leading_varint(bytes: &[u8]) -> Option<u64> {
-    let (&first, rest) = bytes.split_first()?;
-    let le = |n: usize| -> Option<u64> {
-        let mut buf = [0u8; 8];
-        buf[..n].copy_from_slice(rest.get(..n)?);
-        Some(u64::from_le_bytes(buf))
-    };
-    match first {
-        0..=250 => Some(u64::from(first)),
-        251 => le(2),
-        252 => le(4),
-        253 => le(8),
-        _ => None,
-    }
+    split_varint(bytes).map(|(id, _)| id)
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@
 use crate::event_loop::Protocol;
 use crate::packed::Packed;
 use crate::seed::{self, SeededKey};
-use crate::wire::{self, push_frame, LengthPrefixed, Reader};
+use crate::wire::{self, push_frame, split_varint, LengthPrefixed, Reader};
 use crate::workload::shuffle;
 use anyhow::{ensure, Context, Result};
 use authenta_client::proto::{
@@ -144,26 +144,12 @@ fn skip_option(rest: &mut &[u8], fields: usize) -> Option<bool> {
         0 => Some(false),
         1 => {
             for _ in 0..fields {
-                skip_varint(rest)?;
+                (_, *rest) = split_varint(rest)?;
             }
             Some(true)
         }
         _ => None,
     }
-}
-
-/// Steps over one of bincode's varints: a byte up to 250, else a marker and 2, 4 or 8 bytes.
-fn skip_varint(rest: &mut &[u8]) -> Option<()> {
-    let (&first, after) = rest.split_first()?;
-    let len = match first {
-        0..=250 => 0,
-        251 => 2,
-        252 => 4,
-        253 => 8,
-        _ => return None,
-    };
-    *rest = after.get(len..)?;
-    Some(())
 }
 
 impl GroupMix {

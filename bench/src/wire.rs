@@ -18,6 +18,22 @@ pub fn push_frame(out: &mut Vec<u8>, payload: &[u8]) {
     out.extend_from_slice(payload);
 }
 
+/// A bincode-2 varint at the front of `bytes` (`< 251` in one byte, else a marker byte
+/// 251 / 252 / 253 followed by a little-endian u16 / u32 / u64) and the bytes after it.
+pub fn split_varint(bytes: &[u8]) -> Option<(u64, &[u8])> {
+    let (&first, rest) = bytes.split_first()?;
+    let len = match first {
+        0..=250 => return Some((u64::from(first), rest)),
+        251 => 2,
+        252 => 4,
+        253 => 8,
+        _ => return None,
+    };
+    let mut buf = [0u8; 8];
+    buf[..len].copy_from_slice(rest.get(..len)?);
+    Some((u64::from_le_bytes(buf), &rest[len..]))
+}
+
 /// How a stream of answers is cut into answers: the one thing [`Reader`] does not know.
 pub trait Framing {
     /// Most bytes one answer may take (framing included); also the reader's buffer size.
