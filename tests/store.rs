@@ -242,6 +242,38 @@ fn a_tampered_row_fails_closed_and_is_reported_by_id() {
     assert_eq!(ids, vec![good_id]);
 }
 
+/// The usage row is opened apart from the key row at start-up: one that does not open
+/// refuses its key all the same.
+#[test]
+fn a_tampered_usage_row_fails_closed_too() {
+    let mut daemon = Daemon::start();
+    let (bad_id, bad_token) = daemon.create("Tampered usage", "read", &[]);
+    let (_, good_token) = daemon.create("Intact", "read", &[]);
+    assert_eq!(daemon.verify_code(&bad_token, &[]), "valid");
+    assert!(daemon.stop().success());
+    {
+        let db = rusqlite::Connection::open(daemon.data_dir.join("keys.db")).expect("open");
+        let mut sealed: Vec<u8> = db
+            .query_row("SELECT sealed FROM usage WHERE id = ?1", [&bad_id], |r| {
+                r.get(0)
+            })
+            .expect("a usage row");
+        let last = sealed.len() - 1;
+        sealed[last] ^= 0x01;
+        db.execute(
+            "UPDATE usage SET sealed = ?1 WHERE id = ?2",
+            rusqlite::params![sealed, bad_id],
+        )
+        .expect("update");
+    }
+    daemon.restart();
+    assert_eq!(daemon.verify(&bad_token, &[]).0, 41, "refused");
+    assert_eq!(daemon.verify_code(&good_token, &[]), "valid");
+    let status = daemon.cli_json(&["status", "--json"]);
+    assert_eq!(status["corrupt_keys"], serde_json::json!([bad_id]));
+    assert!(daemon.log().contains("sealed usage row does not open"));
+}
+
 #[test]
 fn swapped_rows_are_detected() {
     let mut daemon = Daemon::start();

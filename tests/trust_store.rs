@@ -75,7 +75,12 @@ fn a_row_written_back_from_an_older_copy_or_deleted_is_caught() {
         corrupt.contains(&replayed) && corrupt.contains(&deleted),
         "{status}"
     );
-    assert!(daemon.log().contains("written back from an older copy"));
+    let log = daemon.log();
+    assert!(log.contains("written back from an older copy"), "{log}");
+    assert!(
+        log.contains("reading every row again to find which"),
+        "the set of rows as a whole differed first: {log}"
+    );
     let check = daemon.cli(&["audit", "--verify"]);
     assert_eq!(
         check.status.code(),

@@ -14,11 +14,12 @@ use crate::host::log_file::LogFile;
 use crate::host::{hygiene, paths, systemd};
 use crate::http::{self, Admission};
 use crate::index::Index;
+use crate::key::{KeyRecord, UsageRecord, UsageRow};
 use crate::metrics::Metrics;
 use crate::server;
 use crate::server::busy_poll::BusyPoll;
 use crate::server::workers::Workers;
-use crate::store::{self, Store};
+use crate::store::{self, KeySink, RowCheck, Store};
 use crate::store::{master_key, writer};
 use anyhow::{Context, Result};
 use clap::Args;
@@ -246,34 +247,75 @@ fn ensure_socket_dir(socket: &Path, config: &Config) -> Result<()> {
     Ok(())
 }
 
+/// The index start-up built, how many keys it holds, and the ids of those refused.
+type LoadedIndex = (Arc<Index>, usize, Vec<String>);
+
 /// Reads every key from the store into a new index: the keys, how many, and the ids of
-/// those whose rows did not open.
+/// those whose rows did not open. The rows are checked against the audit chain as a whole
+/// first; only when some row differs are they read again, one by one, to refuse that one.
 fn load_index(
     store: &Store,
     policy_path: Option<&Path>,
     sinks: &crate::policy::SinkRules,
-) -> Result<(Arc<Index>, usize, Vec<String>)> {
-    // Keys go straight from the store into the index: no second copy of a large store.
-    let mut index = Index::with_capacity(store.key_count()?);
+) -> Result<LoadedIndex> {
     // Evaluate keys against the policy as they load; it is put in force (revocations
     // written, errors reported) once the daemon runs, without evaluating every key again.
-    let policy = policy_path.and_then(|p| crate::daemon::policy_reload::read(p).ok());
-    if let Some(policy) = policy.filter(|p| sinks.check(p).is_ok()) {
-        index.use_policy_while_loading(Arc::new(policy));
+    let policy = policy_path
+        .and_then(|p| crate::daemon::policy_reload::read(p).ok())
+        .filter(|p| sinks.check(p).is_ok())
+        .map(Arc::new);
+    if let Some(loaded) = load_index_checked(store, policy.clone(), RowCheck::Whole)? {
+        return Ok(loaded);
+    }
+    load_index_checked(store, policy, RowCheck::EachRow)?
+        .context("the key rows were read twice and still differ as a whole")
+}
+
+/// [`load_index`] with one way of checking rows; `None` when checking them as a whole
+/// found that some row differs.
+fn load_index_checked(
+    store: &Store,
+    policy: Option<Arc<crate::policy::Policy>>,
+    check: RowCheck,
+) -> Result<Option<LoadedIndex>> {
+    // Keys go straight from the store into the index: no second copy of a large store.
+    let mut index = Index::with_capacity(store.key_count()?);
+    if let Some(policy) = policy {
+        index.use_policy_while_loading(policy);
     }
     // Owners before the keys that name them, so each key shares its owner's limits.
     index.add_owners(store.load_owners()?);
-    let mut key_count = 0usize;
-    let (corrupt, retired) = store.load_each(|record, usage, row| {
-        if index.add_loaded(record, usage, row) {
-            key_count += 1;
+    let mut loader = Loader {
+        index: &mut index,
+        keys: 0,
+    };
+    let Some((corrupt, retired)) = store.load_each(check, &mut loader)? else {
+        return Ok(None);
+    };
+    let key_count = loader.keys;
+    index.finish_loading();
+    index.add_retired(retired);
+    Ok(Some((Arc::new(index), key_count, corrupt)))
+}
+
+/// Files the keys start-up reads into the index, and counts them.
+struct Loader<'a> {
+    index: &'a mut Index,
+    keys: usize,
+}
+
+impl KeySink for &mut Loader<'_> {
+    fn coming(&mut self, token_hash: &[u8]) {
+        self.index.prefetch_loading(token_hash);
+    }
+
+    fn add(&mut self, record: KeyRecord, usage: UsageRecord, row: UsageRow) {
+        if self.index.add_loaded(record, usage, row) {
+            self.keys += 1;
         } else {
             tracing::error!("a stored key without a key id's shape was skipped");
         }
-    })?;
-    index.finish_loading();
-    index.add_retired(retired);
-    Ok((Arc::new(index), key_count, corrupt))
+    }
 }
 
 /// The running daemon, and what shutting it down waits for.

@@ -12,11 +12,14 @@ use crate::store::barrier::{unwrap_data_key, wrap_data_key, Barrier, KeyBytes};
 use crate::store::legacy;
 use crate::store::locked_key::LockedKey;
 use crate::store::record_codec::{from_bytes, to_bytes};
-use crate::token::{TokenHash, KEY_ID_LEN, KEY_ID_PREFIX};
-use anyhow::{bail, Context, Result};
+use crate::store::row_batch::{KeyRow, RowBatch};
+use crate::store::row_binding::{RowBinding, RowSet, Verdict};
+use crate::token::TokenHash;
+use anyhow::{anyhow, bail, Context, Result};
 use authenta_client::proto::{AuditEntry, AuditReport, ChainCheck};
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "keys.db";
@@ -77,9 +80,34 @@ struct RetiredRecord {
     at: i64,
 }
 
+/// Where start-up hands the keys it reads, on a thread of their own.
+pub trait KeySink {
+    /// The token hash of a key about to be handed over: a hint, to fetch ahead what adding
+    /// it will touch.
+    fn coming(&mut self, _token_hash: &[u8]) {}
+    fn add(&mut self, record: KeyRecord, usage: UsageRecord, row: UsageRow);
+}
+
+impl<F: FnMut(KeyRecord, UsageRecord, UsageRow)> KeySink for F {
+    fn add(&mut self, record: KeyRecord, usage: UsageRecord, row: UsageRow) {
+        self(record, usage, row)
+    }
+}
+
+/// How start-up checks key rows against the audit chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowCheck {
+    /// All rows at once, as one keyed digest: fast, and says only whether some row differs.
+    Whole,
+    /// Each row looked up: names the rows that differ.
+    EachRow,
+}
+
 /// An open store.
 pub struct Store {
     conn: Connection,
+    /// The database file, for start-up's second reader.
+    path: PathBuf,
     barrier: Barrier,
     /// Kept (locked, wiped on drop) only so that a rekey can wrap it again.
     data_key: LockedKey,
@@ -126,6 +154,7 @@ impl Store {
         let audit_head = read_audit_head(&conn, &barrier)?;
         let mut store = Store {
             conn,
+            path,
             barrier,
             data_key,
             audit_head,
@@ -170,7 +199,15 @@ impl Store {
     /// Reads every key and its usage. Rows that do not open are reported, not returned.
     pub fn load(&self) -> Result<Loaded> {
         let mut keys = Vec::new();
-        let (corrupt, retired) = self.load_each(|record, usage, _| keys.push((record, usage)))?;
+        let mut loaded = None;
+        for check in [RowCheck::Whole, RowCheck::EachRow] {
+            keys.clear();
+            loaded = self.load_each(check, |record, usage, _| keys.push((record, usage)))?;
+            if loaded.is_some() {
+                break;
+            }
+        }
+        let (corrupt, retired) = loaded.context("the key rows were read twice")?;
         Ok(Loaded {
             keys,
             owners: self.load_owners()?,
@@ -190,6 +227,11 @@ impl Store {
     /// Hands every key and its usage to `each` as it is read, without collecting them, and
     /// returns the ids of rows that do not open and the retired token hashes.
     ///
+    /// Every key row is checked against the last digest the audit chain bound for its key
+    /// (`check`). With [`RowCheck::Whole`], `None` means that some row differs: discard the
+    /// keys handed over and read again with [`RowCheck::EachRow`], which refuses the rows
+    /// that differ and hands over the rest.
+    ///
     /// Keys and usage rows are written in the same transaction, so both tables are in the
     /// same rowid order: they are read side by side (two sequential scans), with a point
     /// lookup only where they differ. A join would look every usage row up by id instead,
@@ -199,8 +241,53 @@ impl Store {
     /// rewrite the row without looking its id up again.
     pub fn load_each(
         &self,
-        mut each: impl FnMut(KeyRecord, UsageRecord, UsageRow),
-    ) -> Result<(Vec<String>, RetiredHashes)> {
+        check: RowCheck,
+        each: impl KeySink + Send,
+    ) -> Result<Option<(Vec<String>, RetiredHashes)>> {
+        let mut bound = self.row_binding(check)?;
+        // This thread reads SQLite (the connection stays here) and checks rows against the
+        // chain; another opens them and hands them to `each`.
+        let (to_open, batches) = mpsc::sync_channel(4);
+        let (give_back, returned) = mpsc::channel();
+        // A third reads the chain's side of a whole-set check.
+        let barrier = &self.barrier;
+        let chain = bound.chain_set();
+        let path = &self.path;
+        let (read, opened, chain) = std::thread::scope(|scope| {
+            let opener = scope.spawn(move || open_batches(barrier, batches, give_back, each));
+            let chain = chain.map(|chain| scope.spawn(move || Store::read_chain(path, chain)));
+            let read = self.read_key_rows(&mut bound, to_open, returned);
+            (read, opener.join(), chain.map(|chain| chain.join()))
+        });
+        let mut corrupt = read?;
+        corrupt.extend(opened.map_err(|_| anyhow!("the thread opening key rows panicked"))?);
+        if let Some(chain) = chain {
+            bound.chain_read(chain.map_err(|_| anyhow!("the thread reading the chain panicked"))??);
+        }
+        match bound.verdict() {
+            Verdict::AllBound => {}
+            Verdict::SomeRowDiffers => {
+                tracing::warn!("a key row differs from what the audit chain recorded: reading every row again to find which");
+                return Ok(None);
+            }
+            Verdict::Deleted(ids) => {
+                for id in ids {
+                    tracing::error!(key_id = %printable(&id), "the audit chain names this key but its row was deleted");
+                    corrupt.push(printable(&id));
+                }
+            }
+        }
+        Ok(Some((corrupt, self.load_retired()?)))
+    }
+
+    /// Reads every key row with its usage row, checks it against the chain and sends it to
+    /// be opened, in batches; returns the ids of the rows refused.
+    fn read_key_rows(
+        &self,
+        bound: &mut RowBinding,
+        to_open: SyncSender<RowBatch>,
+        returned: Receiver<RowBatch>,
+    ) -> Result<Vec<String>> {
         let mut corrupt = Vec::new();
         let mut keys = self
             .conn
@@ -219,11 +306,10 @@ impl Store {
             })
         };
         let mut pending = next_usage()?;
-        let mut bound = self.bound_rows()?;
+        let mut batch = RowBatch::default();
         let mut rows = keys.query([])?;
         while let Some(row) = rows.next()? {
             let id = row.get_ref(0)?.as_str()?;
-            let hash = row.get_ref(1)?.as_blob()?;
             let sealed = row.get_ref(2)?.as_blob()?;
             if let Some(problem) = bound.check(id, sealed) {
                 tracing::error!(key_id = %printable(id), problem, "the key is refused until its row is restored");
@@ -240,24 +326,35 @@ impl Store {
                     .query_row([id], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?)))
                     .optional()?,
             };
-            let (usage_sealed, usage_row) = match usage_found {
-                Some((sealed, rowid)) => (Some(sealed), UsageRow::from_rowid(rowid)),
+            // The usage row is opened here, the key row on the other thread: that splits
+            // the work of a start-up about evenly.
+            let (usage, usage_row) = match usage_found {
+                Some((sealed, rowid)) => match self.barrier.open("usage", id, &sealed) {
+                    Ok(plain) => (Some(plain), UsageRow::from_rowid(rowid)),
+                    Err(_) => {
+                        tracing::error!(key_id = %printable(id), "sealed usage row does not open: the key is refused until the row is restored");
+                        corrupt.push(printable(id));
+                        continue;
+                    }
+                },
                 None => (None, UsageRow::UNKNOWN),
             };
-            match self.open_key_row(id, hash, sealed, usage_sealed.as_deref()) {
-                Some((record, usage)) => each(record, usage, usage_row),
-                None => {
-                    tracing::error!(key_id = %printable(id), "sealed row does not open: the key is refused until the row is restored");
-                    corrupt.push(printable(id));
-                }
+            batch.push(KeyRow {
+                id,
+                hash: row.get_ref(1)?.as_blob()?,
+                sealed,
+                usage: usage.as_deref(),
+                usage_row,
+            });
+            if batch.is_full() {
+                let next = returned.try_recv().unwrap_or_default();
+                send_batch(&to_open, std::mem::replace(&mut batch, next))?;
             }
         }
-        // Keys the chain knows whose rows are gone.
-        for id in bound.unseen() {
-            tracing::error!(key_id = %printable(&id), "the audit chain names this key but its row was deleted");
-            corrupt.push(printable(&id));
+        if !batch.is_empty() {
+            send_batch(&to_open, batch)?;
         }
-        Ok((corrupt, self.load_retired()?))
+        Ok(corrupt)
     }
 
     /// When the newest audit entry was made, if there is one.
@@ -279,7 +376,7 @@ impl Store {
 
     /// The first key row that does not match the chain's last entry of its key, if any.
     fn first_unbound_row(&self) -> Result<Option<String>> {
-        let mut bound = self.bound_rows()?;
+        let mut bound = self.row_binding(RowCheck::EachRow)?;
         let mut statement = self
             .conn
             .prepare("SELECT id, sealed FROM keys ORDER BY rowid")?;
@@ -290,7 +387,10 @@ impl Store {
                 return Ok(Some(format!("key {}: {problem}", printable(id))));
             }
         }
-        let deleted = bound.unseen().next();
+        let deleted = match bound.verdict() {
+            Verdict::Deleted(ids) => ids.into_iter().next(),
+            Verdict::AllBound | Verdict::SomeRowDiffers => None,
+        };
         Ok(deleted.map(|id| {
             format!(
                 "key {}: the chain names it but its row was deleted",
@@ -299,24 +399,27 @@ impl Store {
         }))
     }
 
-    /// Each key's row digest as its last audit entry bound it.
-    fn bound_rows(&self) -> Result<BoundRows> {
-        // SQLite takes a bare column of an aggregate with max() from the row holding the
-        // maximum: each key's last entry, read from the covering index alone, in key order.
-        let mut statement = self.conn.prepare(
-            "SELECT key_id, row_digest, MAX(seq) FROM audit \
-             WHERE key_id IS NOT NULL GROUP BY key_id ORDER BY key_id",
-        )?;
-        let mut bound = BoundRows::default();
-        let mut rows = statement.query([])?;
-        while let Some(row) = rows.next()? {
-            let id = row.get_ref(0)?.as_str()?;
-            if let Some(digest) = row.get_ref(1)?.as_blob_or_null()? {
-                bound.push(id, digest);
+    /// What rows are checked against: for [`RowCheck::EachRow`], every key's last bound
+    /// digest, read now; for [`RowCheck::Whole`], nothing yet (see [`Store::read_chain`]).
+    fn row_binding(&self, check: RowCheck) -> Result<RowBinding> {
+        Ok(match check {
+            RowCheck::Whole => RowBinding::whole(),
+            RowCheck::EachRow => {
+                let mut bound = RowBinding::each_row();
+                bound_digests(&self.conn, |id, digest| bound.add_bound(id, digest))?;
+                bound.finish_bound();
+                bound
             }
-        }
-        bound.index();
-        Ok(bound)
+        })
+    }
+
+    /// Adds every key's last bound digest to `chain`, over a connection of its own so that
+    /// it runs beside the reading of the key rows.
+    fn read_chain(path: &Path, mut chain: RowSet) -> Result<RowSet> {
+        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .with_context(|| format!("cannot open the store {} to read", path.display()))?;
+        bound_digests(&conn, |id, digest| chain.add(id, digest))?;
+        Ok(chain)
     }
 
     fn load_retired(&self) -> Result<RetiredHashes> {
@@ -343,24 +446,6 @@ impl Store {
             retired.push((hash, key_id));
         }
         Ok(retired)
-    }
-
-    fn open_key_row(
-        &self,
-        id: &str,
-        hash: &[u8],
-        sealed: &[u8],
-        usage: Option<&[u8]>,
-    ) -> Option<(KeyRecord, UsageRecord)> {
-        let record = legacy::key_record(&self.barrier.open("keys", id, sealed).ok()?)?;
-        if record.id != id || record.token_hash.as_slice() != hash {
-            return None;
-        }
-        let usage = match usage {
-            Some(sealed) => legacy::usage_record(&self.barrier.open("usage", id, sealed).ok()?)?,
-            None => UsageRecord::default(),
-        };
-        Some((record, usage))
     }
 
     /// Starts a transaction; writes until [`Store::commit`] are all-or-nothing.
@@ -759,102 +844,100 @@ impl Store {
     }
 }
 
-/// Each key's row digest as the chain last bound it, sorted by key id, with a directory of
-/// where each first three characters of the id's random part begin. A million keys take
-/// 52 MB, with no allocation each (a map of strings took three times that), and a lookup
-/// reads one directory entry and then a run of about four rows: a plain binary search cost
-/// a dozen cache misses per key, over a second of start-up at a million keys.
-#[derive(Default)]
-struct BoundRows {
-    rows: Vec<([u8; KEY_ID_LEN], [u8; 32])>,
-    /// Which rows a key row has matched, to find keys whose rows were deleted.
-    seen: Vec<bool>,
-    /// `starts[p]`: the first row whose prefix is `p` or more (see [`prefix`]).
-    starts: Vec<u32>,
-}
-
-/// How many prefixes the directory tells apart: three base62 characters.
-const PREFIXES: usize = 62 * 62 * 62;
-
-/// The directory slot of a key id: its first three characters after `key_`, in base62
-/// order (the byte order of the ids). Ids of another shape are not a key's.
-fn prefix(id: &[u8; KEY_ID_LEN]) -> Option<usize> {
-    id[KEY_ID_PREFIX.len()..KEY_ID_PREFIX.len() + 3]
-        .iter()
-        .try_fold(0usize, |acc, &c| Some(acc * 62 + base62_rank(c)?))
-}
-
-fn base62_rank(c: u8) -> Option<usize> {
-    match c {
-        b'0'..=b'9' => Some(usize::from(c - b'0')),
-        b'A'..=b'Z' => Some(usize::from(c - b'A') + 10),
-        b'a'..=b'z' => Some(usize::from(c - b'a') + 36),
-        _ => None,
-    }
-}
-
-impl BoundRows {
-    /// Adds the next key, in key-id order; an id or digest of another shape is no key's.
-    fn push(&mut self, id: &str, digest: &[u8]) {
-        let (Ok(id), Ok(digest)) = (
-            <[u8; KEY_ID_LEN]>::try_from(id.as_bytes()),
-            digest.try_into(),
-        ) else {
-            return;
-        };
-        if prefix(&id).is_some() && id.starts_with(KEY_ID_PREFIX.as_bytes()) {
-            self.rows.push((id, digest));
-        }
-    }
-
-    /// Builds the directory, once every key is pushed.
-    fn index(&mut self) {
-        self.seen = vec![false; self.rows.len()];
-        self.starts = vec![0; PREFIXES + 1];
-        let mut row = 0;
-        for (p, start) in self.starts.iter_mut().enumerate() {
-            while row < self.rows.len() && prefix(&self.rows[row].0).is_some_and(|q| q < p) {
-                row += 1;
+/// Hands `each` every key's row digest as its last audit entry bound it, in key-id order.
+fn bound_digests(conn: &Connection, mut each: impl FnMut(&str, &[u8])) -> Result<()> {
+    // The covering index in order, each key's entries oldest first: its last row is the
+    // one that counts. Picking it here costs a third of what GROUP BY with MAX() costs.
+    let mut statement = conn.prepare(BOUND_DIGESTS)?;
+    let mut rows = statement.query([])?;
+    let mut key = String::new();
+    let mut last: Option<Vec<u8>> = None;
+    while let Some(row) = rows.next()? {
+        let id = row.get_ref(0)?.as_str()?;
+        if id != key {
+            if let Some(digest) = &last {
+                each(&key, digest);
             }
-            *start = u32::try_from(row).unwrap_or(u32::MAX);
+            key.clear();
+            key.push_str(id);
+        }
+        last = row.get_ref(1)?.as_blob_or_null()?.map(|digest| {
+            let mut buffer = last.take().unwrap_or_default();
+            buffer.clear();
+            buffer.extend_from_slice(digest);
+            buffer
+        });
+    }
+    if let Some(digest) = &last {
+        each(&key, digest);
+    }
+    Ok(())
+}
+
+/// Every key's audit entries, from the index that covers them.
+const BOUND_DIGESTS: &str =
+    "SELECT key_id, row_digest FROM audit WHERE key_id IS NOT NULL ORDER BY key_id, seq";
+
+fn send_batch(to_open: &SyncSender<RowBatch>, batch: RowBatch) -> Result<()> {
+    to_open
+        .send(batch)
+        .map_err(|_| anyhow!("the thread opening key rows stopped"))
+}
+
+/// Opens each row of each batch and hands it to `sink`; returns the ids of rows that do not
+/// open. Batches go back emptied, to be filled again.
+fn open_batches(
+    barrier: &Barrier,
+    batches: Receiver<RowBatch>,
+    give_back: Sender<RowBatch>,
+    mut sink: impl KeySink,
+) -> Vec<String> {
+    let mut corrupt = Vec::new();
+    for mut batch in batches {
+        open_batch(barrier, &batch, &mut sink, &mut corrupt);
+        batch.clear();
+        // The reader may have finished; an unused batch is simply dropped.
+        let _ = give_back.send(batch);
+    }
+    corrupt
+}
+
+fn open_batch(
+    barrier: &Barrier,
+    batch: &RowBatch,
+    sink: &mut impl KeySink,
+    corrupt: &mut Vec<String>,
+) {
+    // Opening a row takes long enough that a hint a few rows ahead has arrived in time.
+    const AHEAD: usize = 4;
+    for row in batch.rows().take(AHEAD) {
+        sink.coming(row.hash);
+    }
+    let mut ahead = batch.rows().skip(AHEAD);
+    for row in batch.rows() {
+        if let Some(next) = ahead.next() {
+            sink.coming(next.hash);
+        }
+        match open_key_row(barrier, &row) {
+            Some((record, usage)) => sink.add(record, usage, row.usage_row),
+            None => {
+                tracing::error!(key_id = %printable(row.id), "sealed row does not open: the key is refused until the row is restored");
+                corrupt.push(printable(row.id));
+            }
         }
     }
+}
 
-    fn find(&self, id: &str) -> Option<usize> {
-        let id = <[u8; KEY_ID_LEN]>::try_from(id.as_bytes()).ok()?;
-        let p = prefix(&id)?;
-        let (from, to) = (self.starts[p] as usize, self.starts[p + 1] as usize);
-        let run = self.rows.get(from..to)?;
-        run.binary_search_by(|(bound, _)| bound.cmp(&id))
-            .ok()
-            .map(|at| from + at)
+fn open_key_row(barrier: &Barrier, row: &KeyRow<'_>) -> Option<(KeyRecord, UsageRecord)> {
+    let record = legacy::key_record(&barrier.open("keys", row.id, row.sealed).ok()?)?;
+    if record.id != row.id || record.token_hash.as_slice() != row.hash {
+        return None;
     }
-
-    /// Why a key row does not match the audit chain, if it does not; marks it seen.
-    /// Every write of a key row is bound by its audit entry (a store from before rows were
-    /// bound had every row bound when it was upgraded).
-    fn check(&mut self, id: &str, sealed: &[u8]) -> Option<&'static str> {
-        let Some(at) = self.find(id).filter(|&at| !self.seen[at]) else {
-            return Some(
-                "its row is not in the audit chain (added from elsewhere, or the chain emptied?)",
-            );
-        };
-        self.seen[at] = true;
-        if self.rows[at].1 == audit::row_digest(sealed) {
-            None
-        } else {
-            Some("its row is not the one the audit chain last recorded (written back from an older copy?)")
-        }
-    }
-
-    /// Keys the chain names that no key row matched: their rows were deleted.
-    fn unseen(&self) -> impl Iterator<Item = String> + '_ {
-        self.rows
-            .iter()
-            .zip(&self.seen)
-            .filter(|(_, seen)| !**seen)
-            .map(|((id, _), _)| String::from_utf8_lossy(id).into_owned())
-    }
+    let usage = match row.usage {
+        Some(plain) => legacy::usage_record(plain)?,
+        None => UsageRecord::default(),
+    };
+    Some((record, usage))
 }
 
 /// Key ids come from the file: show only their printable ASCII in logs.
@@ -952,10 +1035,7 @@ mod tests {
         let store = Store::open(dir.path(), &Zeroizing::new([7u8; 32])).expect("store");
         let plan: Vec<String> = store
             .conn
-            .prepare(
-                "EXPLAIN QUERY PLAN SELECT key_id, row_digest, MAX(seq) FROM audit \
-                 WHERE key_id IS NOT NULL GROUP BY key_id ORDER BY key_id",
-            )
+            .prepare(&format!("EXPLAIN QUERY PLAN {BOUND_DIGESTS}"))
             .expect("plan")
             .query_map([], |row| row.get::<_, String>(3))
             .expect("rows")
@@ -967,18 +1047,24 @@ mod tests {
     }
 
     #[test]
-    fn bound_rows_find_keys_by_id_and_name_the_ones_never_seen() {
-        let mut bound = BoundRows::default();
-        let (a, b) = ("key_AAAAAAAAAAAAAAAA", "key_BBBBBBBBBBBBBBBB");
-        bound.push(a, &audit::row_digest(b"row a"));
-        bound.push(b, &audit::row_digest(b"row b"));
-        bound.push("key_short", &[0; 32]);
-        bound.push("key_CC!CCCCCCCCCCCCC", &[0; 32]);
-        bound.index();
-        assert_eq!(bound.check(a, b"row a"), None);
-        assert!(bound.check(a, b"row a").is_some(), "a second row of one id");
-        assert!(bound.check("key_CCCCCCCCCCCCCCCC", b"x").is_some());
-        assert_eq!(bound.unseen().collect::<Vec<_>>(), vec![b.to_string()]);
-        assert!(bound.check(b, b"row b, older").is_some());
+    fn each_keys_last_entry_decides_what_its_row_must_be() {
+        let conn = Connection::open_in_memory().expect("sqlite");
+        conn.execute_batch(
+            "CREATE TABLE audit (seq INTEGER PRIMARY KEY, key_id TEXT, row_digest BLOB);
+             CREATE INDEX audit_by_key ON audit (key_id, seq, row_digest);
+             INSERT INTO audit VALUES (1, 'b', x'01'), (2, 'a', x'02'), (3, NULL, NULL),
+                 (4, 'b', x'0303'), (5, 'c', x'04'), (6, 'c', NULL), (7, 'a', x'05');",
+        )
+        .expect("entries");
+        let mut seen = Vec::new();
+        bound_digests(&conn, |id, digest| {
+            seen.push((id.to_string(), digest.to_vec()))
+        })
+        .expect("read");
+        // c's last entry binds no row (its key was deleted): c has no row to match.
+        assert_eq!(
+            seen,
+            vec![("a".to_string(), vec![5]), ("b".to_string(), vec![3, 3])]
+        );
     }
 }

@@ -18,6 +18,8 @@ pub(crate) mod locked_key;
 pub(crate) mod master_key;
 pub(crate) mod outcome;
 pub mod record_codec;
+mod row_batch;
+mod row_binding;
 pub(crate) mod writer;
 
-pub use database::{db_path, exists, FleetPosition, Loaded, Store};
+pub use database::{db_path, exists, FleetPosition, KeySink, Loaded, RowCheck, Store};

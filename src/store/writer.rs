@@ -739,7 +739,10 @@ mod tests {
         assert!(loaded.corrupt.is_empty());
         let mut rows = Vec::new();
         store
-            .load_each(|record, _, row| rows.push((record.id, row)))
+            .load_each(
+                crate::store::RowCheck::Whole,
+                |record: KeyRecord, _, row| rows.push((record.id, row)),
+            )
             .expect("load");
         assert!(
             rows.contains(&(a.clone(), row_a)),
