@@ -169,11 +169,12 @@ fn open(args: ServeArgs, socket: Option<PathBuf>) -> Result<Opened> {
             ensure_socket_dir(path, &config)?;
         }
     }
-    let (master, source) = master_key::load(
-        args.master_key_file.as_deref(),
-        &data_dir,
-        store::exists(&data_dir),
-    )?;
+    let exists = store::exists(&data_dir);
+    if exists {
+        // While the master key is read and the store opened, the disk gets busy.
+        store::warm_page_cache(&store::db_path(&data_dir));
+    }
+    let (master, source) = master_key::load(args.master_key_file.as_deref(), &data_dir, exists)?;
     let store = Store::open(&data_dir, &master)?;
     let (link, fleet) = match &config.fleet {
         Some(fleet) => {

@@ -4,7 +4,9 @@
 //! AES-256-GCM barrier ([`barrier`]) and the master key that wraps its data key
 //! ([`master_key`], held in [`locked_key`] memory), the hash-chained audit log ([`audit`]),
 //! and the writer thread that commits admin changes in groups and then updates the index
-//! ([`writer`]).
+//! ([`writer`]). Start-up reads every key row on two threads ([`row_batch`]), checks the
+//! rows against the audit chain ([`row_binding`]) and warms the page cache first
+//! ([`warm`]).
 //!
 //! Never answers a verify and never touches a socket: the index is what verify reads; the
 //! store only feeds it, after each commit.
@@ -20,6 +22,8 @@ pub(crate) mod outcome;
 pub mod record_codec;
 mod row_batch;
 mod row_binding;
+mod warm;
 pub(crate) mod writer;
 
 pub use database::{db_path, exists, FleetPosition, KeySink, Loaded, RowCheck, Store};
+pub use warm::warm_page_cache;
