@@ -242,6 +242,36 @@ fn a_tampered_row_fails_closed_and_is_reported_by_id() {
     assert_eq!(ids, vec![good_id]);
 }
 
+/// Start-up reads the store file ahead through a descriptor of its own. Closing it dropped
+/// every POSIX lock the daemon held on the file, SQLite's included: another process's
+/// connection (here this test's, as a backup tool's would) then took itself for the last
+/// one and, closing, checkpointed and deleted the WAL the daemon still wrote to. The next
+/// acknowledged create went into the deleted file and was gone after a `kill -9`.
+#[test]
+fn another_process_reading_the_store_costs_the_daemon_no_writes() {
+    let mut daemon = Daemon::start();
+    daemon.create("Before", "read", &[]);
+    assert!(daemon.stop().success());
+    // A start from an existing store warms the page cache; give its threads time to end.
+    daemon.restart();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    {
+        let db = rusqlite::Connection::open(daemon.data_dir.join("keys.db")).expect("open");
+        let keys: i64 = db
+            .query_row("SELECT count(*) FROM keys", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(keys, 1);
+    }
+    let (id, token) = daemon.create("After", "read", &[]);
+    daemon.kill9();
+    daemon.restart();
+    assert_eq!(
+        daemon.verify_code(&token, &[]),
+        "valid",
+        "the create of {id} was acknowledged before the kill"
+    );
+}
+
 /// The usage row is opened apart from the key row at start-up: one that does not open
 /// refuses its key all the same.
 #[test]
