@@ -244,6 +244,27 @@ impl Store {
         check: RowCheck,
         each: impl KeySink + Send,
     ) -> Result<Option<(Vec<String>, RetiredHashes)>> {
+        // One snapshot for every read on this connection: checked row by row, the chain's
+        // digests and the rows must be read as of one moment.
+        self.conn.execute_batch("BEGIN")?;
+        let loaded = self.load_each_in_snapshot(check, each);
+        // Only reads were made.
+        let ended = self.conn.execute_batch("ROLLBACK");
+        let mut loaded = loaded?;
+        ended?;
+        if let Some((corrupt, _)) = &mut loaded {
+            // The two threads each refuse rows: one order, whoever refused them.
+            corrupt.sort_unstable();
+            corrupt.dedup();
+        }
+        Ok(loaded)
+    }
+
+    fn load_each_in_snapshot(
+        &self,
+        check: RowCheck,
+        each: impl KeySink + Send,
+    ) -> Result<Option<(Vec<String>, RetiredHashes)>> {
         let mut bound = self.row_binding(check)?;
         // This thread reads SQLite (the connection stays here) and checks rows against the
         // chain; another opens them and hands them to `each`.
@@ -261,8 +282,15 @@ impl Store {
         });
         let mut corrupt = read?;
         corrupt.extend(opened.map_err(|_| anyhow!("the thread opening key rows panicked"))?);
-        if let Some(chain) = chain {
-            bound.chain_read(chain.map_err(|_| anyhow!("the thread reading the chain panicked"))??);
+        if let Some(joined) = chain {
+            match joined.map_err(|_| anyhow!("the thread reading the chain panicked"))? {
+                Ok(chain) => bound.chain_read(chain),
+                // The rows' sum is then compared with nothing, and they are read again,
+                // each checked on this connection.
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the audit chain beside the key rows")
+                }
+            }
         }
         match bound.verdict() {
             Verdict::AllBound => {}
@@ -402,15 +430,13 @@ impl Store {
     /// What rows are checked against: for [`RowCheck::EachRow`], every key's last bound
     /// digest, read now; for [`RowCheck::Whole`], nothing yet (see [`Store::read_chain`]).
     fn row_binding(&self, check: RowCheck) -> Result<RowBinding> {
-        Ok(match check {
-            RowCheck::Whole => RowBinding::whole(),
-            RowCheck::EachRow => {
-                let mut bound = RowBinding::each_row();
-                bound_digests(&self.conn, |id, digest| bound.add_bound(id, digest))?;
-                bound.finish_bound();
-                bound
-            }
-        })
+        if let Some(whole) = RowBinding::whole().filter(|_| check == RowCheck::Whole) {
+            return Ok(whole);
+        }
+        let mut bound = RowBinding::each_row();
+        bound_digests(&self.conn, |id, digest| bound.add_bound(id, digest))?;
+        bound.finish_bound();
+        Ok(bound)
     }
 
     /// Adds every key's last bound digest to `chain`, over a connection of its own so that
@@ -418,6 +444,7 @@ impl Store {
     fn read_chain(path: &Path, mut chain: RowSet) -> Result<RowSet> {
         let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
             .with_context(|| format!("cannot open the store {} to read", path.display()))?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
         bound_digests(&conn, |id, digest| chain.add(id, digest))?;
         Ok(chain)
     }
@@ -855,6 +882,12 @@ fn bound_digests(conn: &Connection, mut each: impl FnMut(&str, &[u8])) -> Result
     while let Some(row) = rows.next()? {
         let id = row.get_ref(0)?.as_str()?;
         if id != key {
+            if id < key.as_str() {
+                bail!(
+                    "the audit table's key index is out of order: the store was edited outside \
+                     the daemon; restore it from a backup"
+                );
+            }
             if let Some(digest) = &last {
                 each(&key, digest);
             }
@@ -1061,10 +1094,26 @@ mod tests {
             seen.push((id.to_string(), digest.to_vec()))
         })
         .expect("read");
-        // c's last entry binds no row (its key was deleted): c has no row to match.
+        // c's last entry binds no row (only an edited store has one): c has no row to match.
         assert_eq!(
             seen,
             vec![("a".to_string(), vec![5]), ("b".to_string(), vec![3, 3])]
         );
+    }
+
+    #[test]
+    fn an_audit_index_out_of_byte_order_is_refused() {
+        // An edited schema whose key ids compare without case: "a..." sorts before "B...",
+        // so one id's entries could interleave with another's.
+        let conn = Connection::open_in_memory().expect("sqlite");
+        conn.execute_batch(
+            "CREATE TABLE audit (seq INTEGER PRIMARY KEY, key_id TEXT COLLATE NOCASE,
+                 row_digest BLOB);
+             INSERT INTO audit VALUES (1, 'B', x'01'), (2, 'a', x'02');",
+        )
+        .expect("entries");
+        let read = bound_digests(&conn, |_, _| {});
+        let error = read.expect_err("refused").to_string();
+        assert!(error.contains("out of order"), "{error}");
     }
 }

@@ -4,9 +4,9 @@
 //! AES-256-GCM barrier ([`barrier`]) and the master key that wraps its data key
 //! ([`master_key`], held in [`locked_key`] memory), the hash-chained audit log ([`audit`]),
 //! and the writer thread that commits admin changes in groups and then updates the index
-//! ([`writer`]). Start-up reads every key row on two threads ([`row_batch`]), checks the
-//! rows against the audit chain ([`row_binding`]) and warms the page cache first
-//! ([`warm`]).
+//! ([`writer`]). Start-up reads every key row on two threads ([`row_batch`]) and checks the
+//! rows against the audit chain on a third ([`row_binding`]); eight more warm the page
+//! cache first ([`warm`]).
 //!
 //! Never answers a verify and never touches a socket: the index is what verify reads; the
 //! store only feeds it, after each commit.

@@ -33,17 +33,15 @@ pub(super) enum Verdict {
 }
 
 impl RowBinding {
-    /// Compares the set of rows as a whole; falls back to checking each row when no secret
-    /// for the digest can be drawn.
-    pub fn whole() -> Self {
+    /// Compares the set of rows as a whole; `None` when no secret for the digest can be
+    /// drawn (check each row then).
+    pub fn whole() -> Option<Self> {
         let mut key = [0u8; 16];
-        match SystemRandom::new().fill(&mut key) {
-            Ok(()) => RowBinding::Whole {
-                rows: RowSet::new(&key),
-                chain: None,
-            },
-            Err(_) => RowBinding::each_row(),
-        }
+        SystemRandom::new().fill(&mut key).ok()?;
+        Some(RowBinding::Whole {
+            rows: RowSet::new(&key),
+            chain: None,
+        })
     }
 
     /// Looks each row up, to name the ones that differ. Feed it every key's last bound
@@ -284,8 +282,7 @@ mod tests {
 
     /// A whole-set binding over the chain entries `bound`, after checking `rows`.
     fn whole(bound: &[(&str, &[u8])], rows: &[(&str, &[u8])]) -> Verdict {
-        let mut binding = RowBinding::whole();
-        assert!(matches!(binding, RowBinding::Whole { .. }));
+        let mut binding = RowBinding::whole().expect("the system's random numbers");
         for (id, row) in bound {
             binding.add_bound(id, &audit::row_digest(row));
         }
