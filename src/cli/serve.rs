@@ -280,7 +280,7 @@ fn load_index_checked(
     check: RowCheck,
 ) -> Result<Option<LoadedIndex>> {
     // Keys go straight from the store into the index: no second copy of a large store.
-    let mut index = Index::with_capacity(store.key_count()?);
+    let mut index = Index::with_capacity(store.key_count_hint()?);
     if let Some(policy) = policy {
         index.use_policy_while_loading(policy);
     }
