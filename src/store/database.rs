@@ -450,10 +450,15 @@ impl Store {
         }))
     }
 
-    /// What rows are checked against: for [`RowCheck::EachRow`], every key's last bound
-    /// digest, read now; for [`RowCheck::Whole`], nothing yet (see [`Store::read_chain`]).
+    /// What rows are checked against: for [`RowCheck::Whole`], nothing yet (see
+    /// [`Store::read_chain`]); for [`RowCheck::EachRow`], or when no secret for the whole
+    /// set can be drawn, every key's last bound digest, read now.
     fn row_binding(&self, check: RowCheck) -> Result<RowBinding> {
-        if let Some(whole) = RowBinding::whole().filter(|_| check == RowCheck::Whole) {
+        let whole = match check {
+            RowCheck::Whole => RowBinding::whole(),
+            RowCheck::EachRow => None,
+        };
+        if let Some(whole) = whole {
             return Ok(whole);
         }
         let mut bound = RowBinding::each_row();
