@@ -13,7 +13,7 @@ use crate::store::legacy;
 use crate::store::locked_key::LockedKey;
 use crate::store::record_codec::{from_bytes, to_bytes};
 use crate::store::row_batch::{KeyRow, RowBatch};
-use crate::store::row_binding::{RowBinding, RowSet, Verdict};
+use crate::store::row_binding::{BoundRows, RowBinding, RowSet, Verdict};
 use crate::token::TokenHash;
 use anyhow::{anyhow, bail, Context, Result};
 use authenta_client::proto::{AuditEntry, AuditReport, ChainCheck};
@@ -461,10 +461,9 @@ impl Store {
         if let Some(whole) = whole {
             return Ok(whole);
         }
-        let mut bound = RowBinding::each_row();
-        bound_digests(&self.conn, |id, digest| bound.add_bound(id, digest))?;
-        bound.finish_bound();
-        Ok(bound)
+        let mut bound = BoundRows::default();
+        bound_digests(&self.conn, |id, digest| bound.push(id, digest))?;
+        Ok(RowBinding::each_row(bound))
     }
 
     /// Adds every key's last bound digest to `chain`, over a connection of its own so that

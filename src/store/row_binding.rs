@@ -44,10 +44,11 @@ impl RowBinding {
         })
     }
 
-    /// Looks each row up, to name the ones that differ. Feed it every key's last bound
-    /// digest ([`RowBinding::add_bound`]) before checking rows.
-    pub fn each_row() -> Self {
-        RowBinding::EachRow(BoundRows::default())
+    /// Looks each row up, to name the ones that differ: `bound` holds every key's last
+    /// bound digest.
+    pub fn each_row(mut bound: BoundRows) -> Self {
+        bound.index();
+        RowBinding::EachRow(bound)
     }
 
     /// For the whole-set check: an empty set under the same key, to add the chain's pairs
@@ -62,23 +63,6 @@ impl RowBinding {
     pub fn chain_read(&mut self, read: RowSet) {
         if let RowBinding::Whole { chain, .. } = self {
             *chain = Some(read);
-        }
-    }
-
-    /// Adds a key's last bound digest as the chain records it, in key-id order.
-    pub fn add_bound(&mut self, id: &str, digest: &[u8]) {
-        match self {
-            RowBinding::Whole { rows, chain } => chain
-                .get_or_insert_with(|| RowSet::new_like(rows))
-                .add(id, digest),
-            RowBinding::EachRow(bound) => bound.push(id, digest),
-        }
-    }
-
-    /// Call once every bound digest is added.
-    pub fn finish_bound(&mut self) {
-        if let RowBinding::EachRow(bound) = self {
-            bound.index();
         }
     }
 
@@ -202,7 +186,7 @@ fn base62_rank(c: u8) -> Option<usize> {
 
 impl BoundRows {
     /// Adds the next key, in key-id order; an id or digest of another shape is no key's.
-    fn push(&mut self, id: &str, digest: &[u8]) {
+    pub fn push(&mut self, id: &str, digest: &[u8]) {
         if let Some(pair) = bound_pair(id, digest) {
             self.rows.push(pair);
         }
@@ -283,10 +267,11 @@ mod tests {
     /// A whole-set binding over the chain entries `bound`, after checking `rows`.
     fn whole(bound: &[(&str, &[u8])], rows: &[(&str, &[u8])]) -> Verdict {
         let mut binding = RowBinding::whole().expect("the system's random numbers");
+        let mut chain = binding.chain_set().expect("a whole-set check");
         for (id, row) in bound {
-            binding.add_bound(id, &audit::row_digest(row));
+            chain.add(id, &audit::row_digest(row));
         }
-        binding.finish_bound();
+        binding.chain_read(chain);
         for (id, row) in rows {
             assert_eq!(binding.check(id, row), None, "told only at the end");
         }
