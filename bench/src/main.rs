@@ -111,7 +111,7 @@ struct Args {
     scale_keys: usize,
 
     /// With --scale, A/B-test this other authenta-keyd build on the same million-key store:
-    /// after the usual scenarios, each pipelined shape runs --rounds times (at least 3) per
+    /// after the usual scenarios, each shape runs --rounds times (at least 3) per
     /// binary, alternating, each large run divided by the 10,000-key run just before it. For
     /// judging a change to the verify path on a machine too noisy for runs taken apart.
     #[arg(long, value_name = "PATH", requires = "scale")]

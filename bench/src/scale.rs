@@ -195,7 +195,6 @@ pub fn run(
     let compare = match compare_with {
         Some(other) => {
             eprintln!("scale: A/B with {}...", other.display());
-            let shapes: Vec<Shape> = shapes.iter().copied().filter(|s| s.depth > 1).collect();
             Some(compare::run(
                 &mut keyd,
                 bin,
@@ -203,7 +202,7 @@ pub fn run(
                 small_socket,
                 &small,
                 &large,
-                &shapes,
+                shapes,
                 timing,
                 rounds.max(3),
             )?)

@@ -7,6 +7,7 @@ use crate::policy::{KeyFacts, KeyTimes};
 use crate::token::{TokenHash, KEY_ID_LEN, START_LEN};
 use authenta_client::proto::{KeyInfo, KeyState, Meta, Usage};
 use authenta_client::verify_wire::NO_META;
+use compact_str::CompactString;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -160,8 +161,8 @@ pub struct Entry {
     pub(super) id: KeyId,
     pub permissions: Permissions,
     pub(super) start_len: u8,
-    /// Shared by every key with the same label (see `Maps::environments`). `Arc<String>`
-    /// and `Box<String>` below, rather than `str`, for thin 8-byte pointers.
+    /// Shared by every key with the same label (see `Maps::environments`). `Arc<String>`,
+    /// rather than `Arc<str>`, for a thin 8-byte pointer.
     pub(super) environment: Option<Arc<String>>,
     // Line 1: what decides the answer, and the counters it bumps.
     pub usage: UsageCounters,
@@ -171,7 +172,8 @@ pub struct Entry {
     pub policy: PolicyCell,
     // Line 2: the name and extras a valid answer carries, and what lists, rotations and
     // grace periods read.
-    pub(super) name: Box<str>,
+    /// Inline up to 24 bytes, so that answering with most names reads no other line.
+    pub(super) name: CompactString,
     /// What most keys do not have, behind one thin pointer (none for a plain key).
     pub(super) extra: Option<Box<Extra>>,
     pub(super) created_at: i64,

@@ -9,6 +9,7 @@ use super::tag_table::{prefetch, prefetch_two_lines, TagTable};
 use crate::key::{KeyRecord, LimitUsage, OwnerRecord, OwnerUsage, UsageRow};
 use crate::policy::{KeyTimes, Policy};
 use crate::token::{TokenHash, KEY_ID_LEN, START_LEN};
+use compact_str::CompactString;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::BuildHasher;
 use std::ops::Bound;
@@ -190,8 +191,10 @@ impl Maps {
         let Some(entry) = self.entries.get((tag & SLOT_MASK) as usize) else {
             return;
         };
-        if let Some(first) = entry.name.as_bytes().first() {
-            prefetch(first);
+        if entry.name.is_heap_allocated() {
+            if let Some(first) = entry.name.as_bytes().first() {
+                prefetch(first);
+            }
         }
         if let Some(extra) = entry.extra.as_deref() {
             // Its owner pointer and limits: the first two lines (`Extra`'s layout).
@@ -341,7 +344,7 @@ impl Maps {
         let entry = Entry {
             id,
             token_hash: record.token_hash,
-            name: record.name.into_boxed_str(),
+            name: CompactString::from(record.name),
             start,
             start_len: start_len as u8,
             permissions: record.permissions,

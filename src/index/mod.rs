@@ -483,7 +483,7 @@ mod tests {
             );
         }
         // A valid answer also reads the name and the extras' pointer, both in line 2.
-        for (offset, size) in [(offset_of!(Entry, name), 16), (offset_of!(Entry, extra), 8)] {
+        for (offset, size) in [(offset_of!(Entry, name), 24), (offset_of!(Entry, extra), 8)] {
             assert_eq!(line(offset, size), (2, 2));
         }
         // And `Maps::prefetch_entry` asks for those three lines.
