@@ -3,7 +3,8 @@
 //!
 //! The checksum lets the daemon reject a mistyped or truncated token before any lookup, and
 //! lets secret scanners tell a real token from random text. Key ids (`key_` + 16 base62) are
-//! public and are what every admin command takes.
+//! public and are what every admin command takes: 8 characters of the creation time, then
+//! 8 random ones (see [`generate_key_id`]).
 
 use ring::rand::{SecureRandom, SystemRandom};
 use sha2::{Digest, Sha256};
@@ -17,9 +18,12 @@ const RANDOM_CHARS: usize = 43;
 const CHECKSUM_CHARS: usize = 6;
 /// Length of every well-formed token.
 pub const TOKEN_LEN: usize = TOKEN_PREFIX.len() + RANDOM_CHARS + CHECKSUM_CHARS;
-const KEY_ID_RANDOM_CHARS: usize = 16;
+/// A key id's characters after its prefix: the creation time's, then random ones.
+const KEY_ID_CHARS: usize = 16;
+/// Milliseconds since the Unix epoch in base62: 62^8 ms is about 6,900 years.
+const KEY_ID_TIME_CHARS: usize = 8;
 /// Length of every key id.
-pub const KEY_ID_LEN: usize = KEY_ID_PREFIX.len() + KEY_ID_RANDOM_CHARS;
+pub const KEY_ID_LEN: usize = KEY_ID_PREFIX.len() + KEY_ID_CHARS;
 /// Characters of the token shown in lists to help a person recognise a key.
 pub const START_LEN: usize = 8;
 
@@ -53,11 +57,27 @@ pub fn generate_token(rng: &SystemRandom) -> Result<Zeroizing<String>, ring::err
     Ok(token)
 }
 
-/// Generates a fresh key id.
-pub fn generate_key_id(rng: &SystemRandom) -> Result<String, ring::error::Unspecified> {
+/// Generates a fresh key id for a key created at `now` (unix ms): the time in 8 base62
+/// characters, most significant first, then 8 random ones (47 bits).
+///
+/// Ids therefore sort by creation, and every index of the store keyed by id (the keys',
+/// the usage rows', the audit chain's) takes a new key at its end: with random ids each
+/// create wrote a page of each of those indexes somewhere in the middle, and the pages a
+/// create writes to the WAL are what bounds durable creates per second. Ids are public
+/// (admin commands and verify answers carry them), as is a key's creation time; what must
+/// be unguessable is the token. Two keys made in the same millisecond differ by their
+/// random part, and the store refuses an id that exists.
+pub fn generate_key_id(rng: &SystemRandom, now: i64) -> Result<String, ring::error::Unspecified> {
     let mut id = String::with_capacity(KEY_ID_LEN);
     id.push_str(KEY_ID_PREFIX);
-    push_random_base62(rng, &mut id, KEY_ID_RANDOM_CHARS)?;
+    let mut time = [0u8; KEY_ID_TIME_CHARS];
+    let mut left = u64::try_from(now).unwrap_or(0);
+    for digit in time.iter_mut().rev() {
+        *digit = BASE62[(left % 62) as usize];
+        left /= 62;
+    }
+    id.extend(time.iter().map(|&b| b as char));
+    push_random_base62(rng, &mut id, KEY_ID_CHARS - KEY_ID_TIME_CHARS)?;
     Ok(id)
 }
 
@@ -167,6 +187,36 @@ mod tests {
         assert_eq!(hash_token(&token)[..], *ring.as_ref());
     }
 
+    #[test]
+    fn key_ids_sort_by_creation_and_differ_within_a_millisecond() {
+        let rng = SystemRandom::new();
+        let times = [
+            0,
+            61,
+            62,
+            1_765_000_000_000,
+            1_765_000_000_001,
+            62_i64.pow(8) - 1,
+        ];
+        let ids: Vec<String> = times
+            .iter()
+            .map(|&at| generate_key_id(&rng, at).expect("rng"))
+            .collect();
+        for pair in ids.windows(2) {
+            assert!(pair[0] < pair[1], "{} !< {}", pair[0], pair[1]);
+        }
+        for id in &ids {
+            assert_eq!(id.len(), KEY_ID_LEN);
+            assert!(is_key_id(id), "{id}");
+        }
+        assert_eq!(&ids[0][4..12], "00000000");
+        assert_eq!(&ids[2][4..12], "00000010");
+        let same_ms: std::collections::HashSet<String> = (0..1000)
+            .map(|_| generate_key_id(&rng, 1_765_000_000_000).expect("rng"))
+            .collect();
+        assert_eq!(same_ms.len(), 1000);
+    }
+
     fn token() -> String {
         generate_token(&SystemRandom::new())
             .expect("rng")
@@ -246,7 +296,7 @@ mod tests {
 
     #[test]
     fn key_ids_have_their_shape() {
-        let id = generate_key_id(&SystemRandom::new()).expect("rng");
+        let id = generate_key_id(&SystemRandom::new(), 1_765_000_000_000).expect("rng");
         assert!(is_key_id(&id));
         assert!(!is_key_id("key_short"));
         assert!(!is_key_id("api_0123456789abcdef"));

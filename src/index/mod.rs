@@ -305,7 +305,7 @@ mod tests {
     fn record(rng: &SystemRandom, n: usize) -> KeyRecord {
         let token = generate_token(rng).expect("rng").to_string();
         KeyRecord {
-            id: generate_key_id(rng).expect("rng"),
+            id: generate_key_id(rng, 1_765_000_000_000).expect("rng"),
             token_hash: hash_token(&token),
             name: format!("key-{n}"),
             start: start_of(&token),

@@ -329,8 +329,8 @@ fn rng_failed(_: ring::error::Unspecified) -> WriteError {
 
 pub fn create(d: &mut Draft<'_>, params: CreateKey, actor: Actor) -> Result<Outcome, WriteError> {
     let token = d.token()?;
-    let id = generate_key_id(d.rng).map_err(rng_failed)?;
     let now = d.now();
+    let id = generate_key_id(d.rng, now).map_err(rng_failed)?;
     let record = KeyRecord {
         id: id.clone(),
         token_hash: hash_token(&token),
