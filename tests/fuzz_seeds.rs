@@ -130,7 +130,9 @@ fn token_seeds_pass_or_fail_as_named() {
         write_seed(
             target,
             "key_id.txt",
-            generate_key_id(&rng, 1_765_000_000_000).expect("rng").as_bytes(),
+            generate_key_id(&rng, 1_765_000_000_000)
+                .expect("rng")
+                .as_bytes(),
         );
     }
     let mut names: Vec<String> = std::fs::read_dir(corpus(target))
