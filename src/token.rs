@@ -66,7 +66,7 @@ pub fn generate_token(rng: &SystemRandom) -> Result<Zeroizing<String>, ring::err
 /// create writes to the WAL are what bounds durable creates per second. Ids are public
 /// (admin commands and verify answers carry them), as is a key's creation time; what must
 /// be unguessable is the token. Two keys made in the same millisecond differ by their
-/// random part, and the store refuses an id that exists.
+/// random part; the store draws again for an id in use.
 pub fn generate_key_id(rng: &SystemRandom, now: i64) -> Result<String, ring::error::Unspecified> {
     let mut id = String::with_capacity(KEY_ID_LEN);
     id.push_str(KEY_ID_PREFIX);

@@ -148,11 +148,12 @@ impl Millis {
 /// One key as the index holds it: the record's fields in compact form, the live usage
 /// counters and the policy's times for it.
 ///
-/// Laid out by hand (`repr(C)`) and aligned to a cache line, so that a verify reads exactly
-/// the first two of its three lines: with a million keys every verify misses the cache on
-/// its entry, and each line more is one more miss. Unaligned and in the compiler's order, a
-/// verify touched three or four lines. `an_entry_keeps_what_verify_reads_in_two_lines`
-/// holds this.
+/// Laid out by hand (`repr(C)`) and aligned to a cache line, so that a verify reads its
+/// three lines and, for most keys, nothing else: with a million keys every verify misses
+/// the cache on its entry, and each line more, or each pointer followed, is one more miss
+/// (`Maps::prefetch_entry` asks for the three together). A valid answer reads the name and
+/// the extras' pointer from the third; a name of up to 24 bytes is inline there.
+/// `an_entry_keeps_what_verify_reads_in_three_lines` holds this.
 #[derive(Debug)]
 #[repr(C, align(64))]
 pub struct Entry {

@@ -327,10 +327,24 @@ fn rng_failed(_: ring::error::Unspecified) -> WriteError {
     WriteError::Storage("the system random number generator failed".into())
 }
 
+/// A fresh key id that no key has. Ids made in the same millisecond differ only by their 8
+/// random characters; writing a key under an id in use would replace that key.
+fn unused_key_id(d: &Draft<'_>, now: i64) -> Result<String, WriteError> {
+    for _ in 0..8 {
+        let id = generate_key_id(d.rng, now).map_err(rng_failed)?;
+        if matches!(d.current(&id), Err(WriteError::NotFound(_))) {
+            return Ok(id);
+        }
+    }
+    Err(WriteError::Storage(
+        "no unused key id in 8 draws: the system random number generator is broken".into(),
+    ))
+}
+
 pub fn create(d: &mut Draft<'_>, params: CreateKey, actor: Actor) -> Result<Outcome, WriteError> {
     let token = d.token()?;
     let now = d.now();
-    let id = generate_key_id(d.rng, now).map_err(rng_failed)?;
+    let id = unused_key_id(d, now)?;
     let record = KeyRecord {
         id: id.clone(),
         token_hash: hash_token(&token),
