@@ -53,7 +53,7 @@ pub fn generate_token(rng: &SystemRandom) -> Result<Zeroizing<String>, ring::err
     token.push_str(TOKEN_PREFIX);
     push_random_base62(rng, &mut token, RANDOM_CHARS)?;
     let checksum = crc32fast::hash(token.as_bytes());
-    push_checksum(&mut token, checksum);
+    push_base62::<CHECKSUM_CHARS>(&mut token, u64::from(checksum));
     Ok(token)
 }
 
@@ -70,13 +70,7 @@ pub fn generate_token(rng: &SystemRandom) -> Result<Zeroizing<String>, ring::err
 pub fn generate_key_id(rng: &SystemRandom, now: i64) -> Result<String, ring::error::Unspecified> {
     let mut id = String::with_capacity(KEY_ID_LEN);
     id.push_str(KEY_ID_PREFIX);
-    let mut time = [0u8; KEY_ID_TIME_CHARS];
-    let mut left = u64::try_from(now).unwrap_or(0);
-    for digit in time.iter_mut().rev() {
-        *digit = BASE62[(left % 62) as usize];
-        left /= 62;
-    }
-    id.extend(time.iter().map(|&b| b as char));
+    push_base62::<KEY_ID_TIME_CHARS>(&mut id, u64::try_from(now).unwrap_or(0));
     push_random_base62(rng, &mut id, KEY_ID_CHARS - KEY_ID_TIME_CHARS)?;
     Ok(id)
 }
@@ -95,7 +89,7 @@ pub fn check_token(token: &str) -> Result<(), Malformed> {
     }
     let (body, checksum) = bytes.split_at(TOKEN_LEN - CHECKSUM_CHARS);
     let mut expected = [0u8; CHECKSUM_CHARS];
-    encode_checksum(crc32fast::hash(body), &mut expected);
+    encode_base62(u64::from(crc32fast::hash(body)), &mut expected);
     if checksum != expected {
         return Err(Malformed::Checksum);
     }
@@ -156,16 +150,19 @@ fn push_random_base62(
     Ok(())
 }
 
-fn encode_checksum(mut value: u32, out: &mut [u8; CHECKSUM_CHARS]) {
+/// `value` in base62 in all of `out`, most significant digit first; higher digits that do
+/// not fit are dropped.
+fn encode_base62(mut value: u64, out: &mut [u8]) {
     for slot in out.iter_mut().rev() {
         *slot = BASE62[(value % 62) as usize];
         value /= 62;
     }
 }
 
-fn push_checksum(out: &mut String, checksum: u32) {
-    let mut digits = [0u8; CHECKSUM_CHARS];
-    encode_checksum(checksum, &mut digits);
+/// Appends `value` as `N` base62 digits ([`encode_base62`]).
+fn push_base62<const N: usize>(out: &mut String, value: u64) {
+    let mut digits = [0u8; N];
+    encode_base62(value, &mut digits);
     out.extend(digits.iter().map(|&b| b as char));
 }
 
@@ -288,9 +285,9 @@ mod tests {
     #[test]
     fn checksum_is_fixed_width_base62() {
         let mut out = [0u8; CHECKSUM_CHARS];
-        encode_checksum(0, &mut out);
+        encode_base62(0, &mut out);
         assert_eq!(&out, b"000000");
-        encode_checksum(u32::MAX, &mut out);
+        encode_base62(u64::from(u32::MAX), &mut out);
         assert_eq!(&out, b"4gfFC3");
     }
 
