@@ -413,18 +413,21 @@ mod tests {
                 run(100.0, 2.0),
                 run(95.0, 2.0),
                 run(80.0, 4.0),
+                run(85.0, 3.0),
                 run(90.0, 2.0),
             ],
             vec![
                 run(200.0, 2.0),
                 run(180.0, 2.0),
                 run(170.0, 4.0),
+                run(160.0, 3.0),
                 run(100.0, 2.0),
             ],
             vec![
                 run(150.0, 2.0),
                 run(150.0, 2.0),
                 run(140.0, 4.0),
+                run(135.0, 3.0),
                 run(120.0, 2.0),
             ],
         ];
@@ -443,7 +446,9 @@ mod tests {
         let lowest = lowest_ratios(Some(&config));
         assert_eq!(lowest[0].group, "ratelimit");
         assert_eq!(lowest[0].ops_ratio, 1.0);
-        assert_eq!(lowest[2].group, "both+owner");
-        assert!((lowest[2].ops_ratio - 100.0 / 150.0).abs() < 1e-9);
+        assert_eq!(lowest[2].group, "both");
+        assert!((lowest[2].ops_ratio - 135.0 / 150.0).abs() < 1e-9);
+        assert_eq!(lowest[3].group, "both+owner");
+        assert!((lowest[3].ops_ratio - 100.0 / 150.0).abs() < 1e-9);
     }
 }

@@ -1,5 +1,5 @@
 //! `--limits`' keys and verifies: groups of keys that differ only in their limits (none, a
-//! rate limit, a credit balance, both plus an owner's), seeded alike, and each group's
+//! rate limit, a credit balance, both, both plus an owner's), seeded alike, and each group's
 //! verifies encoded beforehand, with a check of every answer that lets the limits' live
 //! state vary while holding everything else to the expected bytes.
 //!
@@ -49,7 +49,7 @@ pub struct Group {
 }
 
 /// The groups, plain first: it is the baseline of every ratio.
-pub const GROUPS: [Group; 4] = [
+pub const GROUPS: [Group; 5] = [
     Group {
         name: "plain",
         ratelimit: false,
@@ -65,6 +65,12 @@ pub const GROUPS: [Group; 4] = [
     Group {
         name: "credits",
         ratelimit: false,
+        credits: true,
+        owner: false,
+    },
+    Group {
+        name: "both",
+        ratelimit: true,
         credits: true,
         owner: false,
     },
@@ -318,7 +324,7 @@ mod tests {
             retry_at: 1_700_000_000_000,
         };
         let plain = GroupMix::build(GROUPS[0], &keys).expect("builds");
-        let both = GroupMix::build(GROUPS[3], &keys).expect("builds");
+        let both = GroupMix::build(GROUPS[4], &keys).expect("builds");
         assert_eq!(plain.len(), 5);
         assert!(plain.accepts(2, plain.answer(2)));
         assert!(!plain.accepts(2, plain.answer(3)), "another key's answer");

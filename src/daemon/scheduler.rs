@@ -71,7 +71,7 @@ fn scan(daemon: &Daemon, now: i64) -> (Vec<Due>, Option<i64>) {
                 upcoming.push((entry.id().to_owned(), at));
                 continue;
             }
-            let Some(rule) = policy.rule_for(entry) else {
+            let Some(rule) = policy.rule_for(entry.entry()) else {
                 continue;
             };
             let Some(sink) = rule.sink.clone() else {

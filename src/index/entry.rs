@@ -151,8 +151,9 @@ impl Millis {
 /// Laid out by hand (`repr(C)`) and aligned to a cache line, so that a verify reads its
 /// three lines and, for most keys, nothing else: with a million keys every verify misses
 /// the cache on its entry, and each line more, or each pointer followed, is one more miss
-/// (`Maps::prefetch_entry` asks for the three together). A valid answer reads the name and
-/// the extras' pointer from the third; a name of up to 24 bytes is inline there.
+/// (`Maps::prefetch_entry` asks for the three together). A valid answer reads the name
+/// from the third; a name of up to 24 bytes is inline there. A key's [`Extra`] is not
+/// reached through the entry but kept beside it, by slot (see `Maps::extras`).
 /// `an_entry_keeps_what_verify_reads_in_three_lines` holds this.
 #[derive(Debug)]
 #[repr(C, align(64))]
@@ -171,12 +172,9 @@ pub struct Entry {
     pub(super) revoked_at: Millis,
     /// Its last field (`scheduled_at`, which verify does not read) begins line 2.
     pub policy: PolicyCell,
-    // Line 2: the name and extras a valid answer carries, and what lists, rotations and
-    // grace periods read.
+    // Line 2: the name a valid answer carries, and what lists and rotations read.
     /// Inline up to 24 bytes, so that answering with most names reads no other line.
     pub(super) name: CompactString,
-    /// What most keys do not have, behind one thin pointer (none for a plain key).
-    pub(super) extra: Option<Box<Extra>>,
     pub(super) created_at: i64,
     pub(super) rotated_at: Millis,
     pub(super) start: [u8; START_LEN],
@@ -186,8 +184,9 @@ pub struct Entry {
 /// state, a revoke reason and a token in grace.
 ///
 /// Laid out by hand, cache-line aligned, what a verify reads first: the owner, the
-/// metadata's pointer and the limits fill the first two lines (the two a pipelined run
-/// prefetches), so a limited key costs a verify at most two misses more than a plain key.
+/// metadata's pointer and the limits fill the first two lines (the two a verify
+/// prefetches with the entry's), so a limited key costs a verify at most two misses more
+/// than a plain key, and they overlap the entry's.
 /// The metadata sits behind a pointer, `None` when empty, so that an answer learns it has
 /// none without reading another line.
 #[derive(Debug, Default)]
@@ -230,71 +229,12 @@ impl Entry {
         self.revoked_at.get()
     }
 
-    /// The previous token's grace, if a regenerate left one.
-    pub fn grace(&self) -> Option<&Grace> {
-        self.extra.as_ref()?.grace.as_ref()
-    }
-
-    /// The owner, metadata and limits, if the key has any.
-    pub fn extra(&self) -> Option<&Extra> {
-        self.extra.as_deref()
-    }
-
-    pub fn owner_id(&self) -> Option<&str> {
-        self.extra.as_ref()?.owner.as_deref().map(|o| &*o.id)
-    }
-
-    pub fn meta(&self) -> &Meta {
-        self.extra
-            .as_ref()
-            .and_then(|e| e.meta.as_deref())
-            .unwrap_or(&NO_META)
-    }
-
     pub fn name(&self) -> &str {
         &self.name
     }
 
     pub fn expires_at(&self) -> Option<i64> {
         self.expires_at.get()
-    }
-
-    /// The owner, metadata and limits as stored.
-    pub fn details(&self) -> KeyDetails {
-        let Some(extra) = self.extra() else {
-            return KeyDetails::default();
-        };
-        KeyDetails {
-            owner_id: self.owner_id().map(str::to_owned),
-            meta: self.meta().clone(),
-            ratelimit: extra.ratelimit.as_ref().map(|b| b.rule),
-            credits: extra.credits.as_ref().map(|b| b.credits),
-        }
-    }
-
-    /// The usage to flush: the counters, and where the limits stand.
-    pub fn usage_record(&self) -> UsageRecord {
-        let mut usage = self.usage.snapshot();
-        if let Some(extra) = self.extra() {
-            let owner = extra.owner.as_deref();
-            usage.limits = LimitUsage {
-                ratelimit: extra
-                    .ratelimit
-                    .as_ref()
-                    .map(Bucket::stored)
-                    .unwrap_or_default(),
-                credits: extra
-                    .credits
-                    .as_ref()
-                    .map(Balance::spent)
-                    .unwrap_or_default(),
-                owner_credits: owner
-                    .and_then(|o| o.credits.as_ref())
-                    .map(Balance::spent)
-                    .unwrap_or_default(),
-            };
-        }
-        usage
     }
 
     pub(super) fn start(&self) -> &str {
@@ -312,65 +252,6 @@ impl Entry {
             KeyState::Expired
         } else {
             KeyState::Active
-        }
-    }
-
-    /// The stored record this entry was made from.
-    pub fn to_record(&self) -> KeyRecord {
-        KeyRecord {
-            id: self.id().to_owned(),
-            token_hash: self.token_hash,
-            name: self.name.to_string(),
-            start: self.start().to_owned(),
-            permissions: self.permissions,
-            environment: self.environment().map(str::to_owned),
-            created_at: self.created_at,
-            rotated_at: self.rotated_at.get(),
-            expires_at: self.expires_at.get(),
-            revoked_at: self.revoked_at.get(),
-            revoke_reason: self.extra().and_then(|e| e.revoke_reason.clone()),
-            grace: self.grace().cloned(),
-            details: self.details(),
-        }
-    }
-
-    /// The key as listed: live usage, never the token.
-    pub fn info(&self, now: i64) -> KeyInfo {
-        let usage = self.usage.snapshot();
-        KeyInfo {
-            id: self.id().to_owned(),
-            name: self.name.to_string(),
-            start: self.start().to_owned(),
-            permissions: self.permissions.to_list(),
-            environment: self.environment().map(str::to_owned),
-            state: self.state(now),
-            created_at: self.created_at,
-            rotated_at: self.rotated_at.get(),
-            last_used_at: usage.last_used_at,
-            expires_at: self.expires_at.get(),
-            rotate_by: self.policy.rotate_by(),
-            rotation_due: self.policy.rotation_due(now),
-            revoked_at: self.revoked_at.get(),
-            grace_until: self.grace().map(|g| g.until).filter(|&until| until > now),
-            usage: Usage {
-                verifications: usage.verifications,
-                allowed: usage.allowed,
-                denied: usage.denied,
-            },
-            owner_id: self.owner_id().map(str::to_owned),
-            meta: self.meta().clone(),
-            ratelimit: self
-                .extra()
-                .and_then(|e| e.ratelimit.as_ref())
-                .map(|b| b.rule),
-            remaining: self
-                .extra()
-                .and_then(|e| e.credits.as_ref())
-                .map(|b| b.left(now)),
-            refill: self
-                .extra()
-                .and_then(|e| e.credits.as_ref())
-                .and_then(|b| b.credits.refill),
         }
     }
 }
@@ -393,17 +274,133 @@ impl KeyFacts for Entry {
     }
 }
 
-/// A key found in the index: its entry, and its slot (to queue it for a usage flush).
+/// A key in the index: its entry, its extras, and its slot (to queue it for a usage
+/// flush).
 #[derive(Debug, Clone, Copy)]
 pub struct Found<'a> {
     pub(super) slot: u32,
     pub(super) entry: &'a Entry,
+    pub(super) extra: Option<&'a Extra>,
 }
 
 impl<'a> Found<'a> {
     /// The entry, for as long as the read it was found in.
     pub fn entry(self) -> &'a Entry {
         self.entry
+    }
+
+    /// The owner, metadata and limits, if the key has any.
+    pub fn extra(self) -> Option<&'a Extra> {
+        self.extra
+    }
+
+    /// The previous token's grace, if a regenerate left one.
+    pub fn grace(self) -> Option<&'a Grace> {
+        self.extra?.grace.as_ref()
+    }
+
+    pub fn owner_id(self) -> Option<&'a str> {
+        self.extra?.owner.as_deref().map(|o| &*o.id)
+    }
+
+    pub fn meta(self) -> &'a Meta {
+        self.extra
+            .and_then(|e| e.meta.as_deref())
+            .unwrap_or(&NO_META)
+    }
+
+    /// The owner, metadata and limits as stored.
+    pub fn details(self) -> KeyDetails {
+        let Some(extra) = self.extra else {
+            return KeyDetails::default();
+        };
+        KeyDetails {
+            owner_id: self.owner_id().map(str::to_owned),
+            meta: self.meta().clone(),
+            ratelimit: extra.ratelimit.as_ref().map(|b| b.rule),
+            credits: extra.credits.as_ref().map(|b| b.credits),
+        }
+    }
+
+    /// The usage to flush: the counters, and where the limits stand.
+    pub fn usage_record(self) -> UsageRecord {
+        let mut usage = self.entry.usage.snapshot();
+        if let Some(extra) = self.extra {
+            let owner = extra.owner.as_deref();
+            usage.limits = LimitUsage {
+                ratelimit: extra
+                    .ratelimit
+                    .as_ref()
+                    .map(Bucket::stored)
+                    .unwrap_or_default(),
+                credits: extra
+                    .credits
+                    .as_ref()
+                    .map(Balance::spent)
+                    .unwrap_or_default(),
+                owner_credits: owner
+                    .and_then(|o| o.credits.as_ref())
+                    .map(Balance::spent)
+                    .unwrap_or_default(),
+            };
+        }
+        usage
+    }
+
+    /// The stored record this key was made from.
+    pub fn to_record(self) -> KeyRecord {
+        let entry = self.entry;
+        KeyRecord {
+            id: entry.id().to_owned(),
+            token_hash: entry.token_hash,
+            name: entry.name.to_string(),
+            start: entry.start().to_owned(),
+            permissions: entry.permissions,
+            environment: entry.environment().map(str::to_owned),
+            created_at: entry.created_at,
+            rotated_at: entry.rotated_at.get(),
+            expires_at: entry.expires_at.get(),
+            revoked_at: entry.revoked_at.get(),
+            revoke_reason: self.extra.and_then(|e| e.revoke_reason.clone()),
+            grace: self.grace().cloned(),
+            details: self.details(),
+        }
+    }
+
+    /// The key as listed: live usage, never the token.
+    pub fn info(self, now: i64) -> KeyInfo {
+        let entry = self.entry;
+        let usage = entry.usage.snapshot();
+        let credits = self.extra.and_then(|e| e.credits.as_ref());
+        KeyInfo {
+            id: entry.id().to_owned(),
+            name: entry.name.to_string(),
+            start: entry.start().to_owned(),
+            permissions: entry.permissions.to_list(),
+            environment: entry.environment().map(str::to_owned),
+            state: entry.state(now),
+            created_at: entry.created_at,
+            rotated_at: entry.rotated_at.get(),
+            last_used_at: usage.last_used_at,
+            expires_at: entry.expires_at.get(),
+            rotate_by: entry.policy.rotate_by(),
+            rotation_due: entry.policy.rotation_due(now),
+            revoked_at: entry.revoked_at.get(),
+            grace_until: self.grace().map(|g| g.until).filter(|&until| until > now),
+            usage: Usage {
+                verifications: usage.verifications,
+                allowed: usage.allowed,
+                denied: usage.denied,
+            },
+            owner_id: self.owner_id().map(str::to_owned),
+            meta: self.meta().clone(),
+            ratelimit: self
+                .extra
+                .and_then(|e| e.ratelimit.as_ref())
+                .map(|b| b.rule),
+            remaining: credits.map(|b| b.left(now)),
+            refill: credits.and_then(|b| b.credits.refill),
+        }
     }
 }
 

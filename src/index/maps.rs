@@ -43,6 +43,7 @@ pub(super) fn tag(kind: u32, slot: usize) -> Tag {
 /// What a token-hash table probe compares against and rehashes by.
 pub(super) struct Hashes<'a> {
     pub(super) entries: &'a [Entry],
+    pub(super) extras: &'a [Option<Box<Extra>>],
     pub(super) retired: &'a [(TokenHash, Option<KeyId>)],
 }
 
@@ -53,9 +54,9 @@ impl Hashes<'_> {
         match tag >> KIND_SHIFT {
             CURRENT => self.entries.get(slot).map(|e| &e.token_hash),
             PREVIOUS => self
-                .entries
+                .extras
                 .get(slot)
-                .and_then(|e| e.grace())
+                .and_then(|e| e.as_deref()?.grace.as_ref())
                 .map(|g| &g.token_hash),
             _ => self.retired.get(slot).map(|(hash, _)| hash),
         }
@@ -68,6 +69,16 @@ pub struct Maps {
     pub(super) policy: Arc<Policy>,
     /// Every key; a key's slot never changes.
     pub(super) entries: Vec<Entry>,
+    /// Each slot's extras (owner, metadata, limits, revoke reason, grace), `None` for a
+    /// plain key. Kept beside the entries, by slot, rather than behind a pointer in the
+    /// entry: a verify then asks for a limited key's extras as soon as the table names its
+    /// slot, together with the entry, where a pointer in the entry could only be followed
+    /// once the entry had arrived, one cache miss after the other.
+    pub(super) extras: Vec<Option<Box<Extra>>>,
+    /// One bit per slot: the key has extras. Read before `extras`, so that a verify of a
+    /// plain key never reads its slot there: with a million keys `extras` is 8 MB read at
+    /// random, a cache miss each time, where these bits are 128 KB.
+    pub(super) with_extras: Vec<u64>,
     /// Hashes of tokens that must never verify again, with the key they belonged to.
     pub(super) retired: Vec<(TokenHash, Option<KeyId>)>,
     /// Token hash → tag. Hashed with a per-process random seed (foldhash), so a client
@@ -98,6 +109,7 @@ impl Maps {
     pub(super) fn find(&self, key: &LookupKey) -> Option<Tag> {
         let hashes = Hashes {
             entries: &self.entries,
+            extras: &self.extras,
             retired: &self.retired,
         };
         self.by_hash
@@ -117,7 +129,31 @@ impl Maps {
         self.entries.get(slot).map(|entry| Found {
             slot: slot as u32,
             entry,
+            extra: self.extra_at(slot),
         })
+    }
+
+    /// The extras of the key in `slot`, if it has any.
+    fn extra_at(&self, slot: usize) -> Option<&Extra> {
+        let word = self.with_extras.get(slot / 64)?;
+        if word & (1 << (slot % 64)) == 0 {
+            return None;
+        }
+        self.extras.get(slot)?.as_deref()
+    }
+
+    /// Puts in the extras of the key in `slot`, a slot already in `extras`.
+    fn set_extra(&mut self, slot: usize, extra: Option<Box<Extra>>) {
+        if self.with_extras.len() <= slot / 64 {
+            self.with_extras.resize(slot / 64 + 1, 0);
+        }
+        let bit = 1 << (slot % 64);
+        if extra.is_some() {
+            self.with_extras[slot / 64] |= bit;
+        } else {
+            self.with_extras[slot / 64] &= !bit;
+        }
+        self.extras[slot] = extra;
     }
 
     /// The key a token hash belongs to.
@@ -147,12 +183,15 @@ impl Maps {
 
     /// Asks the CPU for the three cache lines of the entry the lookup of `key` will
     /// most likely land on (the first bucket whose fingerprint matches; a wrong guess costs
-    /// only a wasted fetch). Call it once the bucket asked for by
+    /// only a wasted fetch), and for the first two lines of its extras if it has any (owner,
+    /// metadata and limits: `Extra`'s layout). Call it once the bucket asked for by
     /// [`Maps::prefetch_bucket`] has had time to arrive.
     ///
     /// With a million keys neither the table nor the entries are in cache, and the misses
     /// are most of a lookup's cost; asked for ahead and together, they overlap each other,
-    /// where lookups in turn would wait for each (see `VerifyBatch::answer_run`).
+    /// where lookups in turn would wait for each (see `VerifyBatch::answer_run`). The
+    /// extras' address comes from `extras`, by slot, not from the entry, so that even a
+    /// single verify has them on the way while its entry is.
     pub fn prefetch_entry(&self, key: &LookupKey) {
         let Some(tag) = self.by_hash.candidate(key.table) else {
             return;
@@ -163,8 +202,11 @@ impl Maps {
                 if let Some(entry) = self.entries.get(slot) {
                     prefetch(&entry.token_hash);
                     prefetch(&entry.usage);
-                    // A valid answer carries the name and reads the extras' pointer.
+                    // A valid answer carries the name.
                     prefetch(&entry.name);
+                }
+                if let Some(extra) = self.extra_at(slot) {
+                    prefetch_two_lines(extra);
                 }
             }
             _ => {
@@ -175,12 +217,10 @@ impl Maps {
         }
     }
 
-    /// Asks the CPU for what a valid answer reads outside the entry itself (the name's
-    /// bytes, and the first lines of the extras: owner and limits) for the entry the lookup
-    /// of `key` will most likely land on, for a run of lookups after
-    /// [`Maps::prefetch_entry`]: reading the pointers waits for the entry's line, but the
-    /// lines of the run's other entries are on their way meanwhile, and these misses then
-    /// overlap too.
+    /// Asks the CPU for a name longer than fits in the entry, for the entry the lookup of
+    /// `key` will most likely land on, for a run of lookups after [`Maps::prefetch_entry`]:
+    /// reading the name's pointer waits for the entry's line, but the lines of the run's
+    /// other entries are on their way meanwhile, and these misses then overlap too.
     pub fn prefetch_heap(&self, key: &LookupKey) {
         let Some(tag) = self.by_hash.candidate(key.table) else {
             return;
@@ -195,10 +235,6 @@ impl Maps {
             if let Some(first) = entry.name.as_bytes().first() {
                 prefetch(first);
             }
-        }
-        if let Some(extra) = entry.extra.as_deref() {
-            // Its owner pointer and limits: the first two lines (`Extra`'s layout).
-            prefetch_two_lines(extra);
         }
     }
 
@@ -246,13 +282,13 @@ impl Maps {
     }
 
     /// Every key, in no particular order.
-    pub fn entries(&self) -> impl Iterator<Item = &Entry> {
-        self.entries.iter()
+    pub fn entries(&self) -> impl Iterator<Item = Found<'_>> {
+        (0..self.entries.len()).filter_map(|slot| self.found(slot))
     }
 
     /// Keys with ids after `after` (all when `None`; it need not be an existing id), in
     /// key-id order.
-    pub fn entries_after(&self, after: Option<&str>) -> impl Iterator<Item = &Entry> {
+    pub fn entries_after(&self, after: Option<&str>) -> impl Iterator<Item = Found<'_>> {
         let start = match after.map(str::as_bytes) {
             None => Bound::Unbounded,
             Some(after) => {
@@ -270,7 +306,7 @@ impl Maps {
         };
         self.by_id
             .range((start, Bound::Unbounded))
-            .filter_map(|(_, &slot)| self.entries.get(slot as usize))
+            .filter_map(|(_, &slot)| self.found(slot as usize))
     }
 
     /// Puts in a new version of a key, keeping its usage counters.
@@ -283,9 +319,10 @@ impl Maps {
             Some(slot) => {
                 self.forget_hashes(slot);
                 let usage = std::mem::take(&mut self.entries[slot].usage);
-                let old = self.entries[slot].extra.take();
-                let entry = self.entry(id, record, usage, old, LimitUsage::default());
+                let old = self.extras[slot].take();
+                let (entry, extra) = self.entry(id, record, usage, old, LimitUsage::default());
                 self.entries[slot] = entry;
+                self.set_extra(slot, extra);
                 self.insert_hashes(slot);
             }
             None => {
@@ -309,9 +346,9 @@ impl Maps {
         self.set_hash(&hash, tag(RETIRED, slot));
     }
 
-    /// Makes the entry for `record`, its times under the policy in force, its limits
-    /// taking over where `old` (its previous version) stood, or else where `restored` (its
-    /// stored usage) says.
+    /// Makes the entry and the extras for `record`, its times under the policy in force,
+    /// its limits taking over where `old` (its previous version) stood, or else where
+    /// `restored` (its stored usage) says.
     pub(super) fn entry(
         &mut self,
         id: KeyId,
@@ -319,7 +356,7 @@ impl Maps {
         usage: UsageCounters,
         old: Option<Box<Extra>>,
         restored: LimitUsage,
-    ) -> Entry {
+    ) -> (Entry, Option<Box<Extra>>) {
         let mut start = [0u8; START_LEN];
         let start_len = record.start.len().min(START_LEN);
         start[..start_len].copy_from_slice(&record.start.as_bytes()[..start_len]);
@@ -353,12 +390,11 @@ impl Maps {
             rotated_at: Millis::from(record.rotated_at),
             expires_at: Millis::from(record.expires_at),
             revoked_at: Millis::from(record.revoked_at),
-            extra: extra.boxed(),
             usage,
             policy: PolicyCell::new(KeyTimes::default()),
         };
         entry.policy.set(self.policy.times(&entry));
-        entry
+        (entry, extra.boxed())
     }
 
     /// The owner named `id`, made without limits if no key or record named it before.
@@ -386,8 +422,8 @@ impl Maps {
         let Some(old) = old else {
             return;
         };
-        for entry in &mut self.entries {
-            if let Some(extra) = entry.extra.as_deref_mut() {
+        for extra in &mut self.extras {
+            if let Some(extra) = extra.as_deref_mut() {
                 if extra.owner.as_ref().is_some_and(|o| Arc::ptr_eq(o, &old)) {
                     extra.owner = Some(owner.clone());
                 }
@@ -418,9 +454,11 @@ impl Maps {
             tracing::error!("too many keys to index another");
             return None;
         }
-        let entry = self.entry(id, record, usage, old, restored);
+        let (entry, extra) = self.entry(id, record, usage, old, restored);
         self.entries.push(entry);
+        self.extras.push(None);
         let slot = self.entries.len() - 1;
+        self.set_extra(slot, extra);
         if self.dirty.len() <= slot / 64 {
             self.dirty.push(AtomicU64::new(0));
         }
@@ -431,8 +469,7 @@ impl Maps {
     }
 
     pub(super) fn insert_hashes(&mut self, slot: usize) {
-        let entry = &self.entries[slot];
-        let (current, previous) = (entry.token_hash, entry.grace().map(|g| g.token_hash));
+        let (current, previous) = self.hashes_of(slot);
         self.set_hash(&current, tag(CURRENT, slot));
         if let Some(previous) = previous {
             self.set_hash(&previous, tag(PREVIOUS, slot));
@@ -440,13 +477,18 @@ impl Maps {
     }
 
     pub(super) fn forget_hashes(&mut self, slot: usize) {
-        let entry = &self.entries[slot];
-        let (current, previous) = (entry.token_hash, entry.grace().map(|g| g.token_hash));
+        let (current, previous) = self.hashes_of(slot);
         // Only this entry's own tags: a hash since taken over (retired) stays.
         self.remove_hash(&current, tag(CURRENT, slot));
         if let Some(previous) = previous {
             self.remove_hash(&previous, tag(PREVIOUS, slot));
         }
+    }
+
+    /// The hashes of a key's current token and of its previous one, if in grace.
+    fn hashes_of(&self, slot: usize) -> (TokenHash, Option<TokenHash>) {
+        let grace = self.extras[slot].as_deref().and_then(|e| e.grace.as_ref());
+        (self.entries[slot].token_hash, grace.map(|g| g.token_hash))
     }
 
     /// Points `hash` at `new`, replacing what it pointed at before.
@@ -455,10 +497,15 @@ impl Maps {
         let Maps {
             by_hash,
             entries,
+            extras,
             retired,
             ..
         } = self;
-        let hashes = Hashes { entries, retired };
+        let hashes = Hashes {
+            entries,
+            extras,
+            retired,
+        };
         by_hash.set(h, |t| hashes.of(t) == Some(hash), new);
     }
 

@@ -7,7 +7,9 @@
 //! The layout is chosen for a million keys in well under 300 MiB and few cache misses per
 //! verify. Every key is one fixed-size `Entry` (`entry.rs`) in a slab (a `Vec`; keys are never removed,
 //! a revoked key stays to answer `revoked`), with its usage counters and policy times inline
-//! and its strings boxed to their length. The token-hash table holds 4-byte slot numbers
+//! and its strings boxed to their length. What fewer keys have (owner, metadata, limits) is
+//! an `Extra`, boxed, in a second `Vec` by the same slot, so that its address is known as
+//! soon as the slot is. The token-hash table holds 4-byte slot numbers
 //! tagged with which token of the key they are; the hash itself is read from the entry when
 //! a probe matches or the table grows. Key ids sit in an ordered map of fixed 20-byte ids, so
 //! listing pages in id order.
@@ -61,6 +63,7 @@ impl Index {
         let mut maps = Maps::default();
         maps.entries.reserve_exact(keys);
         maps.usage_rows.reserve_exact(keys);
+        maps.extras.reserve_exact(keys);
         maps.by_hash.reserve(keys);
         Index {
             maps: RwLock::new(maps),
@@ -217,7 +220,7 @@ impl Index {
         slots
             .iter()
             .filter_map(|&slot| {
-                let entry = maps.entries.get(slot as usize)?;
+                let entry = maps.found(slot as usize)?;
                 let row = maps.usage_rows.get(slot as usize)?.load(Ordering::Relaxed);
                 Some(UsageWrite {
                     slot,
@@ -257,7 +260,7 @@ impl Index {
         }
         let maps = self.read();
         for entry in maps.entries() {
-            entry.policy.set(policy.times(entry));
+            entry.policy.set(policy.times(entry.entry()));
         }
     }
 
@@ -351,6 +354,41 @@ mod tests {
         assert!(maps.by_hash(&[7u8; 32]).is_none());
         // One shared copy per environment label.
         assert_eq!(maps.environments.len(), 2);
+    }
+
+    #[test]
+    fn extras_come_and_go_with_the_versions_of_a_key() {
+        let rng = SystemRandom::new();
+        // Keys on both sides of a 64-slot word of the extras' bits.
+        let records: Vec<KeyRecord> = (0..130).map(|n| record(&rng, n)).collect();
+        let index = Index::with_capacity(1);
+        let owned = |r: &KeyRecord| {
+            let mut r = r.clone();
+            r.details.owner_id = Some(format!("owner-{}", r.name));
+            r
+        };
+        {
+            let mut maps = index.write();
+            for (n, r) in records.iter().enumerate() {
+                maps.upsert(if n % 3 == 0 { owned(r) } else { r.clone() });
+            }
+            // Every key changes its mind: those with an owner lose it, the others gain one.
+            for (n, r) in records.iter().enumerate() {
+                maps.upsert(if n % 3 == 0 { r.clone() } else { owned(r) });
+            }
+        }
+        let maps = index.read();
+        for (n, r) in records.iter().enumerate() {
+            let found = maps.by_id(&r.id).expect("found");
+            let by_hash = match maps.by_hash(&r.token_hash) {
+                Some(Hit::Current(found)) => found,
+                _ => panic!("{} not found by hash", r.id),
+            };
+            let expected = (n % 3 != 0).then(|| format!("owner-{}", r.name));
+            assert_eq!(found.owner_id(), expected.as_deref(), "key {n}");
+            assert_eq!(by_hash.owner_id(), expected.as_deref(), "key {n}");
+            assert_eq!(found.extra().is_some(), n % 3 != 0, "key {n}");
+        }
     }
 
     #[test]
@@ -482,10 +520,8 @@ mod tests {
                 "a field every verify reads is past line 1"
             );
         }
-        // A valid answer also reads the name and the extras' pointer, both in line 2.
-        for (offset, size) in [(offset_of!(Entry, name), 24), (offset_of!(Entry, extra), 8)] {
-            assert_eq!(line(offset, size), (2, 2));
-        }
+        // A valid answer also reads the name, in line 2.
+        assert_eq!(line(offset_of!(Entry, name), 24), (2, 2));
         // And `Maps::prefetch_entry` asks for those three lines.
         assert_eq!(offset_of!(Entry, token_hash) / 64, 0);
         assert_eq!(offset_of!(Entry, usage) / 64, 1);

@@ -51,7 +51,7 @@ impl RemoteUsage {
         usage: &UsageRecord,
         now: i64,
     ) {
-        let Some(extra) = maps.by_id(key).and_then(|found| found.entry().extra()) else {
+        let Some(extra) = maps.by_id(key).and_then(|found| found.extra()) else {
             return;
         };
         let owner = extra.owner.as_deref();

@@ -88,7 +88,7 @@ fn decide<'m>(
             (found, over)
         }
     };
-    let entry = found;
+    let entry = found.entry();
     let question_code = if replaced {
         VerifyCode::Revoked
     } else {
@@ -112,8 +112,7 @@ fn decide<'m>(
             }
         }
     };
-    let entry = entry.entry();
-    let (code, limits) = match entry.extra() {
+    let (code, limits) = match found.extra() {
         Some(extra) if question_code == VerifyCode::Valid => {
             limits::enforce(extra, question.cost, now)
         }
@@ -133,8 +132,8 @@ fn decide<'m>(
         rotate_by: entry.policy.rotate_by(),
         rotation_due: entry.policy.rotation_due(now),
         name: (!dead).then(|| entry.name()),
-        owner_id: entry.owner_id().filter(|_| !dead),
-        meta: if dead { &NO_META } else { entry.meta() },
+        owner_id: found.owner_id().filter(|_| !dead),
+        meta: if dead { &NO_META } else { found.meta() },
         expires_at: entry.expires_at().filter(|_| !dead),
         ratelimit: limits.ratelimit.filter(|_| !dead),
         remaining: limits.remaining.filter(|_| !dead),

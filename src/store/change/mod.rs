@@ -291,7 +291,7 @@ impl<'a> Draft<'a> {
     fn left_of_key(&self, id: &str, now: i64) -> Option<u64> {
         let maps = self.index.read();
         let found = maps.by_id(id)?;
-        found.entry().extra()?.credits.as_ref().map(|b| b.left(now))
+        found.extra()?.credits.as_ref().map(|b| b.left(now))
     }
 
     /// Credits left now in the owner's live balance, if it has one.
