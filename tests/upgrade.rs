@@ -92,9 +92,33 @@ fn make_it_a_0_1_store(path: &std::path::Path) {
     db.execute_batch(
         "DROP INDEX audit_by_key; ALTER TABLE audit DROP COLUMN row_digest;
          ALTER TABLE audit DROP COLUMN key_id; DROP TABLE fleet_keys; DROP TABLE owners;
+         CREATE TABLE keys_v1 (id TEXT PRIMARY KEY, token_hash BLOB NOT NULL UNIQUE, sealed BLOB NOT NULL);
+         INSERT INTO keys_v1 (rowid, id, token_hash, sealed)
+             SELECT rowid, id, token_hash, sealed FROM keys;
+         DROP TABLE keys; ALTER TABLE keys_v1 RENAME TO keys;
          PRAGMA user_version = 1;",
     )
     .expect("back to schema 1");
+}
+
+/// Each key's rowid, and how many indexes the keys table has.
+fn key_rows(path: &std::path::Path) -> (Vec<(i64, String)>, i64) {
+    let db = rusqlite::Connection::open(path).expect("open");
+    let rows = db
+        .prepare("SELECT rowid, id FROM keys ORDER BY rowid")
+        .expect("prepare")
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    let indexes = db
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND tbl_name = 'keys'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("count");
+    (rows, indexes)
 }
 
 #[test]
@@ -110,8 +134,13 @@ fn a_store_of_version_0_1_keeps_every_key_and_its_usage() {
         );
     }
     daemon.stop();
-    make_it_a_0_1_store(&daemon.data_dir.join("keys.db"));
+    let db_file = daemon.data_dir.join("keys.db");
+    make_it_a_0_1_store(&db_file);
+    let (rows, indexes) = key_rows(&db_file);
+    assert_eq!(indexes, 2, "0.1 indexed ids and token hashes");
     daemon.restart();
+    // Schema 5 copied the keys without the token hashes' index, each in its own row.
+    assert_eq!(key_rows(&db_file), (rows, 1));
     assert_eq!(
         daemon.verify_code(&token, &["--permission", "write"]),
         "valid"
