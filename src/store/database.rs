@@ -50,8 +50,8 @@ const MIGRATIONS: &[&str] = &[
     // (verify uses the in-memory index), and a token hash is the SHA-256 of a token with
     // 256 random bits, so the UNIQUE constraint's index only cost every create a write to
     // a random page of it: 16,000 durable creates a second instead of 20,000. SQLite cannot
-    // drop a constraint, so the table is copied, rowids and all (usage rows and the audit
-    // chain's row bindings are found by them).
+    // drop a constraint, so the table is copied, rowids and all (keys load in rowid order,
+    // read side by side with their usage rows, and the key count hint is the largest).
     "CREATE TABLE keys_v5 (id TEXT PRIMARY KEY, token_hash BLOB NOT NULL, sealed BLOB NOT NULL);
      INSERT INTO keys_v5 (rowid, id, token_hash, sealed)
          SELECT rowid, id, token_hash, sealed FROM keys ORDER BY rowid;
