@@ -1,5 +1,5 @@
-//! The index's tables under its lock: the entry slab, the token-hash table, the id map,
-//! retired hashes and dirty bits; lookups, prefetches, counting and changes.
+//! The index's tables under its lock: the entry slab and the extras beside it, the token-hash
+//! table, the id map, retired hashes and dirty bits; lookups, prefetches, counting and changes.
 
 use super::entry::{
     id_str, key_id, Entry, Extra, Found, Hit, KeyId, KeyUse, Millis, PolicyCell, UsageCounters,
