@@ -259,8 +259,9 @@ impl Index {
             maps.policy = policy.clone();
         }
         let maps = self.read();
-        for entry in maps.entries() {
-            entry.policy.set(policy.times(entry.entry()));
+        // The entries alone: a policy reads nothing from a key's extras.
+        for entry in &maps.entries {
+            entry.policy.set(policy.times(entry));
         }
     }
 
@@ -273,7 +274,7 @@ impl Index {
     pub fn counts(&self, now: i64) -> authenta_client::proto::KeyCounts {
         let maps = self.read();
         let mut counts = authenta_client::proto::KeyCounts::default();
-        for entry in maps.entries() {
+        for entry in &maps.entries {
             counts.total += 1;
             match entry.state(now) {
                 KeyState::Active => counts.active += 1,

@@ -49,8 +49,8 @@ const MIGRATIONS: &[&str] = &[
     // 4 -> 5: no index of token hashes. Nothing looks a key up by its token hash here
     // (verify uses the in-memory index), and a token hash is the SHA-256 of a token with
     // 256 random bits, so the UNIQUE constraint's index only cost every create a write to
-    // a random page of it: 16,000 durable creates a second instead of 20,000. SQLite cannot
-    // drop a constraint, so the table is copied, rowids and all (keys load in rowid order,
+    // a random page of it (docs/performance.md has the figures). SQLite cannot drop a
+    // constraint, so the table is copied, rowids and all (keys load in rowid order,
     // read side by side with their usage rows, and the key count hint is the largest).
     "CREATE TABLE keys_v5 (id TEXT PRIMARY KEY, token_hash BLOB NOT NULL, sealed BLOB NOT NULL);
      INSERT INTO keys_v5 (rowid, id, token_hash, sealed)
@@ -1159,7 +1159,7 @@ mod tests {
     fn keys_are_indexed_by_id_only() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path(), &Zeroizing::new([7u8; 32])).expect("store");
-        let indexes: Vec<String> = store
+        let schema: Vec<String> = store
             .conn
             .prepare("SELECT sql FROM sqlite_master WHERE tbl_name = 'keys'")
             .expect("prepare")
@@ -1168,7 +1168,7 @@ mod tests {
             .filter_map(|sql| sql.expect("row"))
             .collect();
         assert_eq!(
-            indexes,
+            schema,
             ["CREATE TABLE \"keys\" (id TEXT PRIMARY KEY, token_hash BLOB NOT NULL, sealed BLOB NOT NULL)"]
         );
         let autoindexes: i64 = store
