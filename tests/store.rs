@@ -3,6 +3,8 @@
 
 mod common;
 
+use authenta_client::proto::{CreateKey, RequestBody, ResponseBody, VerifyRequest};
+use authenta_client::Permission;
 use common::{contains, Daemon, MASTER_HEX};
 use std::time::{Duration, Instant};
 
@@ -201,6 +203,70 @@ fn no_token_name_or_master_key_reaches_the_data_directory() {
         assert!(!log.contains(name), "name in the log");
     }
     assert!(!log.contains(MASTER_HEX), "master key in the log");
+}
+
+/// SQLite spills a statement's rollback journal past 64 KiB to a file in its temporary
+/// directory (`SQLITE_TMPDIR`, `TMPDIR`, else `/var/tmp`): a batch of creates wrote pages of
+/// the store into a directory shared with every local user, outside the data directory whose
+/// owner and mode the daemon checks, and failed whenever that directory was full or
+/// unwritable. Everything the daemon writes stays in the data directory.
+#[test]
+fn nothing_is_written_outside_the_data_directory() {
+    use notify::{RecursiveMode, Watcher};
+    let temp = tempfile::tempdir().expect("temp dir");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut watcher = notify::recommended_watcher(tx).expect("watcher");
+    watcher
+        .watch(temp.path(), RecursiveMode::Recursive)
+        .expect("watch the temporary directory");
+    let mut daemon =
+        Daemon::start_with_env(&[("SQLITE_TMPDIR", temp.path()), ("TMPDIR", temp.path())]);
+    let mut client = authenta_client::Client::connect(&daemon.socket).expect("connect");
+    let mut tokens = Vec::new();
+    for batch in 0..20 {
+        let requests = (0..100)
+            .map(|i| {
+                RequestBody::CreateKey(CreateKey {
+                    name: format!("Batch-{batch}-Key-{i}"),
+                    permissions: vec![Permission::Read],
+                    ..Default::default()
+                })
+            })
+            .collect();
+        for answer in client.call_many(requests).expect("a batch of creates") {
+            let ResponseBody::Created(created) = answer else {
+                panic!("create answered {answer:?}");
+            };
+            tokens.push(created.token);
+        }
+    }
+    // One verify of every key: the usage flush at stop then writes 2,000 usage rows in one
+    // change, which is what filled SQLite's journal past 64 KiB.
+    for chunk in tokens.chunks(100) {
+        let requests = chunk
+            .iter()
+            .map(|token| {
+                RequestBody::Verify(VerifyRequest {
+                    token: token.to_string(),
+                    permissions: vec![Permission::Read],
+                    environment: None,
+                    cost: None,
+                })
+            })
+            .collect();
+        for answer in client.call_many(requests).expect("a batch of verifies") {
+            assert!(matches!(answer, ResponseBody::Verify(_)), "{answer:?}");
+        }
+    }
+    assert!(daemon.stop().success());
+    daemon.restart();
+    assert_eq!(daemon.key_count(), 2_000);
+    drop(watcher);
+    let events: Vec<_> = rx.try_iter().collect();
+    assert!(
+        events.is_empty(),
+        "the daemon wrote in its temporary directory: {events:?}"
+    );
 }
 
 /// Flips the last bit of `id`'s sealed row in `table`, as someone with the data files could.

@@ -133,6 +133,17 @@ pub fn db_path(data_dir: &Path) -> PathBuf {
     data_dir.join(DB_FILE)
 }
 
+/// Keeps SQLite's temporary files (a change's rollback journal past 64 KiB, sorts) in
+/// memory. Otherwise SQLite writes them to `SQLITE_TMPDIR`, `TMPDIR` or `/var/tmp`: pages of
+/// the store in a directory shared with every local user, outside the data directory whose
+/// owner and mode the daemon checks, and a change fails while that directory is full. The
+/// memory this takes is bounded by the pages one change writes: the writer's changes are
+/// small, and a usage flush goes in chunks.
+fn keep_temporary_data_in_memory(conn: &Connection) -> Result<()> {
+    conn.execute_batch("PRAGMA temp_store=MEMORY;")
+        .context("cannot keep SQLite's temporary data in memory")
+}
+
 /// Whether `data_dir` already holds a store.
 pub fn exists(data_dir: &Path) -> bool {
     db_path(data_dir).exists()
@@ -158,6 +169,7 @@ impl Store {
             bail!("the store {} cannot use WAL journaling", path.display());
         }
         conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA secure_delete=ON;")?;
+        keep_temporary_data_in_memory(&conn)?;
         let had_schema = migrate(&conn, &path)?;
         let data_key = load_or_create_data_key(&conn, master)?;
         let barrier = Barrier::new(&data_key);
@@ -483,6 +495,7 @@ impl Store {
         let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
             .with_context(|| format!("cannot open the store {} to read", path.display()))?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        keep_temporary_data_in_memory(&conn)?;
         bound_digests(&conn, |id, digest| chain.add(id, digest))?;
         Ok(chain)
     }
@@ -1036,7 +1049,22 @@ fn migrate(conn: &Connection, path: &Path) -> Result<i64> {
         ))
         .with_context(|| format!("migrating the store {} to schema {to}", path.display()))?;
     }
+    if version < SCHEMA_VERSION {
+        give_back_memory();
+    }
     Ok(version)
+}
+
+/// Returns to the system the heap a migration used (its rollback journal is in memory: see
+/// [`keep_temporary_data_in_memory`]), which glibc would otherwise keep for the daemon's
+/// lifetime under the index loaded next.
+#[allow(unsafe_code)]
+fn give_back_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free heap memory; it takes no pointer.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 fn load_or_create_data_key(conn: &Connection, master: &KeyBytes) -> Result<KeyBytes> {

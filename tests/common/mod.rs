@@ -30,6 +30,8 @@ pub struct Daemon {
     pub policy: Option<PathBuf>,
     /// Started with the HTTP side on `DIR/run/http.sock` and this loopback port.
     pub http_port: Option<u16>,
+    /// Extra environment for `serve`, kept across restarts.
+    pub env: Vec<(String, std::ffi::OsString)>,
     child: Option<Child>,
 }
 
@@ -52,6 +54,17 @@ impl Daemon {
     /// Starts a daemon with an optional config and an optional policy.
     pub fn start_with(config: Option<&str>, policy: Option<&str>) -> Daemon {
         let mut daemon = Daemon::prepare(config, policy);
+        daemon.restart();
+        daemon
+    }
+
+    /// Starts a daemon with extra environment variables for `serve`.
+    pub fn start_with_env(vars: &[(&str, &Path)]) -> Daemon {
+        let mut daemon = Daemon::prepare(None, None);
+        daemon.env = vars
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.as_os_str().to_owned()))
+            .collect();
         daemon.restart();
         daemon
     }
@@ -114,6 +127,7 @@ impl Daemon {
             master_key,
             config,
             http_port: None,
+            env: Vec::new(),
             dir,
             child: None,
         }
@@ -143,6 +157,7 @@ impl Daemon {
             .env("RUST_LOG", "debug")
             .env_remove("CREDENTIALS_DIRECTORY")
             .env_remove("AUTHENTA_SOCKET")
+            .envs(self.env.iter().map(|(name, value)| (name, value)))
             .stdin(Stdio::null());
         if let Some(config) = &self.config {
             command.arg("--config").arg(config);
