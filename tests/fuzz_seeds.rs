@@ -204,6 +204,7 @@ fn seed_head() -> ChainHead {
     ChainHead {
         seq: 1,
         link: [3; 32],
+        bound_entries: 5,
     }
 }
 

@@ -111,6 +111,7 @@ fn a_store_from_before_rows_were_bound_keeps_its_keys() {
          PRAGMA user_version = 1;",
     )
     .expect("back to schema 1");
+    common::write_head_as_before_entry_sums(&db, &common::barrier(&db));
     drop(db);
     daemon.restart();
     assert_eq!(daemon.verify_code(&token, &[]), "valid");
@@ -119,4 +120,142 @@ fn a_store_from_before_rows_were_bound_keeps_its_keys() {
         .contains("bound every key row to the audit chain"));
     let status = daemon.cli_json(&["status", "--json"]);
     assert_eq!(status["corrupt_keys"], serde_json::json!([]), "{status}");
+}
+
+/// The digest start-up compares a key row with is a plaintext column of the audit table.
+/// Someone with write access to the data files writes a revoked key's old row back and
+/// puts that row's SHA-256 in the column of the key's last entry (the revoke): the row
+/// matched, and the revoked key came back `valid`.
+#[test]
+fn a_row_written_back_with_its_audit_digest_edited_to_match_is_refused() {
+    let mut daemon = common::Daemon::start();
+    let (revoked, token) = daemon.create("Revoked-Later", "read", &[]);
+    daemon.create("Other", "read", &[]);
+    let old_row = sealed_row(&mut daemon, &revoked);
+    assert!(daemon.cli(&["keys", "revoke", &revoked]).status.success());
+    daemon.stop();
+
+    let db = rusqlite::Connection::open(daemon.data_dir.join("keys.db")).expect("open");
+    db.execute(
+        "UPDATE keys SET sealed = ?1 WHERE id = ?2",
+        rusqlite::params![old_row, revoked],
+    )
+    .expect("write the old row back");
+    let digest: [u8; 32] = sha2::Digest::finalize(sha2::Digest::chain_update(
+        <sha2::Sha256 as sha2::Digest>::new(),
+        &old_row,
+    ))
+    .into();
+    let edited = db
+        .execute(
+            "UPDATE audit SET row_digest = ?1
+             WHERE seq = (SELECT max(seq) FROM audit WHERE key_id = ?2)",
+            rusqlite::params![digest.as_slice(), revoked],
+        )
+        .expect("edit the last entry's digest");
+    assert_eq!(edited, 1);
+    drop(db);
+
+    assert_refused_as_edited(&mut daemon, &token);
+}
+
+/// The same attack, with the revoke's entry deleted instead of edited: the key's last entry
+/// is then its create, which bound the old row. Later entries keep the chain's head where
+/// it was.
+#[test]
+fn a_row_written_back_with_its_revoke_deleted_from_the_audit_log_is_refused() {
+    let mut daemon = common::Daemon::start();
+    let (revoked, token) = daemon.create("Revoked-Later", "read", &[]);
+    let old_row = sealed_row(&mut daemon, &revoked);
+    assert!(daemon.cli(&["keys", "revoke", &revoked]).status.success());
+    daemon.create("Created-After", "read", &[]);
+    daemon.stop();
+
+    let db = rusqlite::Connection::open(daemon.data_dir.join("keys.db")).expect("open");
+    db.execute(
+        "UPDATE keys SET sealed = ?1 WHERE id = ?2",
+        rusqlite::params![old_row, revoked],
+    )
+    .expect("write the old row back");
+    let deleted = db
+        .execute(
+            "DELETE FROM audit WHERE seq = (SELECT max(seq) FROM audit WHERE key_id = ?1)",
+            [&revoked],
+        )
+        .expect("delete the revoke's entry");
+    assert_eq!(deleted, 1);
+    drop(db);
+
+    assert_refused_as_edited(&mut daemon, &token);
+}
+
+/// A store of schema 1 (version 0.1's) has its key rows bound to the audit chain as they
+/// are when it is upgraded. Someone with write access to the data files writes a revoked
+/// key's old row back and sets the store back to schema 1, deleting the chain's head too
+/// in a second try: the old row was bound, and the revoked key came back `valid`.
+#[test]
+fn a_store_set_back_to_schema_1_to_bind_an_old_row_is_refused() {
+    for delete_the_head in [false, true] {
+        let mut daemon = common::Daemon::start();
+        let (revoked, token) = daemon.create("Revoked-Later", "read", &[]);
+        let old_row = sealed_row(&mut daemon, &revoked);
+        assert!(daemon.cli(&["keys", "revoke", &revoked]).status.success());
+        daemon.stop();
+
+        let db = rusqlite::Connection::open(daemon.data_dir.join("keys.db")).expect("open");
+        db.execute(
+            "UPDATE keys SET sealed = ?1 WHERE id = ?2",
+            rusqlite::params![old_row, revoked],
+        )
+        .expect("write the old row back");
+        db.execute_batch(
+            "DROP INDEX audit_by_key; ALTER TABLE audit DROP COLUMN row_digest;
+             ALTER TABLE audit DROP COLUMN key_id; DROP TABLE fleet_keys; DROP TABLE owners;
+             PRAGMA user_version = 1;",
+        )
+        .expect("back to schema 1");
+        if delete_the_head {
+            db.execute("DELETE FROM meta WHERE name = 'audit_head'", [])
+                .expect("delete the head");
+        }
+        drop(db);
+
+        assert_refused(&mut daemon, &token, "it says schema 1");
+    }
+}
+
+/// The sealed row of key `id` as it is now (the daemon is stopped and started around it).
+fn sealed_row(daemon: &mut common::Daemon, id: &str) -> Vec<u8> {
+    daemon.stop();
+    let row = rusqlite::Connection::open(daemon.data_dir.join("keys.db"))
+        .expect("open")
+        .query_row("SELECT sealed FROM keys WHERE id = ?1", [id], |row| {
+            row.get(0)
+        })
+        .expect("the row as it is");
+    daemon.restart();
+    row
+}
+
+/// The daemon refuses to start on an audit log edited outside it, saying what to do, and
+/// so never answers `valid` for `token`.
+fn assert_refused_as_edited(daemon: &mut common::Daemon, token: &str) {
+    assert_refused(
+        daemon,
+        token,
+        "the audit log was changed outside the daemon",
+    );
+}
+
+/// The daemon refuses to start, saying `why` and what to do, and so never answers `valid`
+/// for `token`.
+fn assert_refused(daemon: &mut common::Daemon, token: &str, why: &str) {
+    if daemon.try_restart().is_ok() {
+        let code = daemon.verify_code(token, &[]);
+        panic!("the daemon started on the edited store; the revoked key answers {code}");
+    }
+    let log = daemon.log();
+    assert!(log.contains(why), "{log}");
+    assert!(log.contains("restore"), "says what to do: {log}");
+    assert!(!log.contains(token), "{log}");
 }

@@ -5,10 +5,8 @@
 mod common;
 
 use authenta_keyd::key::{Grace, KeyRecord, Permissions, UsageRecord};
-use authenta_keyd::store::barrier::{unwrap_data_key, Barrier};
 use authenta_keyd::store::record_codec::{from_bytes, to_bytes};
 use serde::Serialize;
-use zeroize::Zeroizing;
 
 /// `KeyRecord` as 0.1 sealed it: the same fields, without `details`.
 #[derive(Serialize)]
@@ -31,25 +29,11 @@ struct KeyRecordV1<'a>(
 #[derive(Serialize)]
 struct UsageRecordV1(u64, u64, u64, Option<i64>);
 
-fn barrier(db: &rusqlite::Connection) -> Barrier {
-    let wrapped: Vec<u8> = db
-        .query_row("SELECT value FROM meta WHERE name = 'data_key'", [], |r| {
-            r.get(0)
-        })
-        .expect("wrapped data key");
-    let master: [u8; 32] = hex::decode(common::MASTER_HEX)
-        .expect("hex")
-        .try_into()
-        .expect("32 bytes");
-    let data_key = unwrap_data_key(&Zeroizing::new(master), &wrapped).expect("unwraps");
-    Barrier::new(&data_key)
-}
-
 /// Rewrites every key and usage row in its 0.1 form, and the schema back to 1 (before rows
 /// were bound to the audit chain, so that the rewritten rows are bound as they are).
 fn make_it_a_0_1_store(path: &std::path::Path) {
     let db = rusqlite::Connection::open(path).expect("open");
-    let barrier = barrier(&db);
+    let barrier = common::barrier(&db);
     let rows: Vec<(String, Vec<u8>, Vec<u8>)> = db
         .prepare("SELECT keys.id, keys.sealed, usage.sealed FROM keys JOIN usage USING (id)")
         .expect("prepare")
@@ -99,6 +83,7 @@ fn make_it_a_0_1_store(path: &std::path::Path) {
          PRAGMA user_version = 1;",
     )
     .expect("back to schema 1");
+    common::write_head_as_before_entry_sums(&db, &barrier);
 }
 
 /// Each key's rowid, and how many indexes the keys table has.

@@ -20,18 +20,28 @@ pub struct AuditRecord {
     pub detail: Option<String>,
 }
 
-/// The newest link of the chain.
+/// The newest link of the chain, and the keyed sum of the entries that bind key rows
+/// ([`crate::store::entry_set`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChainHead {
     pub seq: u64,
     pub link: [u8; 32],
+    pub bound_entries: u128,
 }
 
 impl ChainHead {
     pub const EMPTY: ChainHead = ChainHead {
         seq: 0,
         link: GENESIS,
+        bound_entries: 0,
     };
+}
+
+/// A head as stores wrote it before it summed their entries.
+#[derive(Debug, Deserialize)]
+pub struct ChainHeadV1 {
+    pub seq: u64,
+    pub link: [u8; 32],
 }
 
 /// The link of entry `seq` whose sealed bytes are `sealed`, after `previous`.

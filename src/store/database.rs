@@ -7,8 +7,9 @@
 //! ([`crate::store::writer`]) holds a `Store` after start-up.
 
 use crate::key::{KeyRecord, OwnerRecord, OwnerUsage, RetiredHashes, UsageRecord, UsageRow};
-use crate::store::audit::{self, AuditRecord, ChainHead};
+use crate::store::audit::{self, AuditRecord, ChainHead, ChainHeadV1};
 use crate::store::barrier::{unwrap_data_key, wrap_data_key, Barrier, KeyBytes};
+use crate::store::entry_set::EntrySet;
 use crate::store::legacy;
 use crate::store::locked_key::LockedKey;
 use crate::store::record_codec::{from_bytes, to_bytes};
@@ -57,6 +58,10 @@ const MIGRATIONS: &[&str] = &[
          SELECT rowid, id, token_hash, sealed FROM keys ORDER BY rowid;
      DROP TABLE keys;
      ALTER TABLE keys_v5 RENAME TO keys;",
+    // 5 -> 6: no change to the tables. The audit chain's sealed head gains the sum of its
+    // binding entries (`entry_set`), which start-up computes once for an older head; the
+    // version tells older builds, which cannot read such a head, to refuse the store.
+    "",
 ];
 
 /// The schema version this build writes.
@@ -126,6 +131,8 @@ pub struct Store {
     audit_head: ChainHead,
     /// The head including the open transaction's appends.
     pending_head: ChainHead,
+    /// Sums the entries that bind key rows, for the head.
+    entry_set: EntrySet,
 }
 
 /// Path of the database in `data_dir`.
@@ -173,8 +180,9 @@ impl Store {
         let had_schema = migrate(&conn, &path)?;
         let data_key = load_or_create_data_key(&conn, master)?;
         let barrier = Barrier::new(&data_key);
+        let entry_set = EntrySet::new(data_key.as_slice());
         let data_key = LockedKey::new(data_key);
-        let audit_head = read_audit_head(&conn, &barrier)?;
+        let (audit_head, head_form) = read_audit_head(&conn, &barrier)?;
         let mut store = Store {
             conn,
             path,
@@ -182,13 +190,41 @@ impl Store {
             data_key,
             audit_head,
             pending_head: audit_head,
+            entry_set,
         };
+        if had_schema == 1 {
+            store.check_written_by_schema_1(head_form)?;
+        }
+        if head_form == HeadForm::BeforeEntrySums {
+            store.sum_entries_of_an_older_store()?;
+        }
         // Schema 1 bound no rows; a store of schema 2 whose chain binds none lost its entries,
         // and binding its rows now would launder whatever was written back.
         if had_schema == 1 {
             store.bind_rows_of_an_older_store()?;
         }
         Ok(store)
+    }
+
+    /// A store of schema 1 has its rows bound as they are (below), so it must be one that
+    /// version 0.1 wrote: its head, sealed, never summed entries, and with keys it has one.
+    /// Anything else was set back to schema 1 outside the daemon, to have rows written back
+    /// from an older copy bound.
+    fn check_written_by_schema_1(&self, head: HeadForm) -> Result<()> {
+        let written_by_0_1 = match head {
+            HeadForm::BeforeEntrySums => true,
+            HeadForm::Missing => self.key_count()? == 0,
+            HeadForm::Current => false,
+        };
+        if !written_by_0_1 {
+            bail!(
+                "the store was changed outside the daemon: it says schema 1, which only \
+                 version 0.1 wrote, but its audit log is not one 0.1 wrote. Restore {} \
+                 from a backup (docs/operations.md, \"Backup and restore\")",
+                self.path.display()
+            );
+        }
+        Ok(())
     }
 
     /// A store from before audit entries bound key rows: binds every row as it is now, once,
@@ -216,6 +252,35 @@ impl Store {
         }
         self.commit()?;
         tracing::info!("bound every key row to the audit chain (a store from an older version)");
+        Ok(())
+    }
+
+    /// A store whose chain head does not sum its entries yet: sums them as they are, once,
+    /// so that from here on an entry edited or deleted outside the daemon is caught.
+    fn sum_entries_of_an_older_store(&mut self) -> Result<()> {
+        let sum = bound_digests(&self.conn, &self.entry_set, |_, _| {})?;
+        self.begin()?;
+        self.pending_head.bound_entries = sum;
+        let head = self.pending_head;
+        self.put_sealed_meta(META_AUDIT_HEAD, &head)?;
+        self.commit()?;
+        tracing::info!(
+            "the audit chain's head now sums its entries (a store from an older version)"
+        );
+        Ok(())
+    }
+
+    /// Refuses the audit table's plaintext columns unless their entries sum to what the
+    /// sealed head recorded.
+    fn check_bound_entries(&self, sum: u128) -> Result<()> {
+        if sum != self.audit_head.bound_entries {
+            bail!(
+                "the audit log was changed outside the daemon: its entries no longer add up \
+                 to what its sealed head recorded, so no key row can be checked against them. \
+                 Restore {} from a backup (docs/operations.md, \"Backup and restore\")",
+                self.path.display()
+            );
+        }
         Ok(())
     }
 
@@ -319,10 +384,11 @@ impl Store {
         // A third reads the chain's side of a whole-set check.
         let barrier = &self.barrier;
         let chain = bound.chain_set();
-        let path = &self.path;
+        let (path, entry_set) = (&self.path, &self.entry_set);
         let (read, opened, chain) = std::thread::scope(|scope| {
             let opener = scope.spawn(move || open_batches(barrier, batches, give_back, each));
-            let chain = chain.map(|chain| scope.spawn(move || Store::read_chain(path, chain)));
+            let chain =
+                chain.map(|chain| scope.spawn(move || Store::read_chain(path, entry_set, chain)));
             let read = self.read_key_rows(&mut bound, to_open, returned);
             (read, opener.join(), chain.map(|chain| chain.join()))
         });
@@ -330,7 +396,10 @@ impl Store {
         corrupt.extend(opened.map_err(|_| anyhow!("the thread opening key rows panicked"))?);
         if let Some(joined) = chain {
             match joined.map_err(|_| anyhow!("the thread reading the chain panicked"))? {
-                Ok(chain) => bound.chain_read(chain),
+                Ok((chain, sum)) => {
+                    self.check_bound_entries(sum)?;
+                    bound.chain_read(chain);
+                }
                 // The rows' sum is then compared with nothing, and they are read again,
                 // each checked on this connection.
                 Err(e) => {
@@ -485,19 +554,22 @@ impl Store {
             return Ok(whole);
         }
         let mut bound = BoundRows::default();
-        bound_digests(&self.conn, |id, digest| bound.push(id, digest))?;
+        let sum = bound_digests(&self.conn, &self.entry_set, |id, digest| {
+            bound.push(id, digest)
+        })?;
+        self.check_bound_entries(sum)?;
         Ok(RowBinding::each_row(bound))
     }
 
     /// Adds every key's last bound digest to `chain`, over a connection of its own so that
-    /// it runs beside the reading of the key rows.
-    fn read_chain(path: &Path, mut chain: RowSet) -> Result<RowSet> {
+    /// it runs beside the reading of the key rows; and the sum of the entries read.
+    fn read_chain(path: &Path, entry_set: &EntrySet, mut chain: RowSet) -> Result<(RowSet, u128)> {
         let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
             .with_context(|| format!("cannot open the store {} to read", path.display()))?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         keep_temporary_data_in_memory(&conn)?;
-        bound_digests(&conn, |id, digest| chain.add(id, digest))?;
-        Ok(chain)
+        let sum = bound_digests(&conn, entry_set, |id, digest| chain.add(id, digest))?;
+        Ok((chain, sum))
     }
 
     fn load_retired(&self) -> Result<RetiredHashes> {
@@ -707,8 +779,12 @@ impl Store {
             .as_ref()
             .and_then(|row| record.key_id.as_deref().map(|id| (id, row)));
         let link = audit::bound_link(&self.pending_head.link, seq, &sealed, bound);
+        let mut bound_entries = self.pending_head.bound_entries;
         let (key_id, digest) = match bound {
-            Some((id, row)) => (Some(id), Some(row.as_slice())),
+            Some((id, row)) => {
+                bound_entries = self.entry_set.add(bound_entries, seq, id, Some(row));
+                (Some(id), Some(row.as_slice()))
+            }
             None => (None, None),
         };
         self.conn
@@ -716,7 +792,11 @@ impl Store {
                 "INSERT INTO audit (seq, sealed, link, key_id, row_digest) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?
             .execute(params![seq as i64, sealed, link.as_slice(), key_id, digest])?;
-        let head = ChainHead { seq, link };
+        let head = ChainHead {
+            seq,
+            link,
+            bound_entries,
+        };
         self.put_sealed_meta(META_AUDIT_HEAD, &head)?;
         self.pending_head = head;
         Ok(())
@@ -923,15 +1003,23 @@ impl Store {
 }
 
 /// Hands `each` every key's row digest as its last audit entry bound it, in key-id order.
-fn bound_digests(conn: &Connection, mut each: impl FnMut(&str, &[u8])) -> Result<()> {
+fn bound_digests(
+    conn: &Connection,
+    entry_set: &EntrySet,
+    mut each: impl FnMut(&str, &[u8]),
+) -> Result<u128> {
     // The covering index in order, each key's entries oldest first: its last row is the
     // one that counts. Picking it here costs a third of what GROUP BY with MAX() costs.
     let mut statement = conn.prepare(BOUND_DIGESTS)?;
     let mut rows = statement.query([])?;
     let mut key = String::new();
     let mut last: Option<Vec<u8>> = None;
+    let mut sum = 0u128;
     while let Some(row) = rows.next()? {
         let id = row.get_ref(0)?.as_str()?;
+        let seq = u64::try_from(row.get_ref(1)?.as_i64()?).unwrap_or(u64::MAX);
+        let digest = row.get_ref(2)?.as_blob_or_null()?;
+        sum = entry_set.add(sum, seq, id, digest);
         if id != key {
             if id < key.as_str() {
                 bail!(
@@ -945,7 +1033,7 @@ fn bound_digests(conn: &Connection, mut each: impl FnMut(&str, &[u8])) -> Result
             key.clear();
             key.push_str(id);
         }
-        last = row.get_ref(1)?.as_blob_or_null()?.map(|digest| {
+        last = digest.map(|digest| {
             let mut buffer = last.take().unwrap_or_default();
             buffer.clear();
             buffer.extend_from_slice(digest);
@@ -955,12 +1043,12 @@ fn bound_digests(conn: &Connection, mut each: impl FnMut(&str, &[u8])) -> Result
     if let Some(digest) = &last {
         each(&key, digest);
     }
-    Ok(())
+    Ok(sum)
 }
 
 /// Every key's audit entries, from the index that covers them.
 const BOUND_DIGESTS: &str =
-    "SELECT key_id, row_digest FROM audit WHERE key_id IS NOT NULL ORDER BY key_id, seq";
+    "SELECT key_id, seq, row_digest FROM audit WHERE key_id IS NOT NULL ORDER BY key_id, seq";
 
 fn send_batch(to_open: &SyncSender<RowBatch>, batch: RowBatch) -> Result<()> {
     to_open
@@ -1095,10 +1183,35 @@ fn load_or_create_data_key(conn: &Connection, master: &KeyBytes) -> Result<KeyBy
     }
 }
 
-fn read_audit_head(conn: &Connection, barrier: &Barrier) -> Result<ChainHead> {
-    let head = open_sealed_meta(conn, barrier, META_AUDIT_HEAD)
-        .map_err(|_| anyhow::anyhow!("the audit log's sealed head does not open (tampered)"))?;
-    Ok(head.unwrap_or(ChainHead::EMPTY))
+/// In what form the store holds the audit chain's head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HeadForm {
+    Current,
+    /// Sealed before heads summed the entries that bind rows (see
+    /// [`Store::sum_entries_of_an_older_store`]).
+    BeforeEntrySums,
+    /// None: no entry was ever made, or the head was deleted.
+    Missing,
+}
+
+/// The audit chain's head, and the form it was in.
+fn read_audit_head(conn: &Connection, barrier: &Barrier) -> Result<(ChainHead, HeadForm)> {
+    let tampered = || anyhow::anyhow!("the audit log's sealed head does not open (tampered)");
+    if let Ok(head) = open_sealed_meta::<ChainHead>(conn, barrier, META_AUDIT_HEAD) {
+        return Ok(match head {
+            Some(head) => (head, HeadForm::Current),
+            None => (ChainHead::EMPTY, HeadForm::Missing),
+        });
+    }
+    let older = open_sealed_meta::<ChainHeadV1>(conn, barrier, META_AUDIT_HEAD)
+        .map_err(|_| tampered())?
+        .ok_or_else(tampered)?;
+    let head = ChainHead {
+        seq: older.seq,
+        link: older.link,
+        bound_entries: 0,
+    };
+    Ok((head, HeadForm::BeforeEntrySums))
 }
 
 /// A sealed value of the meta table, if set; an error when it does not open (tampered).
@@ -1156,10 +1269,24 @@ mod tests {
         )
         .expect("entries");
         let mut seen = Vec::new();
-        bound_digests(&conn, |id, digest| {
+        let set = EntrySet::new(&[7; 32]);
+        let sum = bound_digests(&conn, &set, |id, digest| {
             seen.push((id.to_string(), digest.to_vec()))
         })
         .expect("read");
+        // Every entry that names a key is summed, whatever it binds.
+        let entries: [(u64, &str, Option<&[u8]>); 6] = [
+            (1, "b", Some(&[1])),
+            (2, "a", Some(&[2])),
+            (4, "b", Some(&[3, 3])),
+            (5, "c", Some(&[4])),
+            (6, "c", None),
+            (7, "a", Some(&[5])),
+        ];
+        let expected = entries
+            .iter()
+            .fold(0, |sum, &(seq, id, row)| set.add(sum, seq, id, row));
+        assert_eq!(sum, expected);
         // c's last entry binds no row (only an edited store has one): c has no row to match.
         assert_eq!(
             seen,
@@ -1178,7 +1305,7 @@ mod tests {
              INSERT INTO audit VALUES (1, 'B', x'01'), (2, 'a', x'02');",
         )
         .expect("entries");
-        let read = bound_digests(&conn, |_, _| {});
+        let read = bound_digests(&conn, &EntrySet::new(&[7; 32]), |_, _| {});
         let error = read.expect_err("refused").to_string();
         assert!(error.contains("out of order"), "{error}");
     }

@@ -5,7 +5,8 @@
 //! ([`master_key`], held in [`locked_key`] memory), the hash-chained audit log ([`audit`]),
 //! and the writer thread that commits admin changes in groups and then updates the index
 //! ([`writer`]). Start-up reads every key row on two threads ([`row_batch`]) and checks the
-//! rows against the audit chain on a third ([`row_binding`]); eight more warm the page
+//! rows against the audit chain on a third ([`row_binding`]), whose plaintext columns a
+//! keyed sum in the chain's sealed head vouches for ([`entry_set`]); eight more warm the page
 //! cache first ([`warm`]).
 //!
 //! Never answers a verify and never touches a socket: the index is what verify reads; the
@@ -15,6 +16,7 @@ pub mod audit;
 pub mod barrier;
 pub(crate) mod change;
 mod database;
+mod entry_set;
 pub mod legacy;
 pub(crate) mod locked_key;
 pub(crate) mod master_key;

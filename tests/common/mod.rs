@@ -193,6 +193,14 @@ impl Daemon {
 
     /// Starts (again) on the same directory and waits for the socket.
     pub fn restart(&mut self) {
+        if let Err(log) = self.try_restart() {
+            panic!("{log}");
+        }
+    }
+
+    /// Starts (again) like [`Daemon::restart`]; when the daemon exits instead of listening,
+    /// what it logged.
+    pub fn try_restart(&mut self) -> Result<(), String> {
         assert!(self.child.is_none(), "daemon already running");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -206,19 +214,20 @@ impl Daemon {
             .spawn()
             .expect("start authenta-keyd");
         self.child = Some(child);
-        self.wait_ready();
+        self.wait_ready()
     }
 
-    fn wait_ready(&mut self) {
+    fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Some(child) = self.child.as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
-                    panic!("daemon exited early with {status}: {}", self.log());
+                    self.child = None;
+                    return Err(format!("daemon exited early with {status}: {}", self.log()));
                 }
             }
             if authenta_client::Client::connect(&self.socket).is_ok() {
-                return;
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -561,4 +570,46 @@ pub fn verify_frames(token: &str, ids: impl IntoIterator<Item = u64>) -> Vec<u8>
         bytes.extend_from_slice(&payload);
     }
     bytes
+}
+
+/// The barrier of the store `db`, opened with the tests' master key.
+pub fn barrier(db: &rusqlite::Connection) -> authenta_keyd::store::barrier::Barrier {
+    let wrapped: Vec<u8> = db
+        .query_row("SELECT value FROM meta WHERE name = 'data_key'", [], |r| {
+            r.get(0)
+        })
+        .expect("wrapped data key");
+    let master: [u8; 32] = hex::decode(MASTER_HEX)
+        .expect("hex")
+        .try_into()
+        .expect("32 bytes");
+    let data_key =
+        authenta_keyd::store::barrier::unwrap_data_key(&zeroize::Zeroizing::new(master), &wrapped)
+            .expect("unwraps");
+    authenta_keyd::store::barrier::Barrier::new(&data_key)
+}
+
+/// Seals the audit chain's head as versions before the sum of its entries did: its
+/// sequence number and link only.
+pub fn write_head_as_before_entry_sums(
+    db: &rusqlite::Connection,
+    barrier: &authenta_keyd::store::barrier::Barrier,
+) {
+    use authenta_keyd::store::record_codec::{from_bytes, to_bytes};
+    let sealed: Vec<u8> = db
+        .query_row(
+            "SELECT value FROM meta WHERE name = 'audit_head'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("the head");
+    let plain = barrier
+        .open("meta", "audit_head", &sealed)
+        .expect("the head opens");
+    let (seq, link, _sum): (u64, [u8; 32], u128) = from_bytes(&plain).expect("a head");
+    db.execute(
+        "UPDATE meta SET value = ?1 WHERE name = 'audit_head'",
+        [barrier.seal("meta", "audit_head", &to_bytes(&(seq, link)))],
+    )
+    .expect("write the head back");
 }
