@@ -442,3 +442,58 @@ fn a_failing_sink_is_reported_retried_and_never_half_written() {
     assert_eq!(code(&daemon, &new), VerifyCode::Valid);
     wait_for_code(&daemon, &old, VerifyCode::Revoked, Duration::from_secs(3));
 }
+
+/// Revocations are written in changes of at most 1,024 (each change's rollback journal is
+/// held in memory): a file revoking more keys than that revokes every one, ids and token
+/// hashes alike, and leaves the rest.
+#[test]
+fn a_policy_revoking_more_keys_than_one_change_holds_revokes_them_all() {
+    use authenta_client::proto::{CreateKey, RequestBody, ResponseBody};
+    let daemon = Daemon::start_with_policy(EMPTY);
+    let mut client = authenta_client::Client::connect(&daemon.socket).expect("connect");
+    let mut keys = Vec::new();
+    for batch in 0..23 {
+        let requests = (0..100)
+            .map(|i| {
+                RequestBody::CreateKey(CreateKey {
+                    name: format!("Key-{batch}-{i}"),
+                    permissions: vec![authenta_client::Permission::Read],
+                    ..Default::default()
+                })
+            })
+            .collect();
+        for answer in client.call_many(requests).expect("a batch of creates") {
+            let ResponseBody::Created(created) = answer else {
+                panic!("create answered {answer:?}");
+            };
+            keys.push((created.key.id, created.token.to_string()));
+        }
+    }
+    // 1,100 by id, 1,100 by token hash, 100 left alone.
+    let (by_id, rest) = keys.split_at(1_100);
+    let (by_hash, kept) = rest.split_at(1_100);
+    let sha = |t: &str| hex::encode(ring::digest::digest(&ring::digest::SHA256, t.as_bytes()));
+    let quoted = |items: Vec<String>| {
+        items
+            .iter()
+            .map(|s| format!("\"{s}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let ids = quoted(by_id.iter().map(|(id, _)| id.clone()).collect());
+    let hashes = quoted(by_hash.iter().map(|(_, token)| sha(token)).collect());
+    write_then_rename(
+        policy_path(&daemon),
+        &format!("[revocations]\nids = [{ids}]\ntoken_sha256 = [{hashes}]\n"),
+    );
+    let last = &by_hash[by_hash.len() - 1].1;
+    wait_for_code(&daemon, last, VerifyCode::Revoked, Duration::from_secs(20));
+    for (_, token) in by_id.iter().chain(by_hash) {
+        assert_eq!(code(&daemon, token), VerifyCode::Revoked);
+    }
+    for (_, token) in kept {
+        assert_eq!(code(&daemon, token), VerifyCode::Valid);
+    }
+    let status = daemon.cli_json(&["policy", "status", "--json"]);
+    assert!(status["last_error"].is_null(), "{status}");
+}

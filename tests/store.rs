@@ -240,7 +240,7 @@ fn nothing_is_written_outside_the_data_directory() {
             tokens.push(created.token);
         }
     }
-    // One verify of every key: the usage flush at stop then writes 2,000 usage rows in one
+    // One verify of every key: the usage flush at stop then writes 1,024 usage rows in one
     // change, which is what filled SQLite's journal past 64 KiB.
     for chunk in tokens.chunks(100) {
         let requests = chunk

@@ -111,7 +111,7 @@ fn a_store_from_before_rows_were_bound_keeps_its_keys() {
          PRAGMA user_version = 1;",
     )
     .expect("back to schema 1");
-    common::write_head_as_before_entry_sums(&db, &common::barrier(&db));
+    common::relink_chain_as_0_1_did(&db, &common::barrier(&db));
     drop(db);
     daemon.restart();
     assert_eq!(daemon.verify_code(&token, &[]), "valid");
@@ -222,6 +222,71 @@ fn a_store_set_back_to_schema_1_to_bind_an_old_row_is_refused() {
 
         assert_refused(&mut daemon, &token, "it says schema 1");
     }
+}
+
+/// A head of the form stores had before it summed their entries is summed as the entries
+/// stand, once. Someone with write access to the data files and an older copy (a backup
+/// taken before the upgrade) puts that copy's head back, to have entries they edited
+/// summed: refused, as the entries after that head no longer link up to it.
+#[test]
+fn a_head_of_the_older_form_put_back_does_not_launder_an_edited_entry() {
+    let mut daemon = common::Daemon::start();
+    let (revoked, token) = daemon.create("Revoked-Later", "read", &[]);
+    daemon.stop();
+    let db_path = daemon.data_dir.join("keys.db");
+    let db = rusqlite::Connection::open(&db_path).expect("open");
+    let head = |db: &rusqlite::Connection| -> Vec<u8> {
+        db.query_row(
+            "SELECT value FROM meta WHERE name = 'audit_head'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("the head")
+    };
+    let current = head(&db);
+    common::write_head_as_before_entry_sums(&db, &common::barrier(&db));
+    let older_form = head(&db);
+    db.execute(
+        "UPDATE meta SET value = ?1 WHERE name = 'audit_head'",
+        [&current],
+    )
+    .expect("the head as it was");
+    let old_row: Vec<u8> = db
+        .query_row("SELECT sealed FROM keys WHERE id = ?1", [&revoked], |r| {
+            r.get(0)
+        })
+        .expect("the row as it is");
+    drop(db);
+    daemon.restart();
+    assert!(daemon.cli(&["keys", "revoke", &revoked]).status.success());
+    daemon.create("Created-After", "read", &[]);
+    daemon.stop();
+
+    let db = rusqlite::Connection::open(&db_path).expect("open");
+    db.execute(
+        "UPDATE keys SET sealed = ?1 WHERE id = ?2",
+        rusqlite::params![old_row, revoked],
+    )
+    .expect("write the old row back");
+    let digest: [u8; 32] = sha2::Digest::finalize(sha2::Digest::chain_update(
+        <sha2::Sha256 as sha2::Digest>::new(),
+        &old_row,
+    ))
+    .into();
+    db.execute(
+        "UPDATE audit SET row_digest = ?1
+         WHERE seq = (SELECT max(seq) FROM audit WHERE key_id = ?2)",
+        rusqlite::params![digest.as_slice(), revoked],
+    )
+    .expect("edit the last entry's digest");
+    db.execute(
+        "UPDATE meta SET value = ?1 WHERE name = 'audit_head'",
+        [&older_form],
+    )
+    .expect("put the older head back");
+    drop(db);
+
+    assert_refused_as_edited(&mut daemon, &token);
 }
 
 /// The sealed row of key `id` as it is now (the daemon is stopped and started around it).

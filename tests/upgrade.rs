@@ -83,7 +83,7 @@ fn make_it_a_0_1_store(path: &std::path::Path) {
          PRAGMA user_version = 1;",
     )
     .expect("back to schema 1");
-    common::write_head_as_before_entry_sums(&db, &barrier);
+    common::relink_chain_as_0_1_did(&db, &barrier);
 }
 
 /// Each key's rowid, and how many indexes the keys table has.

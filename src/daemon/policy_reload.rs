@@ -14,10 +14,32 @@ use ring::digest;
 use std::path::Path;
 use std::sync::Arc;
 
-/// Writes the policy's revocations. In fleet mode every node reads its own policy file: when
-/// another node published the same revocation first, this one conflicts, and once the
-/// other's change is applied here, trying again finds nothing left to do.
+/// Most revocations written in one change: SQLite keeps a change's rollback journal in
+/// memory, a page of the store for each page it touches.
+const REVOCATIONS_A_CHANGE: usize = 1024;
+
+/// Writes the policy's revocations, in changes of at most [`REVOCATIONS_A_CHANGE`]. Each is
+/// final, so a failure part way leaves the earlier ones in force, and the next load of the
+/// file finds only the rest to do.
 async fn apply_revocations(
+    daemon: &Daemon,
+    ids: Vec<String>,
+    hashes: Vec<TokenHash>,
+) -> Result<usize, WriteError> {
+    let mut revoked = 0;
+    for ids in ids.chunks(REVOCATIONS_A_CHANGE) {
+        revoked += apply_revocation_change(daemon, ids.to_vec(), Vec::new()).await?;
+    }
+    for hashes in hashes.chunks(REVOCATIONS_A_CHANGE) {
+        revoked += apply_revocation_change(daemon, Vec::new(), hashes.to_vec()).await?;
+    }
+    Ok(revoked)
+}
+
+/// Writes one change of revocations. In fleet mode every node reads its own policy file:
+/// when another node published the same revocation first, this one conflicts, and once the
+/// other's change is applied here, trying again finds nothing left to do.
+async fn apply_revocation_change(
     daemon: &Daemon,
     ids: Vec<String>,
     hashes: Vec<TokenHash>,

@@ -144,8 +144,9 @@ pub fn db_path(data_dir: &Path) -> PathBuf {
 /// memory. Otherwise SQLite writes them to `SQLITE_TMPDIR`, `TMPDIR` or `/var/tmp`: pages of
 /// the store in a directory shared with every local user, outside the data directory whose
 /// owner and mode the daemon checks, and a change fails while that directory is full. The
-/// memory this takes is bounded by the pages one change writes: the writer's changes are
-/// small, and a usage flush goes in chunks.
+/// memory this takes is a copy of each page one change writes, freed as the change ends:
+/// the writer's changes are small, and usage flushes and policy revocations go in chunks.
+/// A schema migration that builds an index sorts its rows in memory too, once.
 fn keep_temporary_data_in_memory(conn: &Connection) -> Result<()> {
     conn.execute_batch("PRAGMA temp_store=MEMORY;")
         .context("cannot keep SQLite's temporary data in memory")
@@ -255,9 +256,19 @@ impl Store {
         Ok(())
     }
 
-    /// A store whose chain head does not sum its entries yet: sums them as they are, once,
-    /// so that from here on an entry edited or deleted outside the daemon is caught.
+    /// A store whose chain head does not sum its entries yet: sums them, once, so that from
+    /// here on an entry edited or deleted outside the daemon is caught. The chain is checked
+    /// link by link first, up to the head: a head of the older form put back from a copy
+    /// would otherwise have the entries summed as someone left them.
     fn sum_entries_of_an_older_store(&mut self) -> Result<()> {
+        if let (_, Some(problem)) = self.check_links()? {
+            bail!(
+                "the audit log was changed outside the daemon ({problem}), so its entries \
+                 cannot be trusted to check key rows against. Restore {} from a backup \
+                 (docs/operations.md, \"Backup and restore\")",
+                self.path.display()
+            );
+        }
         let sum = bound_digests(&self.conn, &self.entry_set, |_, _| {})?;
         self.begin()?;
         self.pending_head.bound_entries = sum;
@@ -851,8 +862,23 @@ impl Store {
     }
 
     /// Checks every entry opens, links to its predecessor, and that the last one is the
-    /// sealed head.
+    /// sealed head; then that every key row is the one its last entry bound.
     fn check_chain(&self) -> Result<ChainCheck> {
+        let (checked, mut problem) = self.check_links()?;
+        if problem.is_none() {
+            problem = self.first_unbound_row()?;
+        }
+        Ok(ChainCheck {
+            ok: problem.is_none(),
+            checked,
+            problem,
+        })
+    }
+
+    /// How many entries link up, and the first problem with the chain: an entry missing,
+    /// not opening or not linking, a log that does not end at the sealed head, or an empty
+    /// log beside keys.
+    fn check_links(&self) -> Result<(u64, Option<String>)> {
         let mut statement = self
             .conn
             .prepare("SELECT seq, sealed, link, key_id, row_digest FROM audit ORDER BY seq")?;
@@ -903,14 +929,7 @@ impl Store {
                  were removed"
             ));
         }
-        if problem.is_none() {
-            problem = self.first_unbound_row()?;
-        }
-        Ok(ChainCheck {
-            ok: problem.is_none(),
-            checked: last,
-            problem,
-        })
+        Ok((last, problem))
     }
 
     /// Wraps the data key under a new master key, inside the open transaction. The old
@@ -1015,17 +1034,21 @@ fn bound_digests(
     let mut key = String::new();
     let mut last: Option<Vec<u8>> = None;
     let mut sum = 0u128;
+    let mut last_seq = 0u64;
     while let Some(row) = rows.next()? {
         let id = row.get_ref(0)?.as_str()?;
         let seq = u64::try_from(row.get_ref(1)?.as_i64()?).unwrap_or(u64::MAX);
         let digest = row.get_ref(2)?.as_blob_or_null()?;
         sum = entry_set.add(sum, seq, id, digest);
+        // An index edited to list a key's entries in another order would make an older
+        // entry its last: refused like ids out of order.
+        if id == key && seq <= last_seq {
+            return Err(index_out_of_order());
+        }
+        last_seq = seq;
         if id != key {
             if id < key.as_str() {
-                bail!(
-                    "the audit table's key index is out of order: the store was edited outside \
-                     the daemon; restore it from a backup"
-                );
+                return Err(index_out_of_order());
             }
             if let Some(digest) = &last {
                 each(&key, digest);
@@ -1044,6 +1067,13 @@ fn bound_digests(
         each(&key, digest);
     }
     Ok(sum)
+}
+
+fn index_out_of_order() -> anyhow::Error {
+    anyhow!(
+        "the audit table's key index is out of order: the store was edited outside the \
+         daemon; restore it from a backup"
+    )
 }
 
 /// Every key's audit entries, from the index that covers them.
@@ -1148,7 +1178,7 @@ fn migrate(conn: &Connection, path: &Path) -> Result<i64> {
 /// lifetime under the index loaded next.
 #[allow(unsafe_code)]
 fn give_back_memory() {
-    #[cfg(target_env = "gnu")]
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only releases free heap memory; it takes no pointer.
     unsafe {
         libc::malloc_trim(0);
@@ -1305,6 +1335,31 @@ mod tests {
              INSERT INTO audit VALUES (1, 'B', x'01'), (2, 'a', x'02');",
         )
         .expect("entries");
+        let read = bound_digests(&conn, &EntrySet::new(&[7; 32]), |_, _| {});
+        let error = read.expect_err("refused").to_string();
+        assert!(error.contains("out of order"), "{error}");
+    }
+
+    #[test]
+    fn an_audit_index_edited_to_list_a_keys_entries_newest_first_is_refused() {
+        // Built descending, then declared ascending: SQLite reads it as it is stored, so a
+        // key's oldest entry would come last and count as its binding.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("edited.db");
+        let conn = Connection::open(&path).expect("sqlite");
+        conn.execute_batch(
+            "CREATE TABLE audit (seq INTEGER PRIMARY KEY, key_id TEXT, row_digest BLOB);
+             CREATE INDEX audit_by_key ON audit (key_id, seq DESC, row_digest);
+             INSERT INTO audit VALUES (1, 'a', x'01'), (2, 'a', x'02');
+             PRAGMA writable_schema = ON;
+             UPDATE sqlite_schema
+                 SET sql = 'CREATE INDEX audit_by_key ON audit (key_id, seq, row_digest)'
+                 WHERE name = 'audit_by_key';
+             PRAGMA writable_schema = OFF;",
+        )
+        .expect("an edited index");
+        drop(conn);
+        let conn = Connection::open(&path).expect("reopen");
         let read = bound_digests(&conn, &EntrySet::new(&[7; 32]), |_, _| {});
         let error = read.expect_err("refused").to_string();
         assert!(error.contains("out of order"), "{error}");

@@ -613,3 +613,37 @@ pub fn write_head_as_before_entry_sums(
     )
     .expect("write the head back");
 }
+
+/// Links the audit chain again as version 0.1 did, binding no rows (its entries carried no
+/// key id or row digest), and seals its head in 0.1's form: for a store set back to
+/// schema 1, the chain such a store had.
+pub fn relink_chain_as_0_1_did(
+    db: &rusqlite::Connection,
+    barrier: &authenta_keyd::store::barrier::Barrier,
+) {
+    use authenta_keyd::store::audit;
+    use authenta_keyd::store::record_codec::to_bytes;
+    let entries: Vec<(i64, Vec<u8>)> = db
+        .prepare("SELECT seq, sealed FROM audit ORDER BY seq")
+        .expect("prepare")
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("entries");
+    let mut link = audit::GENESIS;
+    let mut last = 0u64;
+    for (seq, sealed) in entries {
+        last = seq as u64;
+        link = audit::link(&link, last, &sealed);
+        db.execute(
+            "UPDATE audit SET link = ?1 WHERE seq = ?2",
+            rusqlite::params![link.as_slice(), seq],
+        )
+        .expect("relink");
+    }
+    db.execute(
+        "UPDATE meta SET value = ?1 WHERE name = 'audit_head'",
+        [barrier.seal("meta", "audit_head", &to_bytes(&(last, link)))],
+    )
+    .expect("write the head back");
+}
