@@ -34,12 +34,18 @@ fn shared_tmp() -> tempfile::TempDir {
 /// `serve` as the victim on its default socket (no XDG_RUNTIME_DIR: the fallback in
 /// `tmp`), stopped after `wait` if it is still running; (still running, stderr).
 fn serve_as_victim(tmp: &Path, wait: Duration) -> (bool, String) {
+    serve_as_victim_with(tmp, wait, &[])
+}
+
+/// [`serve_as_victim`] with more arguments for `serve`.
+fn serve_as_victim_with(tmp: &Path, wait: Duration, args: &[&std::ffi::OsStr]) -> (bool, String) {
     let mut command = Command::new(tmp.join("authenta-keyd"));
     command
         .args(["serve", "--data-dir"])
         .arg(tmp.join("data"))
         .arg("--master-key-file")
         .arg(tmp.join("master.hex"))
+        .args(args)
         .env_clear()
         .env("TMPDIR", tmp)
         .env("HOME", "/")
@@ -99,6 +105,46 @@ fn a_fallback_socket_directory_another_user_made_is_refused() {
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o700);
+}
+
+/// `--log-file` in a directory others can write (such as /tmp): another user makes the
+/// file first, theirs and open to all, and reads what the daemon logs (key ids, peers); a
+/// FIFO there made the daemon hang at start, waiting for a reader. Refused, saying
+/// why; a file of the daemon's own that only it may write is used.
+#[test]
+fn a_log_file_another_user_made_is_refused() {
+    if !can_drop_privileges() {
+        return;
+    }
+    let tmp = shared_tmp();
+    let log = tmp.path().join("keyd.log");
+    let args = [std::ffi::OsStr::new("--log-file"), log.as_os_str()];
+    std::fs::write(&log, "").expect("plant");
+    chown(&log, Some(ATTACKER), Some(ATTACKER)).expect("chown");
+    std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+    let (running, stderr) = serve_as_victim_with(tmp.path(), Duration::from_secs(5), &args);
+    assert!(!running, "the daemon must not log into the attacker's file");
+    assert!(stderr.contains("belongs to uid 65534"), "{stderr}");
+    assert_eq!(std::fs::metadata(&log).expect("still there").len(), 0);
+
+    // A FIFO, even the daemon's user's own (the kernel's protected_fifos may refuse
+    // another user's in a sticky directory before the daemon sees it).
+    std::fs::remove_file(&log).expect("remove");
+    nix::unistd::mkfifo(&log, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("fifo");
+    chown(&log, Some(VICTIM), Some(VICTIM)).expect("chown");
+    let (running, stderr) = serve_as_victim_with(tmp.path(), Duration::from_secs(5), &args);
+    assert!(!running, "refused, not hanging: {stderr}");
+    assert!(stderr.contains("not a regular file"), "{stderr}");
+
+    // The victim's own file, writable by it alone: used.
+    std::fs::remove_file(&log).expect("remove");
+    std::fs::write(&log, "").expect("the victim's");
+    chown(&log, Some(VICTIM), Some(VICTIM)).expect("chown");
+    std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let (running, stderr) = serve_as_victim_with(tmp.path(), Duration::from_secs(3), &args);
+    assert!(running, "{stderr}");
+    let logged = std::fs::read_to_string(&log).expect("read");
+    assert!(logged.contains("ready"), "{logged}");
 }
 
 /// A policy file another user can write would make that user an admin of the root daemon

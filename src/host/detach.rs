@@ -41,15 +41,7 @@ pub fn detach(pidfile: &Path, log: Option<&Path>) -> Result<ReadyPipe> {
         .working_directory(std::env::current_dir().context("no current directory")?)
         .umask(0o077);
     if let Some(log) = log {
-        use std::os::unix::fs::OpenOptionsExt;
-        // The log names key ids and peers: for the daemon's user only.
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(log)
-            .with_context(|| format!("cannot open the log file {}", log.display()))?;
+        let file = crate::host::log_file::open_checked(log)?;
         daemon = daemon.stderr(file);
     }
     match daemon.execute() {
