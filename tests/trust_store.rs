@@ -289,6 +289,48 @@ fn a_head_of_the_older_form_put_back_does_not_launder_an_edited_entry() {
     assert_refused_as_edited(&mut daemon, &token);
 }
 
+/// An older store's first start sums its entries once. Someone with write access to the
+/// data files edits the index start-up reads (built without the revoke's entry, then
+/// declared whole) and writes the revoked key's old row back before that start: the sum is
+/// taken from the entries the chain check read, so the next reading through the index
+/// misses one, and the store is refused.
+#[test]
+fn an_index_edited_before_an_older_store_is_summed_does_not_hide_an_entry() {
+    let mut daemon = common::Daemon::start();
+    let (revoked, token) = daemon.create("Revoked-Later", "read", &[]);
+    let old_row = sealed_row(&mut daemon, &revoked);
+    assert!(daemon.cli(&["keys", "revoke", &revoked]).status.success());
+    daemon.stop();
+
+    let db = rusqlite::Connection::open(daemon.data_dir.join("keys.db")).expect("open");
+    common::write_head_as_before_entry_sums(&db, &common::barrier(&db));
+    db.execute(
+        "UPDATE keys SET sealed = ?1 WHERE id = ?2",
+        rusqlite::params![old_row, revoked],
+    )
+    .expect("write the old row back");
+    let revoke_seq: i64 = db
+        .query_row(
+            "SELECT max(seq) FROM audit WHERE key_id = ?1",
+            [&revoked],
+            |r| r.get(0),
+        )
+        .expect("the revoke's entry");
+    db.execute_batch(&format!(
+        "DROP INDEX audit_by_key;
+         CREATE INDEX audit_by_key ON audit (key_id, seq, row_digest) WHERE seq <> {revoke_seq};
+         PRAGMA writable_schema = ON;
+         UPDATE sqlite_schema
+             SET sql = 'CREATE INDEX audit_by_key ON audit (key_id, seq, row_digest)'
+             WHERE name = 'audit_by_key';
+         PRAGMA writable_schema = OFF;"
+    ))
+    .expect("an index without the revoke");
+    drop(db);
+
+    assert_refused_as_edited(&mut daemon, &token);
+}
+
 /// The sealed row of key `id` as it is now (the daemon is stopped and started around it).
 fn sealed_row(daemon: &mut common::Daemon, id: &str) -> Vec<u8> {
     daemon.stop();

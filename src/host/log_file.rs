@@ -3,6 +3,7 @@
 //! nginx and sshd do.
 
 use anyhow::{Context, Result};
+use nix::fcntl::OFlag;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -61,13 +62,20 @@ pub fn open_checked(path: &Path) -> Result<std::fs::File> {
         .metadata()
         .with_context(|| format!("cannot inspect the log file {}", path.display()))?;
     check_ours(path, &meta)?;
+    // Writes block again, as they always have for a regular file.
+    nix::fcntl::fcntl(
+        file.as_raw_fd(),
+        nix::fcntl::FcntlArg::F_SETFL(OFlag::O_APPEND),
+    )
+    .with_context(|| format!("cannot set up the log file {}", path.display()))?;
     Ok(file)
 }
 
 /// The log names key ids and peers, so it goes only into a regular file that the daemon's
-/// user (or root) owns and that nobody else may write: in a directory others can write,
-/// such as /tmp, another user could have made the file first, to read it, or put a FIFO
-/// there. Checked on the open file, so that nothing can be swapped in after the check.
+/// user (or root) owns and that other users may not write: in a directory others can
+/// write, such as /tmp, another user could have made the file first, to read it, or put a
+/// FIFO there. Checked on the open file, so that nothing can be swapped in after the check.
+/// A group may write it (`create 0660 ...` in a logrotate rule).
 fn check_ours(path: &Path, meta: &std::fs::Metadata) -> Result<()> {
     let euid = nix::unistd::geteuid().as_raw();
     if !meta.file_type().is_file() {
@@ -82,9 +90,9 @@ fn check_ours(path: &Path, meta: &std::fs::Metadata) -> Result<()> {
             meta.uid()
         );
     }
-    if meta.mode() & 0o022 != 0 {
+    if meta.mode() & 0o002 != 0 {
         anyhow::bail!(
-            "the log file {} is writable by others (mode {:04o}): chmod go-w it",
+            "the log file {} is writable by every user (mode {:04o}): chmod o-w it",
             path.display(),
             meta.mode() & 0o7777
         );

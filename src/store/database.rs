@@ -261,7 +261,8 @@ impl Store {
     /// link by link first, up to the head: a head of the older form put back from a copy
     /// would otherwise have the entries summed as someone left them.
     fn sum_entries_of_an_older_store(&mut self) -> Result<()> {
-        if let (_, Some(problem)) = self.check_links()? {
+        let links = self.check_links()?;
+        if let Some(problem) = links.problem {
             bail!(
                 "the audit log was changed outside the daemon ({problem}), so its entries \
                  cannot be trusted to check key rows against. Restore {} from a backup \
@@ -269,9 +270,10 @@ impl Store {
                 self.path.display()
             );
         }
-        let sum = bound_digests(&self.conn, &self.entry_set, |_, _| {})?;
+        // Summed from the rows just checked, not from the index start-up reads, which
+        // could have been edited to leave an entry out.
         self.begin()?;
-        self.pending_head.bound_entries = sum;
+        self.pending_head.bound_entries = links.bound_entries;
         let head = self.pending_head;
         self.put_sealed_meta(META_AUDIT_HEAD, &head)?;
         self.commit()?;
@@ -864,7 +866,11 @@ impl Store {
     /// Checks every entry opens, links to its predecessor, and that the last one is the
     /// sealed head; then that every key row is the one its last entry bound.
     fn check_chain(&self) -> Result<ChainCheck> {
-        let (checked, mut problem) = self.check_links()?;
+        let Links {
+            checked,
+            mut problem,
+            ..
+        } = self.check_links()?;
         if problem.is_none() {
             problem = self.first_unbound_row()?;
         }
@@ -878,7 +884,7 @@ impl Store {
     /// How many entries link up, and the first problem with the chain: an entry missing,
     /// not opening or not linking, a log that does not end at the sealed head, or an empty
     /// log beside keys.
-    fn check_links(&self) -> Result<(u64, Option<String>)> {
+    fn check_links(&self) -> Result<Links> {
         let mut statement = self
             .conn
             .prepare("SELECT seq, sealed, link, key_id, row_digest FROM audit ORDER BY seq")?;
@@ -886,14 +892,19 @@ impl Store {
         let mut previous = audit::GENESIS;
         let mut expected_seq = 1u64;
         let mut problem: Option<String> = None;
+        let mut links = Links::default();
         while let Some(row) = rows.next()? {
             let seq = row.get::<_, i64>(0)? as u64;
             let sealed: Vec<u8> = row.get(1)?;
             let link: Vec<u8> = row.get(2)?;
             let key_id: Option<String> = row.get(3)?;
-            let digest: Option<[u8; 32]> = row
-                .get::<_, Option<Vec<u8>>>(4)?
-                .and_then(|d| d.try_into().ok());
+            let stored_digest: Option<Vec<u8>> = row.get(4)?;
+            if let Some(id) = &key_id {
+                links.bound_entries =
+                    self.entry_set
+                        .add(links.bound_entries, seq, id, stored_digest.as_deref());
+            }
+            let digest: Option<[u8; 32]> = stored_digest.and_then(|d| d.try_into().ok());
             let opens = self
                 .barrier
                 .open("audit", &seq.to_string(), &sealed)
@@ -929,7 +940,9 @@ impl Store {
                  were removed"
             ));
         }
-        Ok((last, problem))
+        links.checked = last;
+        links.problem = problem;
+        Ok(links)
     }
 
     /// Wraps the data key under a new master key, inside the open transaction. The old
@@ -1211,6 +1224,17 @@ fn load_or_create_data_key(conn: &Connection, master: &KeyBytes) -> Result<KeyBy
             Ok(data_key)
         }
     }
+}
+
+/// What checking the audit chain link by link found.
+#[derive(Default)]
+struct Links {
+    /// Entries that link up.
+    checked: u64,
+    /// The first thing wrong, if any.
+    problem: Option<String>,
+    /// The sum of the entries that name a key, as the head records it.
+    bound_entries: u128,
 }
 
 /// In what form the store holds the audit chain's head.
