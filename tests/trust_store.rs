@@ -136,24 +136,8 @@ fn a_row_written_back_with_its_audit_digest_edited_to_match_is_refused() {
     daemon.stop();
 
     let db = rusqlite::Connection::open(daemon.data_dir.join("keys.db")).expect("open");
-    db.execute(
-        "UPDATE keys SET sealed = ?1 WHERE id = ?2",
-        rusqlite::params![old_row, revoked],
-    )
-    .expect("write the old row back");
-    let digest: [u8; 32] = sha2::Digest::finalize(sha2::Digest::chain_update(
-        <sha2::Sha256 as sha2::Digest>::new(),
-        &old_row,
-    ))
-    .into();
-    let edited = db
-        .execute(
-            "UPDATE audit SET row_digest = ?1
-             WHERE seq = (SELECT max(seq) FROM audit WHERE key_id = ?2)",
-            rusqlite::params![digest.as_slice(), revoked],
-        )
-        .expect("edit the last entry's digest");
-    assert_eq!(edited, 1);
+    write_row_back(&db, &revoked, &old_row);
+    point_last_entry_at(&db, &revoked, &old_row);
     drop(db);
 
     assert_refused_as_edited(&mut daemon, &token);
@@ -172,11 +156,7 @@ fn a_row_written_back_with_its_revoke_deleted_from_the_audit_log_is_refused() {
     daemon.stop();
 
     let db = rusqlite::Connection::open(daemon.data_dir.join("keys.db")).expect("open");
-    db.execute(
-        "UPDATE keys SET sealed = ?1 WHERE id = ?2",
-        rusqlite::params![old_row, revoked],
-    )
-    .expect("write the old row back");
+    write_row_back(&db, &revoked, &old_row);
     let deleted = db
         .execute(
             "DELETE FROM audit WHERE seq = (SELECT max(seq) FROM audit WHERE key_id = ?1)",
@@ -203,11 +183,7 @@ fn a_store_set_back_to_schema_1_to_bind_an_old_row_is_refused() {
         daemon.stop();
 
         let db = rusqlite::Connection::open(daemon.data_dir.join("keys.db")).expect("open");
-        db.execute(
-            "UPDATE keys SET sealed = ?1 WHERE id = ?2",
-            rusqlite::params![old_row, revoked],
-        )
-        .expect("write the old row back");
+        write_row_back(&db, &revoked, &old_row);
         db.execute_batch(
             "DROP INDEX audit_by_key; ALTER TABLE audit DROP COLUMN row_digest;
              ALTER TABLE audit DROP COLUMN key_id; DROP TABLE fleet_keys; DROP TABLE owners;
@@ -263,22 +239,8 @@ fn a_head_of_the_older_form_put_back_does_not_launder_an_edited_entry() {
     daemon.stop();
 
     let db = rusqlite::Connection::open(&db_path).expect("open");
-    db.execute(
-        "UPDATE keys SET sealed = ?1 WHERE id = ?2",
-        rusqlite::params![old_row, revoked],
-    )
-    .expect("write the old row back");
-    let digest: [u8; 32] = sha2::Digest::finalize(sha2::Digest::chain_update(
-        <sha2::Sha256 as sha2::Digest>::new(),
-        &old_row,
-    ))
-    .into();
-    db.execute(
-        "UPDATE audit SET row_digest = ?1
-         WHERE seq = (SELECT max(seq) FROM audit WHERE key_id = ?2)",
-        rusqlite::params![digest.as_slice(), revoked],
-    )
-    .expect("edit the last entry's digest");
+    write_row_back(&db, &revoked, &old_row);
+    point_last_entry_at(&db, &revoked, &old_row);
     db.execute(
         "UPDATE meta SET value = ?1 WHERE name = 'audit_head'",
         [&older_form],
@@ -304,11 +266,7 @@ fn an_index_edited_before_an_older_store_is_summed_does_not_hide_an_entry() {
 
     let db = rusqlite::Connection::open(daemon.data_dir.join("keys.db")).expect("open");
     common::write_head_as_before_entry_sums(&db, &common::barrier(&db));
-    db.execute(
-        "UPDATE keys SET sealed = ?1 WHERE id = ?2",
-        rusqlite::params![old_row, revoked],
-    )
-    .expect("write the old row back");
+    write_row_back(&db, &revoked, &old_row);
     let revoke_seq: i64 = db
         .query_row(
             "SELECT max(seq) FROM audit WHERE key_id = ?1",
@@ -329,6 +287,32 @@ fn an_index_edited_before_an_older_store_is_summed_does_not_hide_an_entry() {
     drop(db);
 
     assert_refused_as_edited(&mut daemon, &token);
+}
+
+/// Writes `row` back as key `id`'s sealed row, as someone with the data files could.
+fn write_row_back(db: &rusqlite::Connection, id: &str, row: &[u8]) {
+    let written = db
+        .execute(
+            "UPDATE keys SET sealed = ?1 WHERE id = ?2",
+            rusqlite::params![row, id],
+        )
+        .expect("write the old row back");
+    assert_eq!(written, 1);
+}
+
+/// Sets the row digest of key `id`'s last audit entry to the SHA-256 of `row`, so that the
+/// entry names that row.
+fn point_last_entry_at(db: &rusqlite::Connection, id: &str, row: &[u8]) {
+    use sha2::Digest;
+    let digest: [u8; 32] = sha2::Sha256::digest(row).into();
+    let edited = db
+        .execute(
+            "UPDATE audit SET row_digest = ?1
+             WHERE seq = (SELECT max(seq) FROM audit WHERE key_id = ?2)",
+            rusqlite::params![digest.as_slice(), id],
+        )
+        .expect("edit the last entry's digest");
+    assert_eq!(edited, 1);
 }
 
 /// The sealed row of key `id` as it is now (the daemon is stopped and started around it).

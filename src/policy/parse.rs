@@ -107,12 +107,13 @@ fn rule_from(raw: RawRule) -> Result<RotationRule, String> {
     if raw.sink.is_none() && (raw.sink_owner.is_some() || raw.sink_mode.is_some()) {
         return Err("`sink_owner` and `sink_mode` need a `sink`".into());
     }
+    // The path quoted with escapes: one line in logs and `policy status`, whatever it holds.
     let sink = match raw.sink {
         Some(path) if !path.is_absolute() => {
-            return Err(format!("sink {} must be an absolute path", path.display()))
+            return Err(format!("sink {path:?} must be an absolute path"))
         }
         Some(path) if path.file_name().is_none() => {
-            return Err(format!("sink {} must name a file", path.display()))
+            return Err(format!("sink {path:?} must name a file"))
         }
         Some(path) => Some(Sink {
             path,
@@ -307,6 +308,12 @@ mod tests {
                 "shorter than",
             ),
             ("[[rotation]]\nname = \"x\"\nevery = \"1h\"\nsink = \"rel/t\"\n", "line 1", "absolute"),
+            // Found by the fuzzer: a path with a line break in it.
+            (
+                "[[rotation]]\nname = \"B*\"\nevery = \"30d\"\noverlap = \"2h\"\nsink = \"%ru\\n/x/t\"\n",
+                "line 1",
+                "absolute",
+            ),
         ];
         for (text, line, words) in cases {
             let error = parse(text).expect_err(text);
