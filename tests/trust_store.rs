@@ -129,10 +129,8 @@ fn a_store_from_before_rows_were_bound_keeps_its_keys() {
 #[test]
 fn a_row_written_back_with_its_audit_digest_edited_to_match_is_refused() {
     let mut daemon = common::Daemon::start();
-    let (revoked, token) = daemon.create("Revoked-Later", "read", &[]);
+    let (revoked, token, old_row) = revoked_with_its_old_row(&mut daemon);
     daemon.create("Other", "read", &[]);
-    let old_row = sealed_row(&mut daemon, &revoked);
-    assert!(daemon.cli(&["keys", "revoke", &revoked]).status.success());
     daemon.stop();
 
     let db = rusqlite::Connection::open(daemon.data_dir.join("keys.db")).expect("open");
@@ -149,9 +147,7 @@ fn a_row_written_back_with_its_audit_digest_edited_to_match_is_refused() {
 #[test]
 fn a_row_written_back_with_its_revoke_deleted_from_the_audit_log_is_refused() {
     let mut daemon = common::Daemon::start();
-    let (revoked, token) = daemon.create("Revoked-Later", "read", &[]);
-    let old_row = sealed_row(&mut daemon, &revoked);
-    assert!(daemon.cli(&["keys", "revoke", &revoked]).status.success());
+    let (revoked, token, old_row) = revoked_with_its_old_row(&mut daemon);
     daemon.create("Created-After", "read", &[]);
     daemon.stop();
 
@@ -177,9 +173,7 @@ fn a_row_written_back_with_its_revoke_deleted_from_the_audit_log_is_refused() {
 fn a_store_set_back_to_schema_1_to_bind_an_old_row_is_refused() {
     for delete_the_head in [false, true] {
         let mut daemon = common::Daemon::start();
-        let (revoked, token) = daemon.create("Revoked-Later", "read", &[]);
-        let old_row = sealed_row(&mut daemon, &revoked);
-        assert!(daemon.cli(&["keys", "revoke", &revoked]).status.success());
+        let (revoked, token, old_row) = revoked_with_its_old_row(&mut daemon);
         daemon.stop();
 
         let db = rusqlite::Connection::open(daemon.data_dir.join("keys.db")).expect("open");
@@ -259,9 +253,7 @@ fn a_head_of_the_older_form_put_back_does_not_launder_an_edited_entry() {
 #[test]
 fn an_index_edited_before_an_older_store_is_summed_does_not_hide_an_entry() {
     let mut daemon = common::Daemon::start();
-    let (revoked, token) = daemon.create("Revoked-Later", "read", &[]);
-    let old_row = sealed_row(&mut daemon, &revoked);
-    assert!(daemon.cli(&["keys", "revoke", &revoked]).status.success());
+    let (revoked, token, old_row) = revoked_with_its_old_row(&mut daemon);
     daemon.stop();
 
     let db = rusqlite::Connection::open(daemon.data_dir.join("keys.db")).expect("open");
@@ -313,6 +305,15 @@ fn point_last_entry_at(db: &rusqlite::Connection, id: &str, row: &[u8]) {
         )
         .expect("edit the last entry's digest");
     assert_eq!(edited, 1);
+}
+
+/// A key created and then revoked: (id, token, its sealed row from before the revoke), the
+/// row someone with an older copy of the data files could write back.
+fn revoked_with_its_old_row(daemon: &mut common::Daemon) -> (String, String, Vec<u8>) {
+    let (id, token) = daemon.create("Revoked-Later", "read", &[]);
+    let old_row = sealed_row(daemon, &id);
+    assert!(daemon.cli(&["keys", "revoke", &id]).status.success());
+    (id, token, old_row)
 }
 
 /// The sealed row of key `id` as it is now (the daemon is stopped and started around it).
