@@ -82,6 +82,31 @@ fn acknowledged_writes_survive_kill_9() {
     assert_eq!(daemon.show(&id)["state"], "active");
 }
 
+/// SQLite goes on writing the WAL it has open after the file is removed from the data
+/// directory, into a file that a crash loses: the daemon acknowledged changes that `kill -9`
+/// then took back, those made before the removal too. Now the commit after the removal
+/// copies the WAL into the database file before it is answered.
+#[test]
+fn a_wal_removed_under_the_daemon_loses_no_acknowledged_change() {
+    let mut daemon = Daemon::start();
+    let (_, before) = daemon.create("Before", "read", &[]);
+    std::fs::remove_file(daemon.data_dir.join("keys.db-wal")).expect("WAL removed");
+    let (_, after) = daemon.create("After", "read", &[]);
+    let (_, later) = daemon.create("Later", "read", &[]);
+    let log = daemon.log();
+    daemon.kill9();
+    daemon.restart();
+    for (n, token) in [&before, &after, &later].into_iter().enumerate() {
+        assert_eq!(daemon.verify_code(token, &[]), "valid", "key {n}\n{log}");
+    }
+    assert!(log.contains("keys.db-wal was removed or replaced while the daemon had it open"));
+    let (_, restarted) = daemon.create("Restarted", "read", &[]);
+    daemon.kill9();
+    daemon.restart();
+    assert_eq!(daemon.verify_code(&restarted, &[]), "valid");
+    assert_eq!(daemon.key_count(), 4);
+}
+
 #[test]
 fn usage_is_flushed_periodically_without_a_clean_stop() {
     let mut daemon = Daemon::start_with_config(Some("usage_flush_interval = \"200ms\"\n"));

@@ -122,7 +122,7 @@ pub enum RowCheck {
 /// An open store.
 pub struct Store {
     conn: Connection,
-    /// The database file, for start-up's second reader.
+    /// The database file, for start-up's second reader and the WAL check.
     path: PathBuf,
     barrier: Barrier,
     /// Kept (locked, wiped on drop) only so that a rekey can wrap it again.
@@ -513,6 +513,11 @@ impl Store {
         Ok(corrupt)
     }
 
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// When the newest audit entry was made, if there is one.
     pub fn newest_audit_at(&self) -> Result<Option<i64>> {
         let sealed: Option<Vec<u8>> = self
@@ -652,10 +657,15 @@ impl Store {
         Ok(())
     }
 
-    /// Copies the WAL into the database file and empties it.
+    /// Copies the WAL into the database file (synced) and empties it; an error if another
+    /// connection's read kept part of it from being copied.
     pub fn checkpoint(&mut self) -> Result<()> {
-        self.conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        let busy: i64 = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get(0))?;
+        if busy != 0 {
+            bail!("another process reading the store kept the WAL from being copied whole");
+        }
         Ok(())
     }
 

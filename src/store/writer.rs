@@ -3,7 +3,9 @@
 //! Jobs arrive on a channel. The thread takes every job waiting (up to a batch limit), runs
 //! them in one transaction, each under its own savepoint so that one job's failure undoes
 //! only that job (group commit), commits durably, then applies the changes to the index, and
-//! only then answers. So once an admin call returns, every verify sees its effect.
+//! only then answers. So once an admin call returns, every verify sees its effect. Before it
+//! answers, it checks that the WAL it committed to is still the store's ([`WalCheck`]), and
+//! copies it into the database file when it is not.
 
 use crate::index::{Index, UsageWrite};
 use crate::key::{KeyRecord, OwnerUsage};
@@ -12,6 +14,7 @@ use crate::store::audit::AuditRecord;
 use crate::store::barrier::KeyBytes;
 use crate::store::change::{self, storage, ChangeSet, Changes, Draft, IndexChange, RotatedToken};
 pub use crate::store::outcome::{Outcome, WriteError};
+use crate::store::wal_check::WalCheck;
 use crate::store::FleetPosition;
 use crate::store::Store;
 use crate::time;
@@ -174,11 +177,13 @@ pub fn spawn(
 ) -> std::io::Result<(WriterHandle, std::thread::JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel();
     let mut writer = Writer {
+        wal: WalCheck::new(store.path())?,
         store,
         index,
         rng: SystemRandom::new(),
         fleet,
         commit_seconds,
+        wal_out_of_place_logged: false,
     };
     let thread = std::thread::Builder::new()
         .name("authenta-store".into())
@@ -194,6 +199,10 @@ struct Writer {
     fleet: Option<FleetLink>,
     /// How long each batch takes to commit, for `/metrics`.
     commit_seconds: Histogram,
+    /// Whether the WAL committed to is still the store's.
+    wal: WalCheck,
+    /// Whether a WAL out of place has been logged already.
+    wal_out_of_place_logged: bool,
 }
 
 pub(crate) type Reply = oneshot::Sender<Result<Outcome, WriteError>>;
@@ -220,8 +229,11 @@ impl Writer {
             return;
         }
         let started = std::time::Instant::now();
-        let (applied, rotations) = commit_batch(&mut self.store, &self.index, &self.rng, writes);
+        let ((applied, rotations), done) =
+            commit_batch(&mut self.store, &self.index, &self.rng, writes);
         self.commit_seconds.observe(started.elapsed().as_secs_f64());
+        let durable = self.made_durable();
+        answer(done, durable);
         if let Some(fleet) = &mut self.fleet {
             fleet.note_applied(applied);
             for (record, rotated, made_by) in rotations {
@@ -230,6 +242,27 @@ impl Writer {
                 }
             }
         }
+    }
+
+    /// After a commit: whether it is on disk. It is, unless the WAL it went to is no longer
+    /// the store's; then the WAL is copied into the database file now, so that this batch
+    /// and those before it are on disk after all (each later commit does the same, until a
+    /// restart gives SQLite a WAL under the name again).
+    fn made_durable(&mut self) -> Result<(), String> {
+        let Err(why) = self.wal.still_in_place() else {
+            return Ok(());
+        };
+        let copied = self.store.checkpoint();
+        if !self.wal_out_of_place_logged || copied.is_err() {
+            tracing::error!(error = %why, copied = copied.is_ok(), "the store's WAL is not in place: every commit is copied into the database file until the daemon is restarted cleanly");
+            self.wal_out_of_place_logged = true;
+        }
+        copied.map_err(|e| {
+            format!(
+                "the change is made but not known to be on disk: {why}, and copying it into the \
+                 database failed: {e}; stop the daemon cleanly and start it again"
+            )
+        })
     }
 
     /// Answers the jobs that need no transaction here: reads, and in fleet mode the admin
@@ -349,20 +382,33 @@ type FromFleet = (
     Vec<(KeyRecord, RotatedToken, Option<String>)>,
 );
 
-/// Runs changes in one transaction (group commit), then updates the index, then answers:
-/// a change is answered only once it is both committed and visible to verify.
+/// Answers the changes of a committed batch: made, or (`durable` an error) made but not
+/// known to be on disk.
+fn answer(done: Vec<(Outcome, Reply)>, durable: Result<(), String>) {
+    for (outcome, reply) in done {
+        let answer = match &durable {
+            Ok(()) => Ok(publish_sinks(outcome)),
+            Err(why) => Err(WriteError::Storage(why.clone())),
+        };
+        let _ = reply.send(answer);
+    }
+}
+
+/// Runs changes in one transaction (group commit), then updates the index. Returns what it
+/// applied from the fleet, and the changes made with their replies: a change is answered
+/// only once it is both committed and visible to verify (one that failed is answered here).
 fn commit_batch(
     store: &mut Store,
     index: &Index,
     rng: &SystemRandom,
     writes: Vec<(Command, Reply)>,
-) -> FromFleet {
+) -> (FromFleet, Vec<(Outcome, Reply)>) {
     if let Err(e) = store.begin() {
         tracing::error!(error = %e, "cannot start a store transaction");
         for (_, reply) in writes {
             let _ = reply.send(Err(WriteError::Storage(e.to_string())));
         }
-        return FromFleet::default();
+        return Default::default();
     }
     let mut changed = Changes::default();
     let mut txn = Txn {
@@ -379,17 +425,14 @@ fn commit_batch(
         for (_, reply) in done {
             let _ = reply.send(Err(WriteError::Storage(e.to_string())));
         }
-        return FromFleet::default();
+        return Default::default();
     }
     let from_fleet = (
         std::mem::take(&mut changed.applied),
         std::mem::take(&mut changed.rotations),
     );
     update_index(index, changed);
-    for (outcome, reply) in done {
-        let _ = reply.send(Ok(publish_sinks(outcome)));
-    }
-    from_fleet
+    (from_fleet, done)
 }
 
 /// Makes each change in its own savepoint, so that one that fails leaves the others; a
@@ -593,7 +636,8 @@ mod tests {
     /// A batch as the store thread of one host runs it.
     fn run_batch(store: &mut Store, index: &Index, rng: &SystemRandom, batch: Vec<Job>) {
         let writes = batch.into_iter().map(|j| (j.command, j.reply)).collect();
-        commit_batch(store, index, rng, writes);
+        let (_, done) = commit_batch(store, index, rng, writes);
+        answer(done, Ok(()));
     }
 
     fn job(command: Command) -> (Job, oneshot::Receiver<Result<Outcome, WriteError>>) {
