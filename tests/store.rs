@@ -107,6 +107,36 @@ fn a_wal_removed_under_the_daemon_loses_no_acknowledged_change() {
     assert_eq!(daemon.key_count(), 4);
 }
 
+/// A backup moved over the store while the daemon runs (the restore steps say to stop it
+/// first): SQLite goes on writing the file it has open, which vanishes at the stop, so the
+/// daemon acknowledged changes that the next start did not have. Now it refuses them.
+#[test]
+fn a_store_file_replaced_under_the_daemon_refuses_changes_instead_of_losing_them() {
+    let mut daemon = Daemon::start();
+    let (_, before) = daemon.create("Before", "read", &[]);
+    let db = daemon.data_dir.join("keys.db");
+    let backup = daemon.dir.path().join("backup.db");
+    let online = rusqlite::Connection::open(&db).expect("opens");
+    online
+        .execute("VACUUM INTO ?1", [backup.to_str().expect("utf-8")])
+        .expect("backed up");
+    drop(online);
+    std::fs::rename(&backup, &db).expect("moved over the store");
+    let refused = daemon.cli(&["keys", "create", "--name", "After", "--permissions", "read"]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "acknowledged: {stderr}");
+    assert!(
+        stderr.contains("keys.db was removed or replaced"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("put the store back"), "{stderr}");
+    assert_eq!(daemon.verify_code(&before, &[]), "valid", "verify goes on");
+    assert!(daemon.stop().success());
+    daemon.restart();
+    assert_eq!(daemon.key_count(), 1);
+    daemon.create("Restarted", "read", &[]);
+}
+
 #[test]
 fn usage_is_flushed_periodically_without_a_clean_stop() {
     let mut daemon = Daemon::start_with_config(Some("usage_flush_interval = \"200ms\"\n"));

@@ -4,8 +4,8 @@
 //! AES-256-GCM barrier ([`barrier`]) and the master key that wraps its data key
 //! ([`master_key`], held in [`locked_key`] memory), the hash-chained audit log ([`audit`]),
 //! and the writer thread that commits admin changes in groups and then updates the index
-//! ([`writer`]), checking after each commit that the WAL is still the store's
-//! ([`wal_check`]). Start-up reads every key row on two threads ([`row_batch`]) and checks the
+//! ([`writer`]), checking that the store's files are still the ones it has open
+//! ([`store_files`]). Start-up reads every key row on two threads ([`row_batch`]) and checks the
 //! rows against the audit chain on a third ([`row_binding`]), whose plaintext columns a
 //! keyed sum in the chain's sealed head vouches for ([`entry_set`]); eight more warm the page
 //! cache first ([`warm`]).
@@ -25,7 +25,7 @@ pub(crate) mod outcome;
 pub mod record_codec;
 mod row_batch;
 mod row_binding;
-mod wal_check;
+mod store_files;
 mod warm;
 pub(crate) mod writer;
 

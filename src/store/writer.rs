@@ -3,9 +3,10 @@
 //! Jobs arrive on a channel. The thread takes every job waiting (up to a batch limit), runs
 //! them in one transaction, each under its own savepoint so that one job's failure undoes
 //! only that job (group commit), commits durably, then applies the changes to the index, and
-//! only then answers. So once an admin call returns, every verify sees its effect. Before it
-//! answers, it checks that the WAL it committed to is still the store's ([`WalCheck`]), and
-//! copies it into the database file when it is not.
+//! only then answers. So once an admin call returns, every verify sees its effect. It checks
+//! that the store's files are still the ones SQLite has open ([`StoreFiles`]): the database
+//! file before each batch (no change is made while it is not), the WAL after each commit
+//! (copied into the database file when it is not).
 
 use crate::index::{Index, UsageWrite};
 use crate::key::{KeyRecord, OwnerUsage};
@@ -14,7 +15,7 @@ use crate::store::audit::AuditRecord;
 use crate::store::barrier::KeyBytes;
 use crate::store::change::{self, storage, ChangeSet, Changes, Draft, IndexChange, RotatedToken};
 pub use crate::store::outcome::{Outcome, WriteError};
-use crate::store::wal_check::WalCheck;
+use crate::store::store_files::StoreFiles;
 use crate::store::FleetPosition;
 use crate::store::Store;
 use crate::time;
@@ -177,13 +178,14 @@ pub fn spawn(
 ) -> std::io::Result<(WriterHandle, std::thread::JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel();
     let mut writer = Writer {
-        wal: WalCheck::new(store.path())?,
+        files: StoreFiles::new(store.path())?,
         store,
         index,
         rng: SystemRandom::new(),
         fleet,
         commit_seconds,
         wal_out_of_place_logged: false,
+        database_out_of_place_logged: false,
     };
     let thread = std::thread::Builder::new()
         .name("authenta-store".into())
@@ -199,10 +201,12 @@ struct Writer {
     fleet: Option<FleetLink>,
     /// How long each batch takes to commit, for `/metrics`.
     commit_seconds: Histogram,
-    /// Whether the WAL committed to is still the store's.
-    wal: WalCheck,
+    /// Whether the files SQLite has open are still the store's.
+    files: StoreFiles,
     /// Whether a WAL out of place has been logged already.
     wal_out_of_place_logged: bool,
+    /// Whether a database file out of place has been logged already.
+    database_out_of_place_logged: bool,
 }
 
 pub(crate) type Reply = oneshot::Sender<Result<Outcome, WriteError>>;
@@ -228,6 +232,16 @@ impl Writer {
         if writes.is_empty() {
             return;
         }
+        if let Err(why) = self.files.database_in_place() {
+            if !self.database_out_of_place_logged {
+                tracing::error!(error = %why, "the store's file is not in place: changes are refused until the daemon is restarted");
+                self.database_out_of_place_logged = true;
+            }
+            for (_, reply) in writes {
+                let _ = reply.send(Err(WriteError::Storage(why.clone())));
+            }
+            return;
+        }
         let started = std::time::Instant::now();
         let ((applied, rotations), done) =
             commit_batch(&mut self.store, &self.index, &self.rng, writes);
@@ -244,12 +258,16 @@ impl Writer {
         }
     }
 
-    /// After a commit: whether it is on disk. It is, unless the WAL it went to is no longer
-    /// the store's; then the WAL is copied into the database file now, so that this batch
-    /// and those before it are on disk after all (each later commit does the same, until a
-    /// restart gives SQLite a WAL under the name again).
+    /// After a commit: whether it is on disk in the store's file. It is, unless one of the
+    /// files it went to is no longer the store's. For the WAL, the WAL is copied into the
+    /// database file now, so that this batch and those before it are on disk after all
+    /// (each later commit does the same, until a restart gives SQLite a WAL under the name
+    /// again).
     fn made_durable(&mut self) -> Result<(), String> {
-        let Err(why) = self.wal.still_in_place() else {
+        self.files.database_in_place().map_err(|why| {
+            format!("the change is made but not known to be in the store's file: {why}")
+        })?;
+        let Err(why) = self.files.wal_in_place() else {
             return Ok(());
         };
         let copied = self.store.checkpoint();
