@@ -5,7 +5,7 @@ mod common;
 
 use authenta_client::proto::{CreateKey, RequestBody, ResponseBody, VerifyRequest};
 use authenta_client::Permission;
-use common::{contains, Daemon, MASTER_HEX};
+use common::{contains, wait_for, Daemon, MASTER_HEX};
 use std::time::{Duration, Instant};
 
 fn key_view(daemon: &Daemon) -> Vec<serde_json::Value> {
@@ -84,12 +84,25 @@ fn acknowledged_writes_survive_kill_9() {
 
 /// SQLite goes on writing the WAL it has open after the file is removed from the data
 /// directory, into a file that a crash loses: the daemon acknowledged changes that `kill -9`
-/// then took back, those made before the removal too. Now the commit after the removal
-/// copies the WAL into the database file before it is answered.
+/// then took back, those made before the removal too. Now the next commit, health check or
+/// periodic look (every 5 s) copies the WAL into the database file.
 #[test]
 fn a_wal_removed_under_the_daemon_loses_no_acknowledged_change() {
     let mut daemon = Daemon::start();
     let (_, before) = daemon.create("Before", "read", &[]);
+    std::fs::remove_file(daemon.data_dir.join("keys.db-wal")).expect("WAL removed");
+    wait_for("the periodic look", || {
+        daemon.log().contains("was copied into the database file")
+    });
+    daemon.kill9();
+    daemon.restart();
+    assert_eq!(
+        daemon.verify_code(&before, &[]),
+        "valid",
+        "{}",
+        daemon.log()
+    );
+
     std::fs::remove_file(daemon.data_dir.join("keys.db-wal")).expect("WAL removed");
     let (_, after) = daemon.create("After", "read", &[]);
     let (_, later) = daemon.create("Later", "read", &[]);
@@ -105,6 +118,34 @@ fn a_wal_removed_under_the_daemon_loses_no_acknowledged_change() {
     daemon.restart();
     assert_eq!(daemon.verify_code(&restarted, &[]), "valid");
     assert_eq!(daemon.key_count(), 4);
+}
+
+/// An older copy of the WAL put back in its place while the daemon runs would be replayed
+/// over the database at the next start, taking back a revoke; it is set aside instead.
+#[test]
+fn an_older_wal_put_back_under_the_daemon_is_set_aside() {
+    let mut daemon = Daemon::start();
+    let (id, token) = daemon.create("Revoked", "read", &[]);
+    let wal = daemon.data_dir.join("keys.db-wal");
+    let older = daemon.dir.path().join("older-wal");
+    std::fs::copy(&wal, &older).expect("copied");
+    assert!(daemon.cli(&["keys", "revoke", &id]).status.success());
+    std::fs::rename(&older, &wal).expect("put back");
+    daemon.create("Next", "read", &[]);
+    daemon.kill9();
+    daemon.restart();
+    assert_eq!(daemon.verify_code(&token, &[]), "revoked");
+    assert_eq!(daemon.key_count(), 2);
+    let aside = std::fs::read_dir(&daemon.data_dir)
+        .expect("listed")
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("keys.db-wal.foreign-")
+        })
+        .count();
+    assert_eq!(aside, 1);
 }
 
 /// A backup moved over the store while the daemon runs (the restore steps say to stop it
@@ -131,6 +172,9 @@ fn a_store_file_replaced_under_the_daemon_refuses_changes_instead_of_losing_them
     );
     assert!(stderr.contains("put the store back"), "{stderr}");
     assert_eq!(daemon.verify_code(&before, &[]), "valid", "verify goes on");
+    let health = daemon.cli(&["health"]);
+    assert_eq!(health.status.code(), Some(1), "not ready");
+    assert!(String::from_utf8_lossy(&health.stdout).contains("keys.db was removed or replaced"));
     assert!(daemon.stop().success());
     daemon.restart();
     assert_eq!(daemon.key_count(), 1);

@@ -444,6 +444,10 @@ fn spawn_housekeeping(
         daemon.clone(),
         stopped.clone(),
     ));
+    tokio::spawn(crate::daemon::store_watch::run(
+        daemon.clone(),
+        stopped.clone(),
+    ));
     if let Some(period) = systemd::watchdog_interval() {
         tokio::spawn(watchdog(daemon.clone(), period, stopped));
     }

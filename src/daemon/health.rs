@@ -17,13 +17,19 @@ const STORE_PATIENCE: Duration = Duration::from_secs(2);
 /// The daemon's readiness now.
 pub async fn check(daemon: &Daemon) -> HealthReport {
     let mut problems = Vec::new();
-    let store = matches!(
-        tokio::time::timeout(STORE_PATIENCE, daemon.writer.submit(Command::Ping)).await,
-        Ok(Ok(_))
-    );
-    if !store {
-        problems.push("the store thread does not answer: see the daemon's log".to_string());
-    }
+    let store =
+        match tokio::time::timeout(STORE_PATIENCE, daemon.writer.submit(Command::Ping)).await {
+            Ok(Ok(_)) => true,
+            // The store thread answers, but its file is out of place ([`crate::store`]).
+            Ok(Err(why)) => {
+                problems.push(why.to_string());
+                false
+            }
+            Err(_) => {
+                problems.push("the store thread does not answer: see the daemon's log".to_string());
+                false
+            }
+        };
     let policy = policy_state(daemon, &mut problems);
     let fleet_connected = daemon.fleet.as_ref().map(|fleet| fleet.status().connected);
     if fleet_connected == Some(false) {

@@ -15,6 +15,7 @@ use crate::store::locked_key::LockedKey;
 use crate::store::record_codec::{from_bytes, to_bytes};
 use crate::store::row_batch::{KeyRow, RowBatch};
 use crate::store::row_binding::{BoundRows, RowBinding, RowSet, Verdict};
+use crate::store::store_files::StoreFiles;
 use crate::token::TokenHash;
 use anyhow::{anyhow, bail, Context, Result};
 use authenta_client::proto::{AuditEntry, AuditReport, ChainCheck};
@@ -122,7 +123,7 @@ pub enum RowCheck {
 /// An open store.
 pub struct Store {
     conn: Connection,
-    /// The database file, for start-up's second reader and the WAL check.
+    /// The database file, for start-up's second reader.
     path: PathBuf,
     barrier: Barrier,
     /// Kept (locked, wiped on drop) only so that a rekey can wrap it again.
@@ -133,6 +134,10 @@ pub struct Store {
     pending_head: ChainHead,
     /// Sums the entries that bind key rows, for the head.
     entry_set: EntrySet,
+    /// The database file and WAL SQLite has open, to notice them moved from outside.
+    files: StoreFiles,
+    /// Whether copying a WAL out of place has been logged.
+    wal_copy_logged: bool,
 }
 
 /// Path of the database in `data_dir`.
@@ -184,6 +189,10 @@ impl Store {
         let entry_set = EntrySet::new(data_key.as_slice());
         let data_key = LockedKey::new(data_key);
         let (audit_head, head_form) = read_audit_head(&conn, &barrier)?;
+        // After the first reads: SQLite makes the WAL when a connection first reads in WAL
+        // mode.
+        let files = StoreFiles::new(Path::new(conn.path().unwrap_or_default()))
+            .with_context(|| format!("cannot look at the files of {}", path.display()))?;
         let mut store = Store {
             conn,
             path,
@@ -192,6 +201,8 @@ impl Store {
             audit_head,
             pending_head: audit_head,
             entry_set,
+            files,
+            wal_copy_logged: false,
         };
         if had_schema == 1 {
             store.check_written_by_schema_1(head_form)?;
@@ -513,9 +524,37 @@ impl Store {
         Ok(corrupt)
     }
 
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Whether the database file SQLite writes is still the store's: changes are refused
+    /// while it is not ([`crate::store::store_files`]).
+    pub fn database_in_place(&mut self) -> std::result::Result<(), String> {
+        self.files.database_in_place()
+    }
+
+    /// When the WAL SQLite writes is no longer the store's, copies it into the database
+    /// file and sets aside the file that holds its name, so that what was committed is on
+    /// disk after all ([`crate::store::store_files`]). Failures are logged: the commits
+    /// were made, and answering them as failed would lose their tokens.
+    pub fn secure_wal(&mut self) {
+        if self.files.wal_in_place().is_ok() {
+            return;
+        }
+        if let Err(e) = self.checkpoint() {
+            tracing::error!(error = %e, "cannot copy the WAL, out of place, into the database file: changes since the last checkpoint are lost if the daemon is killed; stop it cleanly");
+            return;
+        }
+        if !self.wal_copy_logged {
+            tracing::warn!("the WAL, out of place, was copied into the database file; each commit will be, until the daemon is restarted");
+            self.wal_copy_logged = true;
+        }
+        match self.files.set_foreign_wal_aside(crate::time::now_ms()) {
+            Ok(Some(aside)) => {
+                tracing::warn!(file = %aside.display(), "a file in the WAL's place, not the daemon's, was set aside")
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "cannot set aside the file in the WAL's place: a start after a crash would replay it")
+            }
+        }
     }
 
     /// When the newest audit entry was made, if there is one.
@@ -658,12 +697,15 @@ impl Store {
     }
 
     /// Copies the WAL into the database file (synced) and empties it; an error if another
-    /// connection's read kept part of it from being copied.
+    /// connection's read kept part of it from being copied (one that only kept it from
+    /// being emptied, such as an online backup, is not).
     pub fn checkpoint(&mut self) -> Result<()> {
-        let busy: i64 = self
-            .conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get(0))?;
-        if busy != 0 {
+        let (busy, frames, copied): (i64, i64, i64) =
+            self.conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                })?;
+        if busy != 0 && (frames < 0 || copied != frames) {
             bail!("another process reading the store kept the WAL from being copied whole");
         }
         Ok(())

@@ -5,26 +5,31 @@
 //!
 //! - **the WAL** (a checkpoint only truncates it): every commit since the last checkpoint
 //!   is then in a file no one finds after a crash, so `kill -9` or a power cut loses it,
-//!   although it was acknowledged. The store thread checks the WAL after each commit and,
-//!   when it is not in place, copies it into the database file (a checkpoint) before it
-//!   answers.
+//!   although it was acknowledged. After each commit, and at each health check, the store
+//!   thread looks; when the WAL is out of place it copies the WAL into the database file (a
+//!   checkpoint), then sets aside whatever file now holds the WAL's name, which SQLite
+//!   would otherwise replay over the database at the next start.
 //! - **the database file** (removed, or a backup moved over it while the daemon runs): the
 //!   daemon's changes would go to a file that vanishes when it stops. The store thread
-//!   checks it before each batch and refuses changes while it is not in place; verify goes
-//!   on answering from memory.
+//!   looks before each batch and refuses changes while it is out of place, revocations
+//!   too (each refusal says so); verify goes on answering from memory, and health checks
+//!   report it.
+//!
+//! The identities are taken as the store opens, from the path SQLite resolved.
 
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-/// The store's database file and WAL, as they were when the store thread started.
+/// The store's database file and WAL as they were when the store opened.
 pub struct StoreFiles {
     db: Watched,
     wal: Watched,
 }
 
 impl StoreFiles {
-    /// The database at `db` and its WAL (which exists once the store is open in WAL mode).
+    /// The database at `db` (the path SQLite resolved) and its WAL, which exists once the
+    /// connection is in WAL mode.
     pub fn new(db: &Path) -> io::Result<StoreFiles> {
         let mut wal = db.as_os_str().to_owned();
         wal.push("-wal");
@@ -35,19 +40,34 @@ impl StoreFiles {
     }
 
     /// Whether the database file's name still holds the file SQLite writes; if not, what
-    /// happened and what to do.
-    pub fn database_in_place(&self) -> Result<(), String> {
+    /// happened and what to do (logged once each time it goes out of place).
+    pub fn database_in_place(&mut self) -> Result<(), String> {
         self.db.in_place().map_err(|why| {
             format!(
-                "{why}, so the change would be lost when the daemon stops: stop the daemon, put \
-                 the store back (docs/operations.md, \"Backup and restore\") and start it again"
+                "{why}, so no change is made (it would be lost with that file): stop the \
+                 daemon, put the store back (docs/operations.md, \"Backup and restore\") and \
+                 start it again"
             )
         })
     }
 
-    /// Whether the WAL's name still holds the file SQLite writes; if not, what happened.
-    pub fn wal_in_place(&self) -> Result<(), String> {
+    /// Whether the WAL's name still holds the file SQLite writes; if not, what happened
+    /// (logged once).
+    pub fn wal_in_place(&mut self) -> Result<(), String> {
         self.wal.in_place()
+    }
+
+    /// Moves whatever file holds the WAL's name now (not SQLite's WAL, which is out of
+    /// place) aside, so that no start replays it over the database.
+    pub fn set_foreign_wal_aside(&self, now_ms: i64) -> io::Result<Option<PathBuf>> {
+        let mut aside = self.wal.path.as_os_str().to_owned();
+        aside.push(format!(".foreign-{now_ms}"));
+        let aside = PathBuf::from(aside);
+        match std::fs::rename(&self.wal.path, &aside) {
+            Ok(()) => Ok(Some(aside)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -55,6 +75,8 @@ impl StoreFiles {
 struct Watched {
     path: PathBuf,
     identity: (u64, u64),
+    /// Out of place when last looked at, so the next refusal is not logged again.
+    out_of_place: bool,
 }
 
 impl Watched {
@@ -65,18 +87,30 @@ impl Watched {
                 format!("{} is missing", path.display()),
             )
         })?;
-        Ok(Watched { path, identity })
+        Ok(Watched {
+            path,
+            identity,
+            out_of_place: false,
+        })
     }
 
-    fn in_place(&self) -> Result<(), String> {
-        match identity(&self.path) {
-            Ok(Some(now)) if now == self.identity => Ok(()),
-            Ok(_) => Err(format!(
+    fn in_place(&mut self) -> Result<(), String> {
+        let why = match identity(&self.path) {
+            Ok(Some(now)) if now == self.identity => {
+                self.out_of_place = false;
+                return Ok(());
+            }
+            Ok(_) => format!(
                 "{} was removed or replaced while the daemon had it open",
                 self.path.display()
-            )),
-            Err(e) => Err(format!("cannot look at {}: {e}", self.path.display())),
+            ),
+            Err(e) => format!("cannot look at {}: {e}", self.path.display()),
+        };
+        if !self.out_of_place {
+            tracing::error!(error = %why, "a store file is out of place");
+            self.out_of_place = true;
         }
+        Err(why)
     }
 }
 
@@ -95,7 +129,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_file_removed_or_replaced_is_noticed() {
+    fn a_file_removed_or_replaced_is_noticed_and_a_foreign_wal_set_aside() {
         for (name, replace) in [
             ("keys.db-wal", false),
             ("keys.db-wal", true),
@@ -105,7 +139,7 @@ mod tests {
             for file in ["keys.db", "keys.db-wal"] {
                 std::fs::write(dir.path().join(file), b"pages").expect("written");
             }
-            let files = StoreFiles::new(&dir.path().join("keys.db")).expect("found");
+            let mut files = StoreFiles::new(&dir.path().join("keys.db")).expect("found");
             assert_eq!(files.database_in_place(), Ok(()));
             assert_eq!(files.wal_in_place(), Ok(()));
             let path = dir.path().join(name);
@@ -125,6 +159,12 @@ mod tests {
                 refused.contains(&format!("{name} was removed or replaced")),
                 "{refused}"
             );
+            if name == "keys.db-wal" {
+                let aside = files.set_foreign_wal_aside(7).expect("renamed");
+                assert_eq!(aside.is_some(), replace);
+                assert!(!path.exists());
+                assert_eq!(dir.path().join("keys.db-wal.foreign-7").exists(), replace);
+            }
         }
     }
 }

@@ -4,9 +4,10 @@
 //! them in one transaction, each under its own savepoint so that one job's failure undoes
 //! only that job (group commit), commits durably, then applies the changes to the index, and
 //! only then answers. So once an admin call returns, every verify sees its effect. It checks
-//! that the store's files are still the ones SQLite has open ([`StoreFiles`]): the database
-//! file before each batch (no change is made while it is not), the WAL after each commit
-//! (copied into the database file when it is not).
+//! that the store's files are still the ones SQLite has open
+//! ([`crate::store::store_files`]): the database file before each batch (no change is made
+//! while it is not), the WAL after each commit (copied into the database file when it is
+//! not).
 
 use crate::index::{Index, UsageWrite};
 use crate::key::{KeyRecord, OwnerUsage};
@@ -15,7 +16,6 @@ use crate::store::audit::AuditRecord;
 use crate::store::barrier::KeyBytes;
 use crate::store::change::{self, storage, ChangeSet, Changes, Draft, IndexChange, RotatedToken};
 pub use crate::store::outcome::{Outcome, WriteError};
-use crate::store::store_files::StoreFiles;
 use crate::store::FleetPosition;
 use crate::store::Store;
 use crate::time;
@@ -178,14 +178,11 @@ pub fn spawn(
 ) -> std::io::Result<(WriterHandle, std::thread::JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel();
     let mut writer = Writer {
-        files: StoreFiles::new(store.path())?,
         store,
         index,
         rng: SystemRandom::new(),
         fleet,
         commit_seconds,
-        wal_out_of_place_logged: false,
-        database_out_of_place_logged: false,
     };
     let thread = std::thread::Builder::new()
         .name("authenta-store".into())
@@ -201,12 +198,6 @@ struct Writer {
     fleet: Option<FleetLink>,
     /// How long each batch takes to commit, for `/metrics`.
     commit_seconds: Histogram,
-    /// Whether the files SQLite has open are still the store's.
-    files: StoreFiles,
-    /// Whether a WAL out of place has been logged already.
-    wal_out_of_place_logged: bool,
-    /// Whether a database file out of place has been logged already.
-    database_out_of_place_logged: bool,
 }
 
 pub(crate) type Reply = oneshot::Sender<Result<Outcome, WriteError>>;
@@ -232,11 +223,7 @@ impl Writer {
         if writes.is_empty() {
             return;
         }
-        if let Err(why) = self.files.database_in_place() {
-            if !self.database_out_of_place_logged {
-                tracing::error!(error = %why, "the store's file is not in place: changes are refused until the daemon is restarted");
-                self.database_out_of_place_logged = true;
-            }
+        if let Err(why) = self.store.database_in_place() {
             for (_, reply) in writes {
                 let _ = reply.send(Err(WriteError::Storage(why.clone())));
             }
@@ -246,8 +233,10 @@ impl Writer {
         let ((applied, rotations), done) =
             commit_batch(&mut self.store, &self.index, &self.rng, writes);
         self.commit_seconds.observe(started.elapsed().as_secs_f64());
-        let durable = self.made_durable();
-        answer(done, durable);
+        self.store.secure_wal();
+        for (outcome, reply) in done {
+            let _ = reply.send(Ok(publish_sinks(outcome)));
+        }
         if let Some(fleet) = &mut self.fleet {
             fleet.note_applied(applied);
             for (record, rotated, made_by) in rotations {
@@ -256,31 +245,6 @@ impl Writer {
                 }
             }
         }
-    }
-
-    /// After a commit: whether it is on disk in the store's file. It is, unless one of the
-    /// files it went to is no longer the store's. For the WAL, the WAL is copied into the
-    /// database file now, so that this batch and those before it are on disk after all
-    /// (each later commit does the same, until a restart gives SQLite a WAL under the name
-    /// again).
-    fn made_durable(&mut self) -> Result<(), String> {
-        self.files.database_in_place().map_err(|why| {
-            format!("the change is made but not known to be in the store's file: {why}")
-        })?;
-        let Err(why) = self.files.wal_in_place() else {
-            return Ok(());
-        };
-        let copied = self.store.checkpoint();
-        if !self.wal_out_of_place_logged || copied.is_err() {
-            tracing::error!(error = %why, copied = copied.is_ok(), "the store's WAL is not in place: every commit is copied into the database file until the daemon is restarted cleanly");
-            self.wal_out_of_place_logged = true;
-        }
-        copied.map_err(|e| {
-            format!(
-                "the change is made but not known to be on disk: {why}, and copying it into the \
-                 database failed: {e}; stop the daemon cleanly and start it again"
-            )
-        })
     }
 
     /// Answers the jobs that need no transaction here: reads, and in fleet mode the admin
@@ -293,7 +257,15 @@ impl Writer {
                     self.store.read_audit(verify, after).map(Outcome::Audit)
                 }
                 Command::Checkpoint => self.store.checkpoint().map(|()| Outcome::Changed),
-                Command::Ping => Ok(Outcome::Changed),
+                Command::Ping => {
+                    // Health checks come even when no change does: a WAL out of place is
+                    // copied into the database file before a crash can lose it.
+                    self.store.secure_wal();
+                    self.store
+                        .database_in_place()
+                        .map(|()| Outcome::Changed)
+                        .map_err(|why| anyhow::anyhow!(why))
+                }
                 command if self.fleet.is_some() && command.is_admin_change() => {
                     self.propose(command, job.reply);
                     continue;
@@ -399,18 +371,6 @@ type FromFleet = (
     Vec<(u64, Option<String>)>,
     Vec<(KeyRecord, RotatedToken, Option<String>)>,
 );
-
-/// Answers the changes of a committed batch: made, or (`durable` an error) made but not
-/// known to be on disk.
-fn answer(done: Vec<(Outcome, Reply)>, durable: Result<(), String>) {
-    for (outcome, reply) in done {
-        let answer = match &durable {
-            Ok(()) => Ok(publish_sinks(outcome)),
-            Err(why) => Err(WriteError::Storage(why.clone())),
-        };
-        let _ = reply.send(answer);
-    }
-}
 
 /// Runs changes in one transaction (group commit), then updates the index. Returns what it
 /// applied from the fleet, and the changes made with their replies: a change is answered
@@ -655,7 +615,9 @@ mod tests {
     fn run_batch(store: &mut Store, index: &Index, rng: &SystemRandom, batch: Vec<Job>) {
         let writes = batch.into_iter().map(|j| (j.command, j.reply)).collect();
         let (_, done) = commit_batch(store, index, rng, writes);
-        answer(done, Ok(()));
+        for (outcome, reply) in done {
+            let _ = reply.send(Ok(publish_sinks(outcome)));
+        }
     }
 
     fn job(command: Command) -> (Job, oneshot::Receiver<Result<Outcome, WriteError>>) {
