@@ -381,3 +381,44 @@ fn daemonize_with_the_development_key_warns_before_detaching() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("development master key"), "{stderr}");
 }
+
+/// Whoever can write the data directory can put a store and a development key of their own
+/// in it, whose tokens then verify: the daemon used a data directory others could write, and
+/// store files that another user owned, without a word.
+#[test]
+fn a_data_directory_or_store_file_others_could_write_is_refused() {
+    if !can_drop_privileges() {
+        return;
+    }
+    let tmp = shared_tmp();
+    let data = tmp.path().join("data");
+    let wait = Duration::from_secs(2);
+
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let (running, stderr) = serve_as_victim(tmp.path(), wait);
+    assert!(!running, "served from a data directory everyone can write");
+    assert!(stderr.contains("the data directory"), "{stderr}");
+    assert!(stderr.contains("writable by everyone"), "{stderr}");
+
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    let planted = data.join("keys.db");
+    std::fs::write(&planted, b"").expect("planted");
+    chown(&planted, Some(ATTACKER), Some(ATTACKER)).expect("chown");
+    let (running, stderr) = serve_as_victim(tmp.path(), wait);
+    assert!(!running, "served a store another user owns");
+    assert!(stderr.contains("belongs to uid 65534"), "{stderr}");
+    std::fs::remove_file(&planted).expect("removed");
+
+    std::os::unix::fs::symlink(tmp.path().join("master.hex"), data.join("master.key"))
+        .expect("linked");
+    let (running, stderr) = serve_as_victim(tmp.path(), wait);
+    assert!(!running, "served with a linked key file");
+    assert!(
+        stderr.contains("master.key is not a regular file"),
+        "{stderr}"
+    );
+    std::fs::remove_file(data.join("master.key")).expect("removed");
+
+    let (running, stderr) = serve_as_victim(tmp.path(), wait);
+    assert!(running, "refused its own private data directory: {stderr}");
+}

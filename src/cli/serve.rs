@@ -11,7 +11,7 @@ use crate::daemon::usage_flusher;
 use crate::daemon::Daemon;
 use crate::host::detach::{self, ReadyPipe};
 use crate::host::log_file::LogFile;
-use crate::host::{hygiene, paths, systemd};
+use crate::host::{hygiene, paths, systemd, trust};
 use crate::http::{self, Admission};
 use crate::index::Index;
 use crate::key::{KeyRecord, UsageRecord, UsageRow};
@@ -161,6 +161,7 @@ fn open(args: ServeArgs, socket: Option<PathBuf>) -> Result<Opened> {
         None => paths::default_data_dir()?,
     };
     paths::ensure_dir(&data_dir, 0o700, "data directory")?;
+    trust::check_data_dir(&data_dir).map_err(anyhow::Error::msg)?;
     if activated.main.is_none() {
         ensure_socket_dir(&socket, &config)?;
     }

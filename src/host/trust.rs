@@ -69,6 +69,33 @@ fn check_one(path: &Path, euid: u32, is_file: bool) -> Result<(), String> {
     Ok(())
 }
 
+/// The files of a store in a data directory, which the daemon opens there.
+const STORE_FILES: [&str; 4] = ["keys.db", "keys.db-wal", "keys.db-shm", "master.key"];
+
+/// Why the data directory may not be trusted, or `Ok`: it and every directory above it
+/// as [`check`] says, and each store file in it that exists must be a regular file (not a
+/// link) that only root or the daemon's user can write. Whoever could write any of them
+/// could put in a store and a development key of their own, whose tokens would then
+/// verify, or read and roll back the store at will.
+pub fn check_data_dir(dir: &Path) -> Result<(), String> {
+    check(dir).map_err(|why| format!("the data directory: {why}"))?;
+    for name in STORE_FILES {
+        let path = dir.join(name);
+        match std::fs::symlink_metadata(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(format!("cannot inspect {}: {e}", path.display())),
+            Ok(meta) if !meta.file_type().is_file() => {
+                return Err(format!(
+                    "{} is not a regular file (a link or another kind of file); refusing it",
+                    path.display()
+                ))
+            }
+            Ok(_) => check_one(&path, nix::unistd::geteuid().as_raw(), true)?,
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
