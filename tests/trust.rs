@@ -422,3 +422,52 @@ fn a_data_directory_or_store_file_others_could_write_is_refused() {
     let (running, stderr) = serve_as_victim(tmp.path(), wait);
     assert!(running, "refused its own private data directory: {stderr}");
 }
+
+/// A socket directory named with `--socket` that another user made: they could put their
+/// own socket there once the daemon's is gone and collect the tokens apps send, and the
+/// daemon gave its group to whatever directory held the socket (`/run` with
+/// `--socket /run/keyd.sock`).
+#[test]
+fn a_socket_directory_another_user_made_is_refused_and_one_it_did_not_make_keeps_its_group() {
+    if !can_drop_privileges() {
+        return;
+    }
+    let tmp = shared_tmp();
+    let planted = tmp.path().join("planted");
+    std::fs::create_dir(&planted).expect("dir");
+    chown(&planted, Some(ATTACKER), Some(ATTACKER)).expect("chown");
+    std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let socket = planted.join("keyd.sock");
+    let (running, stderr) = serve_as_victim_with(
+        tmp.path(),
+        Duration::from_secs(2),
+        &["--socket".as_ref(), socket.as_os_str()],
+    );
+    assert!(!running, "served in a directory another user made");
+    assert!(
+        stderr.contains("another user could put their own socket there"),
+        "{stderr}"
+    );
+
+    let existing = tmp.path().join("existing");
+    std::fs::create_dir(&existing).expect("dir");
+    chown(&existing, Some(VICTIM), Some(0)).expect("chown");
+    std::fs::set_permissions(&existing, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let config = tmp.path().join("keyd.toml");
+    std::fs::write(&config, format!("socket_group = \"{VICTIM}\"\n")).expect("config");
+    let socket = existing.join("keyd.sock");
+    let (running, stderr) = serve_as_victim_with(
+        tmp.path(),
+        Duration::from_secs(2),
+        &[
+            "--socket".as_ref(),
+            socket.as_os_str(),
+            "--config".as_ref(),
+            config.as_os_str(),
+        ],
+    );
+    assert!(running, "{stderr}");
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(&existing).expect("dir");
+    assert_eq!(meta.gid(), 0, "a directory it did not make keeps its group");
+}

@@ -241,12 +241,38 @@ fn ensure_socket_dir(socket: &Path, config: &Config) -> Result<()> {
     if parent == paths::fallback_socket_dir() {
         return paths::ensure_private_dir(parent);
     }
+    let made_now = std::fs::symlink_metadata(parent).is_err();
     paths::ensure_dir(parent, 0o750, "socket directory")?;
-    // The socket's group must be able to reach it through its directory.
+    // Whoever else could write the directory could put their own socket in the daemon's
+    // place and collect the tokens apps send (a sticky one, such as /tmp, is safe).
+    trust::check(parent).map_err(|why| {
+        anyhow::anyhow!(
+            "the socket directory: {why}; another user could put their own socket there"
+        )
+    })?;
+    // The socket's group must be able to reach it through its directory. Only a directory
+    // the daemon makes gets that group: one that was there (such as /run) keeps its own, or
+    // the group would gain whatever the directory's group had.
     if let Some(gid) = socket_group(config)? {
-        paths::give_group(parent, gid)?;
+        if made_now {
+            paths::give_group(parent, gid)?;
+        } else {
+            warn_if_unreachable(parent, gid);
+        }
     }
     Ok(())
+}
+
+/// Warns when members of `gid` cannot pass through `dir` to the socket.
+fn warn_if_unreachable(dir: &Path, gid: u32) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata(dir) else {
+        return;
+    };
+    let passable = meta.mode() & 0o001 != 0 || (meta.gid() == gid && meta.mode() & 0o010 != 0);
+    if !passable {
+        tracing::warn!(dir = %dir.display(), gid, "socket_group cannot reach the socket through its directory, which the daemon did not make: give the directory that group (chgrp) or o+x");
+    }
 }
 
 /// The index start-up built, how many keys it holds, and the ids of those refused.
