@@ -471,3 +471,43 @@ fn a_socket_directory_another_user_made_is_refused_and_one_it_did_not_make_keeps
     let meta = std::fs::metadata(&existing).expect("dir");
     assert_eq!(meta.gid(), 0, "a directory it did not make keeps its group");
 }
+
+/// The pidfile is opened following links and its pid is what `kill` and logrotate signal:
+/// in a directory another user made, they could point it at a file the daemon's user may
+/// write, or put another process's pid in it. It was used whoever had made the directory.
+#[test]
+fn a_pidfile_in_a_directory_another_user_made_is_refused() {
+    if !can_drop_privileges() {
+        return;
+    }
+    let tmp = shared_tmp();
+    let planted = tmp.path().join("planted-run");
+    std::fs::create_dir(&planted).expect("dir");
+    chown(&planted, Some(ATTACKER), Some(ATTACKER)).expect("chown");
+    std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let socket = tmp.path().join("own").join("keyd.sock");
+    let daemonized = |pidfile: &Path| {
+        serve_as_victim_with(
+            tmp.path(),
+            Duration::from_secs(2),
+            &[
+                "--daemonize".as_ref(),
+                "--pidfile".as_ref(),
+                pidfile.as_os_str(),
+                "--socket".as_ref(),
+                socket.as_os_str(),
+            ],
+        )
+    };
+    let (running, stderr) = daemonized(&planted.join("keyd.pid"));
+    assert!(!running);
+    assert!(stderr.contains("the pidfile's directory"), "{stderr}");
+    assert!(stderr.contains("belongs to uid 65534"), "{stderr}");
+    assert!(
+        !planted.join("keyd.pid").exists(),
+        "the pidfile was written"
+    );
+
+    let (_, stderr) = daemonized(&tmp.path().join("missing").join("keyd.pid"));
+    assert!(stderr.contains("does not exist: make it first"), "{stderr}");
+}

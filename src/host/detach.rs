@@ -35,6 +35,7 @@ impl ReadyPipe {
 /// readiness and exits here. `log` receives the daemon's stderr (its log); without one the
 /// log goes to /dev/null.
 pub fn detach(pidfile: &Path, log: Option<&Path>) -> Result<ReadyPipe> {
+    check_pidfile_dir(pidfile)?;
     let (read_end, write_end) = nix::unistd::pipe().context("cannot create a pipe")?;
     let mut daemon = daemonize::Daemonize::new()
         .pid_file(pidfile)
@@ -67,6 +68,30 @@ pub fn detach(pidfile: &Path, log: Option<&Path>) -> Result<ReadyPipe> {
             Ok(pipe)
         }
     }
+}
+
+/// The pidfile is opened (created, truncated, written) following links, and its pid is what
+/// `kill $(cat ...)` and logrotate signal: whoever else could write its directory could
+/// point it at a file the daemon's user may write, or put another process's pid in it. So
+/// its directory must exist and be trusted as the config's is.
+fn check_pidfile_dir(pidfile: &Path) -> Result<()> {
+    let dir = match pidfile.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    if std::fs::symlink_metadata(dir).is_err() {
+        anyhow::bail!(
+            "the pidfile's directory {} does not exist: make it first (for /run/authenta, as \
+             root: install -d -m 0750 -g authenta /run/authenta) or name another --pidfile",
+            dir.display()
+        );
+    }
+    crate::host::trust::check(dir).map_err(|why| {
+        anyhow::anyhow!(
+            "the pidfile's directory: {why}; another user could point the pidfile at another \
+             file or put another process's pid in it"
+        )
+    })
 }
 
 /// In the parent: the exit status, once the daemon has said how it went.
