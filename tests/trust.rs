@@ -31,6 +31,15 @@ fn shared_tmp() -> tempfile::TempDir {
     dir
 }
 
+/// A directory in `tmp` that the attacker made and left open to everyone.
+fn dir_another_user_made(tmp: &Path, name: &str) -> std::path::PathBuf {
+    let dir = tmp.join(name);
+    std::fs::create_dir(&dir).expect("dir");
+    chown(&dir, Some(ATTACKER), Some(ATTACKER)).expect("chown");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    dir
+}
+
 /// `serve` as the victim on its default socket (no XDG_RUNTIME_DIR: the fallback in
 /// `tmp`), stopped after `wait` if it is still running; (still running, stderr).
 fn serve_as_victim(tmp: &Path, wait: Duration) -> (bool, String) {
@@ -433,10 +442,7 @@ fn a_socket_directory_another_user_made_is_refused_and_one_it_did_not_make_keeps
         return;
     }
     let tmp = shared_tmp();
-    let planted = tmp.path().join("planted");
-    std::fs::create_dir(&planted).expect("dir");
-    chown(&planted, Some(ATTACKER), Some(ATTACKER)).expect("chown");
-    std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let planted = dir_another_user_made(tmp.path(), "planted");
     let socket = planted.join("keyd.sock");
     let (running, stderr) = serve_as_victim_with(
         tmp.path(),
@@ -481,10 +487,7 @@ fn a_pidfile_in_a_directory_another_user_made_is_refused() {
         return;
     }
     let tmp = shared_tmp();
-    let planted = tmp.path().join("planted-run");
-    std::fs::create_dir(&planted).expect("dir");
-    chown(&planted, Some(ATTACKER), Some(ATTACKER)).expect("chown");
-    std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let planted = dir_another_user_made(tmp.path(), "planted-run");
     let socket = tmp.path().join("own").join("keyd.sock");
     let daemonized = |pidfile: &Path| {
         serve_as_victim_with(
