@@ -448,27 +448,9 @@ fn a_failing_sink_is_reported_retried_and_never_half_written() {
 /// hashes alike, and leaves the rest.
 #[test]
 fn a_policy_revoking_more_keys_than_one_change_holds_revokes_them_all() {
-    use authenta_client::proto::{CreateKey, RequestBody, ResponseBody};
     let daemon = Daemon::start_with_policy(EMPTY);
     let mut client = authenta_client::Client::connect(&daemon.socket).expect("connect");
-    let mut keys = Vec::new();
-    for batch in 0..23 {
-        let requests = (0..100)
-            .map(|i| {
-                RequestBody::CreateKey(CreateKey {
-                    name: format!("Key-{batch}-{i}"),
-                    permissions: vec![authenta_client::Permission::Read],
-                    ..Default::default()
-                })
-            })
-            .collect();
-        for answer in client.call_many(requests).expect("a batch of creates") {
-            let ResponseBody::Created(created) = answer else {
-                panic!("create answered {answer:?}");
-            };
-            keys.push((created.key.id, created.token.to_string()));
-        }
-    }
+    let keys = common::create_pipelined(&mut client, 2_300);
     // 1,100 by id, 1,100 by token hash, 100 left alone.
     let (by_id, rest) = keys.split_at(1_100);
     let (by_hash, kept) = rest.split_at(1_100);

@@ -3,7 +3,7 @@
 
 mod common;
 
-use authenta_client::proto::{CreateKey, RequestBody, ResponseBody, VerifyRequest};
+use authenta_client::proto::{RequestBody, ResponseBody, VerifyRequest};
 use authenta_client::Permission;
 use common::{contains, wait_for, Daemon, MASTER_HEX};
 use std::time::{Duration, Instant};
@@ -321,24 +321,10 @@ fn nothing_is_written_outside_the_data_directory() {
     let mut daemon =
         Daemon::start_with_env(&[("SQLITE_TMPDIR", temp.path()), ("TMPDIR", temp.path())]);
     let mut client = authenta_client::Client::connect(&daemon.socket).expect("connect");
-    let mut tokens = Vec::new();
-    for batch in 0..20 {
-        let requests = (0..100)
-            .map(|i| {
-                RequestBody::CreateKey(CreateKey {
-                    name: format!("Batch-{batch}-Key-{i}"),
-                    permissions: vec![Permission::Read],
-                    ..Default::default()
-                })
-            })
-            .collect();
-        for answer in client.call_many(requests).expect("a batch of creates") {
-            let ResponseBody::Created(created) = answer else {
-                panic!("create answered {answer:?}");
-            };
-            tokens.push(created.token);
-        }
-    }
+    let tokens: Vec<String> = common::create_pipelined(&mut client, 2_000)
+        .into_iter()
+        .map(|(_, token)| token)
+        .collect();
     // One verify of every key: the usage flush at stop then writes 1,024 usage rows in one
     // change, which is what filled SQLite's journal past 64 KiB.
     for chunk in tokens.chunks(100) {

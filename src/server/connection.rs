@@ -185,7 +185,7 @@ async fn requests(stream: &mut Socket, mut input: Input, peer: &Peer, daemon: &D
         }
         // A flooding client's reads each bring up to READ_CHUNK of requests, so the task's
         // cooperative budget alone (128 reads) would let it answer some 30,000 verifies
-        // before the others on its thread are looked at: in a debug build, half a second.
+        // before the others on its thread are looked at.
         since_yield += input.consumed() - consumed_before;
         if since_yield >= YIELD_AFTER {
             since_yield = 0;

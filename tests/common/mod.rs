@@ -647,3 +647,31 @@ pub fn relink_chain_as_0_1_did(
     )
     .expect("write the head back");
 }
+
+/// Creates `count` keys that may read, named `Key-N`, over one connection of `client`, 100
+/// pipelined at a time; returns each one's (id, token).
+pub fn create_pipelined(
+    client: &mut authenta_client::Client,
+    count: usize,
+) -> Vec<(String, String)> {
+    use authenta_client::proto::{CreateKey, RequestBody, ResponseBody};
+    let mut keys = Vec::with_capacity(count);
+    while keys.len() < count {
+        let requests = (keys.len()..count.min(keys.len() + 100))
+            .map(|i| {
+                RequestBody::CreateKey(CreateKey {
+                    name: format!("Key-{i}"),
+                    permissions: vec![authenta_client::Permission::Read],
+                    ..Default::default()
+                })
+            })
+            .collect();
+        for answer in client.call_many(requests).expect("a batch of creates") {
+            let ResponseBody::Created(created) = answer else {
+                panic!("create answered {answer:?}");
+            };
+            keys.push((created.key.id, created.token.to_string()));
+        }
+    }
+    keys
+}
