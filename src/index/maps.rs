@@ -4,13 +4,14 @@
 use super::entry::{
     id_str, key_id, Entry, Extra, Found, Hit, KeyId, KeyUse, Millis, PolicyCell, UsageCounters,
 };
+use super::id_order::IdOrder;
 use super::limits::{carry_balance, carry_bucket, Owner};
 use super::tag_table::{prefetch, prefetch_two_lines, TagTable};
 use crate::key::{KeyRecord, LimitUsage, OwnerRecord, OwnerUsage, UsageRow};
 use crate::policy::{KeyTimes, Policy};
 use crate::token::{TokenHash, KEY_ID_LEN, START_LEN};
 use compact_str::CompactString;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
 use std::ops::Bound;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -84,8 +85,8 @@ pub struct Maps {
     /// Token hash → tag. Hashed with a per-process random seed (foldhash), so a client
     /// grinding tokens cannot aim their SHA-256 at one bucket.
     pub(super) by_hash: TagTable,
-    /// Ordered, so that listing can page by key id.
-    pub(super) by_id: BTreeMap<KeyId, u32>,
+    /// Slots in key-id order, so that listing can page by key id.
+    pub(super) by_id: IdOrder,
     /// One bit per slot: usage changed since the last flush. A bit set is one atomic OR on
     /// a word shared by 64 keys, where a queue of dirty keys behind a mutex was contended by
     /// every connection thread while a million keys turned dirty after a flush.
@@ -277,7 +278,7 @@ impl Maps {
 
     /// The key with this id.
     pub fn by_id(&self, id: &str) -> Option<Found<'_>> {
-        let slot = *self.by_id.get(&key_id(id)?)?;
+        let slot = self.by_id.get(&self.entries, &key_id(id)?)?;
         self.found(slot as usize)
     }
 
@@ -305,8 +306,9 @@ impl Maps {
             }
         };
         self.by_id
-            .range((start, Bound::Unbounded))
-            .filter_map(|(_, &slot)| self.found(slot as usize))
+            .from(&self.entries, start)
+            .iter()
+            .filter_map(|&slot| self.found(slot as usize))
     }
 
     /// Puts in a new version of a key, keeping its usage counters.
@@ -315,7 +317,7 @@ impl Maps {
             tracing::error!("a key without a key id's shape was not indexed");
             return;
         };
-        match self.by_id.get(&id).map(|&slot| slot as usize) {
+        match self.by_id.get(&self.entries, &id).map(|slot| slot as usize) {
             Some(slot) => {
                 self.forget_hashes(slot);
                 let usage = std::mem::take(&mut self.entries[slot].usage);
@@ -328,7 +330,7 @@ impl Maps {
             None => {
                 let usage = UsageCounters::default();
                 if let Some(slot) = self.push(id, record, usage, None, LimitUsage::default()) {
-                    self.by_id.insert(id, slot as u32);
+                    self.by_id.insert(&self.entries, &id, slot as u32);
                 }
             }
         }

@@ -11,10 +11,11 @@
 //! an `Extra`, boxed, in a second `Vec` by the same slot, so that its address is known as
 //! soon as the slot is. The token-hash table holds 4-byte slot numbers
 //! tagged with which token of the key they are; the hash itself is read from the entry when
-//! a probe matches or the table grows. Key ids sit in an ordered map of fixed 20-byte ids, so
-//! listing pages in id order.
+//! a probe matches or the table grows. Key ids are a sorted list of slots (`id_order.rs`), so
+//! listing pages in id order and an id is found by binary search.
 
 mod entry;
+mod id_order;
 pub(crate) mod limits;
 mod maps;
 pub(crate) mod remote_usage;
@@ -29,6 +30,7 @@ use crate::policy::Policy;
 use crate::token::TokenHash;
 use authenta_client::proto::KeyState;
 use entry::{key_id, KeyId, UsageCounters};
+use id_order::IdOrder;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -113,16 +115,12 @@ impl Index {
     /// Files the loaded keys by id. Building the ordered map once from all of them (sorted,
     /// then built in bulk) costs a fraction of inserting them one by one in random order.
     pub fn finish_loading(&mut self) {
-        let mut loaded = std::mem::take(&mut self.loading);
-        // Sorted by numbers, which compare without a call per pair, the map's own sort
-        // then finds a single run. Unstable is enough: the row check lets no id through
-        // twice.
-        loaded.sort_unstable_by_key(|(id, _)| id_order(id));
+        let loaded = std::mem::take(&mut self.loading);
         let maps = self.maps.get_mut().unwrap_or_else(|e| e.into_inner());
         if maps.by_id.is_empty() {
-            maps.by_id = loaded.into_iter().collect();
+            maps.by_id = IdOrder::from_loaded(loaded);
         } else {
-            maps.by_id.extend(loaded);
+            maps.by_id.extend(&maps.entries, loaded);
         }
     }
 
@@ -284,17 +282,6 @@ impl Index {
         }
         counts
     }
-}
-
-/// A key id as numbers that order as its bytes do.
-fn id_order(id: &KeyId) -> (u32, u128) {
-    const _: () = assert!(crate::token::KEY_ID_LEN == 4 + 16, "a key id is 20 bytes");
-    let (head, tail) = id.split_at(4);
-    let mut high = [0u8; 4];
-    let mut low = [0u8; 16];
-    high.copy_from_slice(head);
-    low.copy_from_slice(tail);
-    (u32::from_be_bytes(high), u128::from_be_bytes(low))
 }
 
 #[cfg(test)]
@@ -555,21 +542,38 @@ mod tests {
     }
 
     #[test]
-    fn key_ids_order_as_numbers_as_they_do_as_bytes() {
-        let ids: Vec<KeyId> = [
-            "key_0000000000000000",
-            "key_000000000000000z",
-            "key_0A00000000000000",
-            "key_a000000000000000",
-            "kez_0000000000000000",
-        ]
-        .iter()
-        .map(|id| key_id(id).expect("a key id"))
-        .collect();
-        for a in &ids {
-            for b in &ids {
-                assert_eq!(id_order(a).cmp(&id_order(b)), a.cmp(b));
-            }
+    fn keys_added_one_by_one_in_any_id_order_are_found_and_listed_in_id_order() {
+        let rng = SystemRandom::new();
+        let index = Index::from_loaded(vec![], vec![]);
+        // Ids in random order (older stores), then the same ids changed in place.
+        let mut records: Vec<_> = (0..64).map(|n| record(&rng, n)).collect();
+        for r in records.iter_mut() {
+            r.id = format!(
+                "key_{}",
+                &hash_token(&r.name)[..16]
+                    .iter()
+                    .map(|b| char::from(b'a' + b % 26))
+                    .collect::<String>()
+            );
+            index.write().upsert(r.clone());
         }
+        for r in &records {
+            let mut renamed = r.clone();
+            renamed.name = format!("{}-again", r.name);
+            index.write().upsert(renamed);
+        }
+        let maps = index.read();
+        let mut ids: Vec<String> = records.iter().map(|r| r.id.clone()).collect();
+        ids.sort();
+        let listed: Vec<String> = maps
+            .entries_after(None)
+            .map(|e| e.id().to_owned())
+            .collect();
+        assert_eq!(listed, ids, "one entry per key, in id order");
+        for r in &records {
+            let found = maps.by_id(&r.id).expect("found by id");
+            assert_eq!(found.name(), format!("{}-again", r.name));
+        }
+        assert!(maps.by_id("key_zzzzzzzzzzzzzzzz").is_none());
     }
 }
