@@ -59,7 +59,7 @@ fn scan(daemon: &Daemon, now: i64) -> (Vec<Due>, Option<i64>) {
     {
         let maps = daemon.index.read();
         for entry in maps.entries() {
-            let Some(at) = entry.policy.scheduled_at() else {
+            let Some(at) = entry.times().scheduled_at else {
                 continue;
             };
             if entry.revoked_at().is_some() {

@@ -3,12 +3,12 @@
 
 use super::limits::{Balance, Bucket, Owner};
 use crate::key::{Grace, KeyDetails, KeyRecord, LimitUsage, Permissions, UsageRecord};
-use crate::policy::{KeyFacts, KeyTimes};
+use crate::policy::{KeyFacts, KeyTimes, Policy};
 use crate::token::{TokenHash, KEY_ID_LEN, START_LEN};
 use authenta_client::proto::{KeyInfo, KeyState, Meta, Usage};
 use authenta_client::verify_wire::NO_META;
 use compact_str::CompactString;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// A key id in fixed space: `key_` and 16 base62 characters.
@@ -69,63 +69,47 @@ impl UsageCounters {
     }
 }
 
-/// What the policy in force means for one key; updated in place when the policy changes,
-/// so verify reads it without another lookup. `NONE` means "not set".
+/// Which rotation rule of the policy in force applies to one key, tagged with the
+/// generation of the policy it was chosen under (`Maps::policy_generation`). Verify derives
+/// the key's policy times from that rule and the key's own times (see [`Found::times`]):
+/// four bytes where the times themselves took 32. A cell chosen under another generation
+/// (a policy change not yet applied to every key) is not trusted: the rule is then looked
+/// up again, so a key is never judged by a rule of another policy.
 #[derive(Debug)]
-#[repr(C)]
-pub struct PolicyCell {
-    pub(super) expires_at: AtomicI64,
-    pub(super) rotate_by: AtomicI64,
-    pub(super) warn_from: AtomicI64,
-    pub(super) scheduled_at: AtomicI64,
-}
+pub struct RuleCell(AtomicU32);
 
-impl PolicyCell {
-    const NONE: i64 = i64::MAX;
+impl RuleCell {
+    /// No rule applies.
+    const NO_RULE: u32 = 0xFFFF;
+    /// Chosen under no generation: look the rule up.
+    const UNKNOWN: u32 = u32::MAX;
+    /// Generations cycle below this, so that no cell chosen under one is `UNKNOWN`.
+    pub(super) const GENERATIONS: u16 = 0xFFFF;
 
-    pub(super) fn new(times: KeyTimes) -> Self {
-        let cell = PolicyCell {
-            expires_at: AtomicI64::new(Self::NONE),
-            rotate_by: AtomicI64::new(Self::NONE),
-            warn_from: AtomicI64::new(Self::NONE),
-            scheduled_at: AtomicI64::new(Self::NONE),
+    pub(super) fn unknown() -> Self {
+        RuleCell(AtomicU32::new(Self::UNKNOWN))
+    }
+
+    pub(super) fn set(&self, generation: u16, rule: Option<usize>) {
+        let value = match rule {
+            None => (u32::from(generation) << 16) | Self::NO_RULE,
+            Some(at) => match u32::try_from(at) {
+                Ok(at) if at < Self::NO_RULE => (u32::from(generation) << 16) | at,
+                _ => Self::UNKNOWN,
+            },
         };
-        cell.set(times);
-        cell
+        self.0.store(value, Ordering::Relaxed);
     }
 
-    pub(super) fn set(&self, times: KeyTimes) {
-        let store = |cell: &AtomicI64, value: Option<i64>| {
-            cell.store(value.unwrap_or(Self::NONE), Ordering::Relaxed)
-        };
-        store(&self.expires_at, times.expires_at);
-        store(&self.rotate_by, times.rotate_by);
-        store(&self.warn_from, times.warn_from);
-        store(&self.scheduled_at, times.scheduled_at);
-    }
-
-    pub(super) fn get(cell: &AtomicI64) -> Option<i64> {
-        Some(cell.load(Ordering::Relaxed)).filter(|&v| v != Self::NONE)
-    }
-
-    /// When the policy's `max_age` runs out for this key.
-    pub fn expires_at(&self) -> Option<i64> {
-        Self::get(&self.expires_at)
-    }
-
-    /// When the key is due for rotation.
-    pub fn rotate_by(&self) -> Option<i64> {
-        Self::get(&self.rotate_by)
-    }
-
-    /// Whether the key is flagged as due for rotation at `now`.
-    pub fn rotation_due(&self, now: i64) -> bool {
-        Self::get(&self.warn_from).is_some_and(|from| from <= now)
-    }
-
-    /// When the scheduler regenerates it.
-    pub fn scheduled_at(&self) -> Option<i64> {
-        Self::get(&self.scheduled_at)
+    /// The rule's place in the policy's `rotation` (`Some(None)`: none applies) when it was
+    /// chosen under `generation`; `None` when it must be looked up.
+    pub(super) fn get(&self, generation: u16) -> Option<Option<usize>> {
+        let value = self.0.load(Ordering::Relaxed);
+        if value == Self::UNKNOWN || value >> 16 != u32::from(generation) {
+            return None;
+        }
+        let at = value & 0xFFFF;
+        Some((at != Self::NO_RULE).then_some(at as usize))
     }
 }
 
@@ -146,38 +130,38 @@ impl Millis {
 }
 
 /// One key as the index holds it: the record's fields in compact form, the live usage
-/// counters and the policy's times for it.
+/// counters and which policy rule applies to it.
 ///
-/// Laid out by hand (`repr(C)`) and aligned to a cache line, so that a verify reads its
-/// three lines and, for most keys, nothing else: with a million keys every verify misses
-/// the cache on its entry, and each line more, or each pointer followed, is one more miss
-/// (`Maps::prefetch_entry` asks for the three together). A valid answer reads the name
-/// from the third; a name of up to 24 bytes is inline there. A key's [`Extra`] is not
-/// reached through the entry but kept beside it, by slot (see `Maps::extras`).
-/// `an_entry_keeps_what_verify_reads_in_three_lines` holds this.
+/// Laid out by hand (`repr(C)`), 160 bytes aligned to 32, so that every entry spans
+/// exactly three cache lines: with a million keys every verify misses the cache on its
+/// entry, and each line more, or each pointer followed, is one more miss
+/// (`Maps::prefetch_entry` asks for the three together). A valid answer reads the name;
+/// a name of up to 24 bytes is inline. A key's [`Extra`] is not reached through the entry
+/// but kept beside it, by slot (see `Maps::extras`).
+/// `an_entry_spans_three_lines_wherever_it_is` holds this.
 #[derive(Debug)]
-#[repr(C, align(64))]
+#[repr(C, align(32))]
 pub struct Entry {
-    // Line 0: what finds and names the key.
+    // What finds and names the key.
     pub(super) token_hash: TokenHash,
     pub(super) id: KeyId,
     pub permissions: Permissions,
     pub(super) start_len: u8,
+    pub(super) start: [u8; START_LEN],
+    /// Which policy rule applies.
+    pub(super) rule: RuleCell,
     /// Shared by every key with the same label (see `Maps::environments`). `Arc<String>`,
     /// rather than `Arc<str>`, for a thin 8-byte pointer.
     pub(super) environment: Option<Arc<String>>,
-    // Line 1: what decides the answer, and the counters it bumps.
+    // What decides the answer, and the counters it bumps.
     pub usage: UsageCounters,
     pub(super) expires_at: Millis,
     pub(super) revoked_at: Millis,
-    /// Its last field (`scheduled_at`, which verify does not read) begins line 2.
-    pub policy: PolicyCell,
-    // Line 2: the name a valid answer carries, and what lists and rotations read.
     /// Inline up to 24 bytes, so that answering with most names reads no other line.
     pub(super) name: CompactString,
+    // What policy times count from, and lists read.
     pub(super) created_at: i64,
     pub(super) rotated_at: Millis,
-    pub(super) start: [u8; START_LEN],
 }
 
 /// The rarer parts of a key: protocol 2's owner, metadata and limits with their live
@@ -241,19 +225,6 @@ impl Entry {
         let len = usize::from(self.start_len).min(START_LEN);
         std::str::from_utf8(&self.start[..len]).unwrap_or_default()
     }
-
-    /// The key's state at `now`, counting the policy's maximum age.
-    pub fn state(&self, now: i64) -> KeyState {
-        if self.revoked_at.get().is_some() {
-            KeyState::Revoked
-        } else if self.expires_at.get().is_some_and(|at| at <= now)
-            || self.policy.expires_at().is_some_and(|at| at <= now)
-        {
-            KeyState::Expired
-        } else {
-            KeyState::Active
-        }
-    }
 }
 
 impl KeyFacts for Entry {
@@ -281,6 +252,9 @@ pub struct Found<'a> {
     pub(super) slot: u32,
     pub(super) entry: &'a Entry,
     pub(super) extra: Option<&'a Extra>,
+    /// The policy in force and its generation, for the key's policy times.
+    pub(super) policy: &'a Policy,
+    pub(super) policy_generation: u16,
 }
 
 impl<'a> Found<'a> {
@@ -292,6 +266,35 @@ impl<'a> Found<'a> {
     /// The owner, metadata and limits, if the key has any.
     pub fn extra(self) -> Option<&'a Extra> {
         self.extra
+    }
+
+    /// What the policy in force means for this key.
+    pub fn times(self) -> KeyTimes {
+        let rule = match self.entry.rule.get(self.policy_generation) {
+            Some(at) => at.and_then(|at| self.policy.rotation.get(at)),
+            None => self.policy.rule_for(self.entry),
+        };
+        self.policy.times_under(rule, self.entry)
+    }
+
+    /// The key's state at `now` under `times` (its [`Found::times`]), counting the
+    /// policy's maximum age.
+    pub fn state_under(self, times: &KeyTimes, now: i64) -> KeyState {
+        let entry = self.entry;
+        if entry.revoked_at.get().is_some() {
+            KeyState::Revoked
+        } else if entry.expires_at.get().is_some_and(|at| at <= now)
+            || times.expires_at.is_some_and(|at| at <= now)
+        {
+            KeyState::Expired
+        } else {
+            KeyState::Active
+        }
+    }
+
+    /// The key's state at `now`.
+    pub fn state(self, now: i64) -> KeyState {
+        self.state_under(&self.times(), now)
     }
 
     /// The previous token's grace, if a regenerate left one.
@@ -372,19 +375,20 @@ impl<'a> Found<'a> {
         let entry = self.entry;
         let usage = entry.usage.snapshot();
         let credits = self.extra.and_then(|e| e.credits.as_ref());
+        let times = self.times();
         KeyInfo {
             id: entry.id().to_owned(),
             name: entry.name.to_string(),
             start: entry.start().to_owned(),
             permissions: entry.permissions.to_list(),
             environment: entry.environment().map(str::to_owned),
-            state: entry.state(now),
+            state: self.state_under(&times, now),
             created_at: entry.created_at,
             rotated_at: entry.rotated_at.get(),
             last_used_at: usage.last_used_at,
             expires_at: entry.expires_at.get(),
-            rotate_by: entry.policy.rotate_by(),
-            rotation_due: entry.policy.rotation_due(now),
+            rotate_by: times.rotate_by,
+            rotation_due: times.rotation_due(now),
             revoked_at: entry.revoked_at.get(),
             grace_until: self.grace().map(|g| g.until).filter(|&until| until > now),
             usage: Usage {

@@ -2,13 +2,13 @@
 //! table, the id map, retired hashes and dirty bits; lookups, prefetches, counting and changes.
 
 use super::entry::{
-    id_str, key_id, Entry, Extra, Found, Hit, KeyId, KeyUse, Millis, PolicyCell, UsageCounters,
+    id_str, key_id, Entry, Extra, Found, Hit, KeyId, KeyUse, Millis, RuleCell, UsageCounters,
 };
 use super::id_order::IdOrder;
 use super::limits::{carry_balance, carry_bucket, Owner};
-use super::tag_table::{prefetch, prefetch_two_lines, TagTable};
+use super::tag_table::{prefetch, prefetch_three_lines, prefetch_two_lines, TagTable};
 use crate::key::{KeyRecord, LimitUsage, OwnerRecord, OwnerUsage, UsageRow};
-use crate::policy::{KeyTimes, Policy};
+use crate::policy::Policy;
 use crate::token::{TokenHash, KEY_ID_LEN, START_LEN};
 use compact_str::CompactString;
 use std::collections::{HashMap, HashSet};
@@ -66,8 +66,11 @@ impl Hashes<'_> {
 
 #[derive(Default)]
 pub struct Maps {
-    /// The policy in force: every entry's `PolicyCell` reflects it.
+    /// The policy in force.
     pub(super) policy: Arc<Policy>,
+    /// Counts policy changes (cycling below `RuleCell::GENERATIONS`), so that an entry's
+    /// `RuleCell` tells whether it was chosen under the policy in force.
+    pub(super) policy_generation: u16,
     /// Every key; a key's slot never changes.
     pub(super) entries: Vec<Entry>,
     /// Each slot's extras (owner, metadata, limits, revoke reason, grace), `None` for a
@@ -131,6 +134,8 @@ impl Maps {
             slot: slot as u32,
             entry,
             extra: self.extra_at(slot),
+            policy: &self.policy,
+            policy_generation: self.policy_generation,
         })
     }
 
@@ -201,10 +206,7 @@ impl Maps {
         match tag >> KIND_SHIFT {
             CURRENT | PREVIOUS => {
                 if let Some(entry) = self.entries.get(slot) {
-                    prefetch(&entry.token_hash);
-                    prefetch(&entry.usage);
-                    // A valid answer carries the name.
-                    prefetch(&entry.name);
+                    prefetch_three_lines(entry);
                 }
                 if let Some(extra) = self.extra_at(slot) {
                     prefetch_two_lines(extra);
@@ -393,9 +395,11 @@ impl Maps {
             expires_at: Millis::from(record.expires_at),
             revoked_at: Millis::from(record.revoked_at),
             usage,
-            policy: PolicyCell::new(KeyTimes::default()),
+            rule: RuleCell::unknown(),
         };
-        entry.policy.set(self.policy.times(&entry));
+        entry
+            .rule
+            .set(self.policy_generation, self.policy.rule_index(&entry));
         (entry, extra.boxed())
     }
 

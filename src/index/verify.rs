@@ -89,10 +89,11 @@ fn decide<'m>(
         }
     };
     let entry = found.entry();
+    let times = found.times();
     let question_code = if replaced {
         VerifyCode::Revoked
     } else {
-        match entry.state(now) {
+        match found.state_under(&times, now) {
             KeyState::Revoked => VerifyCode::Revoked,
             KeyState::Expired => VerifyCode::Expired,
             KeyState::Active => {
@@ -129,8 +130,8 @@ fn decide<'m>(
         key_id: Some(entry.id()),
         permissions: entry.permissions.bits(),
         environment: entry.environment(),
-        rotate_by: entry.policy.rotate_by(),
-        rotation_due: entry.policy.rotation_due(now),
+        rotate_by: times.rotate_by,
+        rotation_due: times.rotation_due(now),
         name: (!dead).then(|| entry.name()),
         owner_id: found.owner_id().filter(|_| !dead),
         meta: if dead { &NO_META } else { found.meta() },
@@ -411,6 +412,47 @@ mod tests {
         // A new policy without max_age brings the key back: age is policy, not state.
         index.set_policy(std::sync::Arc::new(Policy::default()));
         assert_eq!(ask_at(110 * DAY).1, VerifyCode::Valid);
+    }
+
+    #[test]
+    fn a_key_is_judged_by_the_policy_in_force_before_and_after_its_rule_is_filed() {
+        use crate::policy::parse::parse;
+        const DAY: i64 = 86_400_000;
+        let token = generate_token(&SystemRandom::new())
+            .expect("rng")
+            .to_string();
+        let mut r = record(&token);
+        r.expires_at = None;
+        let index = Index::from_loaded(vec![(r, UsageRecord::default())], vec![]);
+        let rules = |first: &str, second: &str| {
+            let text = format!(
+                "[[rotation]]\nname = \"{first}\"\nmax_age = \"1d\"\n\n\
+                 [[rotation]]\nname = \"{second}\"\nmax_age = \"10d\"\n"
+            );
+            std::sync::Arc::new(parse(&text).expect("policy"))
+        };
+        let ask_at = |now: i64| ask_run(&index, &[(&token, &[], None)], now)[0];
+        // The key ("n") falls under the second rule: 10 days.
+        index.set_policy(rules("other", "n"));
+        assert_eq!(ask_at(2 * DAY).2, Some(10 * DAY));
+        // The same rules swapped: the key's filed rule (the second) now means "other" and
+        // 10 days, but verify must judge it by the first, 1 day, also before the change
+        // reaches its entry.
+        let swapped = rules("n", "other");
+        {
+            let mut maps = index.write();
+            maps.policy = swapped.clone();
+            maps.policy_generation += 1;
+        }
+        assert_eq!(
+            ask_at(2 * DAY).1,
+            VerifyCode::Expired,
+            "before its cell is set"
+        );
+        index.set_policy(rules("other", "n"));
+        index.set_policy(swapped);
+        assert_eq!(ask_at(2 * DAY).1, VerifyCode::Expired, "after");
+        assert_eq!(ask_at(DAY - 1).2, Some(DAY));
     }
 
     #[test]

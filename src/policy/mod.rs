@@ -123,6 +123,13 @@ pub struct KeyTimes {
     pub scheduled_at: Option<i64>,
 }
 
+impl KeyTimes {
+    /// Whether the key is flagged as due for rotation at `now`.
+    pub fn rotation_due(&self, now: i64) -> bool {
+        self.warn_from.is_some_and(|from| from <= now)
+    }
+}
+
 fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
@@ -172,9 +179,26 @@ impl Policy {
         self.rotation.iter().find(|rule| rule.matches(key))
     }
 
+    /// Where the first rule that matches `key` is in `rotation`.
+    pub fn rule_index(&self, key: &(impl KeyFacts + ?Sized)) -> Option<usize> {
+        self.rotation.iter().position(|rule| rule.matches(key))
+    }
+
     /// What this policy means for `key`.
     pub fn times(&self, key: &(impl KeyFacts + ?Sized)) -> KeyTimes {
-        let rule = self.rule_for(key);
+        self.times_under(self.rule_for(key), key)
+    }
+
+    /// What this policy means for `key` when `rule` is the one that matches it.
+    pub fn times_under(
+        &self,
+        rule: Option<&RotationRule>,
+        key: &(impl KeyFacts + ?Sized),
+    ) -> KeyTimes {
+        if rule.is_none() && self.defaults.max_age.is_none() {
+            // Nothing to count: neither an age nor a schedule.
+            return KeyTimes::default();
+        }
         let base = key.rotated_at().unwrap_or(key.created_at());
         let max_age = rule.and_then(|r| r.max_age).or(self.defaults.max_age);
         let warn_before = rule
