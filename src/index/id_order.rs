@@ -22,9 +22,11 @@ impl IdOrder {
         // Sorted by numbers, which compare without a call per pair. Unstable is enough:
         // the row check lets no id through twice.
         loaded.sort_unstable_by_key(|(id, _)| id_order(id));
-        IdOrder {
-            slots: loaded.into_iter().map(|(_, slot)| slot).collect(),
-        }
+        // A new vector: collected from `loaded` itself, the slots would keep its buffer,
+        // six times their size.
+        let mut slots = Vec::with_capacity(loaded.len());
+        slots.extend(loaded.iter().map(|&(_, slot)| slot));
+        IdOrder { slots }
     }
 
     pub fn is_empty(&self) -> bool {
