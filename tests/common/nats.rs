@@ -19,10 +19,18 @@ pub struct NatsCluster {
 
 /// A port free on loopback now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    free_ports(1)[0]
+}
+
+/// `n` different ports free on loopback now: each held until all are picked, since the
+/// kernel may hand a port just released out again.
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("a free port"))
+        .collect();
+    held.iter()
+        .map(|l| l.local_addr().expect("a bound port").port())
+        .collect()
 }
 
 /// Whether `nats-server` is installed; the fleet tests say so and fail without it.
@@ -42,11 +50,34 @@ pub fn nats_server_path() -> PathBuf {
 }
 
 impl NatsCluster {
-    /// Starts `n` servers routed into one JetStream cluster and waits until each listens.
+    /// Starts `n` servers routed into one JetStream cluster and waits until the cluster can
+    /// place a stream on all of them. Ports are picked free and then released, so another
+    /// process may take one first (a server then cannot route to the others, and every
+    /// replicated stream fails with "no suitable peers for placement"): such a cluster is
+    /// started again on other ports.
     pub fn start(n: usize) -> NatsCluster {
+        let mut logs = String::new();
+        for attempt in 1..=3 {
+            let started = NatsCluster::start_once(n).and_then(|cluster| {
+                let ready = cluster.placement_ready(Duration::from_secs(30));
+                ready.map(|()| cluster)
+            });
+            match started {
+                Ok(cluster) => return cluster,
+                Err(e) => {
+                    eprintln!("nats cluster attempt {attempt} failed: {e}");
+                    logs += &format!("--- attempt {attempt}: {e}\n");
+                }
+            }
+        }
+        panic!("a {n}-server nats cluster never formed:\n{logs}");
+    }
+
+    fn start_once(n: usize) -> Result<NatsCluster, String> {
         let dir = tempfile::tempdir().expect("temp dir");
-        let client_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
-        let cluster_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let mut ports = free_ports(2 * n);
+        let cluster_ports = ports.split_off(n);
+        let client_ports = ports;
         let cluster = NatsCluster {
             dir,
             client_ports,
@@ -55,9 +86,56 @@ impl NatsCluster {
         };
         for i in 0..n {
             cluster.write_config(i);
-            cluster.start_server(i);
+            cluster.spawn_server(i)?;
         }
-        cluster
+        Ok(cluster)
+    }
+
+    /// Waits until a stream replicated on every server can be made (and then removes it):
+    /// what the daemon's first start in fleet mode needs of the cluster.
+    fn placement_ready(&self, within: Duration) -> Result<(), String> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        let urls = self.client_urls();
+        let replicas = self.client_ports.len();
+        runtime.block_on(async {
+            let deadline = tokio::time::Instant::now() + within;
+            let client = async_nats::connect(urls.as_slice())
+                .await
+                .map_err(|e| e.to_string())?;
+            let js = async_nats::jetstream::new(client);
+            let config = async_nats::jetstream::stream::Config {
+                name: "CLUSTER_PROBE".into(),
+                subjects: vec!["cluster-probe".into()],
+                num_replicas: replicas,
+                ..Default::default()
+            };
+            loop {
+                let last = match js.create_stream(config.clone()).await {
+                    Ok(_) => {
+                        return js
+                            .delete_stream("CLUSTER_PROBE")
+                            .await
+                            .map(|_| ())
+                            .map_err(|e| e.to_string())
+                    }
+                    Err(e) => e.to_string(),
+                };
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(last);
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    }
+
+    fn client_urls(&self) -> Vec<String> {
+        self.client_ports
+            .iter()
+            .map(|p| format!("nats://127.0.0.1:{p}"))
+            .collect()
     }
 
     fn config_path(&self, i: usize) -> PathBuf {
@@ -97,6 +175,14 @@ impl NatsCluster {
 
     /// Starts server `i` (again) and waits until it accepts connections.
     pub fn start_server(&self, i: usize) {
+        if let Err(e) = self.spawn_server(i) {
+            panic!("{e}");
+        }
+    }
+
+    /// Starts server `i` and waits until it accepts connections; an error, with its log,
+    /// when it exits or does not listen within 10 s.
+    fn spawn_server(&self, i: usize) -> Result<(), String> {
         let log =
             std::fs::File::create(self.dir.path().join(format!("n{i}.log"))).expect("nats log");
         let child = Command::new(nats_server_path())
@@ -108,7 +194,27 @@ impl NatsCluster {
             .spawn()
             .expect("start nats-server");
         self.servers()[i] = Some(child);
-        wait_listening(self.client_ports[i]);
+        let port = self.client_ports[i];
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            let exited = self.servers()[i]
+                .as_mut()
+                .and_then(|child| child.try_wait().ok().flatten());
+            if let Some(status) = exited {
+                return Err(format!(
+                    "nats-server n{i} exited ({status}):\n{}",
+                    self.log(i)
+                ));
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "nats-server n{i} did not listen on {port}:\n{}",
+                    self.log(i)
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
     }
 
     /// Kills server `i` with SIGKILL.
@@ -169,17 +275,6 @@ impl Drop for NatsCluster {
     }
 }
 
-fn wait_listening(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "nats-server did not listen on {port}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// Talks to the cluster as an operator would, with the NATS client the daemon uses.
 pub struct Operator {
     runtime: tokio::runtime::Runtime,
@@ -193,11 +288,7 @@ impl Operator {
             .enable_all()
             .build()
             .expect("runtime");
-        let urls: Vec<String> = cluster
-            .client_ports
-            .iter()
-            .map(|p| format!("nats://127.0.0.1:{p}"))
-            .collect();
+        let urls = cluster.client_urls();
         let js = runtime.block_on(async {
             let client = async_nats::connect(urls.as_slice())
                 .await
