@@ -432,6 +432,49 @@ fn a_data_directory_or_store_file_others_could_write_is_refused() {
     assert!(running, "refused its own private data directory: {stderr}");
 }
 
+/// A master key file (`--master-key-file`) that others could write: before a store exists
+/// they could give the daemon a key they know, and any time after, a key that locks its
+/// owner out.
+#[test]
+fn a_master_key_file_others_could_write_is_refused() {
+    if !can_drop_privileges() {
+        return;
+    }
+    let tmp = shared_tmp();
+    let key = tmp.path().join("master.hex");
+    let wait = Duration::from_secs(2);
+
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+    let (running, stderr) = serve_as_victim(tmp.path(), wait);
+    assert!(!running, "served with a master key everyone can write");
+    assert!(stderr.contains("the master key file"), "{stderr}");
+    assert!(stderr.contains("writable by everyone"), "{stderr}");
+
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    chown(&key, Some(ATTACKER), Some(ATTACKER)).expect("chown");
+    let (running, stderr) = serve_as_victim(tmp.path(), wait);
+    assert!(!running, "served with a master key another user owns");
+    assert!(stderr.contains("belongs to uid 65534"), "{stderr}");
+
+    // The victim's own file, reached through a directory the attacker made: they can
+    // swap it for another at will.
+    chown(&key, Some(VICTIM), Some(VICTIM)).expect("chown key");
+    let planted = dir_another_user_made(tmp.path(), "planted");
+    std::fs::rename(&key, planted.join("master.hex")).expect("move");
+    std::os::unix::fs::symlink(planted.join("master.hex"), &key).expect("link");
+    let (running, stderr) = serve_as_victim(tmp.path(), wait);
+    assert!(
+        !running,
+        "served with a master key in a directory another user made"
+    );
+    assert!(stderr.contains("its directory"), "{stderr}");
+    std::fs::remove_file(&key).expect("unlink");
+    std::fs::rename(planted.join("master.hex"), &key).expect("move back");
+
+    let (running, stderr) = serve_as_victim(tmp.path(), wait);
+    assert!(running, "refused its own private key file: {stderr}");
+}
+
 /// A socket directory named with `--socket` that another user made: they could put their
 /// own socket there once the daemon's is gone and collect the tokens apps send, and the
 /// daemon gave its group to whatever directory held the socket (`/run` with

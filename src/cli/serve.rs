@@ -162,6 +162,11 @@ fn open(args: ServeArgs, socket: Option<PathBuf>) -> Result<Opened> {
     };
     paths::ensure_dir(&data_dir, 0o700, "data directory")?;
     trust::check_data_dir(&data_dir).map_err(anyhow::Error::msg)?;
+    if let Some(key_file) = &args.master_key_file {
+        // Whoever could write it could give a new store a key they know, or lock an old
+        // one's owner out. A systemd credential is systemd's own, private to the unit.
+        trust::check(key_file).map_err(|why| anyhow::anyhow!("the master key file: {why}"))?;
+    }
     if activated.main.is_none() {
         ensure_socket_dir(&socket, &config)?;
     }
