@@ -11,26 +11,61 @@
 use super::entry::{Entry, KeyId};
 use std::ops::Bound;
 
+/// How many places back a key read at start-up may go (see [`IdOrder::push_loaded`]).
+const NEAR: usize = 256;
+
 #[derive(Debug, Default)]
 pub struct IdOrder {
     slots: Vec<u32>,
 }
 
 impl IdOrder {
-    /// The order of `loaded` (id, slot) pairs, which may come in any order.
-    pub fn from_loaded(mut loaded: Vec<(KeyId, u32)>) -> Self {
-        // Sorted by numbers, which compare without a call per pair. Unstable is enough:
-        // the row check lets no id through twice.
-        loaded.sort_unstable_by_key(|(id, _)| id_order(id));
-        // A new vector: collected from `loaded` itself, the slots would keep its buffer,
-        // six times their size.
-        let mut slots = Vec::with_capacity(loaded.len());
-        slots.extend(loaded.iter().map(|&(_, slot)| slot));
-        IdOrder { slots }
+    /// Room for `keys` slots.
+    pub fn with_capacity(keys: usize) -> Self {
+        IdOrder {
+            slots: Vec::with_capacity(keys),
+        }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
+    /// Files a key read at start-up, whose slot follows every slot filed so far. Rows are
+    /// read in the order they were written, and ids begin with their creation time, so a
+    /// key's place is at the end or a few places before it; false when it is not among
+    /// the last [`NEAR`] places (ids from an older store are random): the key is then
+    /// appended out of order, and [`IdOrder::sort`] must put the order right.
+    pub fn push_loaded(&mut self, entries: &[Entry], slot: u32) -> bool {
+        let id = |slot: u32| entries.get(slot as usize).map(|e| &e.id);
+        let new = id(slot);
+        let end = self.slots.len();
+        let mut at = end;
+        while at > 0 && id(self.slots[at - 1]) > new {
+            if end - at == NEAR {
+                self.slots.push(slot);
+                return false;
+            }
+            at -= 1;
+        }
+        self.slots.insert(at, slot);
+        true
+    }
+
+    /// Appends a slot out of order, for [`IdOrder::sort`] to place.
+    pub fn push_unsorted(&mut self, slot: u32) {
+        self.slots.push(slot);
+    }
+
+    /// Puts the slots in id order, whatever order they are in. By (id, slot) pairs, whose
+    /// ids compare as numbers and are read from the entries once, rather than reading two
+    /// entries at random for each of some 20 million comparisons (a million keys: 70 ms
+    /// against 250, for 24 MB held while it sorts).
+    pub fn sort(&mut self, entries: &[Entry]) {
+        let mut pairs: Vec<Pair> = self
+            .slots
+            .iter()
+            .filter_map(|&slot| Some(Pair::new(&entries.get(slot as usize)?.id, slot)))
+            .collect();
+        pairs.sort_unstable_by_key(Pair::order);
+        self.slots.clear();
+        self.slots.extend(pairs.iter().map(|pair| pair.slot));
     }
 
     /// Where `id` is, or would go, in the order.
@@ -54,13 +89,6 @@ impl IdOrder {
         }
     }
 
-    /// Adds `loaded` (id, slot) pairs to an order that already has keys.
-    pub fn extend(&mut self, entries: &[Entry], loaded: Vec<(KeyId, u32)>) {
-        for (id, slot) in loaded {
-            self.insert(entries, &id, slot);
-        }
-    }
-
     /// The slots of the keys whose ids are within `start` and up, in id order.
     pub fn from(&self, entries: &[Entry], start: Bound<KeyId>) -> &[u32] {
         let at = match start {
@@ -75,15 +103,36 @@ impl IdOrder {
     }
 }
 
-/// A key id as numbers that order as its bytes do.
-pub(super) fn id_order(id: &KeyId) -> (u32, u128) {
-    const _: () = assert!(crate::token::KEY_ID_LEN == 4 + 16, "a key id is 20 bytes");
-    let (head, tail) = id.split_at(4);
-    let mut high = [0u8; 4];
-    let mut low = [0u8; 16];
-    high.copy_from_slice(head);
-    low.copy_from_slice(tail);
-    (u32::from_be_bytes(high), u128::from_be_bytes(low))
+/// A slot and its key id as numbers that order as the id's bytes do, in 24 bytes.
+struct Pair {
+    high: u64,
+    low: u64,
+    head: u32,
+    slot: u32,
+}
+
+impl Pair {
+    fn new(id: &KeyId, slot: u32) -> Self {
+        const _: () = assert!(crate::token::KEY_ID_LEN == 4 + 16, "a key id is 20 bytes");
+        const _: () = assert!(std::mem::size_of::<Pair>() == 24);
+        let number = |bytes: &[u8]| {
+            let mut be = [0u8; 8];
+            be.copy_from_slice(bytes);
+            u64::from_be_bytes(be)
+        };
+        let mut head = [0u8; 4];
+        head.copy_from_slice(&id[..4]);
+        Pair {
+            head: u32::from_be_bytes(head),
+            high: number(&id[4..12]),
+            low: number(&id[12..20]),
+            slot,
+        }
+    }
+
+    fn order(&self) -> (u32, u64, u64) {
+        (self.head, self.high, self.low)
+    }
 }
 
 #[cfg(test)]
@@ -105,7 +154,10 @@ mod tests {
         .collect();
         for a in &ids {
             for b in &ids {
-                assert_eq!(id_order(a).cmp(&id_order(b)), a.cmp(b));
+                assert_eq!(
+                    Pair::new(a, 0).order().cmp(&Pair::new(b, 0).order()),
+                    a.cmp(b)
+                );
             }
         }
     }

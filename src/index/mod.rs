@@ -30,7 +30,7 @@ use crate::key::{KeyRecord, RetiredHashes, UsageRecord, UsageRow};
 use crate::policy::Policy;
 use crate::token::TokenHash;
 use authenta_client::proto::KeyState;
-use entry::{key_id, KeyId, RuleCell, UsageCounters};
+use entry::{key_id, RuleCell, UsageCounters};
 use id_order::IdOrder;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -49,8 +49,8 @@ pub struct UsageWrite {
 #[derive(Default)]
 pub struct Index {
     maps: RwLock<Maps>,
-    /// Keys read at start-up, waiting to be filed by id.
-    loading: Vec<(KeyId, u32)>,
+    /// A key read at start-up went out of id order: sort them all once the last is read.
+    loaded_unsorted: bool,
     /// Notified after every committed change, so the scheduler sees new and changed keys.
     pub changed: tokio::sync::Notify,
     /// Fleet mode: the other nodes' usage of each key.
@@ -68,9 +68,10 @@ impl Index {
         maps.usage_rows.reserve_exact(keys);
         maps.extras.reserve_exact(keys);
         maps.by_hash.reserve(keys);
+        maps.by_id = IdOrder::with_capacity(keys);
         Index {
             maps: RwLock::new(maps),
-            loading: Vec::with_capacity(keys),
+            loaded_unsorted: false,
             changed: tokio::sync::Notify::new(),
             remote_usage: Default::default(),
             newest_audit_at: Default::default(),
@@ -97,7 +98,11 @@ impl Index {
         match maps.push(id, record, counters, None, usage.limits) {
             Some(slot) => {
                 maps.usage_rows[slot].store(row.to_bits(), Ordering::Relaxed);
-                self.loading.push((id, slot as u32));
+                if self.loaded_unsorted {
+                    maps.by_id.push_unsorted(slot as u32);
+                } else if !maps.by_id.push_loaded(&maps.entries, slot as u32) {
+                    self.loaded_unsorted = true;
+                }
                 true
             }
             None => false,
@@ -113,15 +118,12 @@ impl Index {
         }
     }
 
-    /// Files the loaded keys by id. Building the ordered map once from all of them (sorted,
-    /// then built in bulk) costs a fraction of inserting them one by one in random order.
+    /// Puts the keys read at start-up in id order, if they did not come in it, once the
+    /// last is loaded.
     pub fn finish_loading(&mut self) {
-        let loaded = std::mem::take(&mut self.loading);
-        let maps = self.maps.get_mut().unwrap_or_else(|e| e.into_inner());
-        if maps.by_id.is_empty() {
-            maps.by_id = IdOrder::from_loaded(loaded);
-        } else {
-            maps.by_id.extend(&maps.entries, loaded);
+        if std::mem::take(&mut self.loaded_unsorted) {
+            let maps = self.maps.get_mut().unwrap_or_else(|e| e.into_inner());
+            maps.by_id.sort(&maps.entries);
         }
     }
 
@@ -519,6 +521,38 @@ mod tests {
         let longer = format!("{}z", ids[9]);
         assert_eq!(listed(Some(&longer)), ids[10..]);
         assert_eq!(listed(Some("zzz")), Vec::<String>::new());
+    }
+
+    #[test]
+    fn keys_loaded_near_or_far_from_id_order_are_filed_in_it() {
+        let rng = SystemRandom::new();
+        let with_id = |n: usize, id: String| {
+            let mut r = record(&rng, n);
+            r.id = id;
+            (r, UsageRecord::default())
+        };
+        // Ids from many keys made in one millisecond (a few places out of order), then
+        // an older store's (far out of order: the last is the smallest).
+        let near: Vec<_> = (0..300)
+            .map(|n| with_id(n, format!("key_00000001{:08}", n / 10 * 10 + 9 - n % 10)))
+            .collect();
+        let far: Vec<_> = (0..300)
+            .map(|n| with_id(300 + n, format!("key_0000000{:09}", 300 - n)))
+            .collect();
+        for records in [near.clone(), [near, far].concat()] {
+            let mut ids: Vec<String> = records.iter().map(|(r, _)| r.id.clone()).collect();
+            ids.sort();
+            let index = Index::from_loaded(records, vec![]);
+            let maps = index.read();
+            let listed: Vec<String> = maps
+                .entries_after(None)
+                .map(|e| e.id().to_owned())
+                .collect();
+            assert_eq!(listed, ids);
+            assert!(ids
+                .iter()
+                .all(|id| maps.by_id(id).is_some_and(|e| e.id() == id)));
+        }
     }
 
     #[test]
