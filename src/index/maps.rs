@@ -403,6 +403,13 @@ impl Maps {
         (entry, extra.boxed())
     }
 
+    /// Puts `policy` in force under a new generation: every key's rule filed so far is
+    /// looked up afresh until it is filed again under this one.
+    pub(super) fn put_policy(&mut self, policy: Arc<Policy>) {
+        self.policy = policy;
+        self.policy_generation = (self.policy_generation + 1) % RuleCell::GENERATIONS;
+    }
+
     /// The owner named `id`, made without limits if no key or record named it before.
     pub(super) fn owner(&mut self, id: &str) -> Arc<Owner> {
         if let Some(owner) = self.owners.get(id) {

@@ -30,7 +30,7 @@ use crate::key::{KeyRecord, RetiredHashes, UsageRecord, UsageRow};
 use crate::policy::Policy;
 use crate::token::TokenHash;
 use authenta_client::proto::KeyState;
-use entry::{key_id, RuleCell, UsageCounters};
+use entry::{key_id, UsageCounters};
 use id_order::IdOrder;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -84,7 +84,7 @@ impl Index {
         self.maps
             .get_mut()
             .unwrap_or_else(|e| e.into_inner())
-            .policy = policy;
+            .put_policy(policy);
     }
 
     /// Adds a key read from the store at start-up; false (and not added) when its id does
@@ -257,14 +257,16 @@ impl Index {
                 // Same rules (a reload, or only comments changed): every key's times stand.
                 return;
             }
-            maps.policy = policy.clone();
-            maps.policy_generation = (maps.policy_generation + 1) % RuleCell::GENERATIONS;
+            maps.put_policy(policy.clone());
             maps.policy_generation
         };
         // Under the read lock, so verify goes on: until its cell is set here, a key's rule
-        // is looked up afresh. Should another change follow meanwhile, the cells set here
-        // carry this (then older) generation and are looked up afresh too.
+        // is looked up afresh.
         let maps = self.read();
+        if maps.policy_generation != generation || !Arc::ptr_eq(&maps.policy, &policy) {
+            // Another change came in meanwhile: its own pass files every key.
+            return;
+        }
         // The entries alone: a policy reads nothing from a key's extras.
         for entry in &maps.entries {
             entry.rule.set(generation, policy.rule_index(entry));

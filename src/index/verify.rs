@@ -439,11 +439,7 @@ mod tests {
         // 10 days, but verify must judge it by the first, 1 day, also before the change
         // reaches its entry.
         let swapped = rules("n", "other");
-        {
-            let mut maps = index.write();
-            maps.policy = swapped.clone();
-            maps.policy_generation += 1;
-        }
+        index.write().put_policy(swapped.clone());
         assert_eq!(
             ask_at(2 * DAY).1,
             VerifyCode::Expired,
