@@ -191,26 +191,27 @@ pub fn prefetch<T>(value: &T) {
 /// [`prefetch`] for the two cache lines from `value`'s first byte and 64 bytes on.
 pub fn prefetch_two_lines<T>(value: &T) {
     prefetch(value);
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: as in `prefetch`; the second address is inside `value` when it spans two
-    // lines, and a prefetch of any address never faults in any case.
-    #[allow(unsafe_code)]
-    unsafe {
-        let second = (value as *const T).cast::<i8>().wrapping_add(64);
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(second);
-    }
+    prefetch_from(value, 64);
 }
 
 /// [`prefetch`] for the three cache lines that a 160-byte value aligned to 32 spans.
 pub fn prefetch_three_lines<T>(value: &T) {
     prefetch_two_lines(value);
+    prefetch_from(value, 128);
+}
+
+/// [`prefetch`] for the line `offset` bytes into `value`.
+fn prefetch_from<T>(value: &T, offset: usize) {
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: as in `prefetch_two_lines`.
+    // SAFETY: as in `prefetch`; the address is inside `value` for the offsets the callers
+    // give (it spans that many lines), and a prefetch of any address never faults anyway.
     #[allow(unsafe_code)]
     unsafe {
-        let third = (value as *const T).cast::<i8>().wrapping_add(128);
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(third);
+        let line = (value as *const T).cast::<i8>().wrapping_add(offset);
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(line);
     }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (value, offset);
 }
 
 #[cfg(test)]

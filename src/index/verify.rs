@@ -375,18 +375,24 @@ mod tests {
         );
     }
 
-    #[test]
-    fn policy_max_age_and_warning_follow_an_injected_clock() {
-        use crate::policy::{Defaults, Policy};
-        use std::time::Duration;
-        const DAY: i64 = 86_400_000;
+    /// An index of one key without an expiry of its own, made at `created_at`, and its token.
+    fn one_key_made_at(created_at: i64) -> (String, Index) {
         let token = generate_token(&SystemRandom::new())
             .expect("rng")
             .to_string();
         let mut r = record(&token);
         r.expires_at = None;
-        r.created_at = 100 * DAY;
+        r.created_at = created_at;
         let index = Index::from_loaded(vec![(r, UsageRecord::default())], vec![]);
+        (token, index)
+    }
+
+    #[test]
+    fn policy_max_age_and_warning_follow_an_injected_clock() {
+        use crate::policy::{Defaults, Policy};
+        use std::time::Duration;
+        const DAY: i64 = 86_400_000;
+        let (token, index) = one_key_made_at(100 * DAY);
         index.set_policy(std::sync::Arc::new(Policy {
             defaults: Defaults {
                 max_age: Some(Duration::from_secs(10 * 86_400)),
@@ -418,12 +424,7 @@ mod tests {
     fn a_key_is_judged_by_the_policy_in_force_before_and_after_its_rule_is_filed() {
         use crate::policy::parse::parse;
         const DAY: i64 = 86_400_000;
-        let token = generate_token(&SystemRandom::new())
-            .expect("rng")
-            .to_string();
-        let mut r = record(&token);
-        r.expires_at = None;
-        let index = Index::from_loaded(vec![(r, UsageRecord::default())], vec![]);
+        let (token, index) = one_key_made_at(0);
         let rules = |first: &str, second: &str| {
             let text = format!(
                 "[[rotation]]\nname = \"{first}\"\nmax_age = \"1d\"\n\n\
