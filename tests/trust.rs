@@ -6,7 +6,7 @@
 mod common;
 
 use common::{can_drop_privileges, BIN, MASTER_HEX};
-use std::os::unix::fs::{chown, PermissionsExt};
+use std::os::unix::fs::{chown, lchown, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -49,11 +49,11 @@ fn serve_as_victim(tmp: &Path, wait: Duration) -> (bool, String) {
 /// [`serve_as_victim`] with more arguments for `serve`.
 fn serve_as_victim_with(tmp: &Path, wait: Duration, args: &[&std::ffi::OsStr]) -> (bool, String) {
     let mut command = Command::new(tmp.join("authenta-keyd"));
+    command.args(["serve", "--data-dir"]).arg(tmp.join("data"));
+    if !args.iter().any(|&arg| arg == "--master-key-file") {
+        command.arg("--master-key-file").arg(tmp.join("master.hex"));
+    }
     command
-        .args(["serve", "--data-dir"])
-        .arg(tmp.join("data"))
-        .arg("--master-key-file")
-        .arg(tmp.join("master.hex"))
         .args(args)
         .env_clear()
         .env("TMPDIR", tmp)
@@ -473,6 +473,60 @@ fn a_master_key_file_others_could_write_is_refused() {
 
     let (running, stderr) = serve_as_victim(tmp.path(), wait);
     assert!(running, "refused its own private key file: {stderr}");
+}
+
+/// A link another user made in a sticky directory (where anyone may create entries) that
+/// leads to a trusted file: its owner can point it elsewhere at any time, between the
+/// daemon's check and its read.
+#[test]
+fn a_link_another_user_owns_on_the_way_to_a_trusted_file_is_refused() {
+    if !can_drop_privileges() {
+        return;
+    }
+    let tmp = shared_tmp();
+    let private = tmp.path().join("private");
+    std::fs::create_dir(&private).expect("dir");
+    chown(&private, Some(VICTIM), Some(VICTIM)).expect("chown");
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    std::fs::rename(tmp.path().join("master.hex"), private.join("master.hex")).expect("move");
+    let link = tmp.path().join("keys");
+    std::os::unix::fs::symlink(&private, &link).expect("link");
+    lchown(&link, Some(ATTACKER), Some(ATTACKER)).expect("lchown");
+    let key = link.join("master.hex");
+    let args = ["--master-key-file".as_ref(), key.as_os_str()];
+    let wait = Duration::from_secs(2);
+
+    let (running, stderr) = serve_as_victim_with(tmp.path(), wait, &args);
+    assert!(!running, "served through a link another user can repoint");
+    assert!(stderr.contains("a link that uid 65534 owns"), "{stderr}");
+
+    lchown(&link, Some(VICTIM), Some(VICTIM)).expect("lchown");
+    let (running, stderr) = serve_as_victim_with(tmp.path(), wait, &args);
+    assert!(running, "refused its own link: {stderr}");
+}
+
+/// A directory the daemon is to make inside one another user can write: they could swap it
+/// for a link (to `/etc`, say) between its making and the daemon setting its mode and group
+/// by name. The daemon must refuse before it makes anything there.
+#[test]
+fn no_directory_is_made_inside_one_another_user_can_write() {
+    if !can_drop_privileges() {
+        return;
+    }
+    let tmp = shared_tmp();
+    let planted = dir_another_user_made(tmp.path(), "planted");
+    let socket = planted.join("sub").join("keyd.sock");
+    let (running, stderr) = serve_as_victim_with(
+        tmp.path(),
+        Duration::from_secs(2),
+        &["--socket".as_ref(), socket.as_os_str()],
+    );
+    assert!(!running, "served in a directory made inside another user's");
+    assert!(
+        stderr.contains("cannot make the socket directory"),
+        "{stderr}"
+    );
+    assert!(!planted.join("sub").exists(), "made the directory first");
 }
 
 /// A socket directory named with `--socket` that another user made: they could put their

@@ -99,6 +99,24 @@ pub fn default_data_dir() -> Result<PathBuf> {
         .context("no data directory: pass --data-dir, or set HOME or XDG_STATE_HOME")
 }
 
+/// Refuses to make `dir` inside a directory that someone else could write (a sticky one,
+/// such as /tmp, aside): they could swap what the daemon makes for a link, to `/etc` say,
+/// before the daemon sets its mode and group by name.
+fn check_where_made(dir: &Path, what: &str) -> Result<()> {
+    let absolute = if dir.is_absolute() {
+        dir.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .context("cannot read the current directory")?
+            .join(dir)
+    };
+    let Some(existing) = absolute.ancestors().skip(1).find(|a| a.exists()) else {
+        return Ok(());
+    };
+    super::trust::check_dir(existing)
+        .map_err(|why| anyhow::anyhow!("cannot make the {what} {}: {why}", dir.display()))
+}
+
 /// Makes `dir` (and parents) with `mode` when missing. Refuses a symlink in its place: a
 /// planted link could redirect the daemon's files somewhere an attacker reads.
 pub fn ensure_dir(dir: &Path, mode: u32, what: &str) -> Result<()> {
@@ -112,6 +130,7 @@ pub fn ensure_dir(dir: &Path, mode: u32, what: &str) -> Result<()> {
         }
         Ok(_) => Ok(()),
         Err(_) => {
+            check_where_made(dir, what)?;
             fs::DirBuilder::new()
                 .recursive(true)
                 .mode(mode)

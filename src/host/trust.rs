@@ -19,8 +19,20 @@ pub fn check(path: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// Why a directory that exists may not be trusted to make things in, or `Ok`: as
+/// [`check`], but the directory itself may be sticky (such as /tmp).
+pub fn check_dir(dir: &Path) -> Result<(), String> {
+    let euid = nix::unistd::geteuid().as_raw();
+    check_chain_from(dir, euid, false)
+}
+
 /// Checks `path` itself and each directory above it.
 fn check_chain(path: &Path, euid: u32) -> Result<(), String> {
+    check_chain_from(path, euid, true)
+}
+
+/// [`check_chain`], `path` itself taken as a file (no sticky exception) when `is_file`.
+fn check_chain_from(path: &Path, euid: u32, is_file: bool) -> Result<(), String> {
     let absolute = if path.is_absolute() {
         path.to_path_buf()
     } else {
@@ -29,7 +41,7 @@ fn check_chain(path: &Path, euid: u32) -> Result<(), String> {
             .join(path)
     };
     let mut place: Option<PathBuf> = Some(absolute);
-    let mut first = true;
+    let mut first = is_file;
     while let Some(current) = place {
         check_one(&current, euid, first)?;
         first = false;
@@ -39,6 +51,18 @@ fn check_chain(path: &Path, euid: u32) -> Result<(), String> {
 }
 
 fn check_one(path: &Path, euid: u32, is_file: bool) -> Result<(), String> {
+    // A link is as trustworthy as whoever can point it elsewhere: its owner (another user
+    // may make one in a sticky directory such as /tmp), at any time after this check.
+    if let Ok(link) = std::fs::symlink_metadata(path) {
+        if link.file_type().is_symlink() && link.uid() != 0 && link.uid() != euid {
+            return Err(format!(
+                "{} is not trusted: it is a link that uid {} owns and can point elsewhere at \
+                 any time; use the path it leads to, or a link of root's or the daemon's user",
+                path.display(),
+                link.uid()
+            ));
+        }
+    }
     let meta =
         std::fs::metadata(path).map_err(|e| format!("cannot inspect {}: {e}", path.display()))?;
     let what = if is_file { "it" } else { "its directory" };
