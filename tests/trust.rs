@@ -78,6 +78,22 @@ fn serve_as_victim_with(tmp: &Path, wait: Duration, args: &[&std::ffi::OsStr]) -
     (running, stderr)
 }
 
+/// Starts `serve` as the victim with `args` for 2 s; asserts it refused, saying each of
+/// `reasons` (`attempt` says what it must not have done).
+fn assert_refused(tmp: &Path, args: &[&std::ffi::OsStr], attempt: &str, reasons: &[&str]) {
+    let (running, stderr) = serve_as_victim_with(tmp, Duration::from_secs(2), args);
+    assert!(!running, "{attempt}");
+    for reason in reasons {
+        assert!(stderr.contains(reason), "{stderr}");
+    }
+}
+
+/// Starts `serve` as the victim with `args` for 2 s; asserts it serves.
+fn assert_serves(tmp: &Path, args: &[&std::ffi::OsStr], attempt: &str) {
+    let (running, stderr) = serve_as_victim_with(tmp, Duration::from_secs(2), args);
+    assert!(running, "{attempt}: {stderr}");
+}
+
 #[test]
 fn a_fallback_socket_directory_another_user_made_is_refused() {
     if !can_drop_privileges() {
@@ -401,35 +417,38 @@ fn a_data_directory_or_store_file_others_could_write_is_refused() {
     }
     let tmp = shared_tmp();
     let data = tmp.path().join("data");
-    let wait = Duration::from_secs(2);
 
     std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o777)).expect("chmod");
-    let (running, stderr) = serve_as_victim(tmp.path(), wait);
-    assert!(!running, "served from a data directory everyone can write");
-    assert!(stderr.contains("the data directory"), "{stderr}");
-    assert!(stderr.contains("writable by everyone"), "{stderr}");
+    assert_refused(
+        tmp.path(),
+        &[],
+        "served from a data directory everyone can write",
+        &["the data directory", "writable by everyone"],
+    );
 
     std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).expect("chmod");
     let planted = data.join("keys.db");
     std::fs::write(&planted, b"").expect("planted");
     chown(&planted, Some(ATTACKER), Some(ATTACKER)).expect("chown");
-    let (running, stderr) = serve_as_victim(tmp.path(), wait);
-    assert!(!running, "served a store another user owns");
-    assert!(stderr.contains("belongs to uid 65534"), "{stderr}");
+    assert_refused(
+        tmp.path(),
+        &[],
+        "served a store another user owns",
+        &["belongs to uid 65534"],
+    );
     std::fs::remove_file(&planted).expect("removed");
 
     std::os::unix::fs::symlink(tmp.path().join("master.hex"), data.join("master.key"))
         .expect("linked");
-    let (running, stderr) = serve_as_victim(tmp.path(), wait);
-    assert!(!running, "served with a linked key file");
-    assert!(
-        stderr.contains("master.key is not a regular file"),
-        "{stderr}"
+    assert_refused(
+        tmp.path(),
+        &[],
+        "served with a linked key file",
+        &["master.key is not a regular file"],
     );
     std::fs::remove_file(data.join("master.key")).expect("removed");
 
-    let (running, stderr) = serve_as_victim(tmp.path(), wait);
-    assert!(running, "refused its own private data directory: {stderr}");
+    assert_serves(tmp.path(), &[], "refused its own private data directory");
 }
 
 /// A master key file (`--master-key-file`) that others could write: before a store exists
@@ -442,19 +461,23 @@ fn a_master_key_file_others_could_write_is_refused() {
     }
     let tmp = shared_tmp();
     let key = tmp.path().join("master.hex");
-    let wait = Duration::from_secs(2);
 
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o666)).expect("chmod");
-    let (running, stderr) = serve_as_victim(tmp.path(), wait);
-    assert!(!running, "served with a master key everyone can write");
-    assert!(stderr.contains("the master key file"), "{stderr}");
-    assert!(stderr.contains("writable by everyone"), "{stderr}");
+    assert_refused(
+        tmp.path(),
+        &[],
+        "served with a master key everyone can write",
+        &["the master key file", "writable by everyone"],
+    );
 
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     chown(&key, Some(ATTACKER), Some(ATTACKER)).expect("chown");
-    let (running, stderr) = serve_as_victim(tmp.path(), wait);
-    assert!(!running, "served with a master key another user owns");
-    assert!(stderr.contains("belongs to uid 65534"), "{stderr}");
+    assert_refused(
+        tmp.path(),
+        &[],
+        "served with a master key another user owns",
+        &["belongs to uid 65534"],
+    );
 
     // The victim's own file, reached through a directory the attacker made: they can
     // swap it for another at will.
@@ -462,17 +485,16 @@ fn a_master_key_file_others_could_write_is_refused() {
     let planted = dir_another_user_made(tmp.path(), "planted");
     std::fs::rename(&key, planted.join("master.hex")).expect("move");
     std::os::unix::fs::symlink(planted.join("master.hex"), &key).expect("link");
-    let (running, stderr) = serve_as_victim(tmp.path(), wait);
-    assert!(
-        !running,
-        "served with a master key in a directory another user made"
+    assert_refused(
+        tmp.path(),
+        &[],
+        "served with a master key in a directory another user made",
+        &["its directory"],
     );
-    assert!(stderr.contains("its directory"), "{stderr}");
     std::fs::remove_file(&key).expect("unlink");
     std::fs::rename(planted.join("master.hex"), &key).expect("move back");
 
-    let (running, stderr) = serve_as_victim(tmp.path(), wait);
-    assert!(running, "refused its own private key file: {stderr}");
+    assert_serves(tmp.path(), &[], "refused its own private key file");
 }
 
 /// A link another user made in a sticky directory (where anyone may create entries) that
@@ -494,15 +516,15 @@ fn a_link_another_user_owns_on_the_way_to_a_trusted_file_is_refused() {
     lchown(&link, Some(ATTACKER), Some(ATTACKER)).expect("lchown");
     let key = link.join("master.hex");
     let args = ["--master-key-file".as_ref(), key.as_os_str()];
-    let wait = Duration::from_secs(2);
 
-    let (running, stderr) = serve_as_victim_with(tmp.path(), wait, &args);
-    assert!(!running, "served through a link another user can repoint");
-    assert!(stderr.contains("a link that uid 65534 owns"), "{stderr}");
-
+    assert_refused(
+        tmp.path(),
+        &args,
+        "served through a link another user can repoint",
+        &["a link that uid 65534 owns"],
+    );
     lchown(&link, Some(VICTIM), Some(VICTIM)).expect("lchown");
-    let (running, stderr) = serve_as_victim_with(tmp.path(), wait, &args);
-    assert!(running, "refused its own link: {stderr}");
+    assert_serves(tmp.path(), &args, "refused its own link");
 }
 
 /// A directory the daemon is to make inside one another user can write: they could swap it
@@ -516,15 +538,11 @@ fn no_directory_is_made_inside_one_another_user_can_write() {
     let tmp = shared_tmp();
     let planted = dir_another_user_made(tmp.path(), "planted");
     let socket = planted.join("sub").join("keyd.sock");
-    let (running, stderr) = serve_as_victim_with(
+    assert_refused(
         tmp.path(),
-        Duration::from_secs(2),
         &["--socket".as_ref(), socket.as_os_str()],
-    );
-    assert!(!running, "served in a directory made inside another user's");
-    assert!(
-        stderr.contains("cannot make the socket directory"),
-        "{stderr}"
+        "served in a directory made inside another user's",
+        &["cannot make the socket directory"],
     );
     assert!(!planted.join("sub").exists(), "made the directory first");
 }

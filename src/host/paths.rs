@@ -103,13 +103,8 @@ pub fn default_data_dir() -> Result<PathBuf> {
 /// such as /tmp, aside): they could swap what the daemon makes for a link, to `/etc` say,
 /// before the daemon sets its mode and group by name.
 fn check_where_made(dir: &Path, what: &str) -> Result<()> {
-    let absolute = if dir.is_absolute() {
-        dir.to_path_buf()
-    } else {
-        std::env::current_dir()
-            .context("cannot read the current directory")?
-            .join(dir)
-    };
+    let absolute = std::path::absolute(dir)
+        .with_context(|| format!("cannot make {} absolute", dir.display()))?;
     let Some(existing) = absolute.ancestors().skip(1).find(|a| a.exists()) else {
         return Ok(());
     };

@@ -33,13 +33,8 @@ fn check_chain(path: &Path, euid: u32) -> Result<(), String> {
 
 /// [`check_chain`], `path` itself taken as a file (no sticky exception) when `is_file`.
 fn check_chain_from(path: &Path, euid: u32, is_file: bool) -> Result<(), String> {
-    let absolute = if path.is_absolute() {
-        path.to_path_buf()
-    } else {
-        std::env::current_dir()
-            .map_err(|e| format!("cannot read the current directory: {e}"))?
-            .join(path)
-    };
+    let absolute = std::path::absolute(path)
+        .map_err(|e| format!("cannot make {} absolute: {e}", path.display()))?;
     let mut place: Option<PathBuf> = Some(absolute);
     let mut first = is_file;
     while let Some(current) = place {
