@@ -497,6 +497,63 @@ fn a_master_key_file_others_could_write_is_refused() {
     assert_serves(tmp.path(), &[], "refused its own private key file");
 }
 
+/// The NATS credentials and TLS roots a fleet node obeys: whoever could write the token
+/// file could make the node log in as someone else, and whoever could write the root
+/// certificates could pose as the fleet's servers, feeding every host the keys they like.
+#[test]
+fn fleet_files_others_could_write_are_refused() {
+    if !can_drop_privileges() {
+        return;
+    }
+    let tmp = shared_tmp();
+    let victims_file = |name: &str, text: &str, mode: u32| {
+        let path = tmp.path().join(name);
+        std::fs::write(&path, text).expect("write");
+        chown(&path, Some(VICTIM), Some(VICTIM)).expect("chown");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        path
+    };
+    let token = victims_file("nats.token", "s3cret\n", 0o600);
+    let ca = victims_file("nats-ca.pem", "not read before the check\n", 0o644);
+    // No NATS server listens there: a node that got past its files would keep retrying,
+    // and so still be running when the test looks.
+    let config = victims_file(
+        "keyd.toml",
+        &format!(
+            "[fleet]\nservers = [\"nats://127.0.0.1:9\"]\nname = \"trust\"\nnode = \"n1\"\n\
+             replicas = 1\ntoken_file = \"{}\"\ntls_ca = \"{}\"\n",
+            token.display(),
+            ca.display()
+        ),
+        0o600,
+    );
+    let args = [std::ffi::OsStr::new("--config"), config.as_os_str()];
+
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+    assert_refused(
+        tmp.path(),
+        &args,
+        "served with a NATS token file everyone can write",
+        &["[fleet] token_file", "writable by everyone"],
+    );
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+
+    chown(&ca, Some(ATTACKER), Some(ATTACKER)).expect("chown");
+    assert_refused(
+        tmp.path(),
+        &args,
+        "served trusting root certificates another user owns",
+        &["[fleet] tls_ca", "belongs to uid 65534"],
+    );
+    chown(&ca, Some(VICTIM), Some(VICTIM)).expect("chown");
+
+    let (running, stderr) = serve_as_victim_with(tmp.path(), Duration::from_secs(2), &args);
+    assert!(
+        !stderr.contains("[fleet] token_file") && !stderr.contains("[fleet] tls_ca"),
+        "its own files must pass the check (running: {running}): {stderr}"
+    );
+}
+
 /// A link another user made in a sticky directory (where anyone may create entries) that
 /// leads to a trusted file: its owner can point it elsewhere at any time, between the
 /// daemon's check and its read.

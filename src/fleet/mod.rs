@@ -20,5 +20,6 @@ pub(crate) mod node;
 pub(crate) mod seal;
 pub(crate) mod setup;
 pub(crate) mod subjects;
+pub(crate) mod trusted_files;
 
 pub(crate) use node::FleetState;

@@ -34,6 +34,7 @@ pub fn prepare(
     store: &Store,
     master: &KeyBytes,
 ) -> Result<(FleetLink, Pending)> {
+    super::trusted_files::check(config)?;
     let position = store.fleet_position()?;
     let (proposals_tx, proposals) = mpsc::unbounded_channel();
     let (applied_tx, applied) = watch::channel(position.applied);
