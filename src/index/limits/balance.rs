@@ -33,6 +33,7 @@ impl Balance {
     }
 
     /// The period `now` is in, starting it (counts at zero) if it is new.
+    #[inline(always)]
     fn current(&self, now: i64) -> i64 {
         let period = self.credits.period(now);
         if period > self.period.load(Ordering::Acquire) {
@@ -48,6 +49,7 @@ impl Balance {
 
     /// Spends `cost` at `now`: `Ok(left after)`, or `Err(left)` when the balance is below
     /// the cost or at zero (a zero-cost check at zero is refused too: nothing is left).
+    #[inline(always)]
     pub fn spend(&self, cost: u64, now: i64) -> Result<u64, u64> {
         let base = self.credits.base(self.current(now));
         let mut local = self.local.load(Ordering::Relaxed);

@@ -51,6 +51,7 @@ impl Bucket {
 
     /// Takes one verify from the limit at `now` (unix ms): `Ok` with the state after it when
     /// allowed, `Err` with the state when the limit is spent.
+    #[inline(always)]
     pub fn take(&self, now: i64) -> Result<RateLimitState, RateLimitState> {
         let now_ns = now.saturating_mul(NS_PER_MS);
         let capacity_ns = self.capacity_ns();
@@ -115,7 +116,7 @@ impl Bucket {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn state(&self, tat: i64, now_ns: i64) -> RateLimitState {
         let capacity_ns = self.capacity_ns();
         let used = (tat - now_ns).clamp(0, capacity_ns);
