@@ -32,6 +32,56 @@ fn update_cannot_grow_metadata_past_one_kib() {
     );
 }
 
+/// Metadata is printed to an admin's terminal by `keys show`: a control character in it
+/// could rewrite what the admin sees (a forged `state: revoked` line) or run an escape
+/// sequence. Refused on create and on update, as in a name. And a malformed `--meta` is
+/// refused without its value in the message: metadata may be secret.
+#[test]
+fn metadata_with_control_characters_is_refused_and_a_bad_one_is_not_echoed() {
+    let daemon = Daemon::start();
+    let forged = "a=\u{1b}]0;pwned\u{7}\nstate:        revoked";
+    let out = daemon.cli(&[
+        "keys",
+        "create",
+        "--name",
+        "n",
+        "--permissions",
+        "read",
+        "--meta",
+        forged,
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(64),
+        "a control character in metadata, on create"
+    );
+    let (id, _) = daemon.create("Plain", "read", &[]);
+    let out = daemon.cli(&["keys", "update", &id, "--meta", "k=\u{1b}[2J"]);
+    assert_eq!(
+        out.status.code(),
+        Some(64),
+        "a control character in metadata, on update"
+    );
+    assert_eq!(
+        daemon.show(&id)["meta"],
+        serde_json::json!({}),
+        "nothing was set"
+    );
+
+    for command in [
+        vec!["keys", "create", "--name", "n", "--permissions", "read"],
+        vec!["keys", "update", id.as_str()],
+    ] {
+        let mut args = command.clone();
+        args.extend(["--meta", "=METAVALUESECRET"]);
+        let out = daemon.cli(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{command:?}: {stderr}");
+        assert!(stderr.contains("KEY=VALUE"), "says what to write: {stderr}");
+        assert!(!stderr.contains("METAVALUESECRET"), "{stderr}");
+    }
+}
+
 /// The consequence: grown past a frame, every verify of the key is answered with a
 /// connection-level BadFrame and the connection is closed (the app can no longer verify
 /// the key, and a pipelining client loses its other requests on that connection), and

@@ -72,8 +72,8 @@ pub struct CreateArgs {
     #[arg(long, value_name = "ID")]
     owner: Option<String>,
     /// Metadata handed back with every verify answer (repeatable; at most 1 KiB as JSON).
-    #[arg(long, value_parser = super::limits::parse_meta, value_name = "KEY=VALUE")]
-    meta: Vec<(String, String)>,
+    #[arg(long, value_name = "KEY=VALUE")]
+    meta: Vec<String>,
     /// Rate limit: requests per window, e.g. 100/1s (over it: 429 rate_limited).
     #[arg(long, value_parser = super::limits::parse_ratelimit, value_name = "LIMIT/WINDOW")]
     ratelimit: Option<RateLimit>,
@@ -99,7 +99,7 @@ pub fn run(command: KeysCommand, context: &Context) -> Result<ExitCode> {
                 environment: args.environment,
                 expires_in_secs: args.expires_in,
                 owner_id: args.owner,
-                meta: super::limits::meta_of(args.meta),
+                meta: super::limits::meta_of(args.meta)?,
                 ratelimit: args.ratelimit,
                 remaining: args.remaining,
                 refill: args.refill,

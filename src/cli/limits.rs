@@ -1,6 +1,7 @@
 //! Command-line forms of protocol 2's key lifecycle: rate limits (`100/1s`), refills
 //! (`1000/1d`), metadata (`plan=pro`), and how they are shown.
 
+use super::exit::UsageError;
 use authenta_client::proto::{Change, KeyInfo, Meta, RateLimit, Refill};
 use clap::Args;
 
@@ -78,7 +79,7 @@ fn count_per(text: &str, what: &str, example: &str) -> Result<(u64, u64), String
     Ok((count, ms))
 }
 
-/// `KEY=VALUE`.
+/// One `--meta KEY=VALUE`.
 pub fn parse_meta(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
         Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
@@ -86,9 +87,16 @@ pub fn parse_meta(text: &str) -> Result<(String, String), String> {
     }
 }
 
-/// Metadata from repeated `--meta KEY=VALUE` (a later one wins).
-pub fn meta_of(pairs: Vec<(String, String)>) -> Meta {
-    pairs.into_iter().collect()
+/// Metadata from repeated `--meta KEY=VALUE` (a later one wins). Parsed here rather than
+/// by clap, whose error would repeat the value given: metadata may be secret.
+pub fn meta_of(texts: Vec<String>) -> Result<Meta, UsageError> {
+    texts
+        .iter()
+        .enumerate()
+        .map(|(n, text)| {
+            parse_meta(text).map_err(|why| UsageError(format!("--meta number {}: {why}", n + 1)))
+        })
+        .collect()
 }
 
 pub fn ratelimit_text(r: &RateLimit) -> String {

@@ -1,6 +1,6 @@
 //! `authenta-keyd keys update`: change a key in place; its token stays the same.
 
-use super::limits::{change, parse_meta, LimitArgs};
+use super::limits::{change, LimitArgs};
 use super::{keys, Context};
 use anyhow::{Context as _, Result};
 use authenta_client::proto::{Permission, UpdateKey};
@@ -43,8 +43,8 @@ pub struct UpdateArgs {
     #[arg(long)]
     no_owner: bool,
     /// Add or replace a metadata entry (repeatable).
-    #[arg(long, value_parser = parse_meta, value_name = "KEY=VALUE")]
-    meta: Vec<(String, String)>,
+    #[arg(long, value_name = "KEY=VALUE")]
+    meta: Vec<String>,
     /// Remove a metadata entry (repeatable).
     #[arg(long, value_name = "KEY")]
     unset_meta: Vec<String>,
@@ -62,7 +62,7 @@ pub fn run(args: UpdateArgs, context: &Context) -> Result<()> {
         environment: change(args.environment, args.no_environment),
         expires_in_secs: change(args.expires_in, args.no_expiry),
         owner_id: change(args.owner, args.no_owner),
-        set_meta: super::limits::meta_of(args.meta),
+        set_meta: super::limits::meta_of(args.meta)?,
         unset_meta: args.unset_meta,
         ratelimit,
         remaining,

@@ -113,9 +113,17 @@ fn check_owner(owner: &str) -> Result<(), ErrorAnswer> {
     Ok(())
 }
 
+/// Printable text, as a key's name: `keys show` prints metadata to an admin's terminal,
+/// where a control character could rewrite what it shows or run an escape sequence.
 fn check_meta(meta: &Meta) -> Result<(), ErrorAnswer> {
     if meta.keys().any(|k| k.is_empty()) {
         return Err(bad_request("a metadata key must not be empty".into()));
+    }
+    let control = |text: &String| text.chars().any(char::is_control);
+    if meta.iter().any(|(k, v)| control(k) || control(v)) {
+        return Err(bad_request(
+            "metadata keys and values must be printable text (no control characters)".into(),
+        ));
     }
     let size = meta_json_len(meta);
     if size > MAX_META_JSON {
