@@ -73,6 +73,22 @@ fn forward_auth_answers_each_verify_code_with_its_status_and_headers() {
         (elsewhere.status, elsewhere.error_code().as_str()),
         (401, "wrong_environment")
     );
+    // A proxy that appends its environment header to one the client sent: the client's
+    // comes first, and must not decide.
+    let twice = auth(
+        &daemon,
+        "GET",
+        &[
+            ("x-api-key", &full),
+            ("x-authenta-environment", "prod"),
+            ("x-authenta-environment", "dev"),
+        ],
+    );
+    assert_eq!(
+        (twice.status, twice.error_code().as_str()),
+        (400, "bad_request"),
+        "an environment asked twice"
+    );
 }
 
 #[test]

@@ -39,18 +39,28 @@ pub fn answer(daemon: &Daemon, method: &Method, headers: &HeaderMap) -> Answer {
         Ok(permissions) => permissions,
         Err(refusal) => return refusal,
     };
-    let environment = match headers.get(ENVIRONMENT).map(HeaderValue::to_str) {
-        None => None,
-        Some(Ok(environment)) => Some(environment),
-        Some(Err(_)) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                "X-Authenta-Environment must be visible ASCII",
-            )
-        }
+    let environment = match environment_asked(headers) {
+        Ok(environment) => environment,
+        Err(refusal) => return refusal,
     };
     verify(daemon, token, permissions, environment)
+}
+
+/// The environment the key must carry, if one is asked. Asked twice is refused: a proxy
+/// that appends its header to one the client sent would otherwise let the client's, the
+/// first, decide.
+fn environment_asked(headers: &HeaderMap) -> Result<Option<&str>, Answer> {
+    let mut values = headers.get_all(ENVIRONMENT).iter();
+    let (first, second) = (values.next(), values.next());
+    let refused = |message| error(StatusCode::BAD_REQUEST, "bad_request", message);
+    match (first.map(HeaderValue::to_str), second) {
+        (None, _) => Ok(None),
+        (Some(_), Some(_)) => Err(refused(
+            "X-Authenta-Environment is given more than once: send one",
+        )),
+        (Some(Ok(environment)), None) => Ok(Some(environment)),
+        (Some(Err(_)), None) => Err(refused("X-Authenta-Environment must be visible ASCII")),
+    }
 }
 
 /// Decides the verify with the socket's own decision, and counts it as the socket does.
