@@ -497,6 +497,56 @@ fn a_master_key_file_others_could_write_is_refused() {
     assert_serves(tmp.path(), &[], "refused its own private key file");
 }
 
+/// `rekey` wraps the store under the key it is given: one another user wrote (here in a
+/// directory they made in /tmp) would hand them the store, online or offline. Held to
+/// `serve`'s rule, before anything is sent or changed.
+#[test]
+fn rekey_refuses_a_new_master_key_another_user_could_write() {
+    if !can_drop_privileges() {
+        return;
+    }
+    let mut daemon = common::Daemon::start();
+    let (_, token) = daemon.create("app", "read", &[]);
+    let tmp = shared_tmp();
+    let planted = dir_another_user_made(tmp.path(), "att").join("new.hex");
+    std::fs::write(&planted, "07".repeat(32)).expect("key");
+    chown(&planted, Some(ATTACKER), Some(ATTACKER)).expect("chown");
+    let planted = planted.to_string_lossy().to_string();
+
+    let online = daemon.cli(&["rekey", "--new-master-key-file", &planted]);
+    let stderr = String::from_utf8_lossy(&online.stderr);
+    assert!(
+        !online.status.success(),
+        "online rekey took the planted key"
+    );
+    assert!(stderr.contains("the new master key file"), "{stderr}");
+    assert!(stderr.contains("belongs to uid 65534"), "{stderr}");
+
+    assert!(daemon.stop().success());
+    let data_dir = daemon.data_dir.to_string_lossy().to_string();
+    let old_key = daemon.master_key.to_string_lossy().to_string();
+    let offline = daemon.cli(&[
+        "rekey",
+        "--offline",
+        "--new-master-key-file",
+        &planted,
+        "--data-dir",
+        &data_dir,
+        "--master-key-file",
+        &old_key,
+    ]);
+    assert!(
+        !offline.status.success(),
+        "offline rekey took the planted key"
+    );
+    daemon.restart();
+    assert_eq!(
+        daemon.verify_code(&token, &[]),
+        "valid",
+        "the old key still opens it"
+    );
+}
+
 /// The NATS credentials and TLS roots a fleet node obeys: whoever could write the token
 /// file could make the node log in as someone else, and whoever could write the root
 /// certificates could pose as the fleet's servers, feeding every host the keys they like.

@@ -34,6 +34,15 @@ pub struct RekeyArgs {
 }
 
 pub fn run(args: RekeyArgs, context: &Context) -> Result<ExitCode> {
+    // Held to `serve`'s rules: a key file, or a store, that another user could have
+    // written would hand them the store.
+    master_key::check_trusted(&args.new_master_key_file, "the new master key file")?;
+    if master_key::readable_by_others(&args.new_master_key_file) {
+        eprintln!(
+            "warning: {} is readable by group or others; chmod 600 it",
+            args.new_master_key_file.display()
+        );
+    }
     let new_key = master_key::read_key_file(&args.new_master_key_file)?;
     let online = !args.offline && std::os::unix::net::UnixStream::connect(&context.socket).is_ok();
     if online {
@@ -51,6 +60,10 @@ pub fn run(args: RekeyArgs, context: &Context) -> Result<ExitCode> {
             data_dir.display(),
             context.socket.display()
         );
+    }
+    crate::host::trust::check_data_dir(&data_dir).map_err(anyhow::Error::msg)?;
+    if let Some(key_file) = &args.master_key_file {
+        master_key::check_trusted(key_file, "the master key file")?;
     }
     let (old_key, source) = master_key::load(args.master_key_file.as_deref(), &data_dir, true)?;
     let mut store = store::Store::open(&data_dir, &old_key)?;
