@@ -165,6 +165,21 @@ fn a_log_file_another_user_made_is_refused() {
     assert!(!running, "refused, not hanging: {stderr}");
     assert!(stderr.contains("not a regular file"), "{stderr}");
 
+    // A hard link to another file of the victim's (made here as root: where the kernel's
+    // protected_hardlinks is off, or for a file of a group they are in, another user
+    // can): the log would be appended to that file.
+    std::fs::remove_file(&log).expect("remove");
+    let other = tmp.path().join("victims-file");
+    std::fs::write(&other, "precious\n").expect("the victim's other file");
+    chown(&other, Some(VICTIM), Some(VICTIM)).expect("chown");
+    std::fs::set_permissions(&other, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    std::fs::hard_link(&other, &log).expect("link");
+    let (running, stderr) = serve_as_victim_with(tmp.path(), Duration::from_secs(5), &args);
+    assert!(!running, "the daemon must not log into a hard link");
+    assert!(stderr.contains("hard links"), "{stderr}");
+    let kept = std::fs::read_to_string(&other).expect("read");
+    assert_eq!(kept, "precious\n", "nothing appended to the linked file");
+
     // The victim's own file, writable by it alone: used.
     std::fs::remove_file(&log).expect("remove");
     std::fs::write(&log, "").expect("the victim's");

@@ -97,6 +97,16 @@ fn check_ours(path: &Path, meta: &std::fs::Metadata) -> Result<()> {
             meta.mode() & 0o7777
         );
     }
+    // A hard link to another file (where the kernel lets other users make them, or one
+    // made to a file of a group they are in) would have the daemon append its log to that
+    // file: /etc/shadow, or a file its makers can read.
+    if meta.nlink() != 1 {
+        anyhow::bail!(
+            "the log file {} has {} names (hard links): it may be another file under this              name; remove the name, or give --log-file another path",
+            path.display(),
+            meta.nlink()
+        );
+    }
     Ok(())
 }
 
