@@ -351,3 +351,38 @@ fn assert_refused(daemon: &mut common::Daemon, token: &str, why: &str) {
     assert!(log.contains("restore"), "says what to do: {log}");
     assert!(!log.contains(token), "{log}");
 }
+
+/// Someone with write access to the data files (not the master key) deletes a key's usage
+/// row, or empties an owner's stored usage, to have spent credits and a used rate limit
+/// come back full at the next start. The limits resume spent instead.
+#[test]
+fn limits_whose_stored_usage_is_removed_resume_spent() {
+    let mut daemon = common::Daemon::start();
+    let (key_id, key_token) = daemon.create("Limited", "read", &["--remaining", "3"]);
+    let (rated_id, rated) = daemon.create("Rated", "read", &["--ratelimit", "2/1h"]);
+    let owners = daemon.cli(&["owners", "set", "tenant-7", "--remaining", "2"]);
+    assert!(owners.status.success(), "{owners:?}");
+    let (_, shared) = daemon.create("Shared", "read", &["--owner", "tenant-7"]);
+    for _ in 0..2 {
+        for token in [&key_token, &rated, &shared] {
+            assert_eq!(daemon.verify_code(token, &[]), "valid");
+        }
+    }
+    assert!(daemon.stop().success());
+    let db = rusqlite::Connection::open(daemon.data_dir.join("keys.db")).expect("open");
+    db.execute("DELETE FROM usage WHERE id = ?1", [&key_id])
+        .expect("delete a key's usage row");
+    db.execute("DELETE FROM usage WHERE id = ?1", [&rated_id])
+        .expect("delete a rate-limited key's usage row");
+    db.execute_batch("UPDATE owners SET usage = NULL")
+        .expect("empty the owner's usage");
+    drop(db);
+    daemon.restart();
+    assert_eq!(daemon.verify_code(&key_token, &[]), "usage_exceeded");
+    assert_eq!(daemon.verify_code(&rated, &[]), "rate_limited");
+    assert_eq!(daemon.verify_code(&shared, &[]), "usage_exceeded");
+    assert!(
+        daemon.log().contains("usage row is missing"),
+        "said in the log"
+    );
+}

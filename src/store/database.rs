@@ -6,6 +6,7 @@
 //! acknowledged commit survive `kill -9` and power loss. Only the writer thread
 //! ([`crate::store::writer`]) holds a `Store` after start-up.
 
+use crate::index::limits;
 use crate::key::{KeyRecord, OwnerRecord, OwnerUsage, RetiredHashes, UsageRecord, UsageRow};
 use crate::store::audit::{self, AuditRecord, ChainHead, ChainHeadV1};
 use crate::store::barrier::{unwrap_data_key, wrap_data_key, Barrier, KeyBytes};
@@ -756,12 +757,16 @@ impl Store {
     pub fn put_owner(&mut self, record: &OwnerRecord) -> Result<()> {
         let row = self.barrier.row_id("owners", &record.id);
         let sealed = self.barrier.seal("owners", &row, &to_bytes(record));
+        // Stored with its first row, so that an owner whose usage is missing later lost it.
+        let fresh_usage = self
+            .barrier
+            .seal("owner_usage", &row, &to_bytes(&OwnerUsage::default()));
         self.conn
             .prepare_cached(
-                "INSERT INTO owners (id, sealed) VALUES (?1, ?2)
+                "INSERT INTO owners (id, sealed, usage) VALUES (?1, ?2, ?3)
              ON CONFLICT(id) DO UPDATE SET sealed = excluded.sealed",
             )?
-            .execute(params![row, sealed])?;
+            .execute(params![row, sealed, fresh_usage])?;
         Ok(())
     }
 
@@ -777,7 +782,7 @@ impl Store {
 
     /// Every owner, with where its limits stood. A row that does not open is left out and
     /// reported: its keys are served without the owner's limits until it is set again; a
-    /// usage that does not open resumes the limits full.
+    /// usage that is missing or does not open resumes the limits spent.
     pub fn load_owners(&self) -> Result<Vec<(OwnerRecord, OwnerUsage)>> {
         let mut owners = Vec::new();
         let mut rows = self.conn.prepare("SELECT id, sealed, usage FROM owners")?;
@@ -800,7 +805,7 @@ impl Store {
                 .as_blob_or_null()?
                 .and_then(|sealed| self.barrier.open("owner_usage", id, sealed).ok())
                 .and_then(|plain| from_bytes::<OwnerUsage>(&plain))
-                .unwrap_or_default();
+                .unwrap_or_else(|| owner_usage_lost(&record));
             owners.push((record, usage));
         }
         Ok(owners)
@@ -1195,6 +1200,20 @@ fn open_batch(
     }
 }
 
+/// An owner's row holds its usage from the moment it is set, so one without a usage that
+/// opens was changed outside the daemon: its limits resume spent.
+fn owner_usage_lost(record: &OwnerRecord) -> OwnerUsage {
+    if record.ratelimit.is_none() && record.credits.is_none() {
+        return OwnerUsage::default();
+    }
+    tracing::error!("an owner's stored usage is missing or does not open: its shared rate limit is shut for a window and its credits are at zero until an admin sets them again (restore the store from a backup if you did not change it)");
+    let now = crate::time::now_ms();
+    OwnerUsage {
+        ratelimit: limits::rate_spent(record.ratelimit, now),
+        credits: limits::credits_spent(record.credits, now),
+    }
+}
+
 fn open_key_row(barrier: &Barrier, row: &KeyRow<'_>) -> Option<(KeyRecord, UsageRecord)> {
     let record = legacy::key_record(&barrier.open("keys", row.id, row.sealed).ok()?)?;
     if record.id != row.id || record.token_hash.as_slice() != row.hash {
@@ -1202,9 +1221,24 @@ fn open_key_row(barrier: &Barrier, row: &KeyRow<'_>) -> Option<(KeyRecord, Usage
     }
     let usage = match row.usage {
         Some(plain) => legacy::usage_record(plain)?,
-        None => UsageRecord::default(),
+        None => usage_of_a_missing_row(&record),
     };
     Some((record, usage))
+}
+
+/// Every key gets its usage row when it is made, so one that has none lost it outside the
+/// daemon: its limits resume spent rather than fresh (`index::limits::spent`).
+fn usage_of_a_missing_row(record: &KeyRecord) -> UsageRecord {
+    let details = &record.details;
+    if details.ratelimit.is_none() && details.credits.is_none() {
+        return UsageRecord::default();
+    }
+    tracing::error!(key_id = %printable(&record.id), "the key's usage row is missing: its rate limit is shut for a window and its credits are at zero until an admin sets them again (restore the store from a backup if you did not remove the row)");
+    let now = crate::time::now_ms();
+    let mut usage = UsageRecord::default();
+    usage.limits.ratelimit = limits::rate_spent(details.ratelimit, now);
+    usage.limits.credits = limits::credits_spent(details.credits, now);
+    usage
 }
 
 /// Key ids come from the file: show only their printable ASCII in logs.

@@ -16,10 +16,12 @@
 mod balance;
 mod bucket;
 mod owner;
+mod spent;
 
 pub use balance::{carry_balance, Balance};
 pub use bucket::{carry_bucket, Bucket};
 pub use owner::Owner;
+pub use spent::{credits_spent, rate_spent};
 
 use super::entry::Extra;
 use authenta_client::proto::{RateLimitState, VerifyCode};
