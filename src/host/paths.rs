@@ -18,11 +18,44 @@ fn home_relative(var: &str, fallback: &str) -> Option<PathBuf> {
     }
 }
 
-/// Gives `dir` (one the daemon owns) to group `gid`, so that the socket's group can reach
-/// the socket inside it.
+/// Gives `dir` (one the daemon made) to group `gid`, so that the socket's group can reach
+/// the socket inside it; through the directory opened as itself (see [`open_made_dir`]).
 pub fn give_group(dir: &Path, gid: u32) -> Result<()> {
-    std::os::unix::fs::chown(dir, None, Some(gid))
+    let made = open_made_dir(dir, "socket directory")?;
+    std::os::unix::fs::fchown(&made, None, Some(gid))
         .with_context(|| format!("cannot give {} to group {gid}", dir.display()))
+}
+
+/// The directory the daemon just made at `dir`, opened without following a link, and
+/// refused unless it is a directory of the daemon's own user. Its mode and group are set
+/// through this descriptor, never by name: in a sticky directory such as /tmp another user
+/// may swap the new name for a link to a directory of their choosing between the making
+/// and the setting, and a `chmod` by name would follow it.
+fn open_made_dir(dir: &Path, what: &str) -> Result<fs::File> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let made = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_DIRECTORY)
+        .open(dir)
+        .with_context(|| {
+            format!(
+                "the {what} {} is not the directory just made (a link put in its place?)",
+                dir.display()
+            )
+        })?;
+    let meta = made
+        .metadata()
+        .with_context(|| format!("cannot inspect the {what} {}", dir.display()))?;
+    let euid = nix::unistd::geteuid().as_raw();
+    if meta.uid() != euid {
+        bail!(
+            "the {what} {} belongs to uid {}, not the daemon's {euid}: another user made it \
+             first; remove it, or choose another place",
+            dir.display(),
+            meta.uid()
+        );
+    }
+    Ok(made)
 }
 
 /// The socket when neither `--socket` nor `AUTHENTA_SOCKET` names one:
@@ -132,8 +165,44 @@ pub fn ensure_dir(dir: &Path, mode: u32, what: &str) -> Result<()> {
                 .create(dir)
                 .with_context(|| format!("cannot create the {what} {}", dir.display()))?;
             // The umask may have narrowed the mode; set exactly what was asked.
-            fs::set_permissions(dir, fs::Permissions::from_mode(mode))
+            open_made_dir(dir, what)?
+                .set_permissions(fs::Permissions::from_mode(mode))
                 .with_context(|| format!("cannot set the mode of {}", dir.display()))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a race in a sticky directory leaves between making the directory and setting
+    /// its mode: the name now a link to a directory of the attacker's choosing. The mode is
+    /// set through the directory opened as itself, so the link is refused, not followed.
+    #[test]
+    fn a_link_swapped_in_for_a_made_directory_is_refused_and_not_followed() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let target = tmp.path().join("victims");
+        fs::create_dir(&target).expect("target");
+        fs::set_permissions(&target, fs::Permissions::from_mode(0o755)).expect("chmod");
+        let swapped = tmp.path().join("made");
+        std::os::unix::fs::symlink(&target, &swapped).expect("link");
+        let refused = open_made_dir(&swapped, "data directory").expect_err("a link");
+        assert!(
+            refused.to_string().contains("a link put in its place"),
+            "{refused}"
+        );
+        assert!(give_group(&swapped, 0).is_err());
+        let mode = fs::metadata(&target).expect("target").permissions().mode();
+        assert_eq!(mode & 0o777, 0o755, "the link's target was left alone");
+    }
+
+    #[test]
+    fn a_made_directory_gets_exactly_its_mode() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("a/b");
+        ensure_dir(&dir, 0o750, "data directory").expect("made");
+        let mode = fs::metadata(&dir).expect("made").permissions().mode();
+        assert_eq!(mode & 0o7777, 0o750);
     }
 }
