@@ -550,10 +550,12 @@ fn rekey_refuses_a_new_master_key_another_user_could_write() {
         "--master-key-file",
         &old_key,
     ]);
+    let stderr = String::from_utf8_lossy(&offline.stderr);
     assert!(
         !offline.status.success(),
         "offline rekey took the planted key"
     );
+    assert!(stderr.contains("the new master key file"), "{stderr}");
     daemon.restart();
     assert_eq!(
         daemon.verify_code(&token, &[]),

@@ -359,19 +359,22 @@ fn assert_refused(daemon: &mut common::Daemon, token: &str, why: &str) {
 fn limits_whose_stored_usage_is_removed_resume_spent() {
     let mut daemon = common::Daemon::start();
     let (key_id, key_token) = daemon.create("Limited", "read", &["--remaining", "3"]);
+    let (reset_id, reset_token) = daemon.create("Reset", "read", &["--remaining", "3"]);
     let (rated_id, rated) = daemon.create("Rated", "read", &["--ratelimit", "2/1h"]);
     let owners = daemon.cli(&["owners", "set", "tenant-7", "--remaining", "2"]);
     assert!(owners.status.success(), "{owners:?}");
     let (_, shared) = daemon.create("Shared", "read", &["--owner", "tenant-7"]);
     for _ in 0..2 {
-        for token in [&key_token, &rated, &shared] {
+        for token in [&key_token, &reset_token, &rated, &shared] {
             assert_eq!(daemon.verify_code(token, &[]), "valid");
         }
     }
     assert!(daemon.stop().success());
     let db = rusqlite::Connection::open(daemon.data_dir.join("keys.db")).expect("open");
-    db.execute("DELETE FROM usage WHERE id = ?1", [&key_id])
-        .expect("delete a key's usage row");
+    for id in [&key_id, &reset_id] {
+        db.execute("DELETE FROM usage WHERE id = ?1", [id])
+            .expect("delete a key's usage row");
+    }
     db.execute("DELETE FROM usage WHERE id = ?1", [&rated_id])
         .expect("delete a rate-limited key's usage row");
     db.execute_batch("UPDATE owners SET usage = NULL")
@@ -385,4 +388,40 @@ fn limits_whose_stored_usage_is_removed_resume_spent() {
         daemon.log().contains("usage row is missing"),
         "said in the log"
     );
+
+    // The spent state is written back (a key whose row is missing is flushed even if no
+    // verify touched it since), so an admin's reset holds across a restart.
+    let reset = daemon.cli(&["keys", "update", &reset_id, "--remaining", "5"]);
+    assert!(reset.status.success(), "{reset:?}");
+    assert!(daemon.stop().success());
+    daemon.restart();
+    assert_eq!(
+        daemon.verify_code(&reset_token, &[]),
+        "valid",
+        "the reset held"
+    );
+    assert_eq!(
+        daemon.verify_code(&key_token, &[]),
+        "usage_exceeded",
+        "still spent"
+    );
+}
+
+/// Owner rows made before they got their usage with them (schema 6) had none until their
+/// first flush: the upgrade gives them theirs, so they are not taken for emptied ones.
+#[test]
+fn owners_from_before_schema_7_keep_their_limits() {
+    let mut daemon = common::Daemon::start();
+    let owners = daemon.cli(&["owners", "set", "tenant-8", "--remaining", "2"]);
+    assert!(owners.status.success(), "{owners:?}");
+    let (_, token) = daemon.create("Shared", "read", &["--owner", "tenant-8"]);
+    assert!(daemon.stop().success());
+    let db = rusqlite::Connection::open(daemon.data_dir.join("keys.db")).expect("open");
+    db.execute_batch("UPDATE owners SET usage = NULL; PRAGMA user_version = 6;")
+        .expect("an owner row as schema 6 left it before its first flush");
+    drop(db);
+    daemon.restart();
+    assert_eq!(daemon.verify_code(&token, &[]), "valid");
+    assert_eq!(daemon.verify_code(&token, &[]), "valid");
+    assert_eq!(daemon.verify_code(&token, &[]), "usage_exceeded");
 }

@@ -189,7 +189,7 @@ fn print_issued(issued: &NewToken, json: bool, verb: &str) {
             "grace_until": output::time_or_null(key.grace_until),
         }));
     } else {
-        eprintln!("{verb} key {} ({})", key.id, key.name);
+        eprintln!("{verb} key {} ({})", key.id, output::shown(&key.name));
         eprintln!("  permissions: {}", permission_list(&key.permissions));
         eprintln!(
             "  environment: {}",
@@ -239,7 +239,7 @@ fn print_list(keys: &[KeyInfo]) {
 fn list_row(k: &KeyInfo, now: i64) -> Vec<String> {
     vec![
         k.id.clone(),
-        k.name.clone(),
+        output::shown(&k.name).into_owned(),
         output::start(k),
         permission_list(&k.permissions),
         k.environment.clone().unwrap_or_else(|| "-".into()),
@@ -258,7 +258,7 @@ fn list_row(k: &KeyInfo, now: i64) -> Vec<String> {
 
 fn print_key(key: &KeyInfo) {
     say!("id:           {}", key.id);
-    say!("name:         {}", key.name);
+    say!("name:         {}", output::shown(&key.name));
     say!("start:        {}", output::start(key));
     say!("permissions:  {}", permission_list(&key.permissions));
     say!(

@@ -114,7 +114,12 @@ pub fn key_lines(key: &KeyInfo) -> Vec<String> {
         lines.push(format!("owner:        {owner}"));
     }
     if !key.meta.is_empty() {
-        let pairs: Vec<_> = key.meta.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let shown = super::output::shown;
+        let pairs: Vec<_> = key
+            .meta
+            .iter()
+            .map(|(k, v)| format!("{}={}", shown(k), shown(v)))
+            .collect();
         lines.push(format!("meta:         {}", pairs.join(" ")));
     }
     if let Some(r) = &key.ratelimit {

@@ -56,6 +56,25 @@ pub fn time_ago(ms: Option<i64>, none: &str, now: i64) -> String {
 }
 
 /// The form a token's first characters are shown in, everywhere: `api_q6vhydVB`.
+/// Text from the store as a terminal may show it: control characters escaped (`\u{1b}`),
+/// so that a name or metadata written by an older build, or by another node of a fleet,
+/// can neither run an escape sequence nor forge a line of the output.
+pub fn shown(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return text.into();
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect::<String>()
+        .into()
+}
+
 pub fn start(key: &KeyInfo) -> String {
     format!("{}{}", crate::token::TOKEN_PREFIX, key.start)
 }
@@ -157,6 +176,15 @@ pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_characters_are_shown_escaped() {
+        assert_eq!(shown("plain name"), "plain name");
+        assert_eq!(
+            shown("a\u{1b}]0;x\u{7}\nstate: revoked"),
+            "a\\u{1b}]0;x\\u{7}\\nstate: revoked"
+        );
+    }
 
     #[test]
     fn times_are_rfc3339_utc() {

@@ -102,7 +102,8 @@ fn check_ours(path: &Path, meta: &std::fs::Metadata) -> Result<()> {
     // file: /etc/shadow, or a file its makers can read.
     if meta.nlink() != 1 {
         anyhow::bail!(
-            "the log file {} has {} names (hard links): it may be another file under this              name; remove the name, or give --log-file another path",
+            "the log file {} has {} names (hard links): it may be another file under this \
+             name; remove the name, or give --log-file another path",
             path.display(),
             meta.nlink()
         );

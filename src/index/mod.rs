@@ -95,9 +95,15 @@ impl Index {
         };
         let maps = self.maps.get_mut().unwrap_or_else(|e| e.into_inner());
         let counters = UsageCounters::from_record(&usage);
+        let limited = record.details.ratelimit.is_some() || record.details.credits.is_some();
         match maps.push(id, record, counters, None, usage.limits) {
             Some(slot) => {
                 maps.usage_rows[slot].store(row.to_bits(), Ordering::Relaxed);
+                if limited && row == UsageRow::UNKNOWN {
+                    // Its row is unknown, or missing (and its limits resumed spent): the
+                    // first flush writes what it holds, so that a restart resumes that.
+                    maps.set_dirty_bit(slot as u32);
+                }
                 if self.loaded_unsorted {
                     maps.by_id.push_unsorted(slot as u32);
                 } else if !maps.by_id.push_loaded(&maps.entries, slot as u32) {
@@ -132,6 +138,14 @@ impl Index {
         let maps = self.maps.get_mut().unwrap_or_else(|e| e.into_inner());
         for (owner, usage) in owners {
             maps.upsert_owner(&owner, &usage);
+            // Written back at the first flush: an owner whose stored usage was lost (and
+            // resumed spent) gets it again, so that a restart resumes where it stands. A
+            // row each, for the few owners with limits.
+            if let Some(loaded) = maps.owners.get(owner.id.as_str()) {
+                if loaded.ratelimit.is_some() || loaded.credits.is_some() {
+                    loaded.touch();
+                }
+            }
         }
     }
 

@@ -64,6 +64,10 @@ const MIGRATIONS: &[&str] = &[
     // binding entries (`entry_set`), which start-up computes once for an older head; the
     // version tells older builds, which cannot read such a head, to refuse the store.
     "",
+    // 6 -> 7: no change to the tables. An owner's row gets its usage when it is made, so
+    // one without was emptied from outside (its limits resume spent); rows made before
+    // get theirs once, at the first start (`Store::give_owners_their_usage`).
+    "",
 ];
 
 /// The schema version this build writes.
@@ -215,6 +219,9 @@ impl Store {
         // and binding its rows now would launder whatever was written back.
         if had_schema == 1 {
             store.bind_rows_of_an_older_store()?;
+        }
+        if had_schema < 7 {
+            store.give_owners_their_usage()?;
         }
         Ok(store)
     }
@@ -770,6 +777,26 @@ impl Store {
         Ok(())
     }
 
+    /// Seals a fresh usage into the owner rows made before schema 7, which had none until
+    /// their first flush (see [`Store::put_owner`]).
+    fn give_owners_their_usage(&mut self) -> Result<()> {
+        let rows: Vec<String> = self
+            .conn
+            .prepare("SELECT id FROM owners WHERE usage IS NULL")?
+            .query_map([], |row| row.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        for row in rows {
+            let fresh = self
+                .barrier
+                .seal("owner_usage", &row, &to_bytes(&OwnerUsage::default()));
+            self.conn.execute(
+                "UPDATE owners SET usage = ?2 WHERE id = ?1",
+                params![row, fresh],
+            )?;
+        }
+        Ok(())
+    }
+
     /// Writes where an owner's limits stand (the usage flush), if the owner has a row.
     pub fn put_owner_usage(&mut self, owner_id: &str, usage: &OwnerUsage) -> Result<()> {
         let row = self.barrier.row_id("owners", owner_id);
@@ -805,7 +832,7 @@ impl Store {
                 .as_blob_or_null()?
                 .and_then(|sealed| self.barrier.open("owner_usage", id, sealed).ok())
                 .and_then(|plain| from_bytes::<OwnerUsage>(&plain))
-                .unwrap_or_else(|| owner_usage_lost(&record));
+                .unwrap_or_else(|| owner_usage_lost(&record, id));
             owners.push((record, usage));
         }
         Ok(owners)
@@ -1202,11 +1229,12 @@ fn open_batch(
 
 /// An owner's row holds its usage from the moment it is set, so one without a usage that
 /// opens was changed outside the daemon: its limits resume spent.
-fn owner_usage_lost(record: &OwnerRecord) -> OwnerUsage {
+/// `row` (an HMAC of the owner's id, not the id) names it in the log.
+fn owner_usage_lost(record: &OwnerRecord, row: &str) -> OwnerUsage {
     if record.ratelimit.is_none() && record.credits.is_none() {
         return OwnerUsage::default();
     }
-    tracing::error!("an owner's stored usage is missing or does not open: its shared rate limit is shut for a window and its credits are at zero until an admin sets them again (restore the store from a backup if you did not change it)");
+    tracing::error!(owner_row = %printable(row), "an owner's stored usage is missing or does not open: its shared rate limit is shut for a window and its credits are at zero until an admin sets them again (restore the store from a backup if you did not change it)");
     let now = crate::time::now_ms();
     OwnerUsage {
         ratelimit: limits::rate_spent(record.ratelimit, now),

@@ -52,7 +52,7 @@ impl Owner {
     }
 
     /// Marks the limits as moved (only a clean owner pays for the write).
-    pub(super) fn touch(&self) {
+    pub(crate) fn touch(&self) {
         if !self.dirty.load(Ordering::Relaxed) {
             self.dirty.store(true, Ordering::Relaxed);
         }
