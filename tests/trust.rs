@@ -564,6 +564,43 @@ fn rekey_refuses_a_new_master_key_another_user_could_write() {
     );
 }
 
+/// A client sends a token (`verify`) or a master key (`rekey`) to whatever answers on the
+/// socket it is given. Another user who made the socket's directory in /tmp, or put a
+/// socket of theirs in /tmp itself, would receive it: the client refuses before it
+/// connects.
+#[test]
+fn a_client_refuses_a_socket_another_user_could_have_put_there() {
+    if !can_drop_privileges() {
+        return;
+    }
+    let tmp = shared_tmp();
+    let planted_dir = tmp.path().join("authenta");
+    std::fs::create_dir(&planted_dir).expect("dir");
+    chown(&planted_dir, Some(ATTACKER), Some(ATTACKER)).expect("chown");
+    let in_their_dir = planted_dir.join("keyd.sock");
+    let in_tmp = tmp.path().join("keyd.sock");
+    for socket in [&in_their_dir, &in_tmp] {
+        let listener = std::os::unix::net::UnixListener::bind(socket).expect("bind");
+        lchown(socket, Some(ATTACKER), Some(ATTACKER)).expect("chown the socket");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let out = Command::new(BIN)
+            .arg("--socket")
+            .arg(socket)
+            .arg("verify")
+            .env("AUTHENTA_KEY", "api_not-sent-anywhere")
+            .output()
+            .expect("run verify");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{}: {stderr}", socket.display());
+        assert!(stderr.contains("is not trusted"), "{stderr}");
+        assert!(
+            listener.accept().is_err(),
+            "{}: the client connected to the other user's socket",
+            socket.display()
+        );
+    }
+}
+
 /// The NATS credentials and TLS roots a fleet node obeys: whoever could write the token
 /// file could make the node log in as someone else, and whoever could write the root
 /// certificates could pose as the fleet's servers, feeding every host the keys they like.

@@ -151,12 +151,21 @@ fn usage_error(error: &clap::Error) -> ExitCode {
 /// A client refuses the fallback socket directory when another user could have put a socket
 /// there (the daemon refuses to use it too); `serve` checks it itself.
 fn trusted_socket(socket: &std::path::Path, command: &Command) -> anyhow::Result<()> {
+    if !talks_to_the_daemon(command) {
+        return Ok(());
+    }
     let fallback = crate::host::paths::fallback_socket_dir();
     match socket.parent() {
-        Some(dir) if dir == fallback && dir.exists() && talks_to_the_daemon(command) => {
-            crate::host::paths::check_private_dir(dir)
-        }
-        _ => Ok(()),
+        Some(dir) if dir == fallback && dir.exists() => crate::host::paths::check_private_dir(dir),
+        _ => crate::host::trust::check_socket_for_client(socket).map_err(|why| {
+            anyhow::Error::new(exit::UsageError(format!(
+                "the socket {} is not trusted: {why}. Whoever made it could answer in the \
+                 daemon's place and receive what this command sends (a token, a key): use \
+                 the daemon's socket in a directory only root or the daemon's user can write \
+                 (by default /run/authenta/keyd.sock)",
+                socket.display()
+            )))
+        }),
     }
 }
 

@@ -26,6 +26,55 @@ pub fn check_dir(dir: &Path) -> Result<(), String> {
     check_chain_from(dir, euid, false)
 }
 
+/// Why a client may not send a token or a key to whatever listens at `socket`, or `Ok`.
+/// Unlike the daemon, a client does not know the daemon's user, so it trusts the socket's
+/// directory by who could have made it: when the directory above it is trusted and no one
+/// else may write it, only root or that directory's owner could have, and the socket's
+/// directory may then be anyone's (a service user's `/run/authenta`, say); otherwise (it sits in
+/// `/tmp`, say) it must be root's or this user's. A directory others may write (sticky, such
+/// as `/tmp` itself) can hold only a socket of root's or this user's.
+pub fn check_socket_for_client(socket: &Path) -> Result<(), String> {
+    use std::os::unix::fs::FileTypeExt;
+    let euid = nix::unistd::geteuid().as_raw();
+    let socket = &std::path::absolute(socket)
+        .map_err(|e| format!("cannot make {} absolute: {e}", socket.display()))?;
+    let Some(dir) = socket.parent() else {
+        return Ok(());
+    };
+    let Ok(dir_meta) = std::fs::metadata(dir) else {
+        // Nothing listens there: connecting says so.
+        return Ok(());
+    };
+    let made_by_its_owner = dir.parent().is_none_or(|above| {
+        check_dir(above).is_ok() && std::fs::metadata(above).is_ok_and(|m| m.mode() & 0o022 == 0)
+    });
+    if made_by_its_owner {
+        if dir_meta.mode() & 0o022 != 0 && dir_meta.mode() & 0o1000 == 0 {
+            return Err(format!(
+                "its directory {} is writable by others",
+                dir.display()
+            ));
+        }
+    } else {
+        check_dir(dir)?;
+    }
+    if dir_meta.mode() & 0o022 != 0 {
+        if let Ok(link) = std::fs::symlink_metadata(socket) {
+            if !link.file_type().is_socket() {
+                return Err(format!("{} is not a socket", socket.display()));
+            }
+            if link.uid() != 0 && link.uid() != euid {
+                return Err(format!(
+                    "{} belongs to uid {}, in a directory others can write",
+                    socket.display(),
+                    link.uid()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Checks `path` itself and each directory above it.
 fn check_chain(path: &Path, euid: u32) -> Result<(), String> {
     check_chain_from(path, euid, true)
