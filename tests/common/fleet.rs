@@ -162,18 +162,38 @@ pub fn change_many(
 
 /// Waits until every node lists the same keys as the first one.
 pub fn wait_converged(nodes: &[Daemon]) -> Vec<Value> {
-    let mut reference = Vec::new();
-    wait_until(
-        "every node to list the same keys",
-        Duration::from_secs(30),
-        || {
-            reference = keys_without_usage(&nodes[0]);
-            nodes[1..]
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let lists: Vec<Vec<Value>> = nodes.iter().map(keys_without_usage).collect();
+        if lists[1..].iter().all(|list| *list == lists[0]) {
+            return lists.into_iter().next().unwrap_or_default();
+        }
+        if Instant::now() >= deadline {
+            panic!(
+                "timed out waiting for every node to list the same keys: {}",
+                how_lists_differ(&lists)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Per node, how many keys it lists and the first that differs from node 0's list.
+fn how_lists_differ(lists: &[Vec<Value>]) -> String {
+    lists
+        .iter()
+        .enumerate()
+        .map(|(n, list)| {
+            let first_difference = list
                 .iter()
-                .all(|n| keys_without_usage(n) == reference)
-        },
-    );
-    reference
+                .zip(&lists[0])
+                .find(|(a, b)| a != b)
+                .map(|(a, b)| format!("; first difference: {a} against node 0's {b}"))
+                .unwrap_or_default();
+            format!("node {n}: {} keys{first_difference}", list.len())
+        })
+        .collect::<Vec<_>>()
+        .join(" | ")
 }
 
 /// Revokes `id` on `node` and waits until every node answers `revoked` for `token`.
