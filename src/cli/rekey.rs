@@ -7,7 +7,7 @@
 
 use super::output::say;
 use super::Context;
-use crate::host::paths;
+use crate::host::{paths, trust};
 use crate::store::audit::AuditRecord;
 use crate::store::{self, master_key};
 use crate::time;
@@ -37,8 +37,8 @@ pub fn run(args: RekeyArgs, context: &Context) -> Result<ExitCode> {
     // Held to `serve`'s rule: a key file another user could have written would hand them
     // the store. (The data directory is not: under systemd it is the service user's, and
     // a store planted by someone else would not open with the current key anyway.)
-    master_key::check_trusted(&args.new_master_key_file, "the new master key file")?;
-    if master_key::readable_by_others(&args.new_master_key_file) {
+    trust::check_as(&args.new_master_key_file, "the new master key file")?;
+    if trust::readable_by_others(&args.new_master_key_file) {
         eprintln!(
             "warning: {} is readable by group or others; chmod 600 it",
             args.new_master_key_file.display()
@@ -63,7 +63,7 @@ pub fn run(args: RekeyArgs, context: &Context) -> Result<ExitCode> {
         );
     }
     if let Some(key_file) = &args.master_key_file {
-        master_key::check_trusted(key_file, "the master key file")?;
+        trust::check_as(key_file, "the master key file")?;
     }
     let (old_key, source) = master_key::load(args.master_key_file.as_deref(), &data_dir, true)?;
     let mut store = store::Store::open(&data_dir, &old_key)?;

@@ -165,7 +165,7 @@ fn open(args: ServeArgs, socket: Option<PathBuf>) -> Result<Opened> {
     if let Some(key_file) = &args.master_key_file {
         // Whoever could write it could give a new store a key they know, or lock an old
         // one's owner out. A systemd credential is systemd's own, private to the unit.
-        crate::store::master_key::check_trusted(key_file, "the master key file")?;
+        trust::check_as(key_file, "the master key file")?;
     }
     if activated.main.is_none() {
         ensure_socket_dir(&socket, &config)?;

@@ -6,16 +6,15 @@
 
 use crate::config::FleetConfig;
 use crate::host::trust;
-use anyhow::{anyhow, Result};
-use std::os::unix::fs::PermissionsExt;
+use anyhow::Result;
 use std::path::Path;
 
 /// Refuses a fleet config that names a file someone other than root or the daemon's user
 /// could write, saying which setting and why.
 pub fn check(config: &FleetConfig) -> Result<()> {
     for (setting, path, secret) in files(config) {
-        trust::check(path).map_err(|why| anyhow!("[fleet] {setting}: {why}"))?;
-        if secret && readable_by_others(path) {
+        trust::check_as(path, &format!("[fleet] {setting}"))?;
+        if secret && trust::readable_by_others(path) {
             tracing::warn!(setting, path = %path.display(), "a fleet secret is readable by group or others; chmod 600 it");
         }
     }
@@ -35,8 +34,4 @@ fn files(config: &FleetConfig) -> impl Iterator<Item = (&'static str, &Path, boo
     ]
     .into_iter()
     .filter_map(|(setting, path, secret)| Some((setting, path.as_deref()?, secret)))
-}
-
-fn readable_by_others(path: &Path) -> bool {
-    std::fs::metadata(path).is_ok_and(|meta| meta.permissions().mode() & 0o077 != 0)
 }

@@ -19,6 +19,19 @@ pub fn check(path: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// [`check`] as an error naming the file by `what` (`the master key file`, `[fleet]
+/// tls_ca`): whoever could write a key or a credential file could give the daemon one
+/// they know.
+pub fn check_as(path: &Path, what: &str) -> anyhow::Result<()> {
+    check(path).map_err(|why| anyhow::anyhow!("{what}: {why}"))
+}
+
+/// Whether others than its owner may read a file holding a secret: only warned about, as
+/// a key handed over by root in a file the daemon's group can read is not an attacker's.
+pub fn readable_by_others(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|meta| meta.mode() & 0o077 != 0)
+}
+
 /// Why a directory that exists may not be trusted to make things in, or `Ok`: as
 /// [`check`], but the directory itself may be sticky (such as /tmp).
 pub fn check_dir(dir: &Path) -> Result<(), String> {
@@ -30,9 +43,9 @@ pub fn check_dir(dir: &Path) -> Result<(), String> {
 /// Unlike the daemon, a client does not know the daemon's user, so it trusts the socket's
 /// directory by who could have made it: when the directory above it is trusted and no one
 /// else may write it, only root or that directory's owner could have, and the socket's
-/// directory may then be anyone's (a service user's `/run/authenta`, say); otherwise (it sits in
-/// `/tmp`, say) it must be root's or this user's. A directory others may write (sticky, such
-/// as `/tmp` itself) can hold only a socket of root's or this user's.
+/// directory may then be anyone's (a service user's `/run/authenta`, say); otherwise (it
+/// sits in `/tmp`, say) it must be root's or this user's. A directory others may write
+/// (sticky, such as `/tmp` itself) can hold only a socket of root's or this user's.
 pub fn check_socket_for_client(socket: &Path) -> Result<(), String> {
     use std::os::unix::fs::FileTypeExt;
     let euid = nix::unistd::geteuid().as_raw();

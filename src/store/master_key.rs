@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use ring::rand::SystemRandom;
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
@@ -89,26 +89,13 @@ pub fn load(
     Ok((key, Source::Generated(generated)))
 }
 
-/// Refuses a master key file that someone other than root or this user could write, or
-/// replace through a directory or link of theirs: they could give a new store a key they
-/// know, or lock an old one's owner out. `what` names it in the error.
-pub fn check_trusted(path: &Path, what: &str) -> Result<()> {
-    crate::host::trust::check(path).map_err(|why| anyhow::anyhow!("{what}: {why}"))
-}
-
-/// Whether others than the file's owner may read a key file (only warned about: a key
-/// handed over by root in a file the daemon's group can read is not the attacker's).
-pub fn readable_by_others(path: &Path) -> bool {
-    fs::metadata(path).is_ok_and(|meta| meta.permissions().mode() & 0o077 != 0)
-}
-
 /// Reads a key file: 32 raw bytes, or 64 hex digits and an optional trailing newline.
 pub fn read_key_file(path: &Path) -> Result<KeyBytes> {
     let bytes = Zeroizing::new(
         fs::read(path)
             .with_context(|| format!("cannot read master key file {}", path.display()))?,
     );
-    if readable_by_others(path) {
+    if crate::host::trust::readable_by_others(path) {
         tracing::warn!(path = %path.display(), "master key file is readable by group or others; chmod 600 it");
     }
     parse_key(&bytes).with_context(|| {
