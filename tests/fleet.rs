@@ -208,6 +208,28 @@ fn a_node_with_another_master_key_refuses_to_join() {
 }
 
 #[test]
+fn a_stream_made_by_version_0_1_gains_the_owners_subject() {
+    let mut fleet = Fleet::start(1);
+    let operator = common::nats::Operator::connect(&fleet.nats, &fleet.name);
+    let owners = format!("authenta.{}.owners", fleet.name);
+    let old: Vec<String> = operator
+        .subjects()
+        .into_iter()
+        .filter(|s| *s != owners)
+        .collect();
+    fleet.nodes[0].stop();
+    operator.set_subjects(&old);
+    fleet.nodes[0].restart();
+    common::fleet::wait_joined(&fleet.nodes[0]);
+    assert!(operator.subjects().contains(&owners));
+    for limit in ["5/1s", "6/1s"] {
+        let set =
+            fleet.nodes[0].cli_json(&["owners", "set", "acme", "--ratelimit", limit, "--json"]);
+        assert_eq!(set["ratelimit"], limit, "{set}");
+    }
+}
+
+#[test]
 fn a_rekey_on_every_node_moves_the_fleet_to_the_new_master_key() {
     let mut fleet = Fleet::start(2);
     let (_, token) = fleet.nodes[0].create("K", "read", &[]);

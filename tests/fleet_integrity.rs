@@ -1,5 +1,6 @@
 //! Fleet mode against its own edge cases, on a real 3-server JetStream cluster: two nodes
-//! changing one key at once, a message nobody sealed, and what NATS stores and carries.
+//! changing one key at once, a message nobody sealed, one published again, and what NATS
+//! stores and carries.
 
 mod common;
 
@@ -112,6 +113,57 @@ fn a_message_with_a_bad_seal_is_refused_and_later_changes_still_apply() {
         );
     }
     common::fleet::revoke_everywhere(&fleet, 1, &id, &token);
+}
+
+/// Someone who can publish to the stream but has no master key copies a key's creation and
+/// an owner's first limits, and publishes them again after they changed: replayed, they
+/// would bring the revoked key back and the owner's old limit.
+#[test]
+fn a_change_published_again_does_not_roll_a_key_or_an_owner_back() {
+    let fleet = Fleet::start(3);
+    let operator = Operator::connect(&fleet.nats, &fleet.name);
+    let (id, token) = fleet.nodes[0].create("K", "read", &[]);
+    for node in &fleet.nodes {
+        wait_code(node, &token, VerifyCode::Valid);
+    }
+    let key_subject = format!("authenta.{}.key.{id}", fleet.name);
+    let creation = operator.last_on(&key_subject);
+    common::fleet::revoke_everywhere(&fleet, 1, &id, &token);
+    operator.publish(&key_subject, &creation);
+    for node in &fleet.nodes {
+        wait_applied(node, operator.last_seq());
+        assert_eq!(node.answer_code(&token), VerifyCode::Revoked);
+        assert_eq!(common::fleet::fleet_status(node)["refused_messages"], 1);
+    }
+
+    let owners_subject = format!("authenta.{}.owners", fleet.name);
+    let limit = |node: &common::Daemon| node.cli_json(&["owners", "show", "acme", "--json"]);
+    fleet.nodes[0].cli_json(&["owners", "set", "acme", "--ratelimit", "100/1s", "--json"]);
+    let first = operator.last_on(&owners_subject);
+    wait_until(
+        "the first limit everywhere",
+        Duration::from_secs(10),
+        || {
+            fleet
+                .nodes
+                .iter()
+                .all(|n| limit(n)["ratelimit"] == "100/1s")
+        },
+    );
+    fleet.nodes[2].cli_json(&["owners", "set", "acme", "--ratelimit", "1/1s", "--json"]);
+    operator.publish(&owners_subject, &first);
+    for node in &fleet.nodes {
+        wait_applied(node, operator.last_seq());
+        assert_eq!(limit(node)["ratelimit"], "1/1s");
+        assert_eq!(common::fleet::fleet_status(node)["refused_messages"], 2);
+    }
+    wait_converged(&fleet.nodes);
+}
+
+fn wait_applied(node: &common::Daemon, seq: u64) {
+    wait_until("the stream applied", Duration::from_secs(10), || {
+        common::fleet::fleet_status(node)["applied_seq"].as_u64() >= Some(seq)
+    });
 }
 
 /// Forwards one TCP connection at a time to `target`, recording every byte both ways.

@@ -155,10 +155,22 @@ impl Engine for Nats {
             ..stream::Config::default()
         };
         for config in [changes, usage] {
-            self.js
+            let wanted = config.subjects.clone();
+            let stream = self
+                .js
                 .get_or_create_stream(config)
                 .await
                 .map_err(unavailable)?;
+            // A stream made by an older version may lack a subject added since.
+            let mut current = stream.cached_info().config.clone();
+            let missing: Vec<String> = wanted
+                .into_iter()
+                .filter(|s| !current.subjects.contains(s))
+                .collect();
+            if !missing.is_empty() {
+                current.subjects.extend(missing);
+                self.js.update_stream(current).await.map_err(unavailable)?;
+            }
         }
         Ok(())
     }

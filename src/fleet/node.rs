@@ -10,7 +10,7 @@ use crate::key::UsageRecord;
 use crate::store::barrier::{random_key, unwrap_data_key, wrap_data_key, Barrier, KeyBytes};
 use crate::store::change::ChangeSet;
 use crate::store::locked_key::LockedKey;
-use crate::store::writer::{self, Command, Part, Proposal, WriteError, WriterHandle};
+use crate::store::writer::{self, Command, Outcome, Part, Proposal, WriteError, WriterHandle};
 use crate::time;
 use authenta_client::proto::FleetStatus;
 use futures_util::stream::FuturesOrdered;
@@ -352,7 +352,7 @@ async fn publish_parts<E: Engine>(shared: &Shared<E>, parts: Vec<Part>) -> Resul
     for part in parts {
         let subject = subject_of(&shared.subjects, &part);
         tracing::debug!(subject = %subject, expected = part.expected, "publishing a change");
-        let payload = seal::seal(barrier, &subject, &part.set);
+        let payload = seal::seal(barrier, &subject, part.expected, &part.set);
         match shared
             .engine
             .publish(subject, payload, Some(part.expected))
@@ -363,7 +363,11 @@ async fn publish_parts<E: Engine>(shared: &Shared<E>, parts: Vec<Part>) -> Resul
                 last = seq
             }
             Err(EngineError::Conflict) => {
-                let what = part.key.as_deref().unwrap_or("a token hash");
+                let what = match part.lane.as_deref() {
+                    Some(writer::OWNERS_LANE) => "an owner",
+                    Some(id) => id,
+                    None => "a token hash",
+                };
                 return Err(WriteError::Conflict(format!(
                     "{what} was changed on another node at the same time: nothing was changed \
                      here; read it again and retry"
@@ -381,7 +385,8 @@ async fn publish_parts<E: Engine>(shared: &Shared<E>, parts: Vec<Part>) -> Resul
 }
 
 fn subject_of(subjects: &Subjects, part: &Part) -> String {
-    match (&part.key, part.set.retired.first()) {
+    match (&part.lane, part.set.retired.first()) {
+        (Some(lane), _) if lane == writer::OWNERS_LANE => subjects.owners(),
         (Some(id), _) => subjects.key(id),
         (None, Some((hash, _))) => subjects.unkeyed(hash),
         (None, None) => subjects.unkeyed(&[0; 32]),
@@ -441,8 +446,14 @@ async fn apply_from<E: Engine>(
                 in_flight.push_back(shared.writer.submit(command));
             }
             Some(done) = in_flight.next(), if !in_flight.is_empty() => {
-                if let Err(e) = done {
-                    return Err(EngineError::Unavailable(format!("applying a change failed: {e}")));
+                match done {
+                    Ok(Outcome::Replayed) => {
+                        shared.state.refused.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        return Err(EngineError::Unavailable(format!("applying a change failed: {e}")));
+                    }
                 }
             }
             _ = stopped.changed() => return Ok(()),
@@ -463,7 +474,7 @@ fn erase_when_overlap_ends<E: Engine>(shared: &Shared<E>, subject: &str, seq: u6
         node: Some(shared.node.clone()),
         ..ChangeSet::default()
     };
-    let payload = seal::seal(barrier, subject, &marker);
+    let payload = seal::seal(barrier, subject, seq, &marker);
     let (engine, subject) = (shared.engine.clone(), subject.to_owned());
     let wait = Duration::from_millis(u64::try_from(until - time::now_ms()).unwrap_or(0));
     tokio::spawn(async move {
@@ -488,32 +499,39 @@ fn to_command<E: Engine>(shared: &Shared<E>, delivered: Delivered) -> Command {
         payload,
         ..
     } = delivered;
-    let nothing = |key| Command::ApplyFleet {
+    let nothing = |lane| Command::ApplyFleet {
         seq,
-        key,
+        lane,
+        after: None,
         set: ChangeSet::default(),
     };
     let Some(barrier) = shared.state.joined.get() else {
         return nothing(None);
     };
     let carries = shared.subjects.carries(&subject);
-    let key = match &carries {
+    let lane = match &carries {
         Some(Carries::Key(id)) => Some(id.clone()),
+        Some(Carries::Owners) => Some(writer::OWNERS_LANE.to_owned()),
         _ => None,
     };
     match carries {
         None | Some(Carries::DataKey) => nothing(None),
         Some(carries) => match seal::open(barrier, &subject, &carries, &payload) {
-            Ok(set) => {
+            Ok(seal::Opened { after, set }) => {
                 if let Some(rotated) = &set.rotated {
                     erase_when_overlap_ends(shared, &subject, seq, rotated.overlap_until);
                 }
-                Command::ApplyFleet { seq, key, set }
+                Command::ApplyFleet {
+                    seq,
+                    lane,
+                    after,
+                    set,
+                }
             }
             Err(why) => {
                 shared.state.refused.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(seq, subject = %subject, reason = %why, "refused a message of the fleet's stream; later changes still apply");
-                nothing(key)
+                nothing(lane)
             }
         },
     }

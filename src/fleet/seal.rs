@@ -1,13 +1,15 @@
 //! Change sets as they travel through NATS: sealed by the fleet's data key with the subject
 //! as associated data, so a message cannot be read, altered, or moved to another key's
-//! subject; and checked, once opened, to change only the key its subject names.
+//! subject; and checked, once opened, to change only the key its subject names. Each is
+//! sealed together with the subject's last sequence it was made against, so that a copy
+//! published again later (a replay, which would roll the key back) is told from it.
 
 use crate::fleet::subjects::Carries;
 use crate::key::UsageRecord;
 use crate::store::barrier::Barrier;
 use crate::store::change::ChangeSet;
 use crate::store::legacy;
-use crate::store::record_codec::to_bytes;
+use crate::store::record_codec::{from_bytes, to_bytes};
 
 /// Why a message of the stream is refused.
 #[derive(Debug, thiserror::Error)]
@@ -20,8 +22,18 @@ pub enum Refused {
     WrongKey,
 }
 
-pub fn seal(barrier: &Barrier, subject: &str, set: &ChangeSet) -> Vec<u8> {
-    barrier.seal("fleet", subject, &to_bytes(set))
+/// A change opened from the stream.
+#[derive(Debug)]
+pub struct Opened {
+    /// The subject's last sequence when the change was made; None for a change published
+    /// by version 0.1, which did not seal it.
+    pub after: Option<u64>,
+    pub set: ChangeSet,
+}
+
+/// Seals `set`, made when `subject`'s last sequence was `after` (0: none).
+pub fn seal(barrier: &Barrier, subject: &str, after: u64, set: &ChangeSet) -> Vec<u8> {
+    barrier.seal("fleet-after", subject, &to_bytes(&(after, set)))
 }
 
 pub fn seal_usage(barrier: &Barrier, subject: &str, usage: &UsageRecord) -> Vec<u8> {
@@ -41,22 +53,74 @@ pub fn open(
     subject: &str,
     carries: &Carries,
     sealed: &[u8],
-) -> Result<ChangeSet, Refused> {
-    let plain = barrier
-        .open("fleet", subject, sealed)
-        .map_err(|_| Refused::Seal)?;
-    let set = legacy::change_set(&plain).ok_or(Refused::Decode)?;
+) -> Result<Opened, Refused> {
+    let opened = match barrier.open("fleet-after", subject, sealed) {
+        Ok(plain) => {
+            let (after, set) = from_bytes::<(u64, ChangeSet)>(&plain).ok_or(Refused::Decode)?;
+            Opened {
+                after: Some(after),
+                set,
+            }
+        }
+        Err(_) => {
+            let plain = barrier
+                .open("fleet", subject, sealed)
+                .map_err(|_| Refused::Seal)?;
+            Opened {
+                after: None,
+                set: legacy::change_set(&plain).ok_or(Refused::Decode)?,
+            }
+        }
+    };
+    if fits(carries, &opened.set) {
+        Ok(opened)
+    } else {
+        Err(Refused::WrongKey)
+    }
+}
+
+/// Whether `set` changes only what a subject carrying `carries` may: its key, or owners
+/// on the owners' subject, or hashes no key holds.
+fn fits(carries: &Carries, set: &ChangeSet) -> bool {
     let key = match carries {
         Carries::Key(id) => Some(id.as_str()),
         _ => None,
     };
-    let fits = set.keys.iter().all(|r| Some(r.id.as_str()) == key)
+    let owners_fit = match carries {
+        Carries::Owners => set.retired.is_empty(),
+        _ => set.owners.is_empty(),
+    };
+    owners_fit
+        && set.keys.iter().all(|r| Some(r.id.as_str()) == key)
         && set.retired.iter().all(|(_, k)| k.as_deref() == key)
         && set.audit.iter().all(|a| a.key_id.as_deref() == key)
-        && (key.is_none() || set.owners.is_empty());
-    if fits {
-        Ok(set)
-    } else {
-        Err(Refused::WrongKey)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::barrier::random_key;
+
+    #[test]
+    fn a_change_opens_with_what_it_was_made_against_and_version_0_1s_without() {
+        let barrier = Barrier::new(&random_key(&ring::rand::SystemRandom::new()).expect("rng"));
+        let subject = "authenta.prod.owners";
+        let set = ChangeSet {
+            at: 5,
+            ..ChangeSet::default()
+        };
+        let sealed = seal(&barrier, subject, 41, &set);
+        let opened = open(&barrier, subject, &Carries::Owners, &sealed).expect("opens");
+        assert_eq!((opened.after, opened.set), (Some(41), set.clone()));
+        let old = barrier.seal("fleet", subject, &to_bytes(&set));
+        let opened = open(&barrier, subject, &Carries::Owners, &old).expect("opens");
+        assert_eq!(opened.after, None);
+        let elsewhere = open(
+            &barrier,
+            "authenta.prod.retired.x",
+            &Carries::Unkeyed,
+            &sealed,
+        );
+        assert!(matches!(elsewhere, Err(Refused::Seal)));
     }
 }

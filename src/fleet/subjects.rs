@@ -3,7 +3,7 @@
 //! Subjects carry only key ids (public), node names and a digest for hashes no key holds;
 //! everything else travels sealed. A change to key `K` is published on
 //! `authenta.<fleet>.key.K`, so that JetStream's expected-last-subject-sequence makes two
-//! writers of one key conflict. Usage goes to a second stream that keeps only the last
+//! writers of one key conflict; owners' limits share `authenta.<fleet>.owners`. Usage goes to a second stream that keeps only the last
 //! message of each subject: `authenta.<fleet>.usage.<node>.K` holds node's counts of K.
 
 use ring::digest;
@@ -23,6 +23,8 @@ pub enum Carries {
     Key(String),
     /// A token hash no key holds, retired by a policy revocation.
     Unkeyed,
+    /// Owners' limits (one subject for all owners: owner ids are not for NATS to see).
+    Owners,
     /// The fleet's data key, wrapped by the master key.
     DataKey,
 }
@@ -47,6 +49,7 @@ impl Subjects {
         vec![
             format!("{}.key.>", self.prefix),
             format!("{}.retired.>", self.prefix),
+            self.owners(),
             self.data_key(),
         ]
     }
@@ -78,6 +81,10 @@ impl Subjects {
         format!("{}.key.{id}", self.prefix)
     }
 
+    pub fn owners(&self) -> String {
+        format!("{}.owners", self.prefix)
+    }
+
     pub fn data_key(&self) -> String {
         format!("{}.datakey", self.prefix)
     }
@@ -102,6 +109,9 @@ impl Subjects {
         if rest == "datakey" {
             return Some(Carries::DataKey);
         }
+        if rest == "owners" {
+            return Some(Carries::Owners);
+        }
         if let Some(id) = rest.strip_prefix("key.") {
             return crate::token::is_key_id(id).then(|| Carries::Key(id.to_owned()));
         }
@@ -119,6 +129,7 @@ mod tests {
         let id = "key_0123456789abcdef";
         assert_eq!(s.carries(&s.key(id)), Some(Carries::Key(id.into())));
         assert_eq!(s.carries(&s.data_key()), Some(Carries::DataKey));
+        assert_eq!(s.carries(&s.owners()), Some(Carries::Owners));
         let hash = [7u8; 32];
         let unkeyed = s.unkeyed(&hash);
         assert_eq!(s.carries(&unkeyed), Some(Carries::Unkeyed));

@@ -78,6 +78,7 @@ const META_AUDIT_HEAD: &str = "audit_head";
 /// In fleet mode: the last stream sequence applied, and the fleet's data key as this node
 /// last saw it (wrapped by the master key), to restore it should the stream lose it.
 const META_FLEET_APPLIED: &str = "fleet_applied";
+const META_FLEET_BOUND_SINCE: &str = "fleet_bound_since";
 const META_FLEET_DATA_KEY: &str = "fleet_data_key";
 /// Budget for the sealed entries of one audit page: well inside a frame.
 const AUDIT_PAGE_BYTES: usize = 48 * 1024;
@@ -1041,12 +1042,17 @@ impl Store {
     }
 }
 
-/// Where a fleet replica stands: the last stream sequence applied, and each key's last
-/// sequence (what a change to it must expect, so that two writers cannot both win).
+/// Where a fleet replica stands: the last stream sequence applied, and each lane's (key's,
+/// or the owners') last sequence: what a change to it must expect, so that two writers
+/// cannot both win, and what a change read from the stream must have been made against,
+/// so that a copy of an older one published again is refused.
 #[derive(Debug, Default, Clone)]
 pub struct FleetPosition {
     pub applied: u64,
     pub keys: std::collections::HashMap<String, u64>,
+    /// The sequence of the first change applied that was sealed with what it was made
+    /// against; a change in version 0.1's form after it can only be a copy.
+    pub bound_since: Option<u64>,
 }
 
 impl Store {
@@ -1054,6 +1060,7 @@ impl Store {
     pub fn fleet_position(&self) -> Result<FleetPosition> {
         let mut position = FleetPosition {
             applied: self.sealed_meta(META_FLEET_APPLIED)?.unwrap_or(0),
+            bound_since: self.sealed_meta(META_FLEET_BOUND_SINCE)?,
             ..FleetPosition::default()
         };
         let mut rows = self.conn.prepare("SELECT id, sealed FROM fleet_keys")?;
@@ -1091,6 +1098,11 @@ impl Store {
                 .execute(params![id, sealed])?;
         }
         Ok(())
+    }
+
+    /// Records, in the open transaction, where [`FleetPosition::bound_since`] is.
+    pub fn put_fleet_bound_since(&mut self, seq: u64) -> Result<()> {
+        self.put_sealed_meta(META_FLEET_BOUND_SINCE, &seq)
     }
 
     /// The fleet's data key as this node last saw it, wrapped by the master key.

@@ -24,6 +24,8 @@ pub enum Outcome {
     },
     Flushed,
     Audit(AuditReport),
+    /// A change read from the fleet's stream was refused as a copy of an older one.
+    Replayed,
 }
 
 /// Why a job did not happen. Nothing of a failed job is committed.

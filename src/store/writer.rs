@@ -90,11 +90,13 @@ pub enum Command {
         fleet_data_key: Option<Vec<u8>>,
     },
     /// In fleet mode: a change read from the fleet's stream at sequence `seq`, the last
-    /// change of `key` (None when no key's subject carried it). An empty set only moves the
-    /// position (a message refused as tampered).
+    /// change of `lane` (see [`Part::lane`]), made when the lane's last sequence was
+    /// `after` (None: version 0.1 did not say). An empty set only moves the position (a
+    /// message refused as tampered).
     ApplyFleet {
         seq: u64,
-        key: Option<String>,
+        lane: Option<String>,
+        after: Option<u64>,
         set: ChangeSet,
     },
     /// In fleet mode: the fleet's data key (wrapped by the master key), kept so that this
@@ -161,13 +163,18 @@ pub struct Proposal {
     pub reply: Reply,
 }
 
-/// The part of a change that touches one key (or none: a hash no key holds).
+/// The part of a change that touches one key, or the owners, or hashes no key holds.
 pub struct Part {
-    pub key: Option<String>,
-    /// The key's last stream sequence this change was computed against (0: a new key).
+    /// Where the fleet keeps the part's last sequence: the key's id, [`OWNERS_LANE`], or
+    /// None (hashes no key holds: retiring one twice changes nothing).
+    pub lane: Option<String>,
+    /// The lane's last stream sequence this change was computed against (0: none yet).
     pub expected: u64,
     pub set: ChangeSet,
 }
+
+/// The lane of owners' limits (not a key id: those start with `key_`).
+pub const OWNERS_LANE: &str = "owners";
 
 /// Starts the store thread, for one host (`fleet` None) or a fleet node.
 pub fn spawn(
@@ -230,14 +237,21 @@ impl Writer {
             return;
         }
         let started = std::time::Instant::now();
-        let ((applied, rotations), done) =
-            commit_batch(&mut self.store, &self.index, &self.rng, writes);
+        let position = self.fleet.as_ref().map(|f| &f.position);
+        let (from_fleet, done) =
+            commit_batch(&mut self.store, &self.index, &self.rng, position, writes);
         self.commit_seconds.observe(started.elapsed().as_secs_f64());
         self.store.secure_wal();
         for (outcome, reply) in done {
             let _ = reply.send(Ok(publish_sinks(outcome)));
         }
         if let Some(fleet) = &mut self.fleet {
+            let FromFleet {
+                applied,
+                rotations,
+                bound_since,
+            } = from_fleet;
+            fleet.position.bound_since = fleet.position.bound_since.or(bound_since);
             fleet.note_applied(applied);
             for (record, rotated, made_by) in rotations {
                 if made_by.as_deref() != Some(fleet.node.as_str()) {
@@ -310,14 +324,17 @@ impl Writer {
         let parts = set
             .split_by_key()
             .into_iter()
-            .map(|(key, set)| Part {
-                expected: key
-                    .as_ref()
-                    .and_then(|k| fleet.position.keys.get(k))
-                    .copied()
-                    .unwrap_or(0),
-                key,
-                set,
+            .map(|(key, set)| {
+                let lane = key.or_else(|| (!set.owners.is_empty()).then(|| OWNERS_LANE.into()));
+                Part {
+                    expected: lane
+                        .as_ref()
+                        .and_then(|l| fleet.position.keys.get(l))
+                        .copied()
+                        .unwrap_or(0),
+                    lane,
+                    set,
+                }
             })
             .collect();
         let proposal = Proposal {
@@ -337,9 +354,9 @@ impl FleetLink {
         let Some(last) = applied.iter().map(|(seq, _)| *seq).max() else {
             return;
         };
-        for (seq, key) in applied {
-            if let Some(key) = key {
-                self.position.keys.insert(key, seq);
+        for (seq, lane) in applied {
+            if let Some(lane) = lane {
+                self.position.keys.insert(lane, seq);
             }
         }
         self.position.applied = self.position.applied.max(last);
@@ -365,12 +382,16 @@ fn write_rotated_sink(index: &Index, record: &KeyRecord, rotated: &RotatedToken)
     }
 }
 
-/// What a committed batch applied from the fleet's stream: sequences (with the key each was
-/// the last change of) and rotations.
-type FromFleet = (
-    Vec<(u64, Option<String>)>,
-    Vec<(KeyRecord, RotatedToken, Option<String>)>,
-);
+/// What a committed batch applied from the fleet's stream.
+#[derive(Default)]
+struct FromFleet {
+    /// Sequences, with the lane each was the last change of.
+    applied: Vec<(u64, Option<String>)>,
+    /// Rotations: the key, its new token, the node that made it.
+    rotations: Vec<(KeyRecord, RotatedToken, Option<String>)>,
+    /// Set when the batch applied the fleet's first change in the current form.
+    bound_since: Option<u64>,
+}
 
 /// Runs changes in one transaction (group commit), then updates the index. Returns what it
 /// applied from the fleet, and the changes made with their replies: a change is answered
@@ -379,6 +400,7 @@ fn commit_batch(
     store: &mut Store,
     index: &Index,
     rng: &SystemRandom,
+    fleet: Option<&FleetPosition>,
     writes: Vec<(Command, Reply)>,
 ) -> (FromFleet, Vec<(Outcome, Reply)>) {
     if let Err(e) = store.begin() {
@@ -395,6 +417,7 @@ fn commit_batch(
         changed: &mut changed,
         rng,
         now: time::now_ms(),
+        fleet,
     };
     let done = apply_each(&mut txn, writes);
     if let Err(e) = store.commit() {
@@ -405,10 +428,11 @@ fn commit_batch(
         }
         return Default::default();
     }
-    let from_fleet = (
-        std::mem::take(&mut changed.applied),
-        std::mem::take(&mut changed.rotations),
-    );
+    let from_fleet = FromFleet {
+        applied: std::mem::take(&mut changed.applied),
+        rotations: std::mem::take(&mut changed.rotations),
+        bound_since: changed.bound_since,
+    };
     update_index(index, changed);
     (from_fleet, done)
 }
@@ -492,6 +516,70 @@ struct Txn<'a> {
     changed: &'a mut Changes,
     rng: &'a SystemRandom,
     now: i64,
+    /// Fleet mode: the replica's position as last committed.
+    fleet: Option<&'a FleetPosition>,
+}
+
+impl Txn<'_> {
+    /// A lane's last sequence, counting what this batch applied.
+    fn last_on(&self, lane: &str) -> u64 {
+        let in_batch = &self.changed.applied;
+        match in_batch
+            .iter()
+            .rev()
+            .find(|(_, l)| l.as_deref() == Some(lane))
+        {
+            Some((seq, _)) => *seq,
+            None => self
+                .fleet
+                .and_then(|f| f.keys.get(lane))
+                .copied()
+                .unwrap_or(0),
+        }
+    }
+
+    fn bound_since(&self) -> Option<u64> {
+        self.changed
+            .bound_since
+            .or(self.fleet.and_then(|f| f.bound_since))
+    }
+
+    /// Why a change read from the fleet's stream is refused as a copy of an older one
+    /// published again (which would roll its key back), if it is.
+    fn replayed(
+        &self,
+        seq: u64,
+        lane: Option<&str>,
+        after: Option<u64>,
+        set: &ChangeSet,
+    ) -> Option<String> {
+        if set.is_empty() {
+            return None;
+        }
+        let last = lane.map_or(0, |l| self.last_on(l));
+        replayed(seq, after, last, self.bound_since())
+    }
+}
+
+/// Why a change at stream sequence `seq`, made when its lane's last sequence was `after`,
+/// is a copy of an older one published again, if it is; `last` is the lane's last sequence
+/// applied here. `after` may be past `last` (the stream lost changes in between), never
+/// before it. A change in version 0.1's form (no `after`) is one only after the first
+/// change in the current form.
+fn replayed(seq: u64, after: Option<u64>, last: u64, bound_since: Option<u64>) -> Option<String> {
+    match after {
+        Some(after) if after < last || after >= seq => Some(format!(
+            "it was made when its subject's last change was {after}, but that is {last}: a \
+             copy of an older change published again"
+        )),
+        Some(_) => None,
+        None => bound_since.filter(|&first| seq > first).map(|first| {
+            format!(
+                "it is in version 0.1's form, after the fleet's first change in the current \
+                 form ({first}): a copy of an older change published again"
+            )
+        }),
+    }
 }
 
 /// Makes one job's change inside the batch's transaction.
@@ -514,17 +602,34 @@ fn apply(t: &mut Txn<'_>, command: Command) -> Result<Outcome, WriteError> {
             }
             rekey(t, &new_master_key, actor)
         }
-        Command::ApplyFleet { seq, key, mut set } => {
+        Command::ApplyFleet {
+            seq,
+            lane,
+            after,
+            mut set,
+        } => {
+            if let Some(why) = t.replayed(seq, lane.as_deref(), after, &set) {
+                tracing::error!(seq, lane = lane.as_deref().unwrap_or("-"), reason = %why, "refused a message of the fleet's stream; later changes still apply");
+                t.store
+                    .put_fleet_applied(seq, lane.as_deref())
+                    .map_err(storage)?;
+                t.changed.applied.push((seq, lane));
+                return Ok(Outcome::Replayed);
+            }
+            if after.is_some() && t.bound_since().is_none() {
+                t.store.put_fleet_bound_since(seq).map_err(storage)?;
+                t.changed.bound_since = Some(seq);
+            }
             change::persist(t.store, t.index, t.changed, &set)?;
             if let (Some(rotated), Some(record)) = (set.rotated.take(), set.keys.last()) {
                 let made_by = set.node.clone();
                 t.changed.rotations.push((record.clone(), rotated, made_by));
             }
             t.store
-                .put_fleet_applied(seq, key.as_deref())
+                .put_fleet_applied(seq, lane.as_deref())
                 .map_err(storage)?;
             t.changed.merge(set);
-            t.changed.applied.push((seq, key));
+            t.changed.applied.push((seq, lane));
             Ok(Outcome::Changed)
         }
         Command::KeepFleetDataKey(wrapped) => {
@@ -614,7 +719,7 @@ mod tests {
     /// A batch as the store thread of one host runs it.
     fn run_batch(store: &mut Store, index: &Index, rng: &SystemRandom, batch: Vec<Job>) {
         let writes = batch.into_iter().map(|j| (j.command, j.reply)).collect();
-        let (_, done) = commit_batch(store, index, rng, writes);
+        let (_, done) = commit_batch(store, index, rng, None, writes);
         for (outcome, reply) in done {
             let _ = reply.send(Ok(publish_sinks(outcome)));
         }
@@ -773,5 +878,18 @@ mod tests {
             "start-up learns the rows"
         );
         assert!(rows.contains(&(b.clone(), row_b)));
+    }
+    #[test]
+    fn a_change_made_before_its_lanes_last_is_a_copy() {
+        // Made against the lane's last change, or past it (the stream lost some): applied.
+        assert_eq!(replayed(10, Some(7), 7, None), None);
+        assert_eq!(replayed(10, Some(8), 7, Some(3)), None);
+        // Made before the lane's last change, or claiming a later one than its own: a copy.
+        assert!(replayed(12, Some(4), 7, Some(3)).is_some());
+        assert!(replayed(12, Some(12), 7, None).is_some());
+        // Version 0.1's form: applied until the first change in the current form.
+        assert_eq!(replayed(2, None, 1, None), None);
+        assert_eq!(replayed(2, None, 1, Some(5)), None);
+        assert!(replayed(6, None, 1, Some(5)).is_some());
     }
 }

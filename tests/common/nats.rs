@@ -338,6 +338,32 @@ impl Operator {
         });
     }
 
+    /// The subjects the stream takes.
+    pub fn subjects(&self) -> Vec<String> {
+        self.info().config.subjects
+    }
+
+    /// Makes the stream take only `subjects` (as an older version made it).
+    pub fn set_subjects(&self, subjects: &[String]) {
+        let mut config = self.info().config;
+        config.subjects = subjects.to_vec();
+        self.runtime
+            .block_on(self.js.update_stream(config))
+            .expect("update the stream");
+    }
+
+    /// The payload of the last message on `subject`, as someone with NATS access can read it.
+    pub fn last_on(&self, subject: &str) -> Vec<u8> {
+        self.runtime.block_on(async {
+            let stream = self.js.get_stream(&self.stream).await.expect("stream");
+            let message = stream
+                .get_last_raw_message_by_subject(subject)
+                .await
+                .expect("a message on the subject");
+            message.payload.to_vec()
+        })
+    }
+
     /// Publishes raw bytes on a subject of the stream, as someone with NATS access could.
     pub fn publish(&self, subject: &str, payload: &[u8]) {
         self.runtime.block_on(async {

@@ -177,8 +177,11 @@ pub struct Changes {
     pub in_order: Vec<IndexChange>,
     latest: HashMap<String, KeyRecord>,
     latest_owners: HashMap<String, OwnerRecord>,
-    /// Fleet mode: the stream sequences applied, with the key each was the last change of.
+    /// Fleet mode: the stream sequences applied, with the lane each was the last change of.
     pub applied: Vec<(u64, Option<String>)>,
+    /// Fleet mode: set when the batch applied the fleet's first change sealed with what it
+    /// was made against (see `FleetPosition::bound_since`).
+    pub bound_since: Option<u64>,
     /// Fleet mode: rotations applied (the key, its new token, the node that made it), for
     /// this node's sinks.
     pub rotations: Vec<(KeyRecord, RotatedToken, Option<String>)>,
