@@ -1,6 +1,6 @@
 //! Fleet mode against its own edge cases, on a real 3-server JetStream cluster: two nodes
-//! changing one key at once, a message nobody sealed, one published again, and what NATS
-//! stores and carries.
+//! changing one key at once, a message nobody sealed, one published again, junk where the
+//! data key is, and what NATS stores and carries.
 
 mod common;
 
@@ -158,6 +158,29 @@ fn a_change_published_again_does_not_roll_a_key_or_an_owner_back() {
         assert_eq!(common::fleet::fleet_status(node)["refused_messages"], 2);
     }
     wait_converged(&fleet.nodes);
+}
+
+/// Someone with NATS access puts junk on the data key's subject: taken as the fleet's data
+/// key, it would stop every node from starting ("master key does not open").
+#[test]
+fn junk_on_the_data_keys_subject_does_not_stop_nodes_from_joining() {
+    let mut fleet = Fleet::start(1);
+    let (_, token) = fleet.nodes[0].create("K", "read", &[]);
+    let operator = Operator::connect(&fleet.nats, &fleet.name);
+    operator.publish(
+        &format!("authenta.{}.datakey", fleet.name),
+        b"not a data key anyone wrapped",
+    );
+    fleet.nodes[0].stop();
+    fleet.nodes[0].restart();
+    wait_joined(&fleet.nodes[0]);
+    let fresh = common::Daemon::start_with_config(Some(&config(&fleet.nats, &fleet.name, "b")));
+    wait_joined(&fresh);
+    wait_code(&fresh, &token, VerifyCode::Valid);
+    for node in [&fleet.nodes[0], &fresh] {
+        assert_eq!(common::fleet::fleet_status(node)["refused_messages"], 1);
+        assert!(node.log().contains("does not open"), "{}", node.log());
+    }
 }
 
 fn wait_applied(node: &common::Daemon, seq: u64) {

@@ -15,6 +15,9 @@ pub struct Delivered {
     pub pending: u64,
 }
 
+/// Messages of one subject as `(seq, payload)`, oldest first.
+pub type Messages = BoxStream<'static, Result<(u64, Vec<u8>), EngineError>>;
+
 /// The engine's two logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Log {
@@ -62,6 +65,12 @@ pub trait Engine: Send + Sync + 'static {
         &self,
         subject: String,
     ) -> impl Future<Output = Result<Option<(u64, Vec<u8>)>, EngineError>> + Send;
+
+    /// Every message of the changes log on `subject`, oldest first.
+    fn messages_on(
+        &self,
+        subject: String,
+    ) -> impl Future<Output = Result<Messages, EngineError>> + Send;
 
     /// Erases message `seq` of the changes log (overwritten, not only unlinked).
     fn erase(&self, seq: u64) -> impl Future<Output = Result<(), EngineError>> + Send;

@@ -4,7 +4,7 @@
 //! current servers share.
 
 use crate::config::FleetConfig;
-use crate::fleet::engine::{Bounds, Delivered, Engine, EngineError, Log};
+use crate::fleet::engine::{Bounds, Delivered, Engine, EngineError, Log, Messages};
 use crate::fleet::subjects::Subjects;
 use anyhow::{Context, Result};
 use async_nats::connection::State;
@@ -226,6 +226,32 @@ impl Engine for Nats {
             Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
             Err(e) => Err(unavailable(e)),
         }
+    }
+
+    async fn messages_on(&self, subject: String) -> Result<Messages, EngineError> {
+        let stream = self.stream(Log::Changes).await?;
+        // Each step asks for the subject's first message from a sequence on; None once the
+        // walk is over (the end, or an error already given).
+        let walk = futures_util::stream::unfold(Some(1), move |from| {
+            let (stream, subject) = (stream.clone(), subject.clone());
+            async move {
+                let found = stream
+                    .raw_message_builder()
+                    .sequence(from?)
+                    .next_by_subject(subject)
+                    .send()
+                    .await;
+                match found {
+                    Ok(message) => {
+                        let next = message.sequence + 1;
+                        Some((Ok((message.sequence, message.payload.to_vec())), Some(next)))
+                    }
+                    Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => None,
+                    Err(e) => Some((Err(unavailable(e)), None)),
+                }
+            }
+        });
+        Ok(walk.boxed())
     }
 
     async fn erase(&self, seq: u64) -> Result<(), EngineError> {

@@ -211,9 +211,7 @@ async fn join<E: Engine>(shared: &Shared<E>, master: &LockedKey) -> Result<Barri
     // Read, else put one there and read again; twice is enough unless the stream keeps
     // losing it.
     for _ in 0..3 {
-        if let Some((_, wrapped)) = engine.last_on(subject.clone()).await? {
-            let key = unwrap_data_key(master.bytes(), &wrapped)
-                .map_err(|_| JoinError::WrongMasterKey(shared.fleet_name.clone()))?;
+        if let Some((key, wrapped)) = data_key_in_stream(shared, master).await? {
             if shared.kept_data_key.as_deref() != Some(wrapped.as_slice()) {
                 // Kept, so that this node can put it back should the stream lose it.
                 let keep = Command::KeepFleetDataKey(wrapped);
@@ -244,6 +242,42 @@ async fn join<E: Engine>(shared: &Shared<E>, master: &LockedKey) -> Result<Barri
         }
     }
     Err(EngineError::Unavailable("the fleet's data key did not stay in its stream".into()).into())
+}
+
+/// The newest of the fleet's data key's messages that `master` opens (with its wrapped
+/// form), None when there is none. Newer ones that do not open are counted as refused: any
+/// NATS user allowed to publish could have put them there, and taking the last message as
+/// the key would let them stop every node from starting. (After a `rekey` the newest is
+/// wrapped by the new master key; a node still on the old one opens the older wrapping of
+/// the same data key, as it could anyway.)
+async fn data_key_in_stream<E: Engine>(
+    shared: &Shared<E>,
+    master: &LockedKey,
+) -> Result<Option<(KeyBytes, Vec<u8>)>, JoinError> {
+    let mut messages = shared
+        .engine
+        .messages_on(shared.subjects.data_key())
+        .await?;
+    let (mut found, mut held, mut newer) = (None, 0u64, 0u64);
+    while let Some(message) = messages.next().await {
+        let (_, wrapped) = message?;
+        held += 1;
+        match unwrap_data_key(master.bytes(), &wrapped) {
+            Ok(key) => {
+                found = Some((key, wrapped));
+                newer = 0;
+            }
+            Err(_) => newer += 1,
+        }
+    }
+    if found.is_none() && held > 0 {
+        return Err(JoinError::WrongMasterKey(shared.fleet_name.clone()));
+    }
+    if found.is_some() && newer > 0 {
+        shared.state.refused.fetch_add(newer, Ordering::Relaxed);
+        tracing::error!(refused = newer, "the fleet's data key has newer messages that this node's master key does not open (another master key's, or put there by someone with NATS access): joined with the newest that opens");
+    }
+    Ok(found)
 }
 
 /// Keeps `connected` and `disconnected_since` current, and joins once the fleet is reachable.
