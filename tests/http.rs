@@ -172,6 +172,26 @@ fn health_and_readiness_over_http_and_over_the_socket() {
     assert_eq!(report["ready"], false);
 }
 
+/// Whoever can reach the HTTP side could otherwise keep the store thread busy with `/readyz`
+/// (each check asks it) and slow every admin change: one check answers for a second.
+#[test]
+fn one_readiness_check_answers_readyz_for_a_second() {
+    let daemon = Daemon::start_http(None, None);
+    let ready = http::tcp(&daemon.http_address(), "GET", "/readyz", &[]);
+    assert_eq!(ready.status, 200, "{ready:?}");
+    let db = daemon.data_dir.join("keys.db");
+    std::fs::rename(&db, db.with_extension("moved")).expect("move the store away");
+    let exact = daemon.cli(&["health"]);
+    assert_eq!(exact.status.code(), Some(1), "the socket's check is exact");
+    let cached = http::tcp(&daemon.http_address(), "GET", "/readyz", &[]);
+    assert_eq!(cached.status, 200, "the check of a moment ago answers");
+    std::thread::sleep(std::time::Duration::from_millis(1_100));
+    let checked = http::tcp(&daemon.http_address(), "GET", "/readyz", &[]);
+    assert_eq!(checked.status, 503, "{checked:?}");
+    assert_eq!(checked.json()["store"], false);
+    std::fs::rename(db.with_extension("moved"), &db).expect("put the store back");
+}
+
 #[test]
 fn a_monitoring_user_may_ask_health_but_no_admin_request() {
     if !can_drop_privileges() {

@@ -42,6 +42,8 @@ pub struct Daemon {
     pub development_key: bool,
     /// Fleet mode: where this node stands.
     pub fleet: Option<Arc<FleetState>>,
+    /// `/readyz`'s last answer and when it was made (see [`crate::http::monitoring`]).
+    pub readiness: tokio::sync::Mutex<Option<(Instant, authenta_client::proto::HealthReport)>>,
 }
 
 impl Daemon {
@@ -78,6 +80,7 @@ impl Daemon {
             sink_rules,
             development_key,
             fleet,
+            readiness: Default::default(),
         }
     }
 

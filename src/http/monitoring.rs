@@ -2,10 +2,12 @@
 
 use super::routes::{json, Answer};
 use crate::daemon::Daemon;
+use authenta_client::proto::HealthReport;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Response, StatusCode};
+use std::time::{Duration, Instant};
 
 /// The metrics in the text format (OpenMetrics, which Prometheus reads).
 pub fn metrics(daemon: &Daemon) -> Answer {
@@ -23,9 +25,13 @@ pub fn alive() -> Answer {
     json(StatusCode::OK, &serde_json::json!({ "status": "alive" }))
 }
 
+/// How long one readiness check answers `/readyz`: the check asks the store thread, which
+/// callers who can reach the HTTP side must not be able to keep busy.
+const READY_FOR: Duration = Duration::from_secs(1);
+
 /// 200 when ready (see [`crate::daemon::health`]), else 503, with what is wrong.
 pub async fn ready(daemon: &Daemon) -> Answer {
-    let report = crate::daemon::health::check(daemon).await;
+    let report = recent_check(daemon).await;
     let status = if report.ready {
         StatusCode::OK
     } else {
@@ -39,4 +45,18 @@ pub async fn ready(daemon: &Daemon) -> Answer {
         "problems": report.problems,
     });
     json(status, &body)
+}
+
+/// The readiness checked at most [`READY_FOR`] ago; callers arriving during a check wait
+/// for it rather than start their own.
+async fn recent_check(daemon: &Daemon) -> HealthReport {
+    let mut last = daemon.readiness.lock().await;
+    match &*last {
+        Some((at, report)) if at.elapsed() < READY_FOR => report.clone(),
+        _ => {
+            let report = crate::daemon::health::check(daemon).await;
+            *last = Some((Instant::now(), report.clone()));
+            report
+        }
+    }
 }
