@@ -160,6 +160,37 @@ fn a_change_published_again_does_not_roll_a_key_or_an_owner_back() {
     wait_converged(&fleet.nodes);
 }
 
+/// Someone with NATS access publishes junk on a key's subject, then deletes it: the nodes
+/// read it (and refused it), the stream no longer holds it. Every node must still be able
+/// to change the key, and every node must apply the change, including one that was down
+/// while it happened.
+#[test]
+fn junk_published_then_deleted_neither_freezes_a_key_nor_splits_the_fleet() {
+    let mut fleet = Fleet::start(3);
+    let operator = Operator::connect(&fleet.nats, &fleet.name);
+    let (id, token) = fleet.nodes[0].create("K", "read", &[]);
+    for node in &fleet.nodes {
+        wait_code(node, &token, VerifyCode::Valid);
+    }
+    fleet.nodes[2].stop();
+    let subject = format!("authenta.{}.key.{id}", fleet.name);
+    operator.publish(&subject, b"junk");
+    let junk = operator.last_seq();
+    for node in &fleet.nodes[..2] {
+        wait_applied(node, junk);
+    }
+    operator.delete(junk);
+    fleet.nodes[2].restart();
+    wait_joined(&fleet.nodes[2]);
+    let renamed = fleet.nodes[1].cli(&["keys", "update", &id, "--name", "Renamed"]);
+    assert!(renamed.status.success(), "{renamed:?}");
+    wait_until("the rename everywhere", Duration::from_secs(10), || {
+        fleet.nodes.iter().all(|n| n.show(&id)["name"] == "Renamed")
+    });
+    // The node that missed the junk revokes: every node applies it.
+    common::fleet::revoke_everywhere(&fleet, 2, &id, &token);
+}
+
 /// Someone with NATS access puts junk on the data key's subject: taken as the fleet's data
 /// key, it would stop every node from starting ("master key does not open").
 #[test]

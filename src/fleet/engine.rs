@@ -5,6 +5,25 @@
 use futures_util::stream::BoxStream;
 use std::future::Future;
 
+/// What a publish expects of its subject: that its last message is `last`. `read` is the
+/// last this node read there, later than `last` when the stream lost messages since; two
+/// publishes made from the same state share both (see the NATS engine's message ids).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expect {
+    pub last: u64,
+    pub read: u64,
+}
+
+impl Expect {
+    /// The subject's last message is the last this node read there.
+    pub fn last(seq: u64) -> Expect {
+        Expect {
+            last: seq,
+            read: seq,
+        }
+    }
+}
+
 /// A message read from the log.
 #[derive(Debug)]
 pub struct Delivered {
@@ -51,13 +70,13 @@ pub trait Engine: Send + Sync + 'static {
     fn prepare(&self) -> impl Future<Output = Result<(), EngineError>> + Send;
 
     /// Appends `payload` on `subject`, if given only when the subject's last sequence is
-    /// `expected` (0: the subject is empty); returns the new message's sequence once it is
-    /// durable.
+    /// `expected.last` (0: the subject is empty); returns the new message's sequence once
+    /// it is durable.
     fn publish(
         &self,
         subject: String,
         payload: Vec<u8>,
-        expected: Option<u64>,
+        expected: Option<Expect>,
     ) -> impl Future<Output = Result<u64, EngineError>> + Send;
 
     /// The last message on `subject` and its sequence, if any.

@@ -4,7 +4,7 @@
 //! current servers share.
 
 use crate::config::FleetConfig;
-use crate::fleet::engine::{Bounds, Delivered, Engine, EngineError, Log, Messages};
+use crate::fleet::engine::{Bounds, Delivered, Engine, EngineError, Expect, Log, Messages};
 use crate::fleet::subjects::Subjects;
 use anyhow::{Context, Result};
 use async_nats::connection::State;
@@ -96,11 +96,14 @@ async fn options(config: &FleetConfig, node: &str) -> Result<async_nats::Connect
 /// `subject@sequence`: two changes made from the same state share it, so at most one is
 /// stored even when they reach the stream's leader together (nats-server 2.9 checks the
 /// expected sequence against what is already stored, not against changes in flight; the
-/// id of a change in flight is staged at once). Otherwise the payload's digest, so that a
-/// retry is not stored twice.
-fn message_id(subject: &str, payload: &[u8], expected: Option<u64>) -> String {
+/// id of a change in flight is staged at once). After the stream lost the subject's last
+/// messages it is `subject@sequence<read`, `read` being the last one the node had read,
+/// so that it is not taken for the message once published at that sequence. Otherwise the
+/// payload's digest, so that a retry is not stored twice.
+fn message_id(subject: &str, payload: &[u8], expected: Option<Expect>) -> String {
     match expected {
-        Some(seq) => format!("{subject}@{seq}"),
+        Some(Expect { last, read }) if read == last => format!("{subject}@{last}"),
+        Some(Expect { last, read }) => format!("{subject}@{last}<{read}"),
         None => {
             let digest = ring::digest::digest(&ring::digest::SHA256, payload);
             hex::encode(&digest.as_ref()[..16])
@@ -179,7 +182,7 @@ impl Engine for Nats {
         &self,
         subject: String,
         payload: Vec<u8>,
-        expected: Option<u64>,
+        expected: Option<Expect>,
     ) -> Result<u64, EngineError> {
         let id = message_id(&subject, &payload, expected);
         let payload = bytes::Bytes::from(payload);
@@ -194,7 +197,7 @@ impl Engine for Nats {
                 .payload(payload.clone())
                 .message_id(&id);
             if let Some(expected) = expected {
-                message = message.expected_last_subject_sequence(expected);
+                message = message.expected_last_subject_sequence(expected.last);
             }
             let acked = match self.js.send_publish(subject.clone(), message).await {
                 Ok(ack) => ack.await,

@@ -2,7 +2,7 @@
 //! proposes, applies the fleet's stream to the local replica in order, and reports where it
 //! stands. The replica (SQLite and the index) keeps serving verifies whatever NATS does.
 
-use crate::fleet::engine::{Delivered, Engine, EngineError, Log};
+use crate::fleet::engine::{Delivered, Engine, EngineError, Expect, Log};
 use crate::fleet::seal;
 use crate::fleet::subjects::{Carries, Subjects};
 use crate::index::Index;
@@ -128,6 +128,8 @@ pub struct NodeParts<E> {
     pub kept_data_key: Option<Vec<u8>>,
     /// Where the other nodes' usage goes.
     pub index: Arc<Index>,
+    /// The replica has applied no change in the current form yet.
+    pub unbound: bool,
 }
 
 /// Starts the node's tasks. Tries to join within `first_try`: a wrong master key is an
@@ -164,6 +166,7 @@ pub async fn start<E: Engine>(
         nothing_applied: *parts.applied.borrow() == 0,
         node: parts.node.clone(),
         index: parts.index,
+        unbound: parts.unbound,
     });
     match tokio::time::timeout(first_try, join(&shared, &master)).await {
         Ok(Ok(barrier)) => {
@@ -198,12 +201,18 @@ struct Shared<E> {
     nothing_applied: bool,
     node: String,
     index: Arc<Index>,
+    unbound: bool,
 }
 
-/// The fleet's data key: the one in the stream; else the one this node kept (the stream
-/// lost it: put it back); else, for the first node of an empty fleet, a new one. Sealing and
-/// opening changes need it; a master key that does not open it means this node belongs to
-/// another fleet or was started with the wrong key.
+/// Most messages of the data key's subject a node reads when it joins (a few are there:
+/// the first node's, one per `rekey`, one per time a node put it back).
+const MAX_DATA_KEY_MESSAGES: usize = 1024;
+
+/// The fleet's data key: the newest in the stream that the master key opens; else the one
+/// this node kept (the stream lost it, or holds only messages that do not open: put it
+/// back); else, for the first node of an empty fleet, a new one. Sealing and opening
+/// changes need it; a master key that opens none means this node belongs to another fleet
+/// or was started with the wrong key.
 async fn join<E: Engine>(shared: &Shared<E>, master: &LockedKey) -> Result<Barrier, JoinError> {
     let engine = &*shared.engine;
     let subject = shared.subjects.data_key();
@@ -211,7 +220,8 @@ async fn join<E: Engine>(shared: &Shared<E>, master: &LockedKey) -> Result<Barri
     // Read, else put one there and read again; twice is enough unless the stream keeps
     // losing it.
     for _ in 0..3 {
-        if let Some((key, wrapped)) = data_key_in_stream(shared, master).await? {
+        let in_stream = data_key_in_stream(shared, master).await?;
+        if let Some((key, wrapped)) = in_stream.opens {
             if shared.kept_data_key.as_deref() != Some(wrapped.as_slice()) {
                 // Kept, so that this node can put it back should the stream lose it.
                 let keep = Command::KeepFleetDataKey(wrapped);
@@ -219,11 +229,15 @@ async fn join<E: Engine>(shared: &Shared<E>, master: &LockedKey) -> Result<Barri
             }
             let barrier = Barrier::new(&key);
             let _ = shared.state.data_key.set(LockedKey::new(key));
+            close_the_unbound_window(shared, &barrier).await;
             return Ok(barrier);
         }
         let key: KeyBytes = match &shared.kept_data_key {
             Some(kept) => unwrap_data_key(master.bytes(), kept)
                 .map_err(|_| JoinError::WrongMasterKey(shared.fleet_name.clone()))?,
+            None if in_stream.last.is_some() => {
+                return Err(JoinError::WrongMasterKey(shared.fleet_name.clone()))
+            }
             None if engine.bounds().await?.messages == 0 && shared.nothing_applied => {
                 let rng = ring::rand::SystemRandom::new();
                 random_key(&rng).map_err(|_| {
@@ -235,7 +249,11 @@ async fn join<E: Engine>(shared: &Shared<E>, master: &LockedKey) -> Result<Barri
         // Wrapped afresh (a new nonce): a message the stream lost may still be in its
         // duplicate window, which would swallow the same bytes again.
         let wrapped = wrap_data_key(master.bytes(), &key);
-        match engine.publish(subject.clone(), wrapped, Some(0)).await {
+        let expected = in_stream.last.unwrap_or(0);
+        match engine
+            .publish(subject.clone(), wrapped, Some(Expect::last(expected)))
+            .await
+        {
             // Read back above: the key in the stream is the one every node uses.
             Ok(_) | Err(EngineError::Conflict) => {}
             Err(e) => return Err(e.into()),
@@ -244,40 +262,74 @@ async fn join<E: Engine>(shared: &Shared<E>, master: &LockedKey) -> Result<Barri
     Err(EngineError::Unavailable("the fleet's data key did not stay in its stream".into()).into())
 }
 
-/// The newest of the fleet's data key's messages that `master` opens (with its wrapped
-/// form), None when there is none. Newer ones that do not open are counted as refused: any
-/// NATS user allowed to publish could have put them there, and taking the last message as
-/// the key would let them stop every node from starting. (After a `rekey` the newest is
-/// wrapped by the new master key; a node still on the old one opens the older wrapping of
-/// the same data key, as it could anyway.)
+/// What the data key's subject holds, for one master key.
+struct DataKeyInStream {
+    /// The newest message the master key opens: the data key and its wrapped form.
+    opens: Option<(KeyBytes, Vec<u8>)>,
+    /// The subject's last message, whatever it holds.
+    last: Option<u64>,
+}
+
+/// Reads the data key's subject. Newer messages than the one that opens are counted as
+/// refused: any NATS user allowed to publish could have put them there, and taking the last
+/// message as the key would let them stop every node from starting. (After a `rekey` the
+/// newest is wrapped by the new master key; a node still on the old one opens the older
+/// wrapping of the same data key, as it could anyway.)
 async fn data_key_in_stream<E: Engine>(
     shared: &Shared<E>,
     master: &LockedKey,
-) -> Result<Option<(KeyBytes, Vec<u8>)>, JoinError> {
+) -> Result<DataKeyInStream, JoinError> {
     let mut messages = shared
         .engine
         .messages_on(shared.subjects.data_key())
         .await?;
-    let (mut found, mut held, mut newer) = (None, 0u64, 0u64);
+    let mut found = DataKeyInStream {
+        opens: None,
+        last: None,
+    };
+    let (mut read, mut newer) = (0, 0u64);
     while let Some(message) = messages.next().await {
-        let (_, wrapped) = message?;
-        held += 1;
+        let (seq, wrapped) = message?;
+        found.last = Some(seq);
         match unwrap_data_key(master.bytes(), &wrapped) {
             Ok(key) => {
-                found = Some((key, wrapped));
+                found.opens = Some((key, wrapped));
                 newer = 0;
             }
             Err(_) => newer += 1,
         }
+        read += 1;
+        if read == MAX_DATA_KEY_MESSAGES {
+            tracing::error!(read, "the fleet's data key subject holds too many messages (put there by someone with NATS access?): read only the first ones");
+            break;
+        }
     }
-    if found.is_none() && held > 0 {
-        return Err(JoinError::WrongMasterKey(shared.fleet_name.clone()));
-    }
-    if found.is_some() && newer > 0 {
+    if newer > 0 {
         shared.state.refused.fetch_add(newer, Ordering::Relaxed);
-        tracing::error!(refused = newer, "the fleet's data key has newer messages that this node's master key does not open (another master key's, or put there by someone with NATS access): joined with the newest that opens");
+        tracing::error!(refused = newer, "the fleet's data key subject has messages that this node's master key does not open (another master key's, or put there by someone with NATS access)");
     }
     Ok(found)
+}
+
+/// A replica that has applied no change in the current form applies changes in version
+/// 0.1's form (which carry no sequence, so copies of them cannot be told) until the first
+/// change in the current form. One, empty, goes out now, so that this window closes as soon
+/// as an upgraded node joins rather than at the fleet's next change.
+async fn close_the_unbound_window<E: Engine>(shared: &Shared<E>, barrier: &Barrier) {
+    if !shared.unbound {
+        return;
+    }
+    // A subject no admin change writes to, so that the marker is in nobody's way.
+    let subject = shared.subjects.unkeyed(&[0; 32]);
+    let marker = ChangeSet {
+        at: time::now_ms(),
+        node: Some(shared.node.clone()),
+        ..ChangeSet::default()
+    };
+    let payload = seal::seal(barrier, &subject, 0, &marker);
+    if let Err(e) = shared.engine.publish(subject, payload, None).await {
+        tracing::debug!(error = %e, "could not publish the first change in the current form; the next change will be");
+    }
 }
 
 /// Keeps `connected` and `disconnected_since` current, and joins once the fleet is reachable.
@@ -384,23 +436,23 @@ async fn publish_parts<E: Engine>(shared: &Shared<E>, parts: Vec<Part>) -> Resul
     };
     let mut last = 0;
     for part in parts {
-        let subject = subject_of(&shared.subjects, &part);
-        tracing::debug!(subject = %subject, expected = part.expected, "publishing a change");
-        let payload = seal::seal(barrier, &subject, part.expected, &part.set);
-        match shared
-            .engine
-            .publish(subject, payload, Some(part.expected))
-            .await
-        {
+        tracing::debug!(subject = %part.subject, expected = part.expected, "publishing a change");
+        let payload = seal::seal(barrier, &part.subject, part.after, &part.set);
+        let expected = Expect::last(part.expected);
+        let published = match publish_expecting(shared, &part, payload.clone(), expected).await {
+            Err(EngineError::Conflict) => retry_if_lost(shared, &part, payload).await,
+            other => other,
+        };
+        match published {
             Ok(seq) => {
                 tracing::debug!(seq, "published a change");
                 last = seq
             }
             Err(EngineError::Conflict) => {
-                let what = match part.lane.as_deref() {
-                    Some(writer::OWNERS_LANE) => "an owner",
-                    Some(id) => id,
-                    None => "a token hash",
+                let what = match &shared.subjects.carries(&part.subject) {
+                    Some(Carries::Key(id)) => id.clone(),
+                    Some(Carries::Owners) => "an owner".into(),
+                    _ => "a token hash".into(),
                 };
                 return Err(WriteError::Conflict(format!(
                     "{what} was changed on another node at the same time: nothing was changed \
@@ -418,13 +470,39 @@ async fn publish_parts<E: Engine>(shared: &Shared<E>, parts: Vec<Part>) -> Resul
     Ok(last)
 }
 
-fn subject_of(subjects: &Subjects, part: &Part) -> String {
-    match (&part.lane, part.set.retired.first()) {
-        (Some(lane), _) if lane == writer::OWNERS_LANE => subjects.owners(),
-        (Some(id), _) => subjects.key(id),
-        (None, Some((hash, _))) => subjects.unkeyed(hash),
-        (None, None) => subjects.unkeyed(&[0; 32]),
+async fn publish_expecting<E: Engine>(
+    shared: &Shared<E>,
+    part: &Part,
+    payload: Vec<u8>,
+    expected: Expect,
+) -> Result<u64, EngineError> {
+    let subject = part.subject.clone();
+    shared
+        .engine
+        .publish(subject, payload, Some(expected))
+        .await
+}
+
+/// After a conflict: when the subject's last message in the stream is older than the last
+/// one this node read (the stream lost messages, or someone deleted them), nobody changed
+/// it since this node did, so the change goes on top of what the stream holds. Otherwise
+/// it stays a conflict.
+async fn retry_if_lost<E: Engine>(
+    shared: &Shared<E>,
+    part: &Part,
+    payload: Vec<u8>,
+) -> Result<u64, EngineError> {
+    let held = shared.engine.last_on(part.subject.clone()).await?;
+    let held = held.map_or(0, |(seq, _)| seq);
+    if held >= part.expected {
+        return Err(EngineError::Conflict);
     }
+    tracing::warn!(subject = %part.subject, expected = part.expected, held, "the fleet's stream no longer holds this subject's last message: publishing on top of what it holds");
+    let expected = Expect {
+        last: held,
+        read: part.expected,
+    };
+    publish_expecting(shared, part, payload, expected).await
 }
 
 /// Applies the fleet's stream, in order, from the sequence after the last applied; starts
@@ -514,7 +592,15 @@ fn erase_when_overlap_ends<E: Engine>(shared: &Shared<E>, subject: &str, seq: u6
     tokio::spawn(async move {
         tokio::time::sleep(wait).await;
         // A conflict means the key changed since: the rotation is not its last change.
-        let _ = engine.publish(subject, payload, Some(seq)).await;
+        // Unanswered, the marker may not be there: the rotation's message stays, rather
+        // than the stream holding less than every node applied.
+        if let Err(EngineError::Unavailable(why)) = engine
+            .publish(subject, payload, Some(Expect::last(seq)))
+            .await
+        {
+            tracing::debug!(seq, error = %why, "a rotated token's message stays in the fleet's stream: the change before erasing it was not published");
+            return;
+        }
         match engine.erase(seq).await {
             Ok(()) => tracing::debug!(seq, "erased a rotated token from the fleet's stream"),
             Err(e) => {
@@ -543,11 +629,7 @@ fn to_command<E: Engine>(shared: &Shared<E>, delivered: Delivered) -> Command {
         return nothing(None);
     };
     let carries = shared.subjects.carries(&subject);
-    let lane = match &carries {
-        Some(Carries::Key(id)) => Some(id.clone()),
-        Some(Carries::Owners) => Some(writer::OWNERS_LANE.to_owned()),
-        _ => None,
-    };
+    let lane = shared.subjects.lane(&subject);
     match carries {
         None | Some(Carries::DataKey) => nothing(None),
         Some(carries) => match seal::open(barrier, &subject, &carries, &payload) {
@@ -703,7 +785,7 @@ async fn rewrap<E: Engine>(
     let rewrapped = wrap_data_key(new_master, data_key.bytes());
     match shared
         .engine
-        .publish(subject, rewrapped.clone(), Some(seq))
+        .publish(subject, rewrapped.clone(), Some(Expect::last(seq)))
         .await
     {
         Ok(_) => Ok(rewrapped),

@@ -26,6 +26,9 @@ pub struct Pending {
     proposals: mpsc::UnboundedReceiver<Proposal>,
     applied: watch::Receiver<u64>,
     kept_data_key: Option<Vec<u8>>,
+    subjects: Subjects,
+    /// The replica has applied no change in the current form yet.
+    unbound: bool,
 }
 
 /// The store thread's link to the fleet, and the node to start.
@@ -45,8 +48,11 @@ pub fn prepare(
             .and_then(|h| h.into_string().ok())
             .context("cannot read the host name: set [fleet] node")?,
     };
+    let subjects = Subjects::new(&config.name);
+    let unbound = position.bound_since.is_none();
     let link = FleetLink {
         node: node.clone(),
+        subjects: subjects.clone(),
         proposals: proposals_tx,
         position,
         applied: applied_tx,
@@ -58,6 +64,8 @@ pub fn prepare(
         proposals,
         applied,
         kept_data_key: store.fleet_data_key()?,
+        subjects,
+        unbound,
     };
     Ok((link, pending))
 }
@@ -70,11 +78,11 @@ impl Pending {
         index: Arc<Index>,
         stopped: watch::Receiver<bool>,
     ) -> Result<Arc<FleetState>> {
-        let subjects = Subjects::new(&self.config.name);
-        let engine = Nats::connect(&self.config, &self.node, subjects.clone()).await?;
+        let engine = Nats::connect(&self.config, &self.node, self.subjects.clone()).await?;
         let parts = NodeParts {
             engine: Arc::new(engine),
-            subjects,
+            subjects: self.subjects,
+            unbound: self.unbound,
             fleet_name: self.config.name.clone(),
             node: self.node,
             servers: self.config.servers.clone(),

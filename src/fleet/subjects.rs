@@ -6,7 +6,11 @@
 //! writers of one key conflict; owners' limits share `authenta.<fleet>.owners`. Usage goes to a second stream that keeps only the last
 //! message of each subject: `authenta.<fleet>.usage.<node>.K` holds node's counts of K.
 
+use crate::store::change::ChangeSet;
 use ring::digest;
+
+/// The lane of owners' limits (not a key id: those start with `key_`).
+pub const OWNERS_LANE: &str = "owners";
 
 /// The subjects and stream of one fleet.
 #[derive(Debug, Clone)]
@@ -103,6 +107,31 @@ impl Subjects {
         )
     }
 
+    /// The subject a change goes to: its key's, else the owners' when it sets owners, else
+    /// that of the first hash it retires.
+    pub fn of_change(&self, key: Option<&str>, set: &ChangeSet) -> String {
+        match (key, set.retired.first()) {
+            (Some(id), _) => self.key(id),
+            (None, _) if !set.owners.is_empty() => self.owners(),
+            (None, Some((hash, _))) => self.unkeyed(hash),
+            (None, None) => self.unkeyed(&[0; 32]),
+        }
+    }
+
+    /// The lane of a subject of changes: the name under which a node keeps the subject's
+    /// last sequence (a key's id, [`OWNERS_LANE`], or `retired.<digest>`).
+    pub fn lane(&self, subject: &str) -> Option<String> {
+        match self.carries(subject)? {
+            Carries::Key(id) => Some(id),
+            Carries::Owners => Some(OWNERS_LANE.to_owned()),
+            Carries::Unkeyed => subject
+                .strip_prefix(&self.prefix)
+                .and_then(|rest| rest.strip_prefix('.'))
+                .map(str::to_owned),
+            Carries::DataKey => None,
+        }
+    }
+
     /// What `subject` carries; None for a subject this build does not know.
     pub fn carries(&self, subject: &str) -> Option<Carries> {
         let rest = subject.strip_prefix(&self.prefix)?.strip_prefix('.')?;
@@ -130,6 +159,14 @@ mod tests {
         assert_eq!(s.carries(&s.key(id)), Some(Carries::Key(id.into())));
         assert_eq!(s.carries(&s.data_key()), Some(Carries::DataKey));
         assert_eq!(s.carries(&s.owners()), Some(Carries::Owners));
+        assert_eq!(s.lane(&s.key(id)).as_deref(), Some(id));
+        assert_eq!(s.lane(&s.owners()).as_deref(), Some(OWNERS_LANE));
+        let lane = s.lane(&s.unkeyed(&[7u8; 32])).expect("a lane");
+        assert!(
+            lane.starts_with("retired.") && !lane.contains("prod"),
+            "{lane}"
+        );
+        assert_eq!(s.lane(&s.data_key()), None);
         let hash = [7u8; 32];
         let unkeyed = s.unkeyed(&hash);
         assert_eq!(s.carries(&unkeyed), Some(Carries::Unkeyed));

@@ -1042,17 +1042,27 @@ impl Store {
     }
 }
 
-/// Where a fleet replica stands: the last stream sequence applied, and each lane's (key's,
-/// or the owners') last sequence: what a change to it must expect, so that two writers
-/// cannot both win, and what a change read from the stream must have been made against,
-/// so that a copy of an older one published again is refused.
+/// Where a fleet replica stands: the last stream sequence applied, and where each lane
+/// (a key, the owners, a retired hash's subject) stands.
 #[derive(Debug, Default, Clone)]
 pub struct FleetPosition {
     pub applied: u64,
-    pub keys: std::collections::HashMap<String, u64>,
+    pub lanes: std::collections::HashMap<String, Lane>,
     /// The sequence of the first change applied that was sealed with what it was made
     /// against; a change in version 0.1's form after it can only be a copy.
     pub bound_since: Option<u64>,
+}
+
+/// Where one lane of the fleet's stream stands on this node.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Lane {
+    /// The last message read on it, whatever it held: what a change to it must expect,
+    /// so that two writers cannot both win.
+    pub last: u64,
+    /// The last change applied from it: a change read later must have been made against
+    /// it (or a later one), else it is a copy of an older one published again. Messages
+    /// refused or empty do not move it, so that someone who can publish cannot.
+    pub changed: u64,
 }
 
 impl Store {
@@ -1068,28 +1078,33 @@ impl Store {
         while let Some(row) = rows.next()? {
             let id: String = row.get(0)?;
             let sealed: Vec<u8> = row.get(1)?;
-            let seq = self
+            // Before lanes had two sequences, one was kept (both then).
+            let (last, changed) = self
                 .barrier
                 .open("fleet_keys", &id, &sealed)
                 .ok()
-                .and_then(|plain| from_bytes::<u64>(&plain))
+                .and_then(|plain| {
+                    from_bytes::<(u64, u64)>(&plain)
+                        .or_else(|| from_bytes::<u64>(&plain).map(|seq| (seq, seq)))
+                })
                 .ok_or_else(|| {
                     anyhow::anyhow!(
-                        "the fleet position of key {} does not open (tampered)",
+                        "the fleet position of lane {} does not open (tampered)",
                         printable(&id)
                     )
                 })?;
-            position.keys.insert(id, seq);
+            position.lanes.insert(id, Lane { last, changed });
         }
         Ok(position)
     }
 
-    /// Records, in the open transaction, that stream sequence `seq` is applied, and that it
-    /// is `key`'s last change.
-    pub fn put_fleet_applied(&mut self, seq: u64, key: Option<&str>) -> Result<()> {
+    /// Records, in the open transaction, that stream sequence `seq` is applied, and where
+    /// its lane now stands.
+    pub fn put_fleet_applied(&mut self, seq: u64, lane: Option<(&str, Lane)>) -> Result<()> {
         self.put_sealed_meta(META_FLEET_APPLIED, &seq)?;
-        if let Some(id) = key {
-            let sealed = self.barrier.seal("fleet_keys", id, &to_bytes(&seq));
+        if let Some((id, lane)) = lane {
+            let both = (lane.last, lane.changed);
+            let sealed = self.barrier.seal("fleet_keys", id, &to_bytes(&both));
             self.conn
                 .prepare_cached(
                     "INSERT INTO fleet_keys (id, sealed) VALUES (?1, ?2)

@@ -29,5 +29,5 @@ mod store_files;
 mod warm;
 pub(crate) mod writer;
 
-pub use database::{db_path, exists, FleetPosition, KeySink, Loaded, RowCheck, Store};
+pub use database::{db_path, exists, FleetPosition, KeySink, Lane, Loaded, RowCheck, Store};
 pub use warm::warm_page_cache;

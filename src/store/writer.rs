@@ -9,6 +9,7 @@
 //! while it is not), the WAL after each commit (copied into the database file when it is
 //! not).
 
+use crate::fleet::subjects::Subjects;
 use crate::index::{Index, UsageWrite};
 use crate::key::{KeyRecord, OwnerUsage};
 use crate::policy::Sink;
@@ -16,8 +17,8 @@ use crate::store::audit::AuditRecord;
 use crate::store::barrier::KeyBytes;
 use crate::store::change::{self, storage, ChangeSet, Changes, Draft, IndexChange, RotatedToken};
 pub use crate::store::outcome::{Outcome, WriteError};
-use crate::store::FleetPosition;
 use crate::store::Store;
+use crate::store::{FleetPosition, Lane};
 use crate::time;
 use crate::token::TokenHash;
 use authenta_client::proto::{Actor, CreateKey, OwnerUpdate, UpdateKey};
@@ -147,6 +148,7 @@ impl WriterHandle {
 pub struct FleetLink {
     /// This node's name, in the audit entries of the changes it makes.
     pub node: String,
+    pub subjects: Subjects,
     /// Proposed changes, for the fleet to publish; they come back through the stream.
     pub proposals: tokio::sync::mpsc::UnboundedSender<Proposal>,
     /// The replica's position as committed (owned by the store thread once it runs).
@@ -165,16 +167,13 @@ pub struct Proposal {
 
 /// The part of a change that touches one key, or the owners, or hashes no key holds.
 pub struct Part {
-    /// Where the fleet keeps the part's last sequence: the key's id, [`OWNERS_LANE`], or
-    /// None (hashes no key holds: retiring one twice changes nothing).
-    pub lane: Option<String>,
-    /// The lane's last stream sequence this change was computed against (0: none yet).
+    pub subject: String,
+    /// The lane's last message as this node read it (0: none yet): what the publish expects.
     pub expected: u64,
+    /// The lane's last change this one was computed against, sealed with it.
+    pub after: u64,
     pub set: ChangeSet,
 }
-
-/// The lane of owners' limits (not a key id: those start with `key_`).
-pub const OWNERS_LANE: &str = "owners";
 
 /// Starts the store thread, for one host (`fleet` None) or a fleet node.
 pub fn spawn(
@@ -325,14 +324,14 @@ impl Writer {
             .split_by_key()
             .into_iter()
             .map(|(key, set)| {
-                let lane = key.or_else(|| (!set.owners.is_empty()).then(|| OWNERS_LANE.into()));
+                let subject = fleet.subjects.of_change(key.as_deref(), &set);
+                let lane = fleet.subjects.lane(&subject);
+                let at = lane.as_ref().and_then(|l| fleet.position.lanes.get(l));
+                let at = at.copied().unwrap_or_default();
                 Part {
-                    expected: lane
-                        .as_ref()
-                        .and_then(|l| fleet.position.keys.get(l))
-                        .copied()
-                        .unwrap_or(0),
-                    lane,
+                    subject,
+                    expected: at.last,
+                    after: at.changed,
                     set,
                 }
             })
@@ -350,14 +349,12 @@ impl Writer {
 
 impl FleetLink {
     /// After a commit: the new position, for the next proposals and for those waiting on it.
-    fn note_applied(&mut self, applied: Vec<(u64, Option<String>)>) {
+    fn note_applied(&mut self, applied: Vec<(u64, Option<(String, Lane)>)>) {
         let Some(last) = applied.iter().map(|(seq, _)| *seq).max() else {
             return;
         };
-        for (seq, lane) in applied {
-            if let Some(lane) = lane {
-                self.position.keys.insert(lane, seq);
-            }
+        for (name, lane) in applied.into_iter().filter_map(|(_, lane)| lane) {
+            self.position.lanes.insert(name, lane);
         }
         self.position.applied = self.position.applied.max(last);
         self.applied.send_replace(self.position.applied);
@@ -385,8 +382,8 @@ fn write_rotated_sink(index: &Index, record: &KeyRecord, rotated: &RotatedToken)
 /// What a committed batch applied from the fleet's stream.
 #[derive(Default)]
 struct FromFleet {
-    /// Sequences, with the lane each was the last change of.
-    applied: Vec<(u64, Option<String>)>,
+    /// Sequences, each with its lane and where the lane stands after it.
+    applied: Vec<(u64, Option<(String, Lane)>)>,
     /// Rotations: the key, its new token, the node that made it.
     rotations: Vec<(KeyRecord, RotatedToken, Option<String>)>,
     /// Set when the batch applied the fleet's first change in the current form.
@@ -521,20 +518,17 @@ struct Txn<'a> {
 }
 
 impl Txn<'_> {
-    /// A lane's last sequence, counting what this batch applied.
-    fn last_on(&self, lane: &str) -> u64 {
-        let in_batch = &self.changed.applied;
-        match in_batch
-            .iter()
-            .rev()
-            .find(|(_, l)| l.as_deref() == Some(lane))
-        {
-            Some((seq, _)) => *seq,
+    /// Where a lane stands, counting what this batch applied.
+    fn lane(&self, name: &str) -> Lane {
+        let in_batch = self.changed.applied.iter().rev();
+        let mut lanes = in_batch.filter_map(|(_, lane)| lane.as_ref());
+        match lanes.find(|(l, _)| l == name) {
+            Some((_, lane)) => *lane,
             None => self
                 .fleet
-                .and_then(|f| f.keys.get(lane))
+                .and_then(|f| f.lanes.get(name))
                 .copied()
-                .unwrap_or(0),
+                .unwrap_or_default(),
         }
     }
 
@@ -549,28 +543,32 @@ impl Txn<'_> {
     fn replayed(
         &self,
         seq: u64,
-        lane: Option<&str>,
+        lane: Lane,
         after: Option<u64>,
         set: &ChangeSet,
     ) -> Option<String> {
         if set.is_empty() {
             return None;
         }
-        let last = lane.map_or(0, |l| self.last_on(l));
-        replayed(seq, after, last, self.bound_since())
+        replayed(seq, after, lane.changed, self.bound_since())
     }
 }
 
-/// Why a change at stream sequence `seq`, made when its lane's last sequence was `after`,
-/// is a copy of an older one published again, if it is; `last` is the lane's last sequence
-/// applied here. `after` may be past `last` (the stream lost changes in between), never
-/// before it. A change in version 0.1's form (no `after`) is one only after the first
-/// change in the current form.
-fn replayed(seq: u64, after: Option<u64>, last: u64, bound_since: Option<u64>) -> Option<String> {
+/// Why a change at stream sequence `seq`, made against its lane's change `after`, is a copy
+/// of an older one published again, if it is; `changed` is the lane's last change applied
+/// here. `after` may be past `changed` (the stream lost changes in between), never before
+/// it. A change in version 0.1's form (no `after`) is one only after the first change in
+/// the current form.
+fn replayed(
+    seq: u64,
+    after: Option<u64>,
+    changed: u64,
+    bound_since: Option<u64>,
+) -> Option<String> {
     match after {
-        Some(after) if after < last || after >= seq => Some(format!(
-            "it was made when its subject's last change was {after}, but that is {last}: a \
-             copy of an older change published again"
+        Some(after) if after < changed || after >= seq => Some(format!(
+            "it was made against its subject's change {after}, but the last one is \
+             {changed}: a copy of an older change published again"
         )),
         Some(_) => None,
         None => bound_since.filter(|&first| seq > first).map(|first| {
@@ -608,28 +606,35 @@ fn apply(t: &mut Txn<'_>, command: Command) -> Result<Outcome, WriteError> {
             after,
             mut set,
         } => {
-            if let Some(why) = t.replayed(seq, lane.as_deref(), after, &set) {
-                tracing::error!(seq, lane = lane.as_deref().unwrap_or("-"), reason = %why, "refused a message of the fleet's stream; later changes still apply");
-                t.store
-                    .put_fleet_applied(seq, lane.as_deref())
-                    .map_err(storage)?;
+            let was = lane.as_deref().map(|l| t.lane(l)).unwrap_or_default();
+            let replay = t.replayed(seq, was, after, &set);
+            let changes = replay.is_none() && !set.is_empty();
+            let now = Lane {
+                last: seq,
+                changed: if changes { seq } else { was.changed },
+            };
+            let lane = lane.map(|l| (l, now));
+            let lane_now = lane.as_ref().map(|(l, now)| (l.as_str(), *now));
+            t.store.put_fleet_applied(seq, lane_now).map_err(storage)?;
+            if let Some(why) = replay {
+                tracing::error!(seq, lane = lane_now.map_or("-", |l| l.0), reason = %why, "refused a message of the fleet's stream; later changes still apply");
                 t.changed.applied.push((seq, lane));
                 return Ok(Outcome::Replayed);
             }
-            if after.is_some() && t.bound_since().is_none() {
+            let first_bound = after.is_some() && t.bound_since().is_none();
+            if first_bound {
                 t.store.put_fleet_bound_since(seq).map_err(storage)?;
-                t.changed.bound_since = Some(seq);
             }
             change::persist(t.store, t.index, t.changed, &set)?;
             if let (Some(rotated), Some(record)) = (set.rotated.take(), set.keys.last()) {
                 let made_by = set.node.clone();
                 t.changed.rotations.push((record.clone(), rotated, made_by));
             }
-            t.store
-                .put_fleet_applied(seq, lane.as_deref())
-                .map_err(storage)?;
             t.changed.merge(set);
             t.changed.applied.push((seq, lane));
+            if first_bound {
+                t.changed.bound_since = Some(seq);
+            }
             Ok(Outcome::Changed)
         }
         Command::KeepFleetDataKey(wrapped) => {

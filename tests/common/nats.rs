@@ -364,6 +364,14 @@ impl Operator {
         })
     }
 
+    /// Deletes message `seq` of the stream, as someone with NATS access could.
+    pub fn delete(&self, seq: u64) {
+        self.runtime.block_on(async {
+            let stream = self.js.get_stream(&self.stream).await.expect("stream");
+            stream.delete_message(seq).await.expect("delete");
+        });
+    }
+
     /// Publishes raw bytes on a subject of the stream, as someone with NATS access could.
     pub fn publish(&self, subject: &str, payload: &[u8]) {
         self.runtime.block_on(async {

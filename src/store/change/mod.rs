@@ -18,7 +18,7 @@ use crate::policy::sink::StagedSink;
 use crate::policy::Sink;
 use crate::store::audit::AuditRecord;
 use crate::store::outcome::{Outcome, WriteError};
-use crate::store::Store;
+use crate::store::{Lane, Store};
 use crate::time;
 use crate::token::{generate_key_id, generate_token, hash_token, start_of, TokenHash};
 use authenta_client::proto::{Actor, CreateKey};
@@ -177,8 +177,9 @@ pub struct Changes {
     pub in_order: Vec<IndexChange>,
     latest: HashMap<String, KeyRecord>,
     latest_owners: HashMap<String, OwnerRecord>,
-    /// Fleet mode: the stream sequences applied, with the lane each was the last change of.
-    pub applied: Vec<(u64, Option<String>)>,
+    /// Fleet mode: the stream sequences applied, each with its lane and where the lane
+    /// stands after it.
+    pub applied: Vec<(u64, Option<(String, Lane)>)>,
     /// Fleet mode: set when the batch applied the fleet's first change sealed with what it
     /// was made against (see `FleetPosition::bound_since`).
     pub bound_since: Option<u64>,
