@@ -438,8 +438,13 @@ async fn publish_parts<E: Engine>(shared: &Shared<E>, parts: Vec<Part>) -> Resul
     for part in parts {
         tracing::debug!(subject = %part.subject, expected = part.expected, "publishing a change");
         let payload = seal::seal(barrier, &part.subject, part.after, &part.set);
-        let expected = Expect::last(part.expected);
-        let published = match publish_expecting(shared, &part, payload.clone(), expected).await {
+        let subject = part.subject.clone();
+        let expected = Some(Expect::last(part.expected));
+        let published = match shared
+            .engine
+            .publish(subject, payload.clone(), expected)
+            .await
+        {
             Err(EngineError::Conflict) => retry_if_lost(shared, &part, payload).await,
             other => other,
         };
@@ -470,19 +475,6 @@ async fn publish_parts<E: Engine>(shared: &Shared<E>, parts: Vec<Part>) -> Resul
     Ok(last)
 }
 
-async fn publish_expecting<E: Engine>(
-    shared: &Shared<E>,
-    part: &Part,
-    payload: Vec<u8>,
-    expected: Expect,
-) -> Result<u64, EngineError> {
-    let subject = part.subject.clone();
-    shared
-        .engine
-        .publish(subject, payload, Some(expected))
-        .await
-}
-
 /// After a conflict: when the subject's last message in the stream is older than the last
 /// one this node read (the stream lost messages, or someone deleted them), nobody changed
 /// it since this node did, so the change goes on top of what the stream holds. Otherwise
@@ -502,7 +494,11 @@ async fn retry_if_lost<E: Engine>(
         last: held,
         read: part.expected,
     };
-    publish_expecting(shared, part, payload, expected).await
+    let subject = part.subject.clone();
+    shared
+        .engine
+        .publish(subject, payload, Some(expected))
+        .await
 }
 
 /// Applies the fleet's stream, in order, from the sequence after the last applied; starts
