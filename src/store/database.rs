@@ -1437,6 +1437,42 @@ mod tests {
     use zeroize::Zeroizing;
 
     #[test]
+    fn a_lane_kept_before_lanes_had_two_sequences_reads_as_both() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = Store::open(dir.path(), &Zeroizing::new([7u8; 32])).expect("store");
+        let old = store
+            .barrier
+            .seal("fleet_keys", "key_old", &to_bytes(&41u64));
+        store
+            .conn
+            .execute(
+                "INSERT INTO fleet_keys (id, sealed) VALUES ('key_old', ?1)",
+                [old],
+            )
+            .expect("insert");
+        store.begin().expect("begin");
+        let lane = Lane {
+            last: 9,
+            changed: 7,
+        };
+        store
+            .put_fleet_applied(9, Some(("owners", lane)))
+            .expect("put");
+        store.put_fleet_bound_since(5).expect("put");
+        store.commit().expect("commit");
+        let position = store.fleet_position().expect("position");
+        assert_eq!(
+            position.lanes["key_old"],
+            Lane {
+                last: 41,
+                changed: 41
+            }
+        );
+        assert_eq!(position.lanes["owners"], lane);
+        assert_eq!((position.applied, position.bound_since), (9, Some(5)));
+    }
+
+    #[test]
     fn start_up_reads_each_keys_last_digest_from_the_index_alone() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path(), &Zeroizing::new([7u8; 32])).expect("store");
