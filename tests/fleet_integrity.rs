@@ -214,6 +214,30 @@ fn junk_on_the_data_keys_subject_does_not_stop_nodes_from_joining() {
     }
 }
 
+/// The same, with the real data key deleted first: only junk is left where it was. A node
+/// that kept the key puts it back on top, and nodes that never saw it can join again.
+#[test]
+fn a_node_puts_the_data_key_back_over_junk() {
+    let mut fleet = Fleet::start(1);
+    let (_, token) = fleet.nodes[0].create("K", "read", &[]);
+    let operator = Operator::connect(&fleet.nats, &fleet.name);
+    let subject = format!("authenta.{}.datakey", fleet.name);
+    let real = operator.last_seq_on(&subject);
+    operator.publish(&subject, b"not a data key anyone wrapped");
+    let junk = operator.last_seq();
+    operator.delete(real);
+    fleet.nodes[0].stop();
+    fleet.nodes[0].restart();
+    wait_joined(&fleet.nodes[0]);
+    assert!(
+        operator.last_seq_on(&subject) > real + 1,
+        "put back on top of the junk"
+    );
+    let fresh = common::Daemon::start_with_config(Some(&config(&fleet.nats, &fleet.name, "b")));
+    wait_joined(&fresh);
+    wait_code(&fresh, &token, VerifyCode::Valid);
+}
+
 fn wait_applied(node: &common::Daemon, seq: u64) {
     wait_until("the stream applied", Duration::from_secs(10), || {
         common::fleet::fleet_status(node)["applied_seq"].as_u64() >= Some(seq)

@@ -364,6 +364,18 @@ impl Operator {
         })
     }
 
+    /// The sequence of the last message on `subject`.
+    pub fn last_seq_on(&self, subject: &str) -> u64 {
+        self.runtime.block_on(async {
+            let stream = self.js.get_stream(&self.stream).await.expect("stream");
+            let message = stream
+                .get_last_raw_message_by_subject(subject)
+                .await
+                .expect("a message on the subject");
+            message.sequence
+        })
+    }
+
     /// Deletes message `seq` of the stream, as someone with NATS access could.
     pub fn delete(&self, seq: u64) {
         self.runtime.block_on(async {
