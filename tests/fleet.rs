@@ -207,6 +207,56 @@ fn a_node_with_another_master_key_refuses_to_join() {
     );
 }
 
+/// A rotation's message is erased once its overlap ends: a node that was down meanwhile
+/// must still get the key's new record (what stands in for the message), and its later
+/// changes must apply on every node.
+#[test]
+fn a_node_down_through_a_rotation_catches_up_and_stays_in_step() {
+    let sinks = tempfile::tempdir().expect("sinks");
+    let allowed = format!("sink_dirs = [\"{}\"]\n", sinks.path().display());
+    let rotating = format!(
+        "[[rotation]]\nname = \"Rotated-*\"\nevery = \"2s\"\noverlap = \"1s\"\nsink = \"{}\"\n",
+        sinks.path().join("token").display()
+    );
+    let mut fleet = Fleet::start_with_policies(
+        2,
+        |n| {
+            Some(if n == 0 {
+                rotating.clone()
+            } else {
+                "[defaults]\n".into()
+            })
+        },
+        &allowed,
+    );
+    let (id, old) = fleet.nodes[0].create("Rotated-1", "read", &[]);
+    wait_code(&fleet.nodes[1], &old, VerifyCode::Valid);
+    fleet.nodes[1].stop();
+    wait_until("a rotation erased", Duration::from_secs(15), || {
+        fleet.nodes[0]
+            .log()
+            .contains("erased a rotated token from the fleet's stream")
+    });
+    // No more rotations: what node b must catch up with stays put.
+    let policy = fleet.nodes[0].policy.as_deref().expect("policy file");
+    std::fs::write(policy.with_extension("new"), "[defaults]\n").expect("write policy");
+    std::fs::rename(policy.with_extension("new"), policy).expect("rename policy");
+    wait_until("the rotation rule gone", Duration::from_secs(10), || {
+        fleet.nodes[0].cli_json(&["policy", "status", "--json"])["rules"] == 0
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    fleet.nodes[1].restart();
+    common::fleet::wait_joined(&fleet.nodes[1]);
+    wait_until(
+        "node b has the key's last record",
+        Duration::from_secs(10),
+        || fleet.nodes[1].show(&id)["start"] == fleet.nodes[0].show(&id)["start"],
+    );
+    assert_eq!(fleet.nodes[1].answer_code(&old), VerifyCode::Revoked);
+    let token = std::fs::read_to_string(sinks.path().join("token")).expect("sink");
+    common::fleet::revoke_everywhere(&fleet, 1, &id, token.trim());
+}
+
 #[test]
 fn a_stream_made_by_version_0_1_gains_the_owners_subject() {
     let mut fleet = Fleet::start(1);

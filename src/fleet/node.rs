@@ -26,6 +26,8 @@ const APPLY_WAIT: Duration = Duration::from_secs(10);
 const MAX_IN_FLIGHT: usize = 256;
 /// Pause before trying to join again after a failure.
 const JOIN_RETRY: Duration = Duration::from_secs(2);
+/// Sequences of refused changes kept, for [`FleetState::any_refused`].
+const REFUSED_KEPT: usize = 1024;
 /// Pause before reading the stream again after it broke off.
 const RETRY: Duration = Duration::from_millis(500);
 
@@ -39,8 +41,11 @@ pub struct FleetState {
     connected: AtomicBool,
     /// Unix milliseconds; 0 while connected.
     disconnected_since: AtomicI64,
-    /// Messages refused (bad seal, wrong key), since start.
+    /// Messages refused (bad seal, wrong key, a copy), since start.
     refused: AtomicU64,
+    /// The sequences of the last changes refused as copies, for a node whose own change is
+    /// one (two changes made from the same state both stored: the fleet took the first).
+    refused_seqs: std::sync::Mutex<std::collections::VecDeque<u64>>,
     /// Gaps in the stream read over (changes no longer held), since start.
     resyncs: AtomicU64,
     joined: OnceLock<Barrier>,
@@ -89,6 +94,20 @@ impl FleetState {
             resyncs: self.resyncs.load(Ordering::Relaxed),
             joined: self.joined.get().is_some(),
         }
+    }
+
+    fn note_refused(&self, seq: u64) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        let mut seqs = self.refused_seqs.lock().unwrap_or_else(|e| e.into_inner());
+        if seqs.len() == REFUSED_KEPT {
+            seqs.pop_front();
+        }
+        seqs.push_back(seq);
+    }
+
+    fn any_refused(&self, seqs: &[u64]) -> bool {
+        let refused = self.refused_seqs.lock().unwrap_or_else(|e| e.into_inner());
+        seqs.iter().any(|seq| refused.contains(seq))
     }
 
     /// Ready for admin writes: connected and holding the fleet's data key.
@@ -150,6 +169,7 @@ pub async fn start<E: Engine>(
         connected: AtomicBool::new(false),
         disconnected_since: AtomicI64::new(time::now_ms()),
         refused: AtomicU64::new(0),
+        refused_seqs: Default::default(),
         resyncs: AtomicU64::new(0),
         joined: OnceLock::new(),
         data_key: OnceLock::new(),
@@ -409,9 +429,15 @@ async fn publish_one<E: Engine>(
         reply,
     } = proposal;
     let result = match publish_parts(&shared, parts).await {
-        Ok(last) => {
+        Ok(seqs) => {
+            let last = seqs.iter().copied().max().unwrap_or(0);
             let waited = tokio::time::timeout(APPLY_WAIT, applied.wait_for(|a| *a >= last)).await;
             match waited {
+                Ok(Ok(_)) if shared.state.any_refused(&seqs) => Err(WriteError::Conflict(
+                    "another node changed it at the same time, and the fleet took that change: \
+                     this one was refused; read it again and retry"
+                        .into(),
+                )),
                 Ok(Ok(_)) => Ok(writer::publish_sinks(outcome)),
                 _ => Err(WriteError::Storage(
                     "the change is in the fleet but this node has not applied it yet: it \
@@ -425,8 +451,11 @@ async fn publish_one<E: Engine>(
     let _ = reply.send(result);
 }
 
-/// Publishes the parts in order; the sequence of the last one.
-async fn publish_parts<E: Engine>(shared: &Shared<E>, parts: Vec<Part>) -> Result<u64, WriteError> {
+/// Publishes the parts in order; their sequences.
+async fn publish_parts<E: Engine>(
+    shared: &Shared<E>,
+    parts: Vec<Part>,
+) -> Result<Vec<u64>, WriteError> {
     let Some(barrier) = shared.state.joined.get() else {
         return Err(WriteError::FleetUnavailable(
             "the fleet has not been reachable since this daemon started: admin writes are \
@@ -434,7 +463,7 @@ async fn publish_parts<E: Engine>(shared: &Shared<E>, parts: Vec<Part>) -> Resul
                 .into(),
         ));
     };
-    let mut last = 0;
+    let mut seqs = Vec::with_capacity(parts.len());
     for part in parts {
         tracing::debug!(subject = %part.subject, expected = part.expected, "publishing a change");
         let payload = seal::seal(barrier, &part.subject, part.after, &part.set);
@@ -451,7 +480,7 @@ async fn publish_parts<E: Engine>(shared: &Shared<E>, parts: Vec<Part>) -> Resul
         match published {
             Ok(seq) => {
                 tracing::debug!(seq, "published a change");
-                last = seq
+                seqs.push(seq)
             }
             Err(EngineError::Conflict) => {
                 let what = match &shared.subjects.carries(&part.subject) {
@@ -472,7 +501,7 @@ async fn publish_parts<E: Engine>(shared: &Shared<E>, parts: Vec<Part>) -> Resul
             }
         }
     }
-    Ok(last)
+    Ok(seqs)
 }
 
 /// After a conflict: when the subject's last message in the stream is older than the last
@@ -551,15 +580,14 @@ async fn apply_from<E: Engine>(
                 }
                 sent = delivered.seq;
                 let command = to_command(shared, delivered);
-                in_flight.push_back(shared.writer.submit(command));
+                let applying = shared.writer.submit(command);
+                in_flight.push_back(async move { (sent, applying.await) });
             }
             Some(done) = in_flight.next(), if !in_flight.is_empty() => {
                 match done {
-                    Ok(Outcome::Replayed) => {
-                        shared.state.refused.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
+                    (seq, Ok(Outcome::Replayed)) => shared.state.note_refused(seq),
+                    (_, Ok(_)) => {}
+                    (_, Err(e)) => {
                         return Err(EngineError::Unavailable(format!("applying a change failed: {e}")));
                     }
                 }
@@ -569,32 +597,60 @@ async fn apply_from<E: Engine>(
     }
 }
 
+/// A rotation's message, to erase from the stream once its overlap ends.
+struct Erasing {
+    subject: String,
+    seq: u64,
+    /// What the rotation was made against (None: version 0.1's form).
+    after: Option<u64>,
+    until: i64,
+}
+
 /// A rotated token travels in the fleet only until its overlap ends: then every node that
 /// applied it erases its message (the first one to get there does; the others find it gone).
-/// An empty change goes first on the key's subject, so that the erased message is not the
-/// key's last and every node's expected sequence for the key stays the stream's.
-fn erase_when_overlap_ends<E: Engine>(shared: &Shared<E>, subject: &str, seq: u64, until: i64) {
+/// The rotation without its token goes first on the key's subject, standing in for it: the
+/// erased message is then not the key's last, and a node that had not read it yet still
+/// gets the key's new record and audit entries.
+fn erase_when_overlap_ends<E: Engine>(shared: &Shared<E>, erasing: Erasing, rotation: &ChangeSet) {
     let Some(barrier) = shared.state.joined.get() else {
         return;
     };
-    let marker = ChangeSet {
-        at: until,
-        node: Some(shared.node.clone()),
-        ..ChangeSet::default()
+    let Erasing {
+        subject,
+        seq,
+        after,
+        until,
+    } = erasing;
+    let payload = match after {
+        Some(after) => {
+            let without_token = ChangeSet {
+                rotated: None,
+                ..rotation.clone()
+            };
+            seal::seal_stand_in(barrier, &subject, after, &without_token)
+        }
+        // Version 0.1's: an empty change, as 0.1 published.
+        None => {
+            let empty = ChangeSet {
+                at: until,
+                node: Some(shared.node.clone()),
+                ..ChangeSet::default()
+            };
+            seal::seal(barrier, &subject, seq, &empty)
+        }
     };
-    let payload = seal::seal(barrier, subject, seq, &marker);
-    let (engine, subject) = (shared.engine.clone(), subject.to_owned());
+    let engine = shared.engine.clone();
     let wait = Duration::from_millis(u64::try_from(until - time::now_ms()).unwrap_or(0));
     tokio::spawn(async move {
         tokio::time::sleep(wait).await;
         // A conflict means the key changed since: the rotation is not its last change.
-        // Unanswered, the marker may not be there: the rotation's message stays, rather
-        // than the stream holding less than every node applied.
+        // Unanswered, the stand-in may not be there: the rotation's message stays, rather
+        // than a node that has not read it missing it.
         if let Err(EngineError::Unavailable(why)) = engine
             .publish(subject, payload, Some(Expect::last(seq)))
             .await
         {
-            tracing::debug!(seq, error = %why, "a rotated token's message stays in the fleet's stream: the change before erasing it was not published");
+            tracing::debug!(seq, error = %why, "a rotated token's message stays in the fleet's stream: what stands in for it was not published");
             return;
         }
         match engine.erase(seq).await {
@@ -619,6 +675,7 @@ fn to_command<E: Engine>(shared: &Shared<E>, delivered: Delivered) -> Command {
         seq,
         lane,
         after: None,
+        stands_in: false,
         set: ChangeSet::default(),
     };
     let Some(barrier) = shared.state.joined.get() else {
@@ -629,14 +686,25 @@ fn to_command<E: Engine>(shared: &Shared<E>, delivered: Delivered) -> Command {
     match carries {
         None | Some(Carries::DataKey) => nothing(None),
         Some(carries) => match seal::open(barrier, &subject, &carries, &payload) {
-            Ok(seal::Opened { after, set }) => {
+            Ok(seal::Opened {
+                after,
+                stands_in,
+                set,
+            }) => {
                 if let Some(rotated) = &set.rotated {
-                    erase_when_overlap_ends(shared, &subject, seq, rotated.overlap_until);
+                    let erasing = Erasing {
+                        subject: subject.clone(),
+                        seq,
+                        after,
+                        until: rotated.overlap_until,
+                    };
+                    erase_when_overlap_ends(shared, erasing, &set);
                 }
                 Command::ApplyFleet {
                     seq,
                     lane,
                     after,
+                    stands_in,
                     set,
                 }
             }

@@ -1,8 +1,8 @@
 //! Change sets as they travel through NATS: sealed by the fleet's data key with the subject
 //! as associated data, so a message cannot be read, altered, or moved to another key's
 //! subject; and checked, once opened, to change only the key its subject names. Each is
-//! sealed together with the subject's last sequence it was made against, so that a copy
-//! published again later (a replay, which would roll the key back) is told from it.
+//! sealed together with the sequence of the subject's change it was made against, so that
+//! a copy published again later (a replay, which would roll the key back) is told from it.
 
 use crate::fleet::subjects::Carries;
 use crate::key::UsageRecord;
@@ -10,6 +10,7 @@ use crate::store::barrier::Barrier;
 use crate::store::change::ChangeSet;
 use crate::store::legacy;
 use crate::store::record_codec::{from_bytes, to_bytes};
+use serde::{Deserialize, Serialize};
 
 /// Why a message of the stream is refused.
 #[derive(Debug, thiserror::Error)]
@@ -22,18 +23,50 @@ pub enum Refused {
     WrongKey,
 }
 
+/// A change as it travels (the sealed plaintext).
+#[derive(Debug, Serialize, Deserialize)]
+struct Travelling<S> {
+    /// The sequence of the subject's change it was made against (0: none).
+    after: u64,
+    /// It stands in for a message erased from the stream (a rotation without its token),
+    /// for the nodes that did not read that message: a node that did skips it quietly.
+    stands_in: bool,
+    set: S,
+}
+
 /// A change opened from the stream.
 #[derive(Debug)]
 pub struct Opened {
-    /// The subject's last sequence when the change was made; None for a change published
-    /// by version 0.1, which did not seal it.
+    /// See [`Travelling::after`]; None for a change published by version 0.1, which did not
+    /// seal it.
     pub after: Option<u64>,
+    pub stands_in: bool,
     pub set: ChangeSet,
 }
 
-/// Seals `set`, made when `subject`'s last sequence was `after` (0: none).
+/// Seals `set`, made against the subject's change at sequence `after`.
 pub fn seal(barrier: &Barrier, subject: &str, after: u64, set: &ChangeSet) -> Vec<u8> {
-    barrier.seal("fleet-after", subject, &to_bytes(&(after, set)))
+    seal_travelling(barrier, subject, after, false, set)
+}
+
+/// Seals `set` to stand in for an erased message, made against `after` as that one was.
+pub fn seal_stand_in(barrier: &Barrier, subject: &str, after: u64, set: &ChangeSet) -> Vec<u8> {
+    seal_travelling(barrier, subject, after, true, set)
+}
+
+fn seal_travelling(
+    barrier: &Barrier,
+    subject: &str,
+    after: u64,
+    stands_in: bool,
+    set: &ChangeSet,
+) -> Vec<u8> {
+    let travelling = Travelling {
+        after,
+        stands_in,
+        set,
+    };
+    barrier.seal("fleet-after", subject, &to_bytes(&travelling))
 }
 
 pub fn seal_usage(barrier: &Barrier, subject: &str, usage: &UsageRecord) -> Vec<u8> {
@@ -56,10 +89,11 @@ pub fn open(
 ) -> Result<Opened, Refused> {
     let opened = match barrier.open("fleet-after", subject, sealed) {
         Ok(plain) => {
-            let (after, set) = from_bytes::<(u64, ChangeSet)>(&plain).ok_or(Refused::Decode)?;
+            let travelling: Travelling<ChangeSet> = from_bytes(&plain).ok_or(Refused::Decode)?;
             Opened {
-                after: Some(after),
-                set,
+                after: Some(travelling.after),
+                stands_in: travelling.stands_in,
+                set: travelling.set,
             }
         }
         Err(_) => {
@@ -68,6 +102,7 @@ pub fn open(
                 .map_err(|_| Refused::Seal)?;
             Opened {
                 after: None,
+                stands_in: false,
                 set: legacy::change_set(&plain).ok_or(Refused::Decode)?,
             }
         }

@@ -1059,10 +1059,15 @@ pub struct Lane {
     /// The last message read on it, whatever it held: what a change to it must expect,
     /// so that two writers cannot both win.
     pub last: u64,
-    /// The last change applied from it: a change read later must have been made against
-    /// it (or a later one), else it is a copy of an older one published again. Messages
-    /// refused or empty do not move it, so that someone who can publish cannot.
+    /// The sequence of the last change applied from it: what a change made here is made
+    /// against (and sealed with).
     pub changed: u64,
+    /// A change read must have been made against this sequence or a later one: one past
+    /// what the last change applied was made against. What changes were made against only
+    /// grows along a subject, so a copy of a change already applied (or superseded) is
+    /// refused; and it depends on what was applied, not on which messages a node read, so
+    /// that a node that missed a message (erased, deleted) agrees with one that did not.
+    pub floor: u64,
 }
 
 impl Store {
@@ -1078,14 +1083,15 @@ impl Store {
         while let Some(row) = rows.next()? {
             let id: String = row.get(0)?;
             let sealed: Vec<u8> = row.get(1)?;
-            // Before lanes had two sequences, one was kept (both then).
-            let (last, changed) = self
+            // Version 0.1 kept one sequence: no floor then (its changes carry none; copies
+            // of them are refused by `bound_since`).
+            let (last, changed, floor) = self
                 .barrier
                 .open("fleet_keys", &id, &sealed)
                 .ok()
                 .and_then(|plain| {
-                    from_bytes::<(u64, u64)>(&plain)
-                        .or_else(|| from_bytes::<u64>(&plain).map(|seq| (seq, seq)))
+                    from_bytes::<(u64, u64, u64)>(&plain)
+                        .or_else(|| from_bytes::<u64>(&plain).map(|seq| (seq, seq, 0)))
                 })
                 .ok_or_else(|| {
                     anyhow::anyhow!(
@@ -1093,7 +1099,14 @@ impl Store {
                         printable(&id)
                     )
                 })?;
-            position.lanes.insert(id, Lane { last, changed });
+            position.lanes.insert(
+                id,
+                Lane {
+                    last,
+                    changed,
+                    floor,
+                },
+            );
         }
         Ok(position)
     }
@@ -1103,8 +1116,8 @@ impl Store {
     pub fn put_fleet_applied(&mut self, seq: u64, lane: Option<(&str, Lane)>) -> Result<()> {
         self.put_sealed_meta(META_FLEET_APPLIED, &seq)?;
         if let Some((id, lane)) = lane {
-            let both = (lane.last, lane.changed);
-            let sealed = self.barrier.seal("fleet_keys", id, &to_bytes(&both));
+            let all = (lane.last, lane.changed, lane.floor);
+            let sealed = self.barrier.seal("fleet_keys", id, &to_bytes(&all));
             self.conn
                 .prepare_cached(
                     "INSERT INTO fleet_keys (id, sealed) VALUES (?1, ?2)
@@ -1437,7 +1450,7 @@ mod tests {
     use zeroize::Zeroizing;
 
     #[test]
-    fn a_lane_kept_before_lanes_had_two_sequences_reads_as_both() {
+    fn a_lane_kept_by_version_0_1_reads_with_no_floor() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut store = Store::open(dir.path(), &Zeroizing::new([7u8; 32])).expect("store");
         let old = store
@@ -1454,6 +1467,7 @@ mod tests {
         let lane = Lane {
             last: 9,
             changed: 7,
+            floor: 4,
         };
         store
             .put_fleet_applied(9, Some(("owners", lane)))
@@ -1465,7 +1479,8 @@ mod tests {
             position.lanes["key_old"],
             Lane {
                 last: 41,
-                changed: 41
+                changed: 41,
+                floor: 0
             }
         );
         assert_eq!(position.lanes["owners"], lane);

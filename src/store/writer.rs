@@ -90,14 +90,15 @@ pub enum Command {
         actor: Actor,
         fleet_data_key: Option<Vec<u8>>,
     },
-    /// In fleet mode: a change read from the fleet's stream at sequence `seq`, the last
-    /// change of `lane` (see [`Part::lane`]), made when the lane's last sequence was
-    /// `after` (None: version 0.1 did not say). An empty set only moves the position (a
-    /// message refused as tampered).
+    /// In fleet mode: a change read from the fleet's stream at sequence `seq` on `lane`
+    /// (see [`Subjects::lane`]), made against the lane's change `after` (None: version 0.1
+    /// did not say); `stands_in` for an erased message. An empty set only moves the
+    /// position (a message refused as tampered).
     ApplyFleet {
         seq: u64,
         lane: Option<String>,
         after: Option<u64>,
+        stands_in: bool,
         set: ChangeSet,
     },
     /// In fleet mode: the fleet's data key (wrapped by the master key), kept so that this
@@ -537,38 +538,17 @@ impl Txn<'_> {
             .bound_since
             .or(self.fleet.and_then(|f| f.bound_since))
     }
-
-    /// Why a change read from the fleet's stream is refused as a copy of an older one
-    /// published again (which would roll its key back), if it is.
-    fn replayed(
-        &self,
-        seq: u64,
-        lane: Lane,
-        after: Option<u64>,
-        set: &ChangeSet,
-    ) -> Option<String> {
-        if set.is_empty() {
-            return None;
-        }
-        replayed(seq, after, lane.changed, self.bound_since())
-    }
 }
 
 /// Why a change at stream sequence `seq`, made against its lane's change `after`, is a copy
-/// of an older one published again, if it is; `changed` is the lane's last change applied
-/// here. `after` may be past `changed` (the stream lost changes in between), never before
-/// it. A change in version 0.1's form (no `after`) is one only after the first change in
-/// the current form.
-fn replayed(
-    seq: u64,
-    after: Option<u64>,
-    changed: u64,
-    bound_since: Option<u64>,
-) -> Option<String> {
+/// of one already applied (or superseded) here, if it is: `floor` is the lane's
+/// [`Lane::floor`]. A change in version 0.1's form (no `after`) is taken for one after the
+/// fleet's first change in the current form.
+fn replayed(seq: u64, after: Option<u64>, floor: u64, bound_since: Option<u64>) -> Option<String> {
     match after {
-        Some(after) if after < changed || after >= seq => Some(format!(
-            "it was made against its subject's change {after}, but the last one is \
-             {changed}: a copy of an older change published again"
+        Some(after) if after < floor || after >= seq => Some(format!(
+            "it was made against its subject's change {after}, older than what the last \
+             change applied here was made against: a copy of an older change published again"
         )),
         Some(_) => None,
         None => bound_since.filter(|&first| seq > first).map(|first| {
@@ -578,6 +558,68 @@ fn replayed(
             )
         }),
     }
+}
+
+/// Applies a change read from the fleet's stream at sequence `seq` (see
+/// [`Command::ApplyFleet`]); a copy of one already applied moves only the position.
+fn apply_from_fleet(
+    t: &mut Txn<'_>,
+    seq: u64,
+    lane: Option<String>,
+    after: Option<u64>,
+    stands_in: bool,
+    mut set: ChangeSet,
+) -> Result<Outcome, WriteError> {
+    let was = lane.as_deref().map(|l| t.lane(l)).unwrap_or_default();
+    let copy = if set.is_empty() {
+        None
+    } else {
+        replayed(seq, after, was.floor, t.bound_since())
+    };
+    let applies = copy.is_none() && !set.is_empty();
+    let now = match after {
+        Some(after) if applies => Lane {
+            last: seq,
+            changed: seq,
+            floor: after + 1,
+        },
+        None if applies => Lane {
+            last: seq,
+            changed: seq,
+            ..was
+        },
+        _ => Lane { last: seq, ..was },
+    };
+    let lane = lane.map(|l| (l, now));
+    let lane_now = lane.as_ref().map(|(l, now)| (l.as_str(), *now));
+    t.store.put_fleet_applied(seq, lane_now).map_err(storage)?;
+    if let Some(why) = copy {
+        if !stands_in {
+            tracing::error!(seq, lane = lane_now.map_or("-", |l| l.0), reason = %why, "refused a message of the fleet's stream; later changes still apply");
+        }
+        t.changed.applied.push((seq, lane));
+        // One standing in for a message this node read: nothing is missing here.
+        return Ok(if stands_in {
+            Outcome::Changed
+        } else {
+            Outcome::Replayed
+        });
+    }
+    let first_bound = after.is_some() && t.bound_since().is_none();
+    if first_bound {
+        t.store.put_fleet_bound_since(seq).map_err(storage)?;
+    }
+    change::persist(t.store, t.index, t.changed, &set)?;
+    if let (Some(rotated), Some(record)) = (set.rotated.take(), set.keys.last()) {
+        let made_by = set.node.clone();
+        t.changed.rotations.push((record.clone(), rotated, made_by));
+    }
+    t.changed.merge(set);
+    t.changed.applied.push((seq, lane));
+    if first_bound {
+        t.changed.bound_since = Some(seq);
+    }
+    Ok(Outcome::Changed)
 }
 
 /// Makes one job's change inside the batch's transaction.
@@ -604,39 +646,9 @@ fn apply(t: &mut Txn<'_>, command: Command) -> Result<Outcome, WriteError> {
             seq,
             lane,
             after,
-            mut set,
-        } => {
-            let was = lane.as_deref().map(|l| t.lane(l)).unwrap_or_default();
-            let replay = t.replayed(seq, was, after, &set);
-            let changes = replay.is_none() && !set.is_empty();
-            let now = Lane {
-                last: seq,
-                changed: if changes { seq } else { was.changed },
-            };
-            let lane = lane.map(|l| (l, now));
-            let lane_now = lane.as_ref().map(|(l, now)| (l.as_str(), *now));
-            t.store.put_fleet_applied(seq, lane_now).map_err(storage)?;
-            if let Some(why) = replay {
-                tracing::error!(seq, lane = lane_now.map_or("-", |l| l.0), reason = %why, "refused a message of the fleet's stream; later changes still apply");
-                t.changed.applied.push((seq, lane));
-                return Ok(Outcome::Replayed);
-            }
-            let first_bound = after.is_some() && t.bound_since().is_none();
-            if first_bound {
-                t.store.put_fleet_bound_since(seq).map_err(storage)?;
-            }
-            change::persist(t.store, t.index, t.changed, &set)?;
-            if let (Some(rotated), Some(record)) = (set.rotated.take(), set.keys.last()) {
-                let made_by = set.node.clone();
-                t.changed.rotations.push((record.clone(), rotated, made_by));
-            }
-            t.changed.merge(set);
-            t.changed.applied.push((seq, lane));
-            if first_bound {
-                t.changed.bound_since = Some(seq);
-            }
-            Ok(Outcome::Changed)
-        }
+            stands_in,
+            set,
+        } => apply_from_fleet(t, seq, lane, after, stands_in, set),
         Command::KeepFleetDataKey(wrapped) => {
             t.store.put_fleet_data_key(&wrapped).map_err(storage)?;
             Ok(Outcome::Changed)
@@ -885,12 +897,14 @@ mod tests {
         assert!(rows.contains(&(b.clone(), row_b)));
     }
     #[test]
-    fn a_change_made_before_its_lanes_last_is_a_copy() {
-        // Made against the lane's last change, or past it (the stream lost some): applied.
+    fn a_change_made_against_an_older_one_than_the_floor_is_a_copy() {
+        // The floor is one past what the last change applied was made against (6 here).
+        // Made against a change at or past it (a node may have missed some): applied.
         assert_eq!(replayed(10, Some(7), 7, None), None);
-        assert_eq!(replayed(10, Some(8), 7, Some(3)), None);
-        // Made before the lane's last change, or claiming a later one than its own: a copy.
-        assert!(replayed(12, Some(4), 7, Some(3)).is_some());
+        assert_eq!(replayed(10, Some(9), 7, Some(3)), None);
+        // Made against an older one (the applied change's own copy included), or claiming
+        // a change later than itself: a copy.
+        assert!(replayed(12, Some(6), 7, Some(3)).is_some());
         assert!(replayed(12, Some(12), 7, None).is_some());
         // Version 0.1's form: applied until the first change in the current form.
         assert_eq!(replayed(2, None, 1, None), None);
