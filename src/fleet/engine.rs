@@ -85,10 +85,11 @@ pub trait Engine: Send + Sync + 'static {
         subject: String,
     ) -> impl Future<Output = Result<Option<(u64, Vec<u8>)>, EngineError>> + Send;
 
-    /// Every message of the changes log on `subject`, oldest first.
+    /// The messages of the changes log on `subject` from sequence `from` on, oldest first.
     fn messages_on(
         &self,
         subject: String,
+        from: u64,
     ) -> impl Future<Output = Result<Messages, EngineError>> + Send;
 
     /// Erases message `seq` of the changes log (overwritten, not only unlinked).

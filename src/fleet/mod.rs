@@ -2,7 +2,8 @@
 //!
 //! Owns: the fleet's subjects ([`subjects`]), sealing changes for the wire ([`seal`]), the
 //! replication engine's interface ([`engine`]) and its NATS implementation ([`nats`]), and
-//! the node that joins, publishes and applies ([`node`]).
+//! the node that joins, publishes and applies ([`node`]), and the changes it refused as
+//! copies ([`refused`]).
 //!
 //! The shape: an admin write on any node is computed by that node's writer thread against
 //! its replica, published as a sealed change on its key's subject expecting the key's last
@@ -17,6 +18,7 @@
 pub(crate) mod engine;
 pub(crate) mod nats;
 pub(crate) mod node;
+pub(crate) mod refused;
 pub(crate) mod seal;
 pub(crate) mod setup;
 pub(crate) mod subjects;

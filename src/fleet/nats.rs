@@ -231,11 +231,11 @@ impl Engine for Nats {
         }
     }
 
-    async fn messages_on(&self, subject: String) -> Result<Messages, EngineError> {
+    async fn messages_on(&self, subject: String, from: u64) -> Result<Messages, EngineError> {
         let stream = self.stream(Log::Changes).await?;
         // Each step asks for the subject's first message from a sequence on; None once the
         // walk is over (the end, or an error already given).
-        let walk = futures_util::stream::unfold(Some(1), move |from| {
+        let walk = futures_util::stream::unfold(Some(from.max(1)), move |from| {
             let (stream, subject) = (stream.clone(), subject.clone());
             async move {
                 let found = stream

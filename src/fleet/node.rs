@@ -3,6 +3,7 @@
 //! stands. The replica (SQLite and the index) keeps serving verifies whatever NATS does.
 
 use crate::fleet::engine::{Delivered, Engine, EngineError, Expect, Log};
+use crate::fleet::refused::RefusedChanges;
 use crate::fleet::seal;
 use crate::fleet::subjects::{Carries, Subjects};
 use crate::index::Index;
@@ -26,8 +27,6 @@ const APPLY_WAIT: Duration = Duration::from_secs(10);
 const MAX_IN_FLIGHT: usize = 256;
 /// Pause before trying to join again after a failure.
 const JOIN_RETRY: Duration = Duration::from_secs(2);
-/// Sequences of refused changes kept, for [`FleetState::any_refused`].
-const REFUSED_KEPT: usize = 1024;
 /// Pause before reading the stream again after it broke off.
 const RETRY: Duration = Duration::from_millis(500);
 
@@ -43,9 +42,8 @@ pub struct FleetState {
     disconnected_since: AtomicI64,
     /// Messages refused (bad seal, wrong key, a copy), since start.
     refused: AtomicU64,
-    /// The sequences of the last changes refused as copies, for a node whose own change is
-    /// one (two changes made from the same state both stored: the fleet took the first).
-    refused_seqs: std::sync::Mutex<std::collections::VecDeque<u64>>,
+    /// Changes refused as copies (written by the store thread).
+    refused_changes: Arc<RefusedChanges>,
     /// Gaps in the stream read over (changes no longer held), since start.
     resyncs: AtomicU64,
     joined: OnceLock<Barrier>,
@@ -96,20 +94,6 @@ impl FleetState {
         }
     }
 
-    fn note_refused(&self, seq: u64) {
-        self.refused.fetch_add(1, Ordering::Relaxed);
-        let mut seqs = self.refused_seqs.lock().unwrap_or_else(|e| e.into_inner());
-        if seqs.len() == REFUSED_KEPT {
-            seqs.pop_front();
-        }
-        seqs.push_back(seq);
-    }
-
-    fn any_refused(&self, seqs: &[u64]) -> bool {
-        let refused = self.refused_seqs.lock().unwrap_or_else(|e| e.into_inner());
-        seqs.iter().any(|seq| refused.contains(seq))
-    }
-
     /// Ready for admin writes: connected and holding the fleet's data key.
     pub fn ready(&self) -> bool {
         self.connected.load(Ordering::Relaxed) && self.joined.get().is_some()
@@ -149,6 +133,8 @@ pub struct NodeParts<E> {
     pub index: Arc<Index>,
     /// The replica has applied no change in the current form yet.
     pub unbound: bool,
+    /// Where the store thread notes the changes it refused as copies.
+    pub refused_changes: Arc<RefusedChanges>,
 }
 
 /// Starts the node's tasks. Tries to join within `first_try`: a wrong master key is an
@@ -169,7 +155,7 @@ pub async fn start<E: Engine>(
         connected: AtomicBool::new(false),
         disconnected_since: AtomicI64::new(time::now_ms()),
         refused: AtomicU64::new(0),
-        refused_seqs: Default::default(),
+        refused_changes: parts.refused_changes.clone(),
         resyncs: AtomicU64::new(0),
         joined: OnceLock::new(),
         data_key: OnceLock::new(),
@@ -301,7 +287,7 @@ async fn data_key_in_stream<E: Engine>(
 ) -> Result<DataKeyInStream, JoinError> {
     let mut messages = shared
         .engine
-        .messages_on(shared.subjects.data_key())
+        .messages_on(shared.subjects.data_key(), 1)
         .await?;
     let mut found = DataKeyInStream {
         opens: None,
@@ -433,7 +419,7 @@ async fn publish_one<E: Engine>(
             let last = seqs.iter().copied().max().unwrap_or(0);
             let waited = tokio::time::timeout(APPLY_WAIT, applied.wait_for(|a| *a >= last)).await;
             match waited {
-                Ok(Ok(_)) if shared.state.any_refused(&seqs) => Err(WriteError::Conflict(
+                Ok(Ok(_)) if shared.state.refused_changes.any(&seqs) => Err(WriteError::Conflict(
                     "another node changed it at the same time, and the fleet took that change: \
                      this one was refused; read it again and retry"
                         .into(),
@@ -580,14 +566,15 @@ async fn apply_from<E: Engine>(
                 }
                 sent = delivered.seq;
                 let command = to_command(shared, delivered);
-                let applying = shared.writer.submit(command);
-                in_flight.push_back(async move { (sent, applying.await) });
+                in_flight.push_back(shared.writer.submit(command));
             }
             Some(done) = in_flight.next(), if !in_flight.is_empty() => {
                 match done {
-                    (seq, Ok(Outcome::Replayed)) => shared.state.note_refused(seq),
-                    (_, Ok(_)) => {}
-                    (_, Err(e)) => {
+                    Ok(Outcome::Replayed) => {
+                        shared.state.refused.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
                         return Err(EngineError::Unavailable(format!("applying a change failed: {e}")));
                     }
                 }
@@ -606,60 +593,79 @@ struct Erasing {
     until: i64,
 }
 
-/// A rotated token travels in the fleet only until its overlap ends: then every node that
-/// applied it erases its message (the first one to get there does; the others find it gone).
-/// The rotation without its token goes first on the key's subject, standing in for it: the
-/// erased message is then not the key's last, and a node that had not read it yet still
-/// gets the key's new record and audit entries.
-fn erase_when_overlap_ends<E: Engine>(shared: &Shared<E>, erasing: Erasing, rotation: &ChangeSet) {
-    let Some(barrier) = shared.state.joined.get() else {
+/// A rotated token travels in the fleet only until its overlap ends. As soon as a node
+/// applies the rotation it publishes the same change without its token right after it, to
+/// stand in for it (every node that applied it tries; the message id lets one in), and again
+/// when the overlap ends. Then a node erases the rotation's message only if the next message
+/// on the key's subject is that stand-in, from which a node that had not read the rotation
+/// gets the key's new record, retired hashes and audit entries. Otherwise (another change
+/// came first, or junk) the rotation's message stays, its token sealed, so that no node
+/// misses it. A rotation in version 0.1's form is left as it is.
+fn stand_in_then_erase<E: Engine>(shared: &Shared<E>, erasing: Erasing, rotation: &ChangeSet) {
+    let (Some(barrier), Some(after)) = (shared.state.joined.get(), erasing.after) else {
         return;
     };
-    let Erasing {
-        subject,
-        seq,
-        after,
-        until,
-    } = erasing;
-    let payload = match after {
-        Some(after) => {
-            let without_token = ChangeSet {
-                rotated: None,
-                ..rotation.clone()
-            };
-            seal::seal_stand_in(barrier, &subject, after, &without_token)
-        }
-        // Version 0.1's: an empty change, as 0.1 published.
-        None => {
-            let empty = ChangeSet {
-                at: until,
-                node: Some(shared.node.clone()),
-                ..ChangeSet::default()
-            };
-            seal::seal(barrier, &subject, seq, &empty)
-        }
+    let Some(carries) = shared.subjects.carries(&erasing.subject) else {
+        return;
     };
-    let engine = shared.engine.clone();
-    let wait = Duration::from_millis(u64::try_from(until - time::now_ms()).unwrap_or(0));
+    let without_token = ChangeSet {
+        rotated: None,
+        ..rotation.clone()
+    };
+    let payload = seal::seal_stand_in(barrier, &erasing.subject, after, &without_token);
+    let (engine, state) = (shared.engine.clone(), shared.state.clone());
     tokio::spawn(async move {
-        tokio::time::sleep(wait).await;
-        // A conflict means the key changed since: the rotation is not its last change.
-        // Unanswered, the stand-in may not be there: the rotation's message stays, rather
-        // than a node that has not read it missing it.
-        if let Err(EngineError::Unavailable(why)) = engine
-            .publish(subject, payload, Some(Expect::last(seq)))
-            .await
-        {
-            tracing::debug!(seq, error = %why, "a rotated token's message stays in the fleet's stream: what stands in for it was not published");
-            return;
-        }
-        match engine.erase(seq).await {
-            Ok(()) => tracing::debug!(seq, "erased a rotated token from the fleet's stream"),
+        let Erasing {
+            subject,
+            seq,
+            until,
+            ..
+        } = erasing;
+        let publish = || engine.publish(subject.clone(), payload.clone(), Some(Expect::last(seq)));
+        let _ = publish().await;
+        let wait = u64::try_from(until - time::now_ms()).unwrap_or(0);
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        let _ = publish().await;
+        let stood_in = match state.joined.get() {
+            Some(barrier) => {
+                next_stands_in(&*engine, barrier, &carries, &subject, seq, after).await
+            }
+            None => Ok(false),
+        };
+        match stood_in {
+            Ok(true) => match engine.erase(seq).await {
+                Ok(()) => tracing::debug!(seq, "erased a rotated token from the fleet's stream"),
+                Err(e) => {
+                    tracing::debug!(seq, error = %e, "a rotated token's message is already gone or cannot be erased now")
+                }
+            },
+            Ok(false) => {
+                tracing::warn!(seq, subject = %subject, "a rotation's message stays in the fleet's stream, its token sealed: another message came right after it, not what stands in for it")
+            }
             Err(e) => {
-                tracing::debug!(seq, error = %e, "a rotated token's message is already gone or cannot be erased now")
+                tracing::debug!(seq, error = %e, "a rotation's message stays for now: the stream did not answer")
             }
         }
     });
+}
+
+/// Whether the message after `seq` on `subject` stands in for the rotation at `seq`, made
+/// against `after`.
+async fn next_stands_in<E: Engine>(
+    engine: &E,
+    barrier: &Barrier,
+    carries: &Carries,
+    subject: &str,
+    seq: u64,
+    after: u64,
+) -> Result<bool, EngineError> {
+    let mut next = engine.messages_on(subject.to_owned(), seq + 1).await?;
+    let Some(message) = next.next().await else {
+        return Ok(false);
+    };
+    let (_, payload) = message?;
+    let opened = seal::open(barrier, subject, carries, &payload);
+    Ok(opened.is_ok_and(|o| o.stands_in && o.after == Some(after)))
 }
 
 /// What applying a message means: its change, or (refused or not a change) only moving the
@@ -698,7 +704,7 @@ fn to_command<E: Engine>(shared: &Shared<E>, delivered: Delivered) -> Command {
                         after,
                         until: rotated.overlap_until,
                     };
-                    erase_when_overlap_ends(shared, erasing, &set);
+                    stand_in_then_erase(shared, erasing, &set);
                 }
                 Command::ApplyFleet {
                     seq,

@@ -4,6 +4,7 @@
 use crate::config::FleetConfig;
 use crate::fleet::nats::Nats;
 use crate::fleet::node::{self, FleetState, NodeParts};
+use crate::fleet::refused::RefusedChanges;
 use crate::fleet::subjects::Subjects;
 use crate::index::Index;
 use crate::store::barrier::KeyBytes;
@@ -29,6 +30,7 @@ pub struct Pending {
     subjects: Subjects,
     /// The replica has applied no change in the current form yet.
     unbound: bool,
+    refused_changes: Arc<RefusedChanges>,
 }
 
 /// The store thread's link to the fleet, and the node to start.
@@ -50,9 +52,11 @@ pub fn prepare(
     };
     let subjects = Subjects::new(&config.name);
     let unbound = position.bound_since.is_none();
+    let refused_changes = Arc::new(RefusedChanges::default());
     let link = FleetLink {
         node: node.clone(),
         subjects: subjects.clone(),
+        refused_changes: refused_changes.clone(),
         proposals: proposals_tx,
         position,
         applied: applied_tx,
@@ -66,6 +70,7 @@ pub fn prepare(
         kept_data_key: store.fleet_data_key()?,
         subjects,
         unbound,
+        refused_changes,
     };
     Ok((link, pending))
 }
@@ -83,6 +88,7 @@ impl Pending {
             engine: Arc::new(engine),
             subjects: self.subjects,
             unbound: self.unbound,
+            refused_changes: self.refused_changes,
             fleet_name: self.config.name.clone(),
             node: self.node,
             servers: self.config.servers.clone(),

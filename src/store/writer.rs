@@ -9,6 +9,7 @@
 //! while it is not), the WAL after each commit (copied into the database file when it is
 //! not).
 
+use crate::fleet::refused::RefusedChanges;
 use crate::fleet::subjects::Subjects;
 use crate::index::{Index, UsageWrite};
 use crate::key::{KeyRecord, OwnerUsage};
@@ -150,6 +151,9 @@ pub struct FleetLink {
     /// This node's name, in the audit entries of the changes it makes.
     pub node: String,
     pub subjects: Subjects,
+    /// Where the changes refused as copies are noted, before their sequences count as
+    /// applied.
+    pub refused_changes: Arc<RefusedChanges>,
     /// Proposed changes, for the fleet to publish; they come back through the stream.
     pub proposals: tokio::sync::mpsc::UnboundedSender<Proposal>,
     /// The replica's position as committed (owned by the store thread once it runs).
@@ -250,8 +254,10 @@ impl Writer {
                 applied,
                 rotations,
                 bound_since,
+                refused,
             } = from_fleet;
             fleet.position.bound_since = fleet.position.bound_since.or(bound_since);
+            fleet.refused_changes.note(&refused);
             fleet.note_applied(applied);
             for (record, rotated, made_by) in rotations {
                 if made_by.as_deref() != Some(fleet.node.as_str()) {
@@ -389,6 +395,8 @@ struct FromFleet {
     rotations: Vec<(KeyRecord, RotatedToken, Option<String>)>,
     /// Set when the batch applied the fleet's first change in the current form.
     bound_since: Option<u64>,
+    /// Sequences refused as copies.
+    refused: Vec<u64>,
 }
 
 /// Runs changes in one transaction (group commit), then updates the index. Returns what it
@@ -430,6 +438,7 @@ fn commit_batch(
         applied: std::mem::take(&mut changed.applied),
         rotations: std::mem::take(&mut changed.rotations),
         bound_since: changed.bound_since,
+        refused: std::mem::take(&mut changed.refused),
     };
     update_index(index, changed);
     (from_fleet, done)
@@ -599,11 +608,11 @@ fn apply_from_fleet(
         }
         t.changed.applied.push((seq, lane));
         // One standing in for a message this node read: nothing is missing here.
-        return Ok(if stands_in {
-            Outcome::Changed
-        } else {
-            Outcome::Replayed
-        });
+        if stands_in {
+            return Ok(Outcome::Changed);
+        }
+        t.changed.refused.push(seq);
+        return Ok(Outcome::Replayed);
     }
     let first_bound = after.is_some() && t.bound_since().is_none();
     if first_bound {

@@ -183,6 +183,8 @@ pub struct Changes {
     /// Fleet mode: set when the batch applied the fleet's first change sealed with what it
     /// was made against (see `FleetPosition::bound_since`).
     pub bound_since: Option<u64>,
+    /// Fleet mode: sequences refused as copies.
+    pub refused: Vec<u64>,
     /// Fleet mode: rotations applied (the key, its new token, the node that made it), for
     /// this node's sinks.
     pub rotations: Vec<(KeyRecord, RotatedToken, Option<String>)>,
