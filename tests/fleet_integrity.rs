@@ -127,7 +127,7 @@ fn a_change_published_again_does_not_roll_a_key_or_an_owner_back() {
         wait_code(node, &token, VerifyCode::Valid);
     }
     let key_subject = format!("authenta.{}.key.{id}", fleet.name);
-    let creation = operator.last_on(&key_subject);
+    let (_, creation) = operator.last_on(&key_subject);
     common::fleet::revoke_everywhere(&fleet, 1, &id, &token);
     operator.publish(&key_subject, &creation);
     for node in &fleet.nodes {
@@ -139,7 +139,7 @@ fn a_change_published_again_does_not_roll_a_key_or_an_owner_back() {
     let owners_subject = format!("authenta.{}.owners", fleet.name);
     let limit = |node: &common::Daemon| node.cli_json(&["owners", "show", "acme", "--json"]);
     fleet.nodes[0].cli_json(&["owners", "set", "acme", "--ratelimit", "100/1s", "--json"]);
-    let first = operator.last_on(&owners_subject);
+    let (_, first) = operator.last_on(&owners_subject);
     wait_until(
         "the first limit everywhere",
         Duration::from_secs(10),
@@ -222,7 +222,7 @@ fn a_node_puts_the_data_key_back_over_junk() {
     let (_, token) = fleet.nodes[0].create("K", "read", &[]);
     let operator = Operator::connect(&fleet.nats, &fleet.name);
     let subject = format!("authenta.{}.datakey", fleet.name);
-    let real = operator.last_seq_on(&subject);
+    let (real, _) = operator.last_on(&subject);
     operator.publish(&subject, b"not a data key anyone wrapped");
     let junk = operator.last_seq();
     operator.delete(real);
@@ -230,7 +230,7 @@ fn a_node_puts_the_data_key_back_over_junk() {
     fleet.nodes[0].restart();
     wait_joined(&fleet.nodes[0]);
     assert!(
-        operator.last_seq_on(&subject) > junk,
+        operator.last_on(&subject).0 > junk,
         "put back on top of the junk"
     );
     let fresh = common::Daemon::start_with_config(Some(&config(&fleet.nats, &fleet.name, "b")));

@@ -352,27 +352,16 @@ impl Operator {
             .expect("update the stream");
     }
 
-    /// The payload of the last message on `subject`, as someone with NATS access can read it.
-    pub fn last_on(&self, subject: &str) -> Vec<u8> {
+    /// The last message on `subject` (its sequence and payload), as someone with NATS
+    /// access can read it.
+    pub fn last_on(&self, subject: &str) -> (u64, Vec<u8>) {
         self.runtime.block_on(async {
             let stream = self.js.get_stream(&self.stream).await.expect("stream");
             let message = stream
                 .get_last_raw_message_by_subject(subject)
                 .await
                 .expect("a message on the subject");
-            message.payload.to_vec()
-        })
-    }
-
-    /// The sequence of the last message on `subject`.
-    pub fn last_seq_on(&self, subject: &str) -> u64 {
-        self.runtime.block_on(async {
-            let stream = self.js.get_stream(&self.stream).await.expect("stream");
-            let message = stream
-                .get_last_raw_message_by_subject(subject)
-                .await
-                .expect("a message on the subject");
-            message.sequence
+            (message.sequence, message.payload.to_vec())
         })
     }
 
