@@ -622,9 +622,12 @@ fn stand_in_then_erase<E: Engine>(shared: &Shared<E>, erasing: Erasing, rotation
             ..
         } = erasing;
         let publish = || engine.publish(subject.clone(), payload.clone(), Some(Expect::last(seq)));
-        let _ = publish().await;
         let wait = u64::try_from(until - time::now_ms()).unwrap_or(0);
-        tokio::time::sleep(Duration::from_millis(wait)).await;
+        // A node catching up on an old rotation publishes once, not twice.
+        if wait > 0 {
+            let _ = publish().await;
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+        }
         let _ = publish().await;
         let stood_in = match state.joined.get() {
             Some(barrier) => {
