@@ -6,7 +6,6 @@
 //! retried.
 
 use crate::daemon::{Daemon, RotationFailure};
-use crate::policy::KeyFacts;
 use crate::store::writer::{Command, Outcome, WriteError};
 use crate::time;
 use std::sync::Arc;
@@ -71,7 +70,7 @@ fn scan(daemon: &Daemon, now: i64) -> (Vec<Due>, Option<i64>) {
                 upcoming.push((entry.id().to_owned(), at));
                 continue;
             }
-            let Some(rule) = policy.rule_for(entry.entry()) else {
+            let Some(rule) = policy.rule_for(&entry.facts()) else {
                 continue;
             };
             let Some(sink) = rule.sink.clone() else {

@@ -129,39 +129,50 @@ impl Millis {
     }
 }
 
-/// One key as the index holds it: the record's fields in compact form, the live usage
-/// counters and which policy rule applies to it.
+/// One key as the index holds it: what a verify reads (the record's fields in compact
+/// form), the live usage counters and which policy rule applies to it.
 ///
-/// Laid out by hand (`repr(C)`), 160 bytes aligned to 32, so that every entry spans
-/// exactly three cache lines: with a million keys every verify misses the cache on its
-/// entry, and each line more, or each pointer followed, is one more miss
-/// (`Maps::prefetch_entry` asks for the three together). A valid answer reads the name;
-/// a name of up to 24 bytes is inline. A key's [`Extra`] is not reached through the entry
-/// but kept beside it, by slot (see `Maps::extras`).
-/// `an_entry_spans_three_lines_wherever_it_is` holds this.
+/// Laid out by hand (`repr(C)`), 128 bytes aligned to 64, so that every entry is exactly
+/// two cache lines: with a million keys every verify misses the cache on its entry, and
+/// each line more, or each pointer followed, is one more miss (`Maps::prefetch_entry` asks
+/// for both together). The first line finds the key and says what it may do; the second
+/// holds what the answer and the counting read: the counters, the expiry, the environment
+/// and the name (inline up to 24 bytes). What only lists, stored records and policy
+/// times read is in the key's [`Cold`] part, and its owner, metadata and limits in its
+/// [`Extra`]: both kept beside the entries, by slot (see `Maps::cold`, `Maps::extras`).
+/// `an_entry_is_two_lines_wherever_it_is` holds this.
 #[derive(Debug)]
-#[repr(C, align(32))]
+#[repr(C, align(64))]
 pub struct Entry {
-    // What finds and names the key.
+    // First line: what finds the key and what it may do.
     pub(super) token_hash: TokenHash,
     pub(super) id: KeyId,
     pub permissions: Permissions,
+    /// The key is revoked (when: its `Cold::revoked_at`).
+    pub(super) revoked: bool,
+    /// How much of `Cold::start` is the token's start.
     pub(super) start_len: u8,
-    pub(super) start: [u8; START_LEN],
     /// Which policy rule applies.
     pub(super) rule: RuleCell,
+    // Second line: what the answer and the counting read.
+    pub usage: UsageCounters,
+    pub(super) expires_at: Millis,
     /// Shared by every key with the same label (see `Maps::environments`). `Arc<String>`,
     /// rather than `Arc<str>`, for a thin 8-byte pointer.
     pub(super) environment: Option<Arc<String>>,
-    // What decides the answer, and the counters it bumps.
-    pub usage: UsageCounters,
-    pub(super) expires_at: Millis,
-    pub(super) revoked_at: Millis,
     /// Inline up to 24 bytes, so that answering with most names reads no other line.
     pub(super) name: CompactString,
-    // What policy times count from, and lists read.
+}
+
+/// The parts of a key a verify does not read unless a policy rule applies to it: what its
+/// policy times count from, when it was revoked, and its token's start (for lists).
+#[derive(Debug, Clone, Copy)]
+#[repr(C)]
+pub struct Cold {
     pub(super) created_at: i64,
     pub(super) rotated_at: Millis,
+    pub(super) revoked_at: Millis,
+    pub(super) start: [u8; START_LEN],
 }
 
 /// The rarer parts of a key: protocol 2's owner, metadata and limits with their live
@@ -209,10 +220,6 @@ impl Entry {
         self.environment.as_deref().map(String::as_str)
     }
 
-    pub fn revoked_at(&self) -> Option<i64> {
-        self.revoked_at.get()
-    }
-
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -220,28 +227,30 @@ impl Entry {
     pub fn expires_at(&self) -> Option<i64> {
         self.expires_at.get()
     }
-
-    pub(super) fn start(&self) -> &str {
-        let len = usize::from(self.start_len).min(START_LEN);
-        std::str::from_utf8(&self.start[..len]).unwrap_or_default()
-    }
 }
 
-impl KeyFacts for Entry {
+/// A key's entry with its cold part: what policy rules match on and times count from.
+#[derive(Debug, Clone, Copy)]
+pub struct Facts<'a> {
+    pub(super) entry: &'a Entry,
+    pub(super) cold: &'a Cold,
+}
+
+impl KeyFacts for Facts<'_> {
     fn id(&self) -> &str {
-        Entry::id(self)
+        self.entry.id()
     }
     fn name(&self) -> &str {
-        &self.name
+        &self.entry.name
     }
     fn environment(&self) -> Option<&str> {
-        Entry::environment(self)
+        self.entry.environment()
     }
     fn created_at(&self) -> i64 {
-        self.created_at
+        self.cold.created_at
     }
     fn rotated_at(&self) -> Option<i64> {
-        self.rotated_at.get()
+        self.cold.rotated_at.get()
     }
 }
 
@@ -251,6 +260,8 @@ impl KeyFacts for Entry {
 pub struct Found<'a> {
     pub(super) slot: u32,
     pub(super) entry: &'a Entry,
+    /// Read only when a policy rule applies, or for lists and records.
+    pub(super) cold: &'a Cold,
     pub(super) extra: Option<&'a Extra>,
     /// The policy in force and its generation, for the key's policy times.
     pub(super) policy: &'a Policy,
@@ -268,20 +279,46 @@ impl<'a> Found<'a> {
         self.extra
     }
 
-    /// What the policy in force means for this key.
+    /// What policy rules match on and times count from.
+    pub fn facts(self) -> Facts<'a> {
+        Facts {
+            entry: self.entry,
+            cold: self.cold,
+        }
+    }
+
+    pub fn created_at(self) -> i64 {
+        self.cold.created_at
+    }
+
+    pub fn rotated_at(self) -> Option<i64> {
+        self.cold.rotated_at.get()
+    }
+
+    pub fn revoked_at(self) -> Option<i64> {
+        self.cold.revoked_at.get()
+    }
+
+    pub(super) fn start(self) -> &'a str {
+        let len = usize::from(self.entry.start_len).min(START_LEN);
+        std::str::from_utf8(&self.cold.start[..len]).unwrap_or_default()
+    }
+
+    /// What the policy in force means for this key. Its cold part is read only when a
+    /// rule or a maximum age applies.
     pub fn times(self) -> KeyTimes {
         let rule = match self.entry.rule.get(self.policy_generation) {
             Some(at) => at.and_then(|at| self.policy.rotation.get(at)),
-            None => self.policy.rule_for(self.entry),
+            None => self.policy.rule_for(&self.facts()),
         };
-        self.policy.times_under(rule, self.entry)
+        self.policy.times_under(rule, &self.facts())
     }
 
     /// The key's state at `now` under `times` (its [`Found::times`]), counting the
     /// policy's maximum age.
     pub fn state_under(self, times: &KeyTimes, now: i64) -> KeyState {
         let entry = self.entry;
-        if entry.revoked_at.get().is_some() {
+        if entry.revoked {
             KeyState::Revoked
         } else if entry.expires_at.get().is_some_and(|at| at <= now)
             || times.expires_at.is_some_and(|at| at <= now)
@@ -357,13 +394,13 @@ impl<'a> Found<'a> {
             id: entry.id().to_owned(),
             token_hash: entry.token_hash,
             name: entry.name.to_string(),
-            start: entry.start().to_owned(),
+            start: self.start().to_owned(),
             permissions: entry.permissions,
             environment: entry.environment().map(str::to_owned),
-            created_at: entry.created_at,
-            rotated_at: entry.rotated_at.get(),
+            created_at: self.created_at(),
+            rotated_at: self.rotated_at(),
             expires_at: entry.expires_at.get(),
-            revoked_at: entry.revoked_at.get(),
+            revoked_at: self.revoked_at(),
             revoke_reason: self.extra.and_then(|e| e.revoke_reason.clone()),
             grace: self.grace().cloned(),
             details: self.details(),
@@ -379,17 +416,17 @@ impl<'a> Found<'a> {
         KeyInfo {
             id: entry.id().to_owned(),
             name: entry.name.to_string(),
-            start: entry.start().to_owned(),
+            start: self.start().to_owned(),
             permissions: entry.permissions.to_list(),
             environment: entry.environment().map(str::to_owned),
             state: self.state_under(&times, now),
-            created_at: entry.created_at,
-            rotated_at: entry.rotated_at.get(),
+            created_at: self.created_at(),
+            rotated_at: self.rotated_at(),
             last_used_at: usage.last_used_at,
             expires_at: entry.expires_at.get(),
             rotate_by: times.rotate_by,
             rotation_due: times.rotation_due(now),
-            revoked_at: entry.revoked_at.get(),
+            revoked_at: self.revoked_at(),
             grace_until: self.grace().map(|g| g.until).filter(|&until| until > now),
             usage: Usage {
                 verifications: usage.verifications,

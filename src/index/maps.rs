@@ -2,11 +2,12 @@
 //! table, the id map, retired hashes and dirty bits; lookups, prefetches, counting and changes.
 
 use super::entry::{
-    id_str, key_id, Entry, Extra, Found, Hit, KeyId, KeyUse, Millis, RuleCell, UsageCounters,
+    id_str, key_id, Cold, Entry, Extra, Facts, Found, Hit, KeyId, KeyUse, Millis, RuleCell,
+    UsageCounters,
 };
 use super::id_order::IdOrder;
 use super::limits::{carry_balance, carry_bucket, Owner};
-use super::tag_table::{prefetch, prefetch_three_lines, prefetch_two_lines, TagTable};
+use super::tag_table::{prefetch, prefetch_two_lines, TagTable};
 use crate::key::{KeyRecord, LimitUsage, OwnerRecord, OwnerUsage, UsageRow};
 use crate::policy::Policy;
 use crate::token::{TokenHash, KEY_ID_LEN, START_LEN};
@@ -73,11 +74,15 @@ pub struct Maps {
     pub(super) policy_generation: u16,
     /// Every key; a key's slot never changes.
     pub(super) entries: Vec<Entry>,
+    /// Each slot's cold part: what a verify reads only when a policy rule applies to the
+    /// key. Kept out of the entry so that the entry is two cache lines, not three.
+    pub(super) cold: Vec<Cold>,
     /// Each slot's extras (owner, metadata, limits, revoke reason, grace), `None` for a
     /// plain key. Kept beside the entries, by slot, rather than behind a pointer in the
     /// entry: a verify then asks for a limited key's extras as soon as the table names its
     /// slot, together with the entry, where a pointer in the entry could only be followed
-    /// once the entry had arrived, one cache miss after the other.
+    /// once the entry had arrived, one cache miss after the other. Only as long as the
+    /// last slot that has had extras needs: a store of plain keys spends nothing on it.
     pub(super) extras: Vec<Option<Box<Extra>>>,
     /// One bit per slot: the key has extras. Read before `extras`, so that a verify of a
     /// plain key never reads its slot there: with a million keys `extras` is 8 MB read at
@@ -130,9 +135,12 @@ impl Maps {
     }
 
     pub(super) fn found(&self, slot: usize) -> Option<Found<'_>> {
-        self.entries.get(slot).map(|entry| Found {
+        let entry = self.entries.get(slot)?;
+        let cold = self.cold.get(slot)?;
+        Some(Found {
             slot: slot as u32,
             entry,
+            cold,
             extra: self.extra_at(slot),
             policy: &self.policy,
             policy_generation: self.policy_generation,
@@ -148,7 +156,7 @@ impl Maps {
         self.extras.get(slot)?.as_deref()
     }
 
-    /// Puts in the extras of the key in `slot`, a slot already in `extras`.
+    /// Puts in the extras of the key in `slot`, growing `extras` to it if it needs to.
     fn set_extra(&mut self, slot: usize, extra: Option<Box<Extra>>) {
         if self.with_extras.len() <= slot / 64 {
             self.with_extras.resize(slot / 64 + 1, 0);
@@ -159,7 +167,14 @@ impl Maps {
         } else {
             self.with_extras[slot / 64] &= !bit;
         }
-        self.extras[slot] = extra;
+        match self.extras.get_mut(slot) {
+            Some(place) => *place = extra,
+            None if extra.is_some() => {
+                self.extras.resize_with(slot + 1, || None);
+                self.extras[slot] = extra;
+            }
+            None => {}
+        }
     }
 
     /// The key a token hash belongs to.
@@ -187,7 +202,7 @@ impl Maps {
         self.by_hash.prefetch(key.table);
     }
 
-    /// Asks the CPU for the three cache lines of the entry the lookup of `key` will
+    /// Asks the CPU for the two cache lines of the entry the lookup of `key` will
     /// most likely land on (the first bucket whose fingerprint matches; a wrong guess costs
     /// only a wasted fetch), and for the first two lines of its extras if it has any (owner,
     /// metadata and limits: `Extra`'s layout). Call it once the bucket asked for by
@@ -206,7 +221,7 @@ impl Maps {
         match tag >> KIND_SHIFT {
             CURRENT | PREVIOUS => {
                 if let Some(entry) = self.entries.get(slot) {
-                    prefetch_three_lines(entry);
+                    prefetch_two_lines(entry);
                 }
                 if let Some(extra) = self.extra_at(slot) {
                     prefetch_two_lines(extra);
@@ -323,9 +338,11 @@ impl Maps {
             Some(slot) => {
                 self.forget_hashes(slot);
                 let usage = std::mem::take(&mut self.entries[slot].usage);
-                let old = self.extras[slot].take();
-                let (entry, extra) = self.entry(id, record, usage, old, LimitUsage::default());
+                let old = self.extras.get_mut(slot).and_then(Option::take);
+                let (entry, cold, extra) =
+                    self.entry(id, record, usage, old, LimitUsage::default());
                 self.entries[slot] = entry;
+                self.cold[slot] = cold;
                 self.set_extra(slot, extra);
                 self.insert_hashes(slot);
             }
@@ -360,7 +377,7 @@ impl Maps {
         usage: UsageCounters,
         old: Option<Box<Extra>>,
         restored: LimitUsage,
-    ) -> (Entry, Option<Box<Extra>>) {
+    ) -> (Entry, Cold, Option<Box<Extra>>) {
         let mut start = [0u8; START_LEN];
         let start_len = record.start.len().min(START_LEN);
         start[..start_len].copy_from_slice(&record.start.as_bytes()[..start_len]);
@@ -386,21 +403,27 @@ impl Maps {
             id,
             token_hash: record.token_hash,
             name: CompactString::from(record.name),
-            start,
             start_len: start_len as u8,
             permissions: record.permissions,
+            revoked: record.revoked_at.is_some(),
             environment,
-            created_at: record.created_at,
-            rotated_at: Millis::from(record.rotated_at),
             expires_at: Millis::from(record.expires_at),
-            revoked_at: Millis::from(record.revoked_at),
             usage,
             rule: RuleCell::unknown(),
         };
-        entry
-            .rule
-            .set(self.policy_generation, self.policy.rule_index(&entry));
-        (entry, extra.boxed())
+        let cold = Cold {
+            created_at: record.created_at,
+            rotated_at: Millis::from(record.rotated_at),
+            revoked_at: Millis::from(record.revoked_at),
+            start,
+        };
+        let facts = Facts {
+            entry: &entry,
+            cold: &cold,
+        };
+        let rule = self.policy.rule_index(&facts);
+        entry.rule.set(self.policy_generation, rule);
+        (entry, cold, extra.boxed())
     }
 
     /// Puts `policy` in force under a new generation: every key's rule filed so far is
@@ -467,9 +490,9 @@ impl Maps {
             tracing::error!("too many keys to index another");
             return None;
         }
-        let (entry, extra) = self.entry(id, record, usage, old, restored);
+        let (entry, cold, extra) = self.entry(id, record, usage, old, restored);
         self.entries.push(entry);
-        self.extras.push(None);
+        self.cold.push(cold);
         let slot = self.entries.len() - 1;
         self.set_extra(slot, extra);
         if self.dirty.len() <= slot / 64 {
@@ -500,7 +523,7 @@ impl Maps {
 
     /// The hashes of a key's current token and of its previous one, if in grace.
     fn hashes_of(&self, slot: usize) -> (TokenHash, Option<TokenHash>) {
-        let grace = self.extras[slot].as_deref().and_then(|e| e.grace.as_ref());
+        let grace = self.extra_at(slot).and_then(|e| e.grace.as_ref());
         (self.entries[slot].token_hash, grace.map(|g| g.token_hash))
     }
 

@@ -194,12 +194,6 @@ pub fn prefetch_two_lines<T>(value: &T) {
     prefetch_from(value, 64);
 }
 
-/// [`prefetch`] for the three cache lines that a 160-byte value aligned to 32 spans.
-pub fn prefetch_three_lines<T>(value: &T) {
-    prefetch_two_lines(value);
-    prefetch_from(value, 128);
-}
-
 /// [`prefetch`] for the line `offset` bytes into `value`.
 fn prefetch_from<T>(value: &T, offset: usize) {
     #[cfg(target_arch = "x86_64")]
