@@ -164,8 +164,9 @@ pub struct Entry {
     pub(super) name: CompactString,
 }
 
-/// The parts of a key a verify does not read unless a policy rule applies to it: what its
-/// policy times count from, when it was revoked, and its token's start (for lists).
+/// The parts of a key a verify reads only when the policy counts times for it (a rotation
+/// rule applies, or a maximum age): what its policy times count from; and when it was
+/// revoked and its token's start, which only lists and stored records read.
 #[derive(Debug, Clone, Copy)]
 #[repr(C)]
 pub struct Cold {

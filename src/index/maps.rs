@@ -72,10 +72,13 @@ pub struct Maps {
     /// Counts policy changes (cycling below `RuleCell::GENERATIONS`), so that an entry's
     /// `RuleCell` tells whether it was chosen under the policy in force.
     pub(super) policy_generation: u16,
+    /// The policy in force counts times for some keys (it has rotation rules or a maximum
+    /// age), so a verify may read a key's cold part: prefetch it with the entry.
+    pub(super) policy_reads_cold: bool,
     /// Every key; a key's slot never changes.
     pub(super) entries: Vec<Entry>,
-    /// Each slot's cold part: what a verify reads only when a policy rule applies to the
-    /// key. Kept out of the entry so that the entry is two cache lines, not three.
+    /// Each slot's cold part: what a verify reads only when the policy counts times for
+    /// the key. Kept out of the entry so that the entry is two cache lines, not three.
     pub(super) cold: Vec<Cold>,
     /// Each slot's extras (owner, metadata, limits, revoke reason, grace), `None` for a
     /// plain key. Kept beside the entries, by slot, rather than behind a pointer in the
@@ -85,7 +88,7 @@ pub struct Maps {
     /// last slot that has had extras needs: a store of plain keys spends nothing on it.
     pub(super) extras: Vec<Option<Box<Extra>>>,
     /// One bit per slot: the key has extras. Read before `extras`, so that a verify of a
-    /// plain key never reads its slot there: with a million keys `extras` is 8 MB read at
+    /// plain key never reads its slot there: with a million keys `extras` can be 8 MB read at
     /// random, a cache miss each time, where these bits are 128 KB.
     pub(super) with_extras: Vec<u64>,
     /// Hashes of tokens that must never verify again, with the key they belonged to.
@@ -222,6 +225,11 @@ impl Maps {
             CURRENT | PREVIOUS => {
                 if let Some(entry) = self.entries.get(slot) {
                     prefetch_two_lines(entry);
+                }
+                if self.policy_reads_cold {
+                    if let Some(cold) = self.cold.get(slot) {
+                        prefetch(cold);
+                    }
                 }
                 if let Some(extra) = self.extra_at(slot) {
                     prefetch_two_lines(extra);
@@ -429,6 +437,7 @@ impl Maps {
     /// Puts `policy` in force under a new generation: every key's rule filed so far is
     /// looked up afresh until it is filed again under this one.
     pub(super) fn put_policy(&mut self, policy: Arc<Policy>) {
+        self.policy_reads_cold = !policy.rotation.is_empty() || policy.defaults.max_age.is_some();
         self.policy = policy;
         self.policy_generation = (self.policy_generation + 1) % RuleCell::GENERATIONS;
     }
