@@ -261,7 +261,7 @@ impl KeyFacts for Facts<'_> {
 pub struct Found<'a> {
     pub(super) slot: u32,
     pub(super) entry: &'a Entry,
-    /// Read only when a policy rule applies, or for lists and records.
+    /// Read only when the policy counts times for the key, or for lists and records.
     pub(super) cold: &'a Cold,
     pub(super) extra: Option<&'a Extra>,
     /// The policy in force and its generation, for the key's policy times.

@@ -72,9 +72,6 @@ pub struct Maps {
     /// Counts policy changes (cycling below `RuleCell::GENERATIONS`), so that an entry's
     /// `RuleCell` tells whether it was chosen under the policy in force.
     pub(super) policy_generation: u16,
-    /// The policy in force counts times for some keys (it has rotation rules or a maximum
-    /// age), so a verify may read a key's cold part: prefetch it with the entry.
-    pub(super) policy_reads_cold: bool,
     /// Every key; a key's slot never changes.
     pub(super) entries: Vec<Entry>,
     /// Each slot's cold part: what a verify reads only when the policy counts times for
@@ -226,7 +223,8 @@ impl Maps {
                 if let Some(entry) = self.entries.get(slot) {
                     prefetch_two_lines(entry);
                 }
-                if self.policy_reads_cold {
+                // A verify reads the cold part only for a key the policy counts times for.
+                if self.policy.may_count_times() {
                     if let Some(cold) = self.cold.get(slot) {
                         prefetch(cold);
                     }
@@ -437,7 +435,6 @@ impl Maps {
     /// Puts `policy` in force under a new generation: every key's rule filed so far is
     /// looked up afresh until it is filed again under this one.
     pub(super) fn put_policy(&mut self, policy: Arc<Policy>) {
-        self.policy_reads_cold = !policy.rotation.is_empty() || policy.defaults.max_age.is_some();
         self.policy = policy;
         self.policy_generation = (self.policy_generation + 1) % RuleCell::GENERATIONS;
     }

@@ -174,6 +174,12 @@ impl KeyFacts for KeyRecord {
 }
 
 impl Policy {
+    /// Whether this policy counts times for any key: it has rotation rules or a maximum
+    /// age. When not, [`Policy::times_under`] reads nothing of a key.
+    pub fn may_count_times(&self) -> bool {
+        !self.rotation.is_empty() || self.defaults.max_age.is_some()
+    }
+
     /// The first rule that matches `key`.
     pub fn rule_for(&self, key: &(impl KeyFacts + ?Sized)) -> Option<&RotationRule> {
         self.rotation.iter().find(|rule| rule.matches(key))
