@@ -335,7 +335,7 @@ impl Maps {
     }
 
     /// Puts in a new version of a key, keeping its usage counters.
-    pub fn upsert(&mut self, record: KeyRecord) {
+    pub fn upsert(&mut self, mut record: KeyRecord) {
         let Some(id) = key_id(&record.id) else {
             tracing::error!("a key without a key id's shape was not indexed");
             return;
@@ -346,7 +346,7 @@ impl Maps {
                 let usage = std::mem::take(&mut self.entries[slot].usage);
                 let old = self.extras.get_mut(slot).and_then(Option::take);
                 let (entry, cold, extra) =
-                    self.entry(id, record, usage, old, LimitUsage::default());
+                    self.entry(id, &mut record, usage, old, LimitUsage::default());
                 self.entries[slot] = entry;
                 self.cold[slot] = cold;
                 self.set_extra(slot, extra);
@@ -354,7 +354,7 @@ impl Maps {
             }
             None => {
                 let usage = UsageCounters::default();
-                if let Some(slot) = self.push(id, record, usage, None, LimitUsage::default()) {
+                if let Some(slot) = self.push(id, &mut record, usage, None, LimitUsage::default()) {
                     self.by_id.insert(&self.entries, &id, slot as u32);
                 }
             }
@@ -375,11 +375,12 @@ impl Maps {
 
     /// Makes the entry and the extras for `record`, its times under the policy in force,
     /// its limits taking over where `old` (its previous version) stood, or else where
-    /// `restored` (its stored usage) says.
+    /// `restored` (its stored usage) says. Takes what the extras keep out of `record`; its
+    /// strings are copied and left for the caller to drop, on the thread that made them.
     pub(super) fn entry(
         &mut self,
         id: KeyId,
-        record: KeyRecord,
+        record: &mut KeyRecord,
         usage: UsageCounters,
         old: Option<Box<Extra>>,
         restored: LimitUsage,
@@ -387,13 +388,16 @@ impl Maps {
         let mut start = [0u8; START_LEN];
         let start_len = record.start.len().min(START_LEN);
         start[..start_len].copy_from_slice(&record.start.as_bytes()[..start_len]);
-        let environment = record.environment.map(|label| self.environment(label));
-        let details = record.details;
+        let environment = record
+            .environment
+            .as_ref()
+            .map(|label| self.environment(label));
+        let details = std::mem::take(&mut record.details);
         let owner = details.owner_id.as_deref().map(|id| self.owner(id));
         let old = old.as_deref();
         let extra = Extra {
-            revoke_reason: record.revoke_reason,
-            grace: record.grace,
+            revoke_reason: record.revoke_reason.take(),
+            grace: record.grace.take(),
             meta: (!details.meta.is_empty()).then(|| Box::new(details.meta)),
             ratelimit: carry_bucket(details.ratelimit, old.and_then(|o| o.ratelimit.as_ref()))
                 .inspect(|b| {
@@ -408,7 +412,7 @@ impl Maps {
         let entry = Entry {
             id,
             token_hash: record.token_hash,
-            name: CompactString::from(record.name),
+            name: CompactString::new(&record.name),
             start_len: start_len as u8,
             permissions: record.permissions,
             revoked: record.revoked_at.is_some(),
@@ -474,11 +478,11 @@ impl Maps {
     }
 
     /// The shared copy of an environment label.
-    pub(super) fn environment(&mut self, label: String) -> Arc<String> {
-        if let Some(shared) = self.environments.get(&label) {
+    pub(super) fn environment(&mut self, label: &String) -> Arc<String> {
+        if let Some(shared) = self.environments.get(label) {
             return shared.clone();
         }
-        let shared = Arc::new(label);
+        let shared = Arc::new(label.clone());
         self.environments.insert(shared.clone());
         shared
     }
@@ -487,7 +491,7 @@ impl Maps {
     pub(super) fn push(
         &mut self,
         id: KeyId,
-        record: KeyRecord,
+        record: &mut KeyRecord,
         usage: UsageCounters,
         old: Option<Box<Extra>>,
         restored: LimitUsage,

@@ -89,12 +89,23 @@ impl Index {
 
     /// Adds a key read from the store at start-up; false (and not added) when its id does
     /// not have a key id's shape. Call [`Index::finish_loading`] after the last one.
-    pub fn add_loaded(&mut self, record: KeyRecord, usage: UsageRecord, row: UsageRow) -> bool {
+    pub fn add_loaded(&mut self, mut record: KeyRecord, usage: UsageRecord, row: UsageRow) -> bool {
+        self.add_loaded_from(&mut record, &usage, row)
+    }
+
+    /// [`Index::add_loaded`], taking out of `record` only what the index keeps: what is
+    /// left (its strings) is the caller's to drop, on the thread that made it.
+    pub fn add_loaded_from(
+        &mut self,
+        record: &mut KeyRecord,
+        usage: &UsageRecord,
+        row: UsageRow,
+    ) -> bool {
         let Some(id) = key_id(&record.id) else {
             return false;
         };
         let maps = self.maps.get_mut().unwrap_or_else(|e| e.into_inner());
-        let counters = UsageCounters::from_record(&usage);
+        let counters = UsageCounters::from_record(usage);
         let limited = record.details.ratelimit.is_some() || record.details.credits.is_some();
         match maps.push(id, record, counters, None, usage.limits) {
             Some(slot) => {
@@ -188,6 +199,27 @@ impl Index {
         index.finish_loading();
         index.add_retired(retired);
         index
+    }
+
+    /// Every key as the store holds it (its record, its usage, where its usage row is), in
+    /// slot order, which is the order start-up filed them in.
+    pub fn for_each_stored(
+        &self,
+        mut each: impl FnMut(KeyRecord, UsageRecord, UsageRow) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        let maps = self.read();
+        for key in maps.entries() {
+            let row = maps
+                .usage_rows
+                .get(key.slot as usize)
+                .map_or(0, |row| row.load(Ordering::Relaxed));
+            each(
+                key.to_record(),
+                key.usage_record(),
+                UsageRow::from_bits(row),
+            )?;
+        }
+        Ok(())
     }
 
     /// For verify and listing: held only while the maps are read.

@@ -60,6 +60,17 @@ impl Barrier {
     pub fn open(&self, table: &str, row: &str, sealed: &[u8]) -> Result<Vec<u8>, Tampered> {
         open_with(&self.key, &row_aad(table, row), sealed)
     }
+
+    /// [`Barrier::open`] without a copy: the plaintext is returned as a part of `sealed`,
+    /// opened where it lies.
+    pub fn open_in_place<'s>(
+        &self,
+        table: &str,
+        row: &str,
+        sealed: &'s mut [u8],
+    ) -> Result<&'s [u8], Tampered> {
+        open_in_place_with(&self.key, &row_aad(table, row), sealed).map(|plain| &*plain)
+    }
 }
 
 /// A fresh random 32-byte key.
@@ -128,22 +139,42 @@ fn seal_with(key: &LessSafeKey, rng: &SystemRandom, aad: &[u8], plaintext: &[u8]
 }
 
 fn open_with(key: &LessSafeKey, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, Tampered> {
+    let nonce = nonce_of(sealed)?;
+    let mut body = sealed[1 + NONCE_LEN..].to_vec();
+    let plain_len = open_body(key, aad, nonce, &mut body)?.len();
+    body.truncate(plain_len);
+    Ok(body)
+}
+
+/// Opens `format || nonce || ciphertext || tag` where it lies.
+fn open_in_place_with<'s>(
+    key: &LessSafeKey,
+    aad: &[u8],
+    sealed: &'s mut [u8],
+) -> Result<&'s mut [u8], Tampered> {
+    let nonce = nonce_of(sealed)?;
+    open_body(key, aad, nonce, &mut sealed[1 + NONCE_LEN..])
+}
+
+/// The nonce of a sealed value long enough to hold its tag, in the format this writes.
+fn nonce_of(sealed: &[u8]) -> Result<[u8; NONCE_LEN], Tampered> {
     if sealed.len() < 1 + NONCE_LEN + TAG_LEN || sealed[0] != FORMAT_V1 {
         return Err(Tampered);
     }
     let mut nonce = [0u8; NONCE_LEN];
     nonce.copy_from_slice(&sealed[1..1 + NONCE_LEN]);
-    let mut body = sealed[1 + NONCE_LEN..].to_vec();
-    let plain_len = key
-        .open_in_place(
-            Nonce::assume_unique_for_key(nonce),
-            Aad::from(aad),
-            &mut body,
-        )
-        .map_err(|_| Tampered)?
-        .len();
-    body.truncate(plain_len);
-    Ok(body)
+    Ok(nonce)
+}
+
+/// Opens `ciphertext || tag` in place; the plaintext is its start.
+fn open_body<'s>(
+    key: &LessSafeKey,
+    aad: &[u8],
+    nonce: [u8; NONCE_LEN],
+    body: &'s mut [u8],
+) -> Result<&'s mut [u8], Tampered> {
+    key.open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(aad), body)
+        .map_err(|_| Tampered)
 }
 
 #[cfg(test)]
