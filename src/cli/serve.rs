@@ -142,6 +142,10 @@ struct Opened {
     fleet: Option<crate::fleet::setup::Pending>,
     metrics: Arc<Metrics>,
     http: Vec<HttpAddress>,
+    /// The store's file, when start-up read the index from its snapshot and not from the
+    /// file: warmed once the daemon is ready, for the writes to come, so that the disk
+    /// serves the snapshot first.
+    warm_after_ready: Option<PathBuf>,
 }
 
 /// Hardens the process, reads the config, opens the store and loads every key into the
@@ -176,12 +180,14 @@ fn open(args: ServeArgs, socket: Option<PathBuf>) -> Result<Opened> {
         }
     }
     let exists = store::exists(&data_dir);
-    if exists {
+    let snapshot_waiting = data_dir.join(store::index_snapshot::FILE_NAME).exists();
+    if exists && !snapshot_waiting {
         // While the master key is read and the store opened, the disk gets busy.
         store::warm_page_cache(&store::db_path(&data_dir));
     }
+    let at_rest = store::index_snapshot::AtRest::observe(&store::db_path(&data_dir));
     let (master, source) = master_key::load(args.master_key_file.as_deref(), &data_dir, exists)?;
-    let store = Store::open(&data_dir, &master)?;
+    let mut store = Store::open(&data_dir, &master)?;
     let (link, fleet) = match &config.fleet {
         Some(fleet) => {
             let (link, pending) = crate::fleet::setup::prepare(fleet, &store, &master)?;
@@ -191,8 +197,14 @@ fn open(args: ServeArgs, socket: Option<PathBuf>) -> Result<Opened> {
     };
     drop(master);
     let policy_path = policy_path(args.policy, config.policy.as_deref());
-    let (index, key_count, corrupt) =
-        load_index(&store, policy_path.as_deref(), &config.sink_rules()?)?;
+    let ((index, key_count, corrupt), from_snapshot) = load_index(
+        &store,
+        at_rest,
+        policy_path.as_deref(),
+        &config.sink_rules()?,
+    )?;
+    store.forget_index_snapshot()?;
+    let warm_after_ready = from_snapshot.then(|| store::db_path(&data_dir));
     let newest = store.newest_audit_at()?.unwrap_or(0);
     index
         .newest_audit_at
@@ -217,6 +229,7 @@ fn open(args: ServeArgs, socket: Option<PathBuf>) -> Result<Opened> {
         fleet,
         metrics,
         http,
+        warm_after_ready,
     })
 }
 
@@ -284,24 +297,55 @@ fn warn_if_unreachable(dir: &Path, gid: u32) {
 type LoadedIndex = (Arc<Index>, usize, Vec<String>);
 
 /// Reads every key from the store into a new index: the keys, how many, and the ids of
-/// those whose rows did not open. The rows are checked against the audit chain as a whole
-/// first; only when some row differs are they read again, one by one, to refuse that one.
+/// those whose rows did not open; and whether they came from the index snapshot the last
+/// stop wrote. Without a snapshot that copies the store as it is, the rows are checked
+/// against the audit chain as a whole first; only when some row differs are they read
+/// again, one by one, to refuse that one.
 fn load_index(
     store: &Store,
+    at_rest: store::index_snapshot::AtRest,
     policy_path: Option<&Path>,
     sinks: &crate::policy::SinkRules,
-) -> Result<LoadedIndex> {
+) -> Result<(LoadedIndex, bool)> {
     // Evaluate keys against the policy as they load; it is put in force (revocations
     // written, errors reported) once the daemon runs, without evaluating every key again.
     let policy = policy_path
         .and_then(|p| crate::daemon::policy_reload::read(p).ok())
         .filter(|p| sinks.check(p).is_ok())
         .map(Arc::new);
-    if let Some(loaded) = load_index_checked(store, policy.clone(), RowCheck::Whole)? {
-        return Ok(loaded);
+    let taken = match store.take_index_snapshot() {
+        Ok(taken) => taken,
+        Err(e) => {
+            tracing::warn!(reason = %e, "the index snapshot was not read: reading every key row");
+            store.warm_page_cache();
+            None
+        }
+    };
+    if let Some(taken) = taken {
+        match load_index_from_snapshot(store, taken, at_rest, policy.clone()) {
+            Ok(loaded) => {
+                tracing::info!(
+                    keys = loaded.1,
+                    "index read from the snapshot the last stop wrote"
+                );
+                return Ok((loaded, true));
+            }
+            Err(e) => {
+                tracing::warn!(
+                    reason = %e,
+                    "the index snapshot does not copy the store as it is: reading every key row"
+                );
+                // Not warmed before: the snapshot was to be read instead.
+                store.warm_page_cache();
+            }
+        }
     }
-    load_index_checked(store, policy, RowCheck::EachRow)?
-        .context("the key rows were read twice and still differ as a whole")
+    if let Some(loaded) = load_index_checked(store, policy.clone(), RowCheck::Whole)? {
+        return Ok((loaded, false));
+    }
+    let loaded = load_index_checked(store, policy, RowCheck::EachRow)?
+        .context("the key rows were read twice and still differ as a whole")?;
+    Ok((loaded, false))
 }
 
 /// [`load_index`] with one way of checking rows; `None` when checking them as a whole
@@ -329,6 +373,96 @@ fn load_index_checked(
     index.finish_loading();
     index.add_retired(retired);
     Ok(Some((Arc::new(index), key_count, corrupt)))
+}
+
+/// Builds the index from the snapshot the last clean stop wrote
+/// ([`store::index_snapshot`]); an error when it does not copy the store as it is now.
+fn load_index_from_snapshot(
+    store: &Store,
+    taken: store::index_snapshot::TakenSnapshot,
+    at_rest: store::index_snapshot::AtRest,
+    policy: Option<Arc<crate::policy::Policy>>,
+) -> Result<LoadedIndex> {
+    let mut index = Index::with_capacity(store.key_count_hint()?);
+    if let Some(policy) = policy {
+        index.use_policy_while_loading(policy);
+    }
+    let mut filer = SnapshotFiler {
+        index: &mut index,
+        owners: Some(Vec::new()),
+        keys: 0,
+        retired: Vec::new(),
+        refused: Vec::new(),
+    };
+    store.read_index_snapshot(taken, at_rest, |batch| {
+        filer.file(batch);
+        Ok(())
+    })?;
+    let SnapshotFiler {
+        owners,
+        keys,
+        retired,
+        refused,
+        ..
+    } = filer;
+    if let Some(owners) = owners {
+        index.add_owners(owners);
+    }
+    index.finish_loading();
+    index.add_retired(retired);
+    for id in &refused {
+        tracing::error!(key_id = %id, "the key is refused until its row is restored (its row differed at an earlier start)");
+    }
+    Ok((Arc::new(index), keys, refused))
+}
+
+/// Files a snapshot's items into the index as they come.
+struct SnapshotFiler<'a> {
+    index: &'a mut Index,
+    /// Owners come first; added before the first key that may name one.
+    owners: Option<Vec<(crate::key::OwnerRecord, crate::key::OwnerUsage)>>,
+    keys: usize,
+    retired: crate::key::RetiredHashes,
+    refused: Vec<String>,
+}
+
+impl SnapshotFiler<'_> {
+    /// Keys this far ahead have their token-hash table bucket fetched before they are
+    /// filed, as a start-up from the rows does.
+    const AHEAD: usize = 4;
+
+    /// Files a frame's items, taking out of them what the index keeps.
+    fn file(&mut self, batch: &mut [store::index_snapshot::Item]) {
+        use store::index_snapshot::Item;
+        for n in 0..batch.len() {
+            if let Some(Item::Key(ahead, ..)) = batch.get(n + Self::AHEAD) {
+                self.index.prefetch_loading(&ahead.token_hash);
+            }
+            match &mut batch[n] {
+                Item::Owner(owner, usage) => {
+                    if let Some(owners) = &mut self.owners {
+                        owners.push((owner.clone(), *usage));
+                    }
+                }
+                Item::Key(record, usage, row) => {
+                    if let Some(owners) = self.owners.take() {
+                        self.index.add_owners(owners);
+                    }
+                    if self
+                        .index
+                        .add_loaded_from(record, usage, UsageRow::from_bits(*row))
+                    {
+                        self.keys += 1;
+                    } else {
+                        tracing::error!("a stored key without a key id's shape was skipped");
+                    }
+                }
+                Item::Retired(hash, key_id) => self.retired.push((*hash, key_id.take())),
+                Item::Refused(id) => self.refused.push(std::mem::take(id)),
+                Item::End(_) => {}
+            }
+        }
+    }
 }
 
 /// Files the keys start-up reads into the index, and counts them.
@@ -450,6 +584,9 @@ async fn start(opened: Opened) -> Result<Running> {
         opened.key_count,
         opened.socket.display()
     ));
+    if let Some(db) = &opened.warm_after_ready {
+        store::warm_page_cache(db);
+    }
     Ok(Running {
         daemon,
         config_path: opened.config_path,
@@ -534,17 +671,45 @@ async fn shut_down(running: Running) {
     let _ = running.accepting.await;
     let _ = running.flusher.await;
     let daemon = &running.daemon;
-    match usage_flusher::flush(daemon, None).await {
-        Ok(n) => tracing::info!(keys = n, "usage flushed"),
-        Err(e) => tracing::error!(error = %e, "final usage flush failed"),
-    }
-    if let Err(e) = daemon.writer.submit(writer::Command::Checkpoint).await {
-        tracing::warn!(error = %e, "final checkpoint failed; the WAL will be replayed at start-up");
+    let flushed = match usage_flusher::flush(daemon, None).await {
+        Ok(n) => {
+            tracing::info!(keys = n, "usage flushed");
+            true
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "final usage flush failed");
+            false
+        }
+    };
+    match daemon.writer.submit(writer::Command::Checkpoint).await {
+        Ok(_) if flushed => save_index_snapshot(daemon).await,
+        Ok(_) => {}
+        Err(e) => tracing::warn!(
+            error = %e,
+            "final checkpoint failed; the WAL will be replayed at start-up"
+        ),
     }
     if running.bound_here {
         remove_socket(&daemon.socket);
     }
     tracing::info!("stopped");
+}
+
+/// Writes the index snapshot the next start reads instead of every key row; without it
+/// that start only takes longer.
+async fn save_index_snapshot(daemon: &Daemon) {
+    let refused = daemon.corrupt_keys.clone();
+    match daemon
+        .writer
+        .submit(writer::Command::SaveIndexSnapshot { refused })
+        .await
+    {
+        Ok(_) => tracing::info!("index snapshot written for the next start"),
+        Err(e) => tracing::warn!(
+            error = %e,
+            "cannot write the index snapshot; the next start reads every key row"
+        ),
+    }
 }
 
 /// Serves until SIGTERM or SIGINT; SIGHUP reopens the log file and reloads the config's

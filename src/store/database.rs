@@ -6,11 +6,14 @@
 //! acknowledged commit survive `kill -9` and power loss. Only the writer thread
 //! ([`crate::store::writer`]) holds a `Store` after start-up.
 
-use crate::index::limits;
+use crate::index::{limits, Index};
 use crate::key::{KeyRecord, OwnerRecord, OwnerUsage, RetiredHashes, UsageRecord, UsageRow};
 use crate::store::audit::{self, AuditRecord, ChainHead, ChainHeadV1};
 use crate::store::barrier::{unwrap_data_key, wrap_data_key, Barrier, KeyBytes};
 use crate::store::entry_set::EntrySet;
+use crate::store::index_snapshot::{
+    self, AtRest, Counts, Item, OwnWrites, SnapshotWriter, StoreNow, TakenSnapshot,
+};
 use crate::store::legacy;
 use crate::store::locked_key::LockedKey;
 use crate::store::record_codec::{from_bytes, to_bytes};
@@ -75,6 +78,8 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 const META_DATA_KEY: &str = "data_key";
 const META_AUDIT_HEAD: &str = "audit_head";
+/// The token of the index snapshot the last stop wrote, until the next start.
+const META_INDEX_SNAPSHOT: &str = "index_snapshot";
 /// In fleet mode: the last stream sequence applied, and the fleet's data key as this node
 /// last saw it (wrapped by the master key), to restore it should the stream lose it.
 const META_FLEET_APPLIED: &str = "fleet_applied";
@@ -144,6 +149,9 @@ pub struct Store {
     files: StoreFiles,
     /// Whether copying a WAL out of place has been logged.
     wal_copy_logged: bool,
+    /// Whether anyone else wrote the store while this connection had it open: an index
+    /// snapshot is written only when no one did.
+    own_writes: OwnWrites,
 }
 
 /// Path of the database in `data_dir`.
@@ -199,6 +207,7 @@ impl Store {
         // mode.
         let files = StoreFiles::new(Path::new(conn.path().unwrap_or_default()))
             .with_context(|| format!("cannot look at the files of {}", path.display()))?;
+        let own_writes = OwnWrites::new(&conn, &path)?;
         let mut store = Store {
             conn,
             path,
@@ -209,6 +218,7 @@ impl Store {
             entry_set,
             files,
             wal_copy_logged: false,
+            own_writes,
         };
         if had_schema == 1 {
             store.check_written_by_schema_1(head_form)?;
@@ -638,6 +648,119 @@ impl Store {
         Ok((chain, sum))
     }
 
+    /// Writes a snapshot of `index` beside the store, for the next start to read instead of
+    /// every row ([`crate::store::index_snapshot`]), after committing its token and
+    /// emptying the WAL into the file. Only at the stop, after the final usage flush: it
+    /// copies the store as it is then. Refused when anyone else wrote the store while the
+    /// daemon ran, or moved its files. `refused` are the keys this start refused, so that
+    /// the next one reports them too.
+    pub fn write_index_snapshot(&mut self, index: &Index, refused: &[String]) -> Result<Counts> {
+        self.database_in_place().map_err(|why| anyhow!(why))?;
+        self.files.wal_in_place().map_err(|why| anyhow!(why))?;
+        self.own_writes.before_writing(&self.conn, &self.path);
+        if let Some(others) = self.own_writes.others() {
+            bail!("{others}, so the next start reads and checks every row");
+        }
+        let token = index_snapshot::new_token()?;
+        self.begin()?;
+        if let Err(e) = self.put_sealed_meta(META_INDEX_SNAPSHOT, &token) {
+            self.rollback();
+            return Err(e);
+        }
+        self.commit()?;
+        self.checkpoint()?;
+        let written = self.write_snapshot_items(index, refused, token);
+        if written.is_err() {
+            // A disk that filled up gets its space back.
+            index_snapshot::remove_unfinished(&self.path);
+        }
+        written
+    }
+
+    fn write_snapshot_items(
+        &self,
+        index: &Index,
+        refused: &[String],
+        token: String,
+    ) -> Result<Counts> {
+        let (path, head) = (&self.path, self.audit_head);
+        let mut out = SnapshotWriter::create(path, SCHEMA_VERSION, head, token, &self.barrier)?;
+        for (owner, usage) in self.load_owners()? {
+            out.push(&Item::Owner(owner, usage))?;
+        }
+        index.for_each_stored(|record, usage, row| {
+            out.push(&Item::Key(record, usage, row.to_bits()))
+        })?;
+        for (hash, key_id) in self.load_retired()? {
+            out.push(&Item::Retired(hash, key_id))?;
+        }
+        // A refused key the fleet has since written again is served: no longer refused.
+        let still_refused: Vec<&String> = {
+            let maps = index.read();
+            refused
+                .iter()
+                .filter(|id| maps.by_id(id).is_none())
+                .collect()
+        };
+        for id in still_refused {
+            out.push(&Item::Refused(id.clone()))?;
+        }
+        out.finish()
+    }
+
+    /// Takes the index snapshot out of the data directory, if one is there.
+    pub fn take_index_snapshot(&self) -> Result<Option<TakenSnapshot>> {
+        index_snapshot::take(&self.path)
+    }
+
+    /// Reads a snapshot [`Store::take_index_snapshot`] took, handing its items to `each`;
+    /// an error when it does not copy this store as it is now, the file as it was
+    /// `at_rest` before the store opened.
+    pub fn read_index_snapshot(
+        &self,
+        taken: TakenSnapshot,
+        at_rest: AtRest,
+        each: impl FnMut(&mut [Item]) -> Result<()>,
+    ) -> Result<Counts> {
+        let now = StoreNow {
+            schema: SCHEMA_VERSION,
+            audit_head: self.audit_head,
+            token: self.sealed_meta::<String>(META_INDEX_SNAPSHOT)?,
+            at_rest,
+        };
+        taken.read(&self.path, &now, &self.barrier, each)
+    }
+
+    /// Removes the last stop's snapshot token, so that its snapshot, put back, is never
+    /// used again. Every start does this, whatever it read.
+    pub fn forget_index_snapshot(&mut self) -> Result<()> {
+        let present: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT 1 FROM meta WHERE name = ?1",
+                [META_INDEX_SNAPSHOT],
+                |row| row.get(0),
+            )
+            .optional()?;
+        if present.is_none() {
+            return Ok(());
+        }
+        self.begin()?;
+        let deleted = self
+            .conn
+            .execute("DELETE FROM meta WHERE name = ?1", [META_INDEX_SNAPSHOT]);
+        if let Err(e) = deleted {
+            self.rollback();
+            return Err(e.into());
+        }
+        self.commit()
+    }
+
+    /// Starts filling the page cache with the store's file (see [`crate::store::warm`]).
+    pub fn warm_page_cache(&self) {
+        super::warm::warm_page_cache(&self.path);
+    }
+
     fn load_retired(&self) -> Result<RetiredHashes> {
         let mut statement = self
             .conn
@@ -666,6 +789,7 @@ impl Store {
 
     /// Starts a transaction; writes until [`Store::commit`] are all-or-nothing.
     pub fn begin(&mut self) -> Result<()> {
+        self.own_writes.before_writing(&self.conn, &self.path);
         self.conn.execute_batch("BEGIN IMMEDIATE")?;
         self.pending_head = self.audit_head;
         Ok(())
@@ -674,6 +798,7 @@ impl Store {
     /// Commits the transaction durably.
     pub fn commit(&mut self) -> Result<()> {
         self.conn.execute_batch("COMMIT")?;
+        self.own_writes.after_writing(&self.path);
         self.audit_head = self.pending_head;
         Ok(())
     }
@@ -709,11 +834,14 @@ impl Store {
     /// connection's read kept part of it from being copied (one that only kept it from
     /// being emptied, such as an online backup, is not).
     pub fn checkpoint(&mut self) -> Result<()> {
-        let (busy, frames, copied): (i64, i64, i64) =
-            self.conn
-                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
-                    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-                })?;
+        self.own_writes.before_writing(&self.conn, &self.path);
+        let checkpointed = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            });
+        self.own_writes.after_writing(&self.path);
+        let (busy, frames, copied): (i64, i64, i64) = checkpointed?;
         if busy != 0 && (frames < 0 || copied != frames) {
             bail!("another process reading the store kept the WAL from being copied whole");
         }

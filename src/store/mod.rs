@@ -8,7 +8,8 @@
 //! ([`store_files`]). Start-up reads every key row on two threads ([`row_batch`]) and checks the
 //! rows against the audit chain on a third ([`row_binding`]), whose plaintext columns a
 //! keyed sum in the chain's sealed head vouches for ([`entry_set`]); eight more warm the page
-//! cache first ([`warm`]).
+//! cache first ([`warm`]). After a clean stop, start-up reads the sealed index snapshot that
+//! stop wrote instead, when it copies the store as it is ([`index_snapshot`]).
 //!
 //! Never answers a verify and never touches a socket: the index is what verify reads; the
 //! store only feeds it, after each commit.
@@ -18,6 +19,7 @@ pub mod barrier;
 pub(crate) mod change;
 mod database;
 mod entry_set;
+pub mod index_snapshot;
 pub mod legacy;
 pub(crate) mod locked_key;
 pub(crate) mod master_key;

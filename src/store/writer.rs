@@ -82,6 +82,11 @@ pub enum Command {
     },
     /// Moves the WAL into the database file (at shutdown), so the file stands alone.
     Checkpoint,
+    /// After the stop's checkpoint: writes the index snapshot the next start reads
+    /// ([`crate::store::index_snapshot`]); `refused` are the keys refused at this start.
+    SaveIndexSnapshot {
+        refused: Vec<String>,
+    },
     /// Nothing: answered as soon as the store thread reaches it, to show it is alive.
     Ping,
     /// Re-wrap the data key under a new master key; in fleet mode also keep the fleet's data
@@ -277,6 +282,10 @@ impl Writer {
                     self.store.read_audit(verify, after).map(Outcome::Audit)
                 }
                 Command::Checkpoint => self.store.checkpoint().map(|()| Outcome::Changed),
+                Command::SaveIndexSnapshot { refused } => self
+                    .store
+                    .write_index_snapshot(&self.index, &refused)
+                    .map(|_| Outcome::Changed),
                 Command::Ping => {
                     // Health checks come even when no change does: a WAL out of place is
                     // copied into the database file before a crash can lose it.
@@ -698,6 +707,7 @@ fn compute(draft: &mut Draft<'_>, command: Command) -> Result<Outcome, WriteErro
         | Command::Rekey { .. }
         | Command::ReadAudit { .. }
         | Command::Checkpoint
+        | Command::SaveIndexSnapshot { .. }
         | Command::Ping
         | Command::ApplyFleet { .. }
         | Command::KeepFleetDataKey(_) => Err(WriteError::Refused("not an admin change".into())),
