@@ -133,6 +133,13 @@ impl Keyd {
         &self.socket
     }
 
+    /// Removes the index snapshot a clean stop left, so that the next launch reads every
+    /// row, as after a crash.
+    pub fn remove_index_snapshot(&self) -> Result<()> {
+        let path = self.dir.path().join("data").join("index.snapshot");
+        std::fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))
+    }
+
     /// Starts the daemon with `config` and returns how long it took until its socket
     /// answered a handshake: the start-up time an app waits.
     pub fn launch(&mut self, config: &str) -> Result<Duration> {

@@ -47,8 +47,13 @@ pub struct Scale {
     /// one unpaced flush of that many keys costs.
     pub stop_after_load_secs: f64,
     pub flushed_at_stop: Option<u64>,
-    /// Process start until the socket answers a handshake.
+    /// Process start until the socket answers a handshake, from the index snapshot the
+    /// stop before wrote.
     pub startup_secs: f64,
+    /// The same from every row, the snapshot removed (as after a crash), and what the
+    /// daemon logged.
+    pub startup_from_rows_secs: f64,
+    pub logged_from_rows_ms: Option<u64>,
     /// What the daemon logged as its own start-up (store open to listening).
     pub logged_startup_ms: Option<u64>,
     pub memory_after_start: Memory,
@@ -110,6 +115,10 @@ pub fn run(
     drop(seeded);
 
     let stop_secs = keyd.stop()?.as_secs_f64();
+    keyd.remove_index_snapshot()?;
+    let startup_from_rows_secs = keyd.launch("")?.as_secs_f64();
+    let logged_from_rows_ms = keyd.logged_startup_ms();
+    keyd.stop()?;
     let startup_secs = keyd.launch("")?.as_secs_f64();
     let memory_after_start = keyd.memory()?;
     eprintln!(
@@ -218,6 +227,8 @@ pub fn run(
         stop_after_load_secs,
         flushed_at_stop,
         startup_secs,
+        startup_from_rows_secs,
+        logged_from_rows_ms,
         logged_startup_ms,
         memory_after_start,
         memory_after_load,
