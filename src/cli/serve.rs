@@ -203,7 +203,10 @@ fn open(args: ServeArgs, socket: Option<PathBuf>) -> Result<Opened> {
         policy_path.as_deref(),
         &config.sink_rules()?,
     )?;
-    store.forget_index_snapshot()?;
+    if let Err(e) = store.forget_index_snapshot() {
+        // Safe to go on: the snapshot was taken, and any write changes the file it names.
+        tracing::warn!(error = %e, "cannot remove the last stop's snapshot token from the store");
+    }
     let warm_after_ready = from_snapshot.then(|| store::db_path(&data_dir));
     let newest = store.newest_audit_at()?.unwrap_or(0);
     index

@@ -152,6 +152,9 @@ pub struct Store {
     /// Whether anyone else wrote the store while this connection had it open: an index
     /// snapshot is written only when no one did.
     own_writes: OwnWrites,
+    /// An index snapshot was written: a later write removes it before it is made, since
+    /// the snapshot would no longer copy the store.
+    snapshot_written: bool,
 }
 
 /// Path of the database in `data_dir`.
@@ -219,6 +222,7 @@ impl Store {
             files,
             wal_copy_logged: false,
             own_writes,
+            snapshot_written: false,
         };
         if had_schema == 1 {
             store.check_written_by_schema_1(head_form)?;
@@ -674,7 +678,16 @@ impl Store {
             // A disk that filled up gets its space back.
             index_snapshot::remove_unfinished(&self.path);
         }
-        written
+        let counts = written?;
+        // Someone else's write between the token's commit and the file's stamp, which the
+        // checkpoint would have copied into the file, voids the snapshot.
+        self.own_writes.before_writing(&self.conn, &self.path);
+        if let Some(others) = self.own_writes.others() {
+            index_snapshot::remove_written(&self.path)?;
+            bail!("{others}, so the next start reads and checks every row");
+        }
+        self.snapshot_written = true;
+        Ok(counts)
     }
 
     fn write_snapshot_items(
@@ -789,7 +802,7 @@ impl Store {
 
     /// Starts a transaction; writes until [`Store::commit`] are all-or-nothing.
     pub fn begin(&mut self) -> Result<()> {
-        self.own_writes.before_writing(&self.conn, &self.path);
+        self.before_writing()?;
         self.conn.execute_batch("BEGIN IMMEDIATE")?;
         self.pending_head = self.audit_head;
         Ok(())
@@ -800,6 +813,17 @@ impl Store {
         self.conn.execute_batch("COMMIT")?;
         self.own_writes.after_writing(&self.path);
         self.audit_head = self.pending_head;
+        Ok(())
+    }
+
+    /// Notes whether someone else wrote the store since the daemon last did, and takes back
+    /// an index snapshot written before this write.
+    fn before_writing(&mut self) -> Result<()> {
+        self.own_writes.before_writing(&self.conn, &self.path);
+        if self.snapshot_written {
+            index_snapshot::remove_written(&self.path)?;
+            self.snapshot_written = false;
+        }
         Ok(())
     }
 
@@ -834,7 +858,7 @@ impl Store {
     /// connection's read kept part of it from being copied (one that only kept it from
     /// being emptied, such as an online backup, is not).
     pub fn checkpoint(&mut self) -> Result<()> {
-        self.own_writes.before_writing(&self.conn, &self.path);
+        self.before_writing()?;
         let checkpointed = self
             .conn
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
@@ -914,16 +938,24 @@ impl Store {
             .prepare("SELECT id FROM owners WHERE usage IS NULL")?
             .query_map([], |row| row.get(0))?
             .collect::<rusqlite::Result<_>>()?;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        self.begin()?;
         for row in rows {
             let fresh = self
                 .barrier
                 .seal("owner_usage", &row, &to_bytes(&OwnerUsage::default()));
-            self.conn.execute(
+            let written = self.conn.execute(
                 "UPDATE owners SET usage = ?2 WHERE id = ?1",
                 params![row, fresh],
-            )?;
+            );
+            if let Err(e) = written {
+                self.rollback();
+                return Err(e.into());
+            }
         }
-        Ok(())
+        self.commit()
     }
 
     /// Writes where an owner's limits stand (the usage flush), if the owner has a row.
@@ -1576,6 +1608,43 @@ fn open_sealed_meta<T: serde::de::DeserializeOwned>(
 mod tests {
     use super::*;
     use zeroize::Zeroizing;
+
+    /// A write after the stop's index snapshot (a task not yet stopped) takes the snapshot
+    /// back: it no longer copies the store.
+    #[test]
+    fn a_write_after_the_index_snapshot_removes_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = Store::open(dir.path(), &Zeroizing::new([7u8; 32])).expect("store");
+        let snapshot = dir.path().join(index_snapshot::FILE_NAME);
+        store
+            .write_index_snapshot(&Index::default(), &[])
+            .expect("snapshot");
+        assert!(snapshot.exists());
+        store.begin().expect("begin");
+        store.put_fleet_bound_since(5).expect("put");
+        store.commit().expect("commit");
+        assert!(!snapshot.exists(), "a write after it takes it back");
+    }
+
+    /// Rows are checked when the daemon starts: a store another connection wrote since
+    /// gets no snapshot, whose start would not check them.
+    #[test]
+    fn no_index_snapshot_after_another_connection_wrote() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = Store::open(dir.path(), &Zeroizing::new([7u8; 32])).expect("store");
+        let other = Connection::open(db_path(dir.path())).expect("open");
+        other
+            .execute(
+                "INSERT INTO meta (name, value) VALUES ('planted', x'00')",
+                [],
+            )
+            .expect("insert");
+        let error = store
+            .write_index_snapshot(&Index::default(), &[])
+            .expect_err("refused");
+        assert!(error.to_string().contains("another connection"), "{error}");
+        assert!(!dir.path().join(index_snapshot::FILE_NAME).exists());
+    }
 
     #[test]
     fn a_lane_kept_by_version_0_1_reads_with_no_floor() {

@@ -9,8 +9,10 @@
 //!   another connection committed to the store while the daemon ran (SQLite's
 //!   `data_version`), when `keys.db` changed between two of the daemon's own writes (a
 //!   write that bypassed SQLite), or when `keys.db` or its WAL was moved or replaced
-//!   ([`OwnWrites`]). Every row was checked when the daemon started, so the index it
-//!   copies is what those rows say, changed only by the daemon's own commits.
+//!   ([`OwnWrites`]), also checked again once the file is written. Every row was checked
+//!   when the daemon started, so the index it copies is what those rows say, changed only
+//!   by the daemon's own commits. A write the daemon makes after the snapshot (a task not
+//!   yet stopped) removes the snapshot first.
 //! - **Nothing wrote the store since that stop.** The head names the build, format and
 //!   schema that wrote it, the audit chain's head, a random token the stop also committed
 //!   to the store (sealed), and the database file's identity and times (device, inode,
@@ -354,6 +356,18 @@ impl<'a> SnapshotWriter<'a> {
         self.out.write_all(&sealed)?;
         self.frames += 1;
         Ok(())
+    }
+}
+
+/// Removes the snapshot written beside the store at `db`, if any: it no longer copies the
+/// store.
+pub fn remove_written(db: &Path) -> Result<()> {
+    let dir = db.parent().context("the store has no directory")?;
+    match std::fs::remove_file(dir.join(FILE_NAME)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).context("cannot remove the index snapshot, which no longer copies the store")
+        }
+        _ => Ok(()),
     }
 }
 
