@@ -136,20 +136,7 @@ fn a_row_tampered_with_while_stopped_is_refused_although_a_snapshot_was_written(
     let (_, good_token) = daemon.create("Intact", "read", &[]);
     assert!(daemon.stop().success());
     assert!(snapshot(&daemon).exists());
-    let db = rusqlite::Connection::open(daemon.data_dir.join("keys.db")).expect("open");
-    let mut sealed: Vec<u8> = db
-        .query_row("SELECT sealed FROM keys WHERE id = ?1", [&bad_id], |r| {
-            r.get(0)
-        })
-        .expect("the row");
-    let last = sealed.len() - 1;
-    sealed[last] ^= 0x01;
-    db.execute(
-        "UPDATE keys SET sealed = ?1 WHERE id = ?2",
-        rusqlite::params![sealed, bad_id],
-    )
-    .expect("update");
-    drop(db);
+    common::flip_a_bit_of_the_row(&daemon, "keys", &bad_id);
 
     daemon.restart();
     assert!(
@@ -257,22 +244,8 @@ fn a_store_written_by_another_connection_while_the_daemon_ran_gets_no_snapshot()
     let mut daemon = Daemon::start();
     let (bad_id, bad_token) = daemon.create("Tampered", "read", &[]);
     let (_, good_token) = daemon.create("Intact", "read", &[]);
-    let db = rusqlite::Connection::open(daemon.data_dir.join("keys.db")).expect("open");
-    db.busy_timeout(std::time::Duration::from_secs(5))
-        .expect("busy timeout");
-    let mut sealed: Vec<u8> = db
-        .query_row("SELECT sealed FROM keys WHERE id = ?1", [&bad_id], |r| {
-            r.get(0)
-        })
-        .expect("the row");
-    let last = sealed.len() - 1;
-    sealed[last] ^= 0x01;
-    db.execute(
-        "UPDATE keys SET sealed = ?1 WHERE id = ?2",
-        rusqlite::params![sealed, bad_id],
-    )
-    .expect("update while the daemon runs");
-    drop(db);
+    // Through SQLite, while the daemon runs.
+    common::flip_a_bit_of_the_row(&daemon, "keys", &bad_id);
 
     assert!(daemon.stop().success());
     assert!(!snapshot(&daemon).exists(), "{}", daemon.log());
@@ -285,6 +258,32 @@ fn a_store_written_by_another_connection_while_the_daemon_ran_gets_no_snapshot()
     );
     daemon.restart();
     assert_eq!(times_in_log(&daemon, READ_FROM_SNAPSHOT), 0);
-    assert_eq!(daemon.verify(&bad_token, &[]).0, 41, "refused at this start");
+    assert_eq!(
+        daemon.verify(&bad_token, &[]).0,
+        41,
+        "refused at this start"
+    );
     assert_eq!(daemon.verify_code(&good_token, &[]), "valid");
+}
+
+/// A WAL found beside the store is replayed by SQLite as it opens: whatever it held is in
+/// what the daemon reads, so the snapshot, which copies the file alone, is not used.
+#[test]
+fn a_wal_put_beside_a_stopped_store_keeps_the_snapshot_from_being_used() {
+    let mut daemon = Daemon::start();
+    let (_, token) = daemon.create("Kept", "read", &[]);
+    assert!(daemon.stop().success());
+    std::fs::write(
+        daemon.data_dir.join("keys.db-wal"),
+        b"not a WAL SQLite wrote",
+    )
+    .expect("write a WAL");
+    daemon.restart();
+    assert_eq!(times_in_log(&daemon, READ_FROM_SNAPSHOT), 0);
+    assert!(
+        daemon.log().contains("the database file was written since"),
+        "{}",
+        daemon.log()
+    );
+    assert_eq!(daemon.verify_code(&token, &[]), "valid");
 }

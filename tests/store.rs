@@ -354,32 +354,13 @@ fn nothing_is_written_outside_the_data_directory() {
     );
 }
 
-/// Flips the last bit of `id`'s sealed row in `table`, as someone with the data files could.
-fn flip_a_bit_of_the_row(daemon: &Daemon, table: &str, id: &str) {
-    let db = rusqlite::Connection::open(daemon.data_dir.join("keys.db")).expect("open");
-    let mut sealed: Vec<u8> = db
-        .query_row(
-            &format!("SELECT sealed FROM {table} WHERE id = ?1"),
-            [id],
-            |r| r.get(0),
-        )
-        .expect("the row");
-    let last = sealed.len() - 1;
-    sealed[last] ^= 0x01;
-    db.execute(
-        &format!("UPDATE {table} SET sealed = ?1 WHERE id = ?2"),
-        rusqlite::params![sealed, id],
-    )
-    .expect("update");
-}
-
 #[test]
 fn a_tampered_row_fails_closed_and_is_reported_by_id() {
     let mut daemon = Daemon::start();
     let (bad_id, bad_token) = daemon.create("Tampered", "read", &[]);
     let (good_id, good_token) = daemon.create("Intact", "read", &[]);
     assert!(daemon.stop().success());
-    flip_a_bit_of_the_row(&daemon, "keys", &bad_id);
+    common::flip_a_bit_of_the_row(&daemon, "keys", &bad_id);
     daemon.restart();
     let (code, answer) = daemon.verify(&bad_token, &[]);
     assert_eq!(code, 41, "a tampered key never verifies: {answer}");
@@ -437,7 +418,7 @@ fn a_tampered_usage_row_fails_closed_too() {
     let (_, good_token) = daemon.create("Intact", "read", &[]);
     assert_eq!(daemon.verify_code(&bad_token, &[]), "valid");
     assert!(daemon.stop().success());
-    flip_a_bit_of_the_row(&daemon, "usage", &bad_id);
+    common::flip_a_bit_of_the_row(&daemon, "usage", &bad_id);
     daemon.restart();
     assert_eq!(daemon.verify(&bad_token, &[]).0, 41, "refused");
     assert_eq!(daemon.verify_code(&good_token, &[]), "valid");

@@ -675,3 +675,25 @@ pub fn create_pipelined(
     }
     keys
 }
+
+/// Flips the last bit of `id`'s sealed row in `table`, as someone with the data files could,
+/// through SQLite (while the daemon runs too: it waits for the daemon's transactions).
+pub fn flip_a_bit_of_the_row(daemon: &Daemon, table: &str, id: &str) {
+    let db = rusqlite::Connection::open(daemon.data_dir.join("keys.db")).expect("open");
+    db.busy_timeout(std::time::Duration::from_secs(5))
+        .expect("busy timeout");
+    let mut sealed: Vec<u8> = db
+        .query_row(
+            &format!("SELECT sealed FROM {table} WHERE id = ?1"),
+            [id],
+            |r| r.get(0),
+        )
+        .expect("the row");
+    let last = sealed.len() - 1;
+    sealed[last] ^= 0x01;
+    db.execute(
+        &format!("UPDATE {table} SET sealed = ?1 WHERE id = ?2"),
+        rusqlite::params![sealed, id],
+    )
+    .expect("update");
+}
