@@ -6,6 +6,7 @@ mod generate;
 mod health;
 mod keys;
 mod limits;
+mod load_index;
 mod output;
 mod owners;
 mod policy;
