@@ -287,3 +287,30 @@ fn a_wal_put_beside_a_stopped_store_keeps_the_snapshot_from_being_used() {
     );
     assert_eq!(daemon.verify_code(&token, &[]), "valid");
 }
+
+/// A store file replaced while the daemon runs is not the one the daemon wrote: the stop
+/// writes no snapshot of it, and the next start reads the file that is there.
+#[test]
+fn a_store_file_replaced_while_the_daemon_ran_gets_no_snapshot() {
+    let mut daemon = Daemon::start();
+    let (_, token) = daemon.create("Kept", "read", &[]);
+    let db = daemon.data_dir.join("keys.db");
+    let copy = daemon.dir.path().join("copy.db");
+    let online = rusqlite::Connection::open(&db).expect("opens");
+    online
+        .execute("VACUUM INTO ?1", [copy.to_str().expect("utf-8")])
+        .expect("copied");
+    drop(online);
+    std::fs::rename(&copy, &db).expect("moved over the store");
+
+    assert!(daemon.stop().success());
+    assert!(!snapshot(&daemon).exists(), "{}", daemon.log());
+    assert!(
+        daemon.log().contains("cannot write the index snapshot"),
+        "{}",
+        daemon.log()
+    );
+    daemon.restart();
+    assert_eq!(times_in_log(&daemon, READ_FROM_SNAPSHOT), 0);
+    assert_eq!(daemon.verify_code(&token, &[]), "valid");
+}
