@@ -308,6 +308,7 @@ impl Store {
         // could have been edited to leave an entry out.
         self.begin()?;
         self.pending_head.bound_entries = links.bound_entries;
+        // Written even when the sum is what the head had: the head is in the old form.
         let head = self.pending_head;
         self.put_sealed_meta(META_AUDIT_HEAD, &head)?;
         self.commit()?;
@@ -808,8 +809,13 @@ impl Store {
         Ok(())
     }
 
-    /// Commits the transaction durably.
+    /// Commits the transaction durably, with the audit chain's head as the transaction
+    /// left it: written once here, not with each entry, as no one reads it in between.
     pub fn commit(&mut self) -> Result<()> {
+        if self.pending_head != self.audit_head {
+            let head = self.pending_head;
+            self.put_sealed_meta(META_AUDIT_HEAD, &head)?;
+        }
         self.conn.execute_batch("COMMIT")?;
         self.own_writes.after_writing(&self.path);
         self.audit_head = self.pending_head;
@@ -1050,13 +1056,11 @@ impl Store {
                 "INSERT INTO audit (seq, sealed, link, key_id, row_digest) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?
             .execute(params![seq as i64, sealed, link.as_slice(), key_id, digest])?;
-        let head = ChainHead {
+        self.pending_head = ChainHead {
             seq,
             link,
             bound_entries,
         };
-        self.put_sealed_meta(META_AUDIT_HEAD, &head)?;
-        self.pending_head = head;
         Ok(())
     }
 

@@ -161,7 +161,9 @@ impl OwnWrites {
 
 /// Counts commits to the store by connections other than `conn`.
 fn data_version(conn: &Connection) -> Result<i64> {
-    Ok(conn.query_row("PRAGMA data_version", [], |row| row.get(0))?)
+    Ok(conn
+        .prepare_cached("PRAGMA data_version")?
+        .query_row([], |row| row.get(0))?)
 }
 
 /// A fresh random token, in hex.
