@@ -16,7 +16,7 @@
 //! | [`store`] | the encrypted SQLite file, its writer thread (group commit), the barrier, the audit chain, the master key |
 //! | [`index`] | the in-memory index, its tag table, and the one verify decision |
 //! | [`policy`] | the policy file's rules: parse, evaluate, sinks |
-//! | [`access`], [`config`], [`key`], [`metrics`], [`token`], [`time`] | who may do what, `keyd.toml`, key records, what `/metrics` counts, the token format, clocks and durations |
+//! | [`access`], [`config`], [`key`], [`metrics`], [`random`], [`token`], [`time`] | who may do what, `keyd.toml`, key records, what `/metrics` counts, random bytes, the token format, clocks and durations |
 //! | [`host`] | systemd, `--daemonize`, default paths, process hygiene |
 
 #![deny(unsafe_code)]
@@ -34,6 +34,7 @@ pub(crate) mod index;
 pub mod key;
 pub(crate) mod metrics;
 pub mod policy;
+pub mod random;
 pub mod server;
 pub mod store;
 pub(crate) mod time;

@@ -6,7 +6,7 @@
 //! public and are what every admin command takes: 8 characters of the creation time, then
 //! 8 random ones (see [`generate_key_id`]).
 
-use ring::rand::{SecureRandom, SystemRandom};
+use crate::random::RandomSource;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
@@ -48,7 +48,9 @@ pub enum Malformed {
 }
 
 /// Generates a fresh token from the system's CSPRNG.
-pub fn generate_token(rng: &SystemRandom) -> Result<Zeroizing<String>, ring::error::Unspecified> {
+pub fn generate_token<R: RandomSource + ?Sized>(
+    rng: &R,
+) -> Result<Zeroizing<String>, ring::error::Unspecified> {
     let mut token = Zeroizing::new(String::with_capacity(TOKEN_LEN));
     token.push_str(TOKEN_PREFIX);
     push_random_base62(rng, &mut token, RANDOM_CHARS)?;
@@ -67,7 +69,10 @@ pub fn generate_token(rng: &SystemRandom) -> Result<Zeroizing<String>, ring::err
 /// (admin commands and verify answers carry them), as is a key's creation time; what must
 /// be unguessable is the token. Two keys made in the same millisecond differ by their
 /// random part; the store draws again for an id in use.
-pub fn generate_key_id(rng: &SystemRandom, now: i64) -> Result<String, ring::error::Unspecified> {
+pub fn generate_key_id<R: RandomSource + ?Sized>(
+    rng: &R,
+    now: i64,
+) -> Result<String, ring::error::Unspecified> {
     let mut id = String::with_capacity(KEY_ID_LEN);
     id.push_str(KEY_ID_PREFIX);
     push_base62::<KEY_ID_TIME_CHARS>(&mut id, u64::try_from(now).unwrap_or(0));
@@ -131,16 +136,18 @@ pub fn start_of(token: &str) -> String {
 
 /// Appends `count` uniformly random base62 characters. Bytes of 248 and above are drawn
 /// again, so every character is equally likely (248 = 4 × 62).
-fn push_random_base62(
-    rng: &SystemRandom,
+fn push_random_base62<R: RandomSource + ?Sized>(
+    rng: &R,
     out: &mut String,
     count: usize,
 ) -> Result<(), ring::error::Unspecified> {
     let mut pushed = 0;
     let mut buf = Zeroizing::new([0u8; 64]);
+    // Room for the bytes drawn again (1 in 32 on average); the loop covers a rare shortfall.
+    let draw = (count + count / 8 + 8).min(buf.len());
     while pushed < count {
-        rng.fill(buf.as_mut())?;
-        for &byte in buf.iter() {
+        rng.fill(&mut buf[..draw])?;
+        for &byte in buf[..draw].iter() {
             if byte < 248 && pushed < count {
                 out.push(BASE62[(byte % 62) as usize] as char);
                 pushed += 1;
@@ -169,6 +176,7 @@ fn push_base62<const N: usize>(out: &mut String, value: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ring::rand::SystemRandom;
 
     #[test]
     fn a_token_hash_is_its_sha256_as_every_store_holds_it() {

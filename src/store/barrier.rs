@@ -4,6 +4,7 @@
 //! 32-byte master key only wraps the data key (envelope encryption): changing the master key
 //! re-wraps one value, not every row.
 
+use crate::random::{Pool, RandomSource};
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
 use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
@@ -29,7 +30,8 @@ pub struct Barrier {
     /// For row ids that must not show what they name (owner ids): derived from the data
     /// key, so every node of a fleet computes the same id.
     id_key: hmac::Key,
-    rng: SystemRandom,
+    /// Nonces: three for every key created, so drawn from a pool.
+    nonces: Pool,
 }
 
 impl Barrier {
@@ -40,7 +42,7 @@ impl Barrier {
         Barrier {
             key: aes_key(data_key),
             id_key: hmac::Key::new(hmac::HMAC_SHA256, id_key.as_ref()),
-            rng: SystemRandom::new(),
+            nonces: Pool::new(),
         }
     }
 
@@ -53,7 +55,7 @@ impl Barrier {
 
     /// Seals `plaintext` as the value of `row` in `table`.
     pub fn seal(&self, table: &str, row: &str, plaintext: &[u8]) -> Vec<u8> {
-        seal_with(&self.key, &self.rng, &row_aad(table, row), plaintext)
+        seal_with(&self.key, &self.nonces, &row_aad(table, row), plaintext)
     }
 
     /// Opens what [`Barrier::seal`] sealed for the same `table` and `row`.
@@ -76,7 +78,7 @@ impl Barrier {
 /// A fresh random 32-byte key.
 pub fn random_key(rng: &SystemRandom) -> Result<KeyBytes, ring::error::Unspecified> {
     let mut key = Zeroizing::new([0u8; 32]);
-    rng.fill(key.as_mut())?;
+    SecureRandom::fill(rng, key.as_mut())?;
     Ok(key)
 }
 
@@ -117,7 +119,12 @@ fn row_aad(table: &str, row: &str) -> Vec<u8> {
 }
 
 /// `format || nonce || ciphertext || tag`.
-fn seal_with(key: &LessSafeKey, rng: &SystemRandom, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
+fn seal_with<R: RandomSource + ?Sized>(
+    key: &LessSafeKey,
+    rng: &R,
+    aad: &[u8],
+    plaintext: &[u8],
+) -> Vec<u8> {
     let mut nonce = [0u8; NONCE_LEN];
     // The system CSPRNG does not fail on Linux once booted; if it ever did, sealing with a
     // zero nonce would be unsafe, so stop rather than continue.

@@ -15,6 +15,7 @@ use crate::fleet::subjects::Subjects;
 use crate::index::{Index, UsageWrite};
 use crate::key::{KeyRecord, OwnerUsage};
 use crate::policy::Sink;
+use crate::random::Pool;
 use crate::store::audit::AuditRecord;
 use crate::store::barrier::KeyBytes;
 use crate::store::change::{self, storage, ChangeSet, Changes, Draft, IndexChange, RotatedToken};
@@ -25,7 +26,6 @@ use crate::time;
 use crate::token::TokenHash;
 use authenta_client::proto::{Actor, CreateKey, OwnerUpdate, UpdateKey};
 use prometheus_client::metrics::histogram::Histogram;
-use ring::rand::SystemRandom;
 use std::sync::mpsc;
 use std::sync::Arc;
 use tokio::sync::oneshot;
@@ -197,7 +197,7 @@ pub fn spawn(
     let mut writer = Writer {
         store,
         index,
-        rng: SystemRandom::new(),
+        rng: Pool::new(),
         fleet,
         commit_seconds,
     };
@@ -211,7 +211,8 @@ pub fn spawn(
 struct Writer {
     store: Store,
     index: Arc<Index>,
-    rng: SystemRandom,
+    /// Tokens and key ids: two draws for every key created, so from a pool.
+    rng: Pool,
     fleet: Option<FleetLink>,
     /// How long each batch takes to commit, for `/metrics`.
     commit_seconds: Histogram,
@@ -415,7 +416,7 @@ struct FromFleet {
 fn commit_batch(
     store: &mut Store,
     index: &Index,
-    rng: &SystemRandom,
+    rng: &Pool,
     fleet: Option<&FleetPosition>,
     writes: Vec<(Command, Reply)>,
 ) -> (FromFleet, Vec<(Outcome, Reply)>) {
@@ -572,7 +573,7 @@ struct Txn<'a> {
     store: &'a mut Store,
     index: &'a Index,
     changed: &'a mut Changes,
-    rng: &'a SystemRandom,
+    rng: &'a Pool,
     now: i64,
     /// Fleet mode: the replica's position as last committed.
     fleet: Option<&'a FleetPosition>,
@@ -788,7 +789,7 @@ mod tests {
     use zeroize::Zeroizing;
 
     /// A batch as the store thread of one host runs it.
-    fn run_batch(store: &mut Store, index: &Index, rng: &SystemRandom, batch: Vec<Job>) {
+    fn run_batch(store: &mut Store, index: &Index, rng: &Pool, batch: Vec<Job>) {
         let writes = batch.into_iter().map(|j| (j.command, j.reply)).collect();
         let (_, done) = commit_batch(store, index, rng, None, writes);
         for (outcome, reply) in done {
@@ -815,7 +816,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut store = Store::open(dir.path(), &Zeroizing::new([7u8; 32])).expect("store");
         let index = Index::default();
-        let rng = SystemRandom::new();
+        let rng = Pool::new();
         let actor = Actor::Peer { uid: 0, pid: None };
         let (create, answer) = job(Command::Create {
             params: CreateKey {
@@ -869,7 +870,7 @@ mod tests {
             },
             actor: Actor::Peer { uid: 0, pid: None },
         });
-        run_batch(store, index, &SystemRandom::new(), vec![job]);
+        run_batch(store, index, &Pool::new(), vec![job]);
         issued(answer).0
     }
 
@@ -908,7 +909,7 @@ mod tests {
             actor: Actor::Peer { uid: 0, pid: None },
         });
         let (b, b_answer) = create_job("b");
-        run_batch(&mut store, &index, &SystemRandom::new(), vec![a, revoke, b]);
+        run_batch(&mut store, &index, &Pool::new(), vec![a, revoke, b]);
         let (a, b) = (issued(a_answer).0, issued(b_answer).0);
         assert!(matches!(
             refused.blocking_recv(),
@@ -937,7 +938,7 @@ mod tests {
             .expect("trigger");
         let jobs: Vec<_> = ["x", "y", "z"].into_iter().map(create_job).collect();
         let (jobs, answers): (Vec<_>, Vec<_>) = jobs.into_iter().unzip();
-        run_batch(&mut store, &index, &SystemRandom::new(), jobs);
+        run_batch(&mut store, &index, &Pool::new(), jobs);
         for answer in answers {
             assert!(matches!(
                 answer.blocking_recv(),
@@ -956,7 +957,7 @@ mod tests {
 
     fn flush(store: &mut Store, index: &Index, write: UsageWrite) {
         let (job, answer) = job(Command::FlushUsage(vec![write]));
-        run_batch(store, index, &SystemRandom::new(), vec![job]);
+        run_batch(store, index, &Pool::new(), vec![job]);
         assert!(matches!(answer.blocking_recv(), Ok(Ok(Outcome::Flushed))));
     }
 

@@ -16,13 +16,13 @@ use crate::key::{
 };
 use crate::policy::sink::StagedSink;
 use crate::policy::Sink;
+use crate::random::Pool;
 use crate::store::audit::AuditRecord;
 use crate::store::outcome::{Outcome, WriteError};
 use crate::store::{Lane, Store};
 use crate::time;
 use crate::token::{generate_key_id, generate_token, hash_token, start_of, TokenHash};
 use authenta_client::proto::{Actor, CreateKey};
-use ring::rand::SystemRandom;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
@@ -225,12 +225,12 @@ impl Changes {
 pub struct Draft<'a> {
     index: &'a Index,
     batch: &'a Changes,
-    rng: &'a SystemRandom,
+    rng: &'a Pool,
     set: ChangeSet,
 }
 
 impl<'a> Draft<'a> {
-    pub fn new(index: &'a Index, batch: &'a Changes, rng: &'a SystemRandom, now: i64) -> Self {
+    pub fn new(index: &'a Index, batch: &'a Changes, rng: &'a Pool, now: i64) -> Self {
         Draft {
             index,
             batch,
