@@ -11,11 +11,16 @@ use crate::time;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 /// How long after a failed rotation it is tried again.
 const RETRY_AFTER_MS: i64 = 30_000;
 /// The longest the scheduler sleeps without looking (clock changes, safety).
 const MAX_SLEEP: Duration = Duration::from_secs(30);
+/// The shortest time between a scan and the next one that a key change starts: a scan reads
+/// every key, and creates committed back to back would otherwise keep a core scanning. A
+/// new key falls due no sooner than its rule's `every`, and `every` is at least a second.
+const MIN_RESCAN: Duration = Duration::from_secs(1);
 
 struct Due {
     id: String,
@@ -36,10 +41,18 @@ pub async fn run(daemon: Arc<Daemon>, mut stopped: watch::Receiver<bool>) {
             .map(|at| Duration::from_millis(u64::try_from(at - time::now_ms()).unwrap_or(0)))
             .unwrap_or(MAX_SLEEP)
             .clamp(Duration::from_millis(10), MAX_SLEEP);
+        let scanned = Instant::now();
+        let wake_at = scanned + sleep;
         tokio::select! {
-            () = tokio::time::sleep(sleep) => {}
+            () = tokio::time::sleep_until(wake_at) => {}
             () = daemon.scheduler_wake.notified() => {}
-            () = daemon.index.changed.notified() => {}
+            () = daemon.index.changed.notified() => {
+                tokio::select! {
+                    () = tokio::time::sleep_until(wake_at.min(scanned + MIN_RESCAN)) => {}
+                    () = daemon.scheduler_wake.notified() => {}
+                    _ = stopped.changed() => return,
+                }
+            }
             _ = stopped.changed() => return,
         }
     }
@@ -48,7 +61,7 @@ pub async fn run(daemon: Arc<Daemon>, mut stopped: watch::Receiver<bool>) {
 /// The rotations due at `now`, and when the next one (or retry) falls due.
 fn scan(daemon: &Daemon, now: i64) -> (Vec<Due>, Option<i64>) {
     let policy = daemon.index.policy();
-    if policy.rotation.iter().all(|rule| rule.every.is_none()) {
+    if !policy.schedules_rotations() {
         daemon.scheduler_state().next.clear();
         return (Vec::new(), None);
     }

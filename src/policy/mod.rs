@@ -174,6 +174,11 @@ impl KeyFacts for KeyRecord {
 }
 
 impl Policy {
+    /// Whether any rule rotates keys on a schedule (`every`).
+    pub fn schedules_rotations(&self) -> bool {
+        self.rotation.iter().any(|rule| rule.every.is_some())
+    }
+
     /// Whether this policy counts times for any key: it has rotation rules or a maximum
     /// age. When not, [`Policy::times_under`] reads nothing of a key.
     pub fn may_count_times(&self) -> bool {

@@ -542,7 +542,11 @@ fn update_index(index: &Index, changed: Changes) {
         }
     }
     drop(maps);
-    index.changed.notify_one();
+    // Only the rotation scheduler listens, and only when the policy schedules rotations:
+    // waking it costs the store thread a system call a batch.
+    if index.policy().schedules_rotations() {
+        index.changed.notify_one();
+    }
 }
 
 /// After the commit: puts a rotated token in its sink.
