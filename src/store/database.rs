@@ -803,8 +803,13 @@ impl Store {
 
     /// Starts a transaction; writes until [`Store::commit`] are all-or-nothing.
     pub fn begin(&mut self) -> Result<()> {
-        self.before_writing()?;
         self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        // Inside the transaction, which already holds the locks: asking for the data
+        // version outside one took them once more.
+        if let Err(e) = self.before_writing() {
+            self.rollback();
+            return Err(e);
+        }
         self.pending_head = self.audit_head;
         Ok(())
     }
@@ -917,6 +922,22 @@ impl Store {
             )?
             .query_row(params![id, sealed], |row| row.get(0))?;
         Ok(UsageRow::from_rowid(rowid))
+    }
+
+    /// Writes a new key's usage row, counting nothing yet. Not [`Store::put_usage`]:
+    /// asking SQLite where the row went (`RETURNING`) cost as much as the insert, and the
+    /// first flush learns it anyway.
+    pub fn put_new_usage(&mut self, id: &str) -> Result<()> {
+        let sealed = self
+            .barrier
+            .seal("usage", id, &to_bytes(&UsageRecord::default()));
+        self.conn
+            .prepare_cached(
+                "INSERT INTO usage (id, sealed) VALUES (?1, ?2)
+                 ON CONFLICT(id) DO UPDATE SET sealed = excluded.sealed",
+            )?
+            .execute(params![id, sealed])?;
+        Ok(())
     }
 
     /// Inserts or replaces an owner's row.

@@ -11,9 +11,7 @@ use lifecycle::limits_detail;
 pub use lifecycle::{set_owner, update};
 
 use crate::index::{Hit, Index};
-use crate::key::{
-    Credits, Grace, KeyDetails, KeyRecord, OwnerRecord, Permissions, UsageRecord, UsageRow,
-};
+use crate::key::{Credits, Grace, KeyDetails, KeyRecord, OwnerRecord, Permissions};
 use crate::policy::sink::StagedSink;
 use crate::policy::Sink;
 use crate::random::Pool;
@@ -140,9 +138,7 @@ pub fn persist(
             batch.latest.contains_key(&record.id) || index.read().by_id(&record.id).is_some();
         rows.insert(&record.id, store.put_key(record).map_err(storage)?);
         if !known {
-            store
-                .put_usage(&record.id, &UsageRecord::default(), UsageRow::UNKNOWN)
-                .map_err(storage)?;
+            store.put_new_usage(&record.id).map_err(storage)?;
         }
     }
     for (hash, key_id) in &set.retired {
