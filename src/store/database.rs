@@ -817,6 +817,11 @@ impl Store {
     /// Commits the transaction durably, with the audit chain's head as the transaction
     /// left it: written once here, not with each entry, as no one reads it in between.
     pub fn commit(&mut self) -> Result<()> {
+        // SQLite abandons a transaction itself on some errors (disk full, I/O): the head
+        // written now would commit alone, naming entries that were rolled back.
+        if self.conn.is_autocommit() {
+            bail!("the transaction was rolled back by SQLite after an error; nothing of it was committed");
+        }
         if self.pending_head != self.audit_head {
             let head = self.pending_head;
             self.put_sealed_meta(META_AUDIT_HEAD, &head)?;
@@ -1649,6 +1654,32 @@ mod tests {
         store.put_fleet_bound_since(5).expect("put");
         store.commit().expect("commit");
         assert!(!snapshot.exists(), "a write after it takes it back");
+    }
+
+    /// When SQLite has abandoned the transaction itself (as it may after an I/O error or a
+    /// full disk), the commit writes nothing: a head written then would commit alone and
+    /// name entries that were rolled back, and the store would not open again.
+    #[test]
+    fn a_transaction_sqlite_abandoned_commits_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = Store::open(dir.path(), &Zeroizing::new([7u8; 32])).expect("store");
+        store.begin().expect("begin");
+        let entry = AuditRecord {
+            at: 1,
+            actor: authenta_client::proto::Actor::Daemon,
+            action: "test".into(),
+            key_id: None,
+            detail: None,
+        };
+        store.append_audit(&entry).expect("append");
+        store.conn.execute_batch("ROLLBACK").expect("abandon");
+        assert!(store.commit().is_err(), "nothing to commit");
+        store.rollback();
+        drop(store);
+        let store = Store::open(dir.path(), &Zeroizing::new([7u8; 32])).expect("opens again");
+        let report = store.read_audit(true, 0).expect("audit");
+        assert!(report.entries.is_empty());
+        assert!(report.chain.is_some_and(|c| c.ok));
     }
 
     /// Rows are checked when the daemon starts: a store another connection wrote since

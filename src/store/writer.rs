@@ -4,11 +4,13 @@
 //! them in one transaction (group commit), commits durably, then applies the changes to the
 //! index, and only then answers. An admin change is computed before anything is written, so
 //! one refused leaves the others; housekeeping and fleet changes each run under a savepoint
-//! for the same reason. A storage error while a change is written drops the whole batch. So once an admin call returns, every verify sees its effect. It checks
-//! that the store's files are still the ones SQLite has open
-//! ([`crate::store::store_files`]): the database file before each batch (no change is made
-//! while it is not), the WAL after each commit (copied into the database file when it is
-//! not).
+//! for the same reason. A storage error while an admin change is written, or one that
+//! leaves a savepoint unusable, drops the whole batch.
+//!
+//! So once an admin call returns, every verify sees its effect. The thread checks that the
+//! store's files are still the ones SQLite has open ([`crate::store::store_files`]): the
+//! database file before each batch (no change is made while it is not), the WAL after each
+//! commit (copied into the database file when it is not).
 
 use crate::fleet::refused::RefusedChanges;
 use crate::fleet::subjects::Subjects;
@@ -468,7 +470,7 @@ fn apply_each(t: &mut Txn<'_>, writes: Vec<(Command, Reply)>) -> Option<Vec<(Out
         let result = if command.is_admin_change() {
             apply_admin_change(t, command)
         } else {
-            apply_in_savepoint(t, command).map_err(Failed::Job)
+            apply_in_savepoint(t, command)
         };
         match result {
             Ok(outcome) => done.push((outcome, reply)),
@@ -510,17 +512,20 @@ fn apply_admin_change(t: &mut Txn<'_>, command: Command) -> Result<Outcome, Fail
     Ok(outcome)
 }
 
-/// A housekeeping or fleet change, in a savepoint so that its failure undoes only it.
-fn apply_in_savepoint(t: &mut Txn<'_>, command: Command) -> Result<Outcome, WriteError> {
-    let head = t.store.savepoint().map_err(storage)?;
+/// A housekeeping or fleet change, in a savepoint so that its failure undoes only it. When
+/// the savepoint itself fails (SQLite may have abandoned the transaction), so does the batch.
+fn apply_in_savepoint(t: &mut Txn<'_>, command: Command) -> Result<Outcome, Failed> {
+    let batch_failed = |e| Failed::Batch(storage(e));
+    let head = t.store.savepoint().map_err(batch_failed)?;
     match apply(t, command) {
-        Ok(outcome) => t.store.release().map(|()| outcome).map_err(storage),
-        Err(e) => {
-            if let Err(undo) = t.store.rollback_to(head) {
+        Ok(outcome) => t.store.release().map(|()| outcome).map_err(batch_failed),
+        Err(e) => match t.store.rollback_to(head) {
+            Ok(()) => Err(Failed::Job(e)),
+            Err(undo) => {
                 tracing::error!(error = %undo, "cannot undo a failed job");
+                Err(Failed::Batch(e))
             }
-            Err(e)
-        }
+        },
     }
 }
 
