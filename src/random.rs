@@ -6,16 +6,22 @@
 //! [`POOL_BYTES`] at once and hands each byte out once, in order, wiping it as it goes, so
 //! the bytes are the kernel's as before; what the pool holds is only bytes not yet handed
 //! out. Those decide future tokens, so they are as secret as the data key in the same
-//! process's memory, and are wiped when the pool is dropped. The daemon forks only before
-//! any pool exists (`--daemonize`), so no two processes share one.
+//! process's memory.
+//!
+//! The store thread discards what is left at the start of every batch
+//! ([`Pool::discard`]), so bytes wait at most one batch (a fraction of a millisecond under
+//! load) to be used. That bounds what a clone of a running VM could repeat: Linux reseeds
+//! `getrandom` when a VM is cloned, which a pool filled before the clone would not see,
+//! and two clones handing out the same bytes would issue the same tokens and seal with
+//! the same nonces. The daemon forks only before any pool exists (`--daemonize`).
 
 use ring::error::Unspecified;
 use ring::rand::{SecureRandom, SystemRandom};
 use std::sync::{Mutex, PoisonError};
 use zeroize::{Zeroize, Zeroizing};
 
-/// Bytes read from the system at once.
-const POOL_BYTES: usize = 4096;
+/// Bytes read from the system at once: a batch of about eight creates in one read.
+const POOL_BYTES: usize = 1024;
 
 /// Anything that fills a buffer with cryptographically secure random bytes.
 pub trait RandomSource {
@@ -49,6 +55,15 @@ impl Pool {
                 next: POOL_BYTES,
             }),
         }
+    }
+}
+
+impl Pool {
+    /// Forgets (wipes) the bytes not handed out yet: the next draw reads the system afresh.
+    pub fn discard(&self) {
+        let mut unused = self.unused.lock().unwrap_or_else(PoisonError::into_inner);
+        unused.bytes.zeroize();
+        unused.next = POOL_BYTES;
     }
 }
 
@@ -95,6 +110,26 @@ mod tests {
             let unused = pool.unused.lock().expect("lock");
             assert!(unused.bytes[..unused.next].iter().all(|&b| b == 0));
         }
+    }
+
+    /// After a discard nothing of the old bytes is handed out: the next draw reads anew.
+    #[test]
+    fn a_discarded_pool_reads_the_system_again() {
+        let pool = Pool::new();
+        let mut first = [0u8; 32];
+        pool.fill(&mut first).expect("fill");
+        let left = pool.unused.lock().expect("lock").bytes[32..64].to_vec();
+        pool.discard();
+        assert!(pool
+            .unused
+            .lock()
+            .expect("lock")
+            .bytes
+            .iter()
+            .all(|&b| b == 0));
+        let mut next = [0u8; 32];
+        pool.fill(&mut next).expect("fill");
+        assert_ne!(next.to_vec(), left, "a discarded byte was handed out");
     }
 
     /// Draws larger than a quarter of the pool go to the system directly, and still fill.

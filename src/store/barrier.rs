@@ -53,6 +53,11 @@ impl Barrier {
         hex::encode(&tag.as_ref()[..16])
     }
 
+    /// Forgets the nonce bytes drawn but not used yet.
+    pub fn discard_unused_random(&self) {
+        self.nonces.discard();
+    }
+
     /// Seals `plaintext` as the value of `row` in `table`.
     pub fn seal(&self, table: &str, row: &str, plaintext: &[u8]) -> Vec<u8> {
         seal_with(&self.key, &self.nonces, &row_aad(table, row), plaintext)

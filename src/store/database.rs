@@ -857,6 +857,12 @@ impl Store {
         Ok(self.pending_head)
     }
 
+    /// Forgets the random bytes drawn for nonces but not used yet (see
+    /// [`crate::random::Pool::discard`]).
+    pub fn discard_unused_random(&self) {
+        self.barrier.discard_unused_random();
+    }
+
     /// Keeps the writes since the savepoint.
     pub fn release(&mut self) -> Result<()> {
         self.conn.execute_batch("RELEASE job")?;

@@ -239,6 +239,8 @@ impl Writer {
 
     /// Runs a batch of jobs: reads and proposals at once, then every change together.
     fn run_batch(&mut self, batch: Vec<Job>) {
+        self.rng.discard();
+        self.store.discard_unused_random();
         let writes = self.answer_at_once(batch);
         if writes.is_empty() {
             return;
