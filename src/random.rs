@@ -56,9 +56,7 @@ impl Pool {
             }),
         }
     }
-}
 
-impl Pool {
     /// Forgets (wipes) the bytes not handed out yet: the next draw reads the system afresh.
     pub fn discard(&self) {
         let mut unused = self.unused.lock().unwrap_or_else(PoisonError::into_inner);

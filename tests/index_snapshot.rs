@@ -294,14 +294,7 @@ fn a_wal_put_beside_a_stopped_store_keeps_the_snapshot_from_being_used() {
 fn a_store_file_replaced_while_the_daemon_ran_gets_no_snapshot() {
     let mut daemon = Daemon::start();
     let (_, token) = daemon.create("Kept", "read", &[]);
-    let db = daemon.data_dir.join("keys.db");
-    let copy = daemon.dir.path().join("copy.db");
-    let online = rusqlite::Connection::open(&db).expect("opens");
-    online
-        .execute("VACUUM INTO ?1", [copy.to_str().expect("utf-8")])
-        .expect("copied");
-    drop(online);
-    std::fs::rename(&copy, &db).expect("moved over the store");
+    common::replace_store_with_a_copy(&daemon);
 
     assert!(daemon.stop().success());
     assert!(!snapshot(&daemon).exists(), "{}", daemon.log());

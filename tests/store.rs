@@ -155,14 +155,7 @@ fn an_older_wal_put_back_under_the_daemon_is_set_aside() {
 fn a_store_file_replaced_under_the_daemon_refuses_changes_instead_of_losing_them() {
     let mut daemon = Daemon::start();
     let (_, before) = daemon.create("Before", "read", &[]);
-    let db = daemon.data_dir.join("keys.db");
-    let backup = daemon.dir.path().join("backup.db");
-    let online = rusqlite::Connection::open(&db).expect("opens");
-    online
-        .execute("VACUUM INTO ?1", [backup.to_str().expect("utf-8")])
-        .expect("backed up");
-    drop(online);
-    std::fs::rename(&backup, &db).expect("moved over the store");
+    common::replace_store_with_a_copy(&daemon);
     let refused = daemon.cli(&["keys", "create", "--name", "After", "--permissions", "read"]);
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success(), "acknowledged: {stderr}");

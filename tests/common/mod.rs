@@ -676,6 +676,19 @@ pub fn create_pipelined(
     keys
 }
 
+/// Puts an online copy of the running daemon's store (`VACUUM INTO`) in place of its file,
+/// as a backup restored without stopping the daemon would be.
+pub fn replace_store_with_a_copy(daemon: &Daemon) {
+    let db = daemon.data_dir.join("keys.db");
+    let copy = daemon.dir.path().join("copy.db");
+    let online = rusqlite::Connection::open(&db).expect("opens");
+    online
+        .execute("VACUUM INTO ?1", [copy.to_str().expect("utf-8")])
+        .expect("copied");
+    drop(online);
+    std::fs::rename(&copy, &db).expect("moved over the store");
+}
+
 /// Flips the last bit of `id`'s sealed row in `table`, as someone with the data files could,
 /// through SQLite (while the daemon runs too: it waits for the daemon's transactions).
 pub fn flip_a_bit_of_the_row(daemon: &Daemon, table: &str, id: &str) {
