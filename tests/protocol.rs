@@ -434,3 +434,71 @@ fn a_client_streaming_split_frames_is_not_cut_off_by_the_frame_deadline() {
     }
     assert!(id > 60, "only {id} requests in 6 s");
 }
+
+/// The store's commits so far, from `/metrics`.
+fn commits(daemon: &Daemon) -> u64 {
+    let reply = common::http::tcp(&daemon.http_address(), "GET", "/metrics", &[]);
+    assert_eq!(reply.status, 200);
+    reply
+        .body
+        .lines()
+        .find_map(|line| line.strip_prefix("authenta_store_commit_seconds_count "))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("a commit count in /metrics")
+}
+
+#[test]
+fn creates_pipelined_on_one_connection_share_commits_and_keep_their_order() {
+    const CREATES: usize = 200;
+    let daemon = Daemon::start_http(None, None);
+    let before = commits(&daemon);
+    // One write: every create, one refused among them, then a list that must see them all.
+    let mut bodies: Vec<RequestBody> = (0..CREATES)
+        .map(|i| {
+            RequestBody::CreateKey(proto::CreateKey {
+                name: format!("Pipelined-{i}"),
+                permissions: if i == 7 {
+                    vec![]
+                } else {
+                    vec![Permission::Read]
+                },
+                ..Default::default()
+            })
+        })
+        .collect();
+    bodies.push(RequestBody::ListKeys {
+        after: None,
+        owner_id: None,
+    });
+    let mut client = Client::connect(&daemon.socket).expect("connect");
+    let mut answers = client.call_many(bodies).expect("answered in order");
+    let Some(ResponseBody::Keys(page)) = answers.pop() else {
+        panic!("the list after the creates was not answered with keys")
+    };
+    let mut tokens = Vec::new();
+    for (i, answer) in answers.into_iter().enumerate() {
+        match answer {
+            ResponseBody::Error(e) if i == 7 => assert_eq!(e.code, ErrorCode::BadRequest),
+            ResponseBody::Created(made) => {
+                assert_eq!(made.key.name, format!("Pipelined-{i}"));
+                tokens.push(made.token);
+            }
+            other => panic!("create {i} answered {other:?}"),
+        }
+    }
+    assert_eq!(tokens.len(), CREATES - 1);
+    assert_eq!(
+        page.keys.len(),
+        CREATES - 1,
+        "the list ran before the creates"
+    );
+    for token in tokens.iter().step_by(37) {
+        assert_eq!(daemon.answer_code(token), VerifyCode::Valid);
+    }
+    // One at a time, each create had a commit of its own.
+    let made_in = commits(&daemon) - before;
+    assert!(
+        made_in * 4 <= CREATES as u64,
+        "{CREATES} pipelined creates took {made_in} commits"
+    );
+}

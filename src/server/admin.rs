@@ -309,7 +309,7 @@ pub(super) async fn submit(daemon: &Daemon, command: Command) -> Result<Outcome,
     daemon.writer.submit(command).await.map_err(write_error)
 }
 
-fn write_error(e: WriteError) -> ErrorAnswer {
+pub(super) fn write_error(e: WriteError) -> ErrorAnswer {
     let code = match &e {
         WriteError::NotFound(_) => ErrorCode::NotFound,
         WriteError::Refused(_) => ErrorCode::BadRequest,
@@ -327,7 +327,11 @@ fn write_error(e: WriteError) -> ErrorAnswer {
     }
 }
 
-fn issued(daemon: &Daemon, outcome: Outcome, now: i64) -> Result<ResponseBody, ErrorAnswer> {
+pub(super) fn issued(
+    daemon: &Daemon,
+    outcome: Outcome,
+    now: i64,
+) -> Result<ResponseBody, ErrorAnswer> {
     match outcome {
         Outcome::Issued { key_id, token } => Ok(ResponseBody::Created(NewToken {
             key: key_info(daemon, &key_id, now)?,
@@ -359,7 +363,7 @@ pub(super) fn check_id(id: &str) -> Result<(), ErrorAnswer> {
     }
 }
 
-fn check_create(params: &CreateKey) -> Result<(), ErrorAnswer> {
+pub(super) fn check_create(params: &CreateKey) -> Result<(), ErrorAnswer> {
     check_name(&params.name)?;
     if params.permissions.is_empty() {
         return Err(bad_request(

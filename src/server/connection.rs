@@ -12,11 +12,12 @@ use crate::index::RUN_MAX;
 use crate::server::admin::dispatch;
 use crate::server::busy_poll;
 use crate::server::input::{Filled, Input, READ_CHUNK};
+use crate::server::pipelined_creates;
 use crate::server::slots::Refusal;
 use crate::server::socket::Socket;
 use crate::server::verify_batch::VerifyBatch;
 use authenta_client::proto::{
-    self, ErrorAnswer, ErrorCode, Hello, HelloReply, Request, Response, ResponseBody,
+    self, ErrorAnswer, ErrorCode, Hello, HelloReply, Request, RequestBody, Response, ResponseBody,
     MAX_FRAME_LEN, PROTOCOL_VERSION,
 };
 use authenta_client::verify_wire::VerifyRequestRef;
@@ -151,16 +152,23 @@ async fn requests(stream: &mut Socket, mut input: Input, peer: &Peer, daemon: &D
                         }
                         output.clear();
                     }
-                    let body = dispatch(daemon, peer, request.body).await;
-                    let response = Response {
-                        id: request.id,
-                        body,
+                    let responses = match request.body {
+                        RequestBody::CreateKey(params) if daemon.access().may_admin(peer) => {
+                            pipelined_creates::answer(daemon, peer, request.id, params, &mut input)
+                                .await
+                        }
+                        body => vec![Response {
+                            id: request.id,
+                            body: dispatch(daemon, peer, body).await,
+                        }],
                     };
-                    if proto::push_frame(&response, &mut output).is_err() {
-                        tracing::error!("answer does not encode");
-                        output.clear();
-                        reject(stream, "the answer is too large to send").await;
-                        return;
+                    for response in &responses {
+                        if proto::push_frame(response, &mut output).is_err() {
+                            tracing::error!("answer does not encode");
+                            output.clear();
+                            reject(stream, "the answer is too large to send").await;
+                            return;
+                        }
                     }
                 }
                 Next::Bad(problem) => {
@@ -283,7 +291,7 @@ fn other_request(payload: &[u8], peer: &Peer) -> Next {
 
 /// The length of the whole frame at the front of `input`: `None` until it has all arrived,
 /// an error when its prefix is over the limit.
-fn whole_frame(input: &[u8]) -> Option<Result<usize, ()>> {
+pub(super) fn whole_frame(input: &[u8]) -> Option<Result<usize, ()>> {
     let prefix: [u8; 4] = input.get(..4)?.try_into().ok()?;
     let len = u32::from_be_bytes(prefix) as usize;
     if len > MAX_FRAME_LEN {

@@ -4,7 +4,8 @@
 //! Owns: binding the socket and accepting ([`accept`]), the connection threads
 //! ([`workers`]), one connection's handshake and request loop ([`connection`]), framing
 //! ([`input`], [`socket`]), adaptive busy polling ([`busy_poll`]) and turning a decoded
-//! request into an answer ([`admin`], [`lifecycle`], [`verify_batch`]).
+//! request into an answer ([`admin`], [`lifecycle`], [`verify_batch`], and creates
+//! pipelined on one connection, handed over together: [`pipelined_creates`]).
 //!
 //! Never touches SQLite or the policy file: verifies are answered from the index, admin
 //! changes go to the writer thread through [`crate::daemon::Daemon`]. Nothing below this
@@ -16,6 +17,7 @@ pub(crate) mod busy_poll;
 pub(crate) mod connection;
 mod input;
 mod lifecycle;
+mod pipelined_creates;
 pub(crate) mod slots;
 mod socket;
 mod verify_batch;

@@ -142,13 +142,27 @@ pub struct WriterHandle {
     tx: mpsc::Sender<Job>,
 }
 
+/// A job's answer, once the store thread has run it.
+pub type Answer = oneshot::Receiver<Result<Outcome, WriteError>>;
+
 impl WriterHandle {
     /// Runs a job and waits for its commit.
     pub async fn submit(&self, command: Command) -> Result<Outcome, WriteError> {
+        WriterHandle::wait(self.send(command)?).await
+    }
+
+    /// Hands a job to the store thread without waiting: jobs sent one after the other are
+    /// run in that order, in one batch when they are waiting together.
+    pub fn send(&self, command: Command) -> Result<Answer, WriteError> {
         let (reply, answer) = oneshot::channel();
         self.tx
             .send(Job { command, reply })
             .map_err(|_| WriteError::Stopped)?;
+        Ok(answer)
+    }
+
+    /// Waits for a job sent with [`WriterHandle::send`].
+    pub async fn wait(answer: Answer) -> Result<Outcome, WriteError> {
         answer.await.map_err(|_| WriteError::Stopped)?
     }
 }
