@@ -487,6 +487,7 @@ fn creates_pipelined_on_one_connection_share_commits_and_keep_their_order() {
         }
     }
     assert_eq!(tokens.len(), CREATES - 1);
+    assert!(page.next.is_none(), "the keys fill more than one page");
     assert_eq!(
         page.keys.len(),
         CREATES - 1,

@@ -153,7 +153,9 @@ async fn requests(stream: &mut Socket, mut input: Input, peer: &Peer, daemon: &D
                         output.clear();
                     }
                     let responses = match request.body {
-                        RequestBody::CreateKey(params) if daemon.access().may_admin(peer) => {
+                        RequestBody::CreateKey(params)
+                            if pipelined_creates::apply_to(daemon, peer) =>
+                        {
                             pipelined_creates::answer(daemon, peer, request.id, params, &mut input)
                                 .await
                         }
@@ -165,7 +167,8 @@ async fn requests(stream: &mut Socket, mut input: Input, peer: &Peer, daemon: &D
                     for response in &responses {
                         if proto::push_frame(response, &mut output).is_err() {
                             tracing::error!("answer does not encode");
-                            output.clear();
+                            // Those before it answer changes made: their tokens go out.
+                            let _ = write_answers(stream, &output, peer).await;
                             reject(stream, "the answer is too large to send").await;
                             return;
                         }

@@ -13,7 +13,9 @@
 //! answered.
 //!
 //! Only for peers that may administer: anyone else's admin request is refused one at a
-//! time, as before, and nothing of theirs is decoded ahead.
+//! time, as before, and nothing of theirs is decoded ahead. And only on one host: a fleet
+//! node publishes each change it proposes on its own task, so a run would reach the stream
+//! in any order, each waiting for the fleet to apply it.
 
 use crate::access::Peer;
 use crate::daemon::Daemon;
@@ -29,6 +31,11 @@ use authenta_client::proto::{
 /// Most creates handed over together from one connection (the store thread's batch holds
 /// 512): enough to share a commit with the other connections' creates.
 const MOST_TOGETHER: usize = 256;
+
+/// Whether a create from `peer` starts a run: on one host, from a peer that may administer.
+pub(super) fn apply_to(daemon: &Daemon, peer: &Peer) -> bool {
+    daemon.fleet.is_none() && daemon.access().may_admin(peer)
+}
 
 /// Answers the create `first` (request `id`) and the creates right behind it in `input`,
 /// which it consumes. `peer` must be one that may administer.

@@ -152,7 +152,8 @@ impl WriterHandle {
     }
 
     /// Hands a job to the store thread without waiting: jobs sent one after the other are
-    /// run in that order, in one batch when they are waiting together.
+    /// run in that order, in one batch when they are waiting together (on one host: a
+    /// fleet node publishes each admin change it proposes on its own task).
     pub fn send(&self, command: Command) -> Result<Answer, WriteError> {
         let (reply, answer) = oneshot::channel();
         self.tx
