@@ -503,3 +503,44 @@ fn creates_pipelined_on_one_connection_share_commits_and_keep_their_order() {
         "{CREATES} pipelined creates took {made_in} commits"
     );
 }
+
+#[test]
+fn a_bad_frame_inside_a_run_of_creates_ends_it_after_the_creates_before_it_are_answered() {
+    let daemon = Daemon::start();
+    let create = |id: u64| {
+        let request = Request {
+            id,
+            body: RequestBody::CreateKey(proto::CreateKey {
+                name: format!("Run-{id}"),
+                permissions: vec![Permission::Read],
+                ..Default::default()
+            }),
+        };
+        frame(&proto::encode(&request).expect("encode"))
+    };
+    let mut stream = raw(&daemon);
+    let mut bytes = [create(1), create(2)].concat();
+    bytes.extend(frame(b"\xff\xff\xff not a request"));
+    bytes.extend(create(3));
+    stream.write_all(&bytes).expect("write");
+    for id in [1, 2] {
+        let answer: Response =
+            proto::decode(&read_frame(&mut stream).expect("an answer")).expect("decode");
+        assert_eq!(answer.id, id);
+        let ResponseBody::Created(made) = answer.body else {
+            panic!("create {id} answered {:?}", answer.body)
+        };
+        assert_eq!(daemon.answer_code(&made.token), VerifyCode::Valid);
+    }
+    expect_bad_frame_then_close(&mut stream);
+    // Nothing after the bad frame was read.
+    let listed = daemon.cli_json(&["keys", "list", "--json"]);
+    let mut names: Vec<&str> = listed
+        .as_array()
+        .expect("keys")
+        .iter()
+        .filter_map(|k| k["name"].as_str())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names, ["Run-1", "Run-2"]);
+}
