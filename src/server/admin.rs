@@ -1,26 +1,26 @@
 //! Admin requests: access check, argument checks, then a read of the index or a change
 //! submitted to the writer thread. Nothing here knows about sockets.
 
+use super::key_change::{names, KeyChange};
 use super::lifecycle;
 use crate::access::Peer;
 use crate::daemon::Daemon;
 use crate::store::writer::{Command, Outcome, WriteError};
-use crate::time::{self, format_secs};
+use crate::time;
 use crate::token::is_key_id;
 use authenta_client::proto::{
-    self, Actor, CreateKey, ErrorAnswer, ErrorCode, KeyInfo, KeyPage, NewToken, PolicyReport,
-    RequestBody, ResponseBody, RotationFailure, ScheduledRotation, StatusInfo,
+    self, Actor, CreateKey, ErrorAnswer, ErrorCode, KeyInfo, KeyPage, PolicyReport, RequestBody,
+    ResponseBody, RotationFailure, ScheduledRotation, StatusInfo,
 };
 use std::sync::atomic::Ordering;
 
-/// Longest key name, environment label and revoke reason accepted.
+/// Longest key name and environment label accepted.
 const MAX_NAME_LEN: usize = 200;
 const MAX_ENVIRONMENT_LEN: usize = 64;
-const MAX_REASON_LEN: usize = 500;
 /// Most corrupt keys or failing rotations named in one answer.
 const MAX_LISTED: usize = 100;
 /// Longest expiry or grace accepted: 100 years.
-const MAX_SECS: u64 = 100 * 365 * 86_400;
+pub(super) const MAX_SECS: u64 = 100 * 365 * 86_400;
 
 /// Answers one admin request from `peer`: checks that the peer may administer, then the
 /// arguments, then reads the index or submits the change to the writer thread.
@@ -55,7 +55,7 @@ pub(crate) async fn dispatch(daemon: &Daemon, peer: &Peer, body: RequestBody) ->
 }
 
 /// The request's kind, as `/metrics` labels it.
-fn kind(body: &RequestBody) -> &'static str {
+pub(super) fn kind(body: &RequestBody) -> &'static str {
     match body {
         RequestBody::Verify(_) => "verify",
         RequestBody::CreateKey(_) => "create",
@@ -84,11 +84,15 @@ async fn admin(
         pid: peer.pid,
     };
     let now = time::now_ms();
+    if names(&body).is_some() {
+        let KeyChange { command, answering } = KeyChange::of(daemon, body, actor)?;
+        let outcome = submit(daemon, command).await?;
+        return answering.answer(daemon, outcome, now);
+    }
     match body {
         // Every verify is taken by the connection's borrowed decoder, which reads the same
         // bytes the owned one does; one arriving here is refused, not answered a second way.
         RequestBody::Verify(_) => Err(bad_request("a verify is not an admin request".into())),
-        RequestBody::CreateKey(params) => create(daemon, params, actor, now).await,
         RequestBody::ListKeys { after, owner_id } => Ok(ResponseBody::Keys(key_page(
             daemon,
             after,
@@ -96,19 +100,17 @@ async fn admin(
             now,
         ))),
         RequestBody::ShowKey { id } => Ok(ResponseBody::Key(key_info(daemon, &id, now)?)),
-        RequestBody::Regenerate {
-            id,
-            grace_secs,
-            expires_in_secs,
-        } => regenerate(daemon, id, grace_secs, expires_in_secs, actor, now).await,
-        RequestBody::UpdateKey(params) => lifecycle::update(daemon, params, actor, now).await,
         RequestBody::SetOwner(params) => lifecycle::set_owner(daemon, params, actor, now).await,
         RequestBody::ShowOwner { id } => lifecycle::show_owner(daemon, &id, now),
-        RequestBody::Revoke { id, reason } => revoke(daemon, id, reason, actor, now).await,
         RequestBody::Status => Ok(ResponseBody::Status(status(daemon, now))),
         RequestBody::PolicyStatus => Ok(ResponseBody::Policy(policy_report(daemon))),
         RequestBody::Rekey { new_master_key } => rekey(daemon, &new_master_key.0, actor).await,
-        RequestBody::Health => Err(internal()),
+        // Health is answered before this; key changes above.
+        RequestBody::Health
+        | RequestBody::CreateKey(_)
+        | RequestBody::Regenerate { .. }
+        | RequestBody::Revoke { .. }
+        | RequestBody::UpdateKey(_) => Err(internal()),
         RequestBody::Audit { verify, after } => {
             match submit(daemon, Command::ReadAudit { verify, after }).await? {
                 Outcome::Audit(report) => Ok(ResponseBody::Audit(report)),
@@ -116,69 +118,6 @@ async fn admin(
             }
         }
     }
-}
-
-async fn create(
-    daemon: &Daemon,
-    params: CreateKey,
-    actor: Actor,
-    now: i64,
-) -> Result<ResponseBody, ErrorAnswer> {
-    check_create(&params)?;
-    let outcome = submit(daemon, Command::Create { params, actor }).await?;
-    issued(daemon, outcome, now)
-}
-
-async fn regenerate(
-    daemon: &Daemon,
-    id: String,
-    grace_secs: Option<u64>,
-    expires_in_secs: Option<u64>,
-    actor: Actor,
-    now: i64,
-) -> Result<ResponseBody, ErrorAnswer> {
-    check_id(&id)?;
-    if let Some(secs) = expires_in_secs {
-        check_expiry(secs)?;
-    }
-    let default_grace = daemon.index.policy().regenerate_grace(daemon.default_grace);
-    let grace_secs = grace_secs.unwrap_or(default_grace.as_secs());
-    if grace_secs > MAX_SECS {
-        return Err(bad_request(format!(
-            "grace of {} is too long: at most 100 years",
-            format_secs(grace_secs)
-        )));
-    }
-    let command = Command::Regenerate {
-        id,
-        grace_secs,
-        expires_in_secs,
-        actor,
-    };
-    let outcome = submit(daemon, command).await?;
-    issued(daemon, outcome, now)
-}
-
-async fn revoke(
-    daemon: &Daemon,
-    id: String,
-    reason: Option<String>,
-    actor: Actor,
-    now: i64,
-) -> Result<ResponseBody, ErrorAnswer> {
-    check_id(&id)?;
-    if reason.as_ref().is_some_and(|r| r.len() > MAX_REASON_LEN) {
-        return Err(bad_request(format!(
-            "reason is longer than {MAX_REASON_LEN} bytes"
-        )));
-    }
-    let command = Command::Revoke {
-        id: id.clone(),
-        reason,
-        actor,
-    };
-    submit(daemon, command).await?;
-    Ok(ResponseBody::Key(key_info(daemon, &id, now)?))
 }
 
 fn status(daemon: &Daemon, now: i64) -> StatusInfo {
@@ -327,20 +266,6 @@ pub(super) fn write_error(e: WriteError) -> ErrorAnswer {
     }
 }
 
-pub(super) fn issued(
-    daemon: &Daemon,
-    outcome: Outcome,
-    now: i64,
-) -> Result<ResponseBody, ErrorAnswer> {
-    match outcome {
-        Outcome::Issued { key_id, token } => Ok(ResponseBody::Created(NewToken {
-            key: key_info(daemon, &key_id, now)?,
-            token: token.to_string(),
-        })),
-        _ => Err(internal()),
-    }
-}
-
 pub(super) fn key_info(daemon: &Daemon, id: &str, now: i64) -> Result<KeyInfo, ErrorAnswer> {
     check_id(id)?;
     daemon
@@ -442,7 +367,7 @@ fn not_found(id: &str) -> ErrorAnswer {
     }
 }
 
-fn internal() -> ErrorAnswer {
+pub(super) fn internal() -> ErrorAnswer {
     ErrorAnswer {
         code: ErrorCode::Internal,
         message: "unexpected outcome from the store".into(),

@@ -12,12 +12,12 @@ use crate::index::RUN_MAX;
 use crate::server::admin::dispatch;
 use crate::server::busy_poll;
 use crate::server::input::{Filled, Input, READ_CHUNK};
-use crate::server::pipelined_creates;
+use crate::server::pipelined_changes;
 use crate::server::slots::Refusal;
 use crate::server::socket::Socket;
 use crate::server::verify_batch::VerifyBatch;
 use authenta_client::proto::{
-    self, ErrorAnswer, ErrorCode, Hello, HelloReply, Request, RequestBody, Response, ResponseBody,
+    self, ErrorAnswer, ErrorCode, Hello, HelloReply, Request, Response, ResponseBody,
     MAX_FRAME_LEN, PROTOCOL_VERSION,
 };
 use authenta_client::verify_wire::VerifyRequestRef;
@@ -152,17 +152,13 @@ async fn requests(stream: &mut Socket, mut input: Input, peer: &Peer, daemon: &D
                         }
                         output.clear();
                     }
-                    let responses = match request.body {
-                        RequestBody::CreateKey(params)
-                            if pipelined_creates::apply_to(daemon, peer) =>
-                        {
-                            pipelined_creates::answer(daemon, peer, request.id, params, &mut input)
-                                .await
-                        }
-                        body => vec![Response {
+                    let responses = if pipelined_changes::apply_to(daemon, peer, &request.body) {
+                        pipelined_changes::answer(daemon, peer, *request, &mut input).await
+                    } else {
+                        vec![Response {
                             id: request.id,
-                            body: dispatch(daemon, peer, body).await,
-                        }],
+                            body: dispatch(daemon, peer, request.body).await,
+                        }]
                     };
                     for response in &responses {
                         if proto::push_frame(response, &mut output).is_err() {

@@ -1,7 +1,7 @@
 //! Admin requests of protocol 2's key lifecycle: `keys update`, `owners set` and
 //! `owners show`, and the checks on owners, metadata and limits that `keys create` shares.
 
-use super::admin::{bad_request, key_info, submit};
+use super::admin::{bad_request, submit};
 use crate::daemon::Daemon;
 use crate::key::{meta_json_len, MAX_META_JSON};
 use crate::store::writer::Command;
@@ -17,12 +17,8 @@ const MAX_WINDOW_MS: u64 = 366 * 86_400_000;
 /// Shortest refill interval: a second.
 const MIN_REFILL_MS: u64 = 1_000;
 
-pub(super) async fn update(
-    daemon: &Daemon,
-    params: UpdateKey,
-    actor: Actor,
-    now: i64,
-) -> Result<ResponseBody, ErrorAnswer> {
+/// The arguments of `keys update`.
+pub(super) fn check_update(params: &UpdateKey) -> Result<(), ErrorAnswer> {
     super::admin::check_id(&params.id)?;
     if let Some(name) = &params.name {
         super::admin::check_name(name)?;
@@ -45,10 +41,7 @@ pub(super) async fn update(
     if params.unset_meta.len() > MAX_META_JSON {
         return Err(bad_request("too many metadata entries to remove".into()));
     }
-    check_limits(params.ratelimit.flatten(), params.refill.flatten())?;
-    let id = params.id.clone();
-    submit(daemon, Command::Update { params, actor }).await?;
-    Ok(ResponseBody::Key(key_info(daemon, &id, now)?))
+    check_limits(params.ratelimit.flatten(), params.refill.flatten())
 }
 
 pub(super) async fn set_owner(

@@ -4,8 +4,9 @@
 //! Owns: binding the socket and accepting ([`accept`]), the connection threads
 //! ([`workers`]), one connection's handshake and request loop ([`connection`]), framing
 //! ([`input`], [`socket`]), adaptive busy polling ([`busy_poll`]) and turning a decoded
-//! request into an answer ([`admin`], [`lifecycle`], [`verify_batch`], and creates
-//! pipelined on one connection, handed over together: [`pipelined_creates`]).
+//! request into an answer ([`admin`], [`lifecycle`], [`verify_batch`]; changes to one key
+//! checked, then answered once committed: [`key_change`], and handed over together when
+//! pipelined on one connection: [`pipelined_changes`]).
 //!
 //! Never touches SQLite or the policy file: verifies are answered from the index, admin
 //! changes go to the writer thread through [`crate::daemon::Daemon`]. Nothing below this
@@ -16,8 +17,9 @@ mod admin;
 pub(crate) mod busy_poll;
 pub(crate) mod connection;
 mod input;
+mod key_change;
 mod lifecycle;
-mod pipelined_creates;
+mod pipelined_changes;
 pub(crate) mod slots;
 mod socket;
 mod verify_batch;
