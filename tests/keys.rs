@@ -268,6 +268,67 @@ fn revoke_gives_401_revoked_and_is_final() {
 }
 
 #[test]
+fn several_keys_are_revoked_at_once_and_each_failure_is_named() {
+    let daemon = Daemon::start();
+    let (a, token_a) = daemon.create("A", "read", &[]);
+    let (b, token_b) = daemon.create("B", "read", &[]);
+    let (c, token_c) = daemon.create("C", "read", &[]);
+    let (_, kept) = daemon.create("Kept", "read", &[]);
+    let missing = "key_0000000000000000";
+    let out = daemon.cli(&["keys", "revoke", &a, missing, &b, "--reason", "INC-42"]);
+    assert_eq!(out.status.code(), Some(66), "the missing key's exit code");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stdout.contains(&format!("Revoked {a}")), "{stdout}");
+    assert!(stdout.contains(&format!("Revoked {b}")), "{stdout}");
+    assert!(
+        stderr.contains(&format!("cannot revoke {missing}")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("Revoked 2 of 3 keys; 1 failed"), "{stderr}");
+    assert_eq!(daemon.verify_code(&token_a, &[]), "revoked");
+    assert_eq!(daemon.verify_code(&token_b, &[]), "revoked");
+    assert_eq!(daemon.verify_code(&token_c, &[]), "valid");
+
+    // From stdin, with a comment, a blank line and a key already revoked: all succeed.
+    let list = format!("# INC-42\n{a}\n\n{c}  # the last one\n");
+    let out = run_with_stdin(
+        daemon.cli_command(&["keys", "revoke", "-", "--json"]),
+        &list,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let states: Vec<(&str, &str)> = answer
+        .as_array()
+        .expect("an array, one object a key")
+        .iter()
+        .map(|k| {
+            (
+                k["id"].as_str().unwrap_or(""),
+                k["state"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(states, [(a.as_str(), "revoked"), (c.as_str(), "revoked")]);
+    assert_eq!(daemon.verify_code(&token_c, &[]), "revoked");
+    assert_eq!(
+        daemon.verify_code(&kept, &[]),
+        "valid",
+        "other keys are untouched"
+    );
+    let audit = daemon.cli_json(&["audit", "--json"]);
+    let reasons = audit.to_string().matches("INC-42").count();
+    assert!(
+        reasons >= 2,
+        "each revoke is audited with its reason: {audit}"
+    );
+}
+
+#[test]
 fn revoke_during_a_grace_kills_both_tokens() {
     let daemon = Daemon::start();
     let (id, old) = daemon.create("K", "read", &[]);

@@ -11,6 +11,10 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// Changes written together by [`Client::revoke_many`]: the most the daemon hands its
+/// store thread from one connection at a time.
+const CHANGES_TOGETHER: usize = 256;
+
 /// A blocking connection to authenta-keyd. Connects on first use and again after a failure,
 /// so a daemon restart costs the app one refused call at most (a verify is retried once).
 pub struct Client {
@@ -233,6 +237,30 @@ impl Client {
             id: id.into(),
             reason,
         })?)
+    }
+
+    /// Revokes several keys in one exchange, pipelined, so that the daemon makes them in
+    /// shared commits: each key's result, in the order of `ids`. `Err` only when the daemon
+    /// could not be asked; then some of the keys may be revoked, and asking again is safe
+    /// (revoking a revoked key changes nothing).
+    pub fn revoke_many(
+        &mut self,
+        ids: &[String],
+        reason: Option<String>,
+    ) -> Result<Vec<Result<KeyInfo, Error>>, Error> {
+        let mut results = Vec::with_capacity(ids.len());
+        for run in ids.chunks(CHANGES_TOGETHER) {
+            let bodies = run
+                .iter()
+                .map(|id| RequestBody::Revoke {
+                    id: id.clone(),
+                    reason: reason.clone(),
+                })
+                .collect();
+            let answers = self.call_many(bodies)?;
+            results.extend(answers.into_iter().map(outcome::expect_key));
+        }
+        Ok(results)
     }
 
     /// Changes a key in place; its token stays the same.

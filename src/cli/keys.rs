@@ -39,10 +39,22 @@ pub enum KeysCommand {
         #[arg(long, value_parser = parse_secs, value_name = "DURATION", allow_hyphen_values = true)]
         expires_in: Option<u64>,
     },
-    /// Revoke a key for good: its token then verifies as 401 revoked.
+    /// Revoke keys for good: their tokens then verify as 401 revoked.
+    ///
+    /// Several ids (or `-` to read them from stdin, one a line, `#` comments allowed) are
+    /// sent together, so the daemon revokes them in shared commits. Revoking a revoked key
+    /// changes nothing, so a command that failed part-way can be run again. Exit 0 only
+    /// when every key was revoked; else the code of the first that failed (66: no such key).
+    ///
+    /// Examples:
+    ///   authenta-keyd keys revoke key_XXXXXXXXXXXXXXXX --reason "staff change"
+    ///   authenta-keyd keys revoke key_AAAAAAAAAAAAAAAA key_BBBBBBBBBBBBBBBB
+    ///   grep -o 'key_[A-Za-z0-9]*' incident.txt | authenta-keyd keys revoke - --reason INC-42
+    #[command(verbatim_doc_comment)]
     Revoke {
-        /// The key id (key_...).
-        id: String,
+        /// The key ids (key_...), or `-` to read them from stdin.
+        #[arg(required = true, value_name = "ID")]
+        ids: Vec<String>,
         /// Why, for the audit log.
         #[arg(long, value_name = "TEXT")]
         reason: Option<String>,
@@ -132,20 +144,7 @@ pub fn run(command: KeysCommand, context: &Context) -> Result<ExitCode> {
                 .with_context(|| format!("cannot regenerate {}", shown_id(&id)))?;
             print_issued(&issued, context.json, "Regenerated");
         }
-        KeysCommand::Revoke { id, reason } => {
-            let key = client
-                .revoke(&id, reason)
-                .with_context(|| format!("cannot revoke {}", shown_id(&id)))?;
-            if context.json {
-                output::print_json(&key_json(&key));
-            } else {
-                say!(
-                    "Revoked {} at {}: its token now verifies as 401 revoked.",
-                    key.id,
-                    time_or(key.revoked_at, "now")
-                );
-            }
-        }
+        KeysCommand::Revoke { ids, reason } => return super::revoke::run(ids, reason, context),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -11,6 +11,7 @@ mod output;
 mod owners;
 mod policy;
 mod rekey;
+mod revoke;
 mod serve;
 mod status;
 mod update;
