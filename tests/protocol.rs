@@ -558,8 +558,17 @@ fn revokes_updates_and_regenerates_pipelined_share_commits_and_each_answer_is_it
                 id: "key_0000000000000000".into(),
                 reason: None,
             });
+            bodies.push(RequestBody::Revoke {
+                id: key.key.id.clone(),
+                reason: Some("x".repeat(501)),
+            });
         }
     }
+    // After the run, on the same connection: it must see every change.
+    bodies.push(RequestBody::ListKeys {
+        after: None,
+        owner_id: None,
+    });
     let before = commits(&daemon);
     let mut answers = client
         .call_many(bodies)
@@ -569,15 +578,20 @@ fn revokes_updates_and_regenerates_pipelined_share_commits_and_each_answer_is_it
         let answer = answers.next().expect("an answer for each change");
         match (i % 3, answer) {
             (0, ResponseBody::Key(info)) => {
+                assert_eq!(info.id, key.key.id, "change {i}'s answer names its key");
                 assert!(info.revoked_at.is_some(), "key {i} not revoked");
                 assert_eq!(daemon.answer_code(&key.token), VerifyCode::Revoked);
             }
             (1, ResponseBody::Key(info)) => {
+                assert_eq!(info.id, key.key.id, "change {i}'s answer names its key");
                 assert_eq!(info.name, format!("Renamed-{i}"), "key {i}'s answer");
                 assert_eq!(daemon.answer_code(&key.token), VerifyCode::Valid);
             }
             (2, ResponseBody::Created(new)) => {
                 assert_eq!(new.key.id, key.key.id);
+                // `start`: the 8 characters after `api_`.
+                let start = new.token.get(4..12);
+                assert_eq!(start, Some(new.key.start.as_str()), "a stale answer");
                 assert_eq!(daemon.answer_code(&new.token), VerifyCode::Valid);
                 assert_eq!(daemon.answer_code(&key.token), VerifyCode::Revoked);
             }
@@ -594,8 +608,17 @@ fn revokes_updates_and_regenerates_pipelined_share_commits_and_each_answer_is_it
                 panic!("revoking a key that does not exist was not refused")
             };
             assert_eq!(e.code, ErrorCode::NotFound);
+            let Some(ResponseBody::Error(e)) = answers.next() else {
+                panic!("a reason over 500 bytes was not refused")
+            };
+            assert_eq!(e.code, ErrorCode::BadRequest);
         }
     }
+    let Some(ResponseBody::Keys(page)) = answers.next() else {
+        panic!("the list after the run was not answered with keys")
+    };
+    let revoked = page.keys.iter().filter(|k| k.revoked_at.is_some()).count();
+    assert_eq!(revoked, KEYS.div_ceil(3), "the list ran before the revokes");
     assert!(answers.next().is_none());
     // One at a time, each change had a commit of its own.
     let made_in = commits(&daemon) - before;

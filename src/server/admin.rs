@@ -85,9 +85,12 @@ async fn admin(
     };
     let now = time::now_ms();
     if names(&body).is_some() {
-        let KeyChange { command, answering } = KeyChange::of(daemon, body, actor)?;
+        let KeyChange {
+            command,
+            answer_with,
+        } = KeyChange::of(daemon, body, actor)?;
         let outcome = submit(daemon, command).await?;
-        return answering.answer(daemon, outcome, now);
+        return answer_with.answer(daemon, outcome, now);
     }
     match body {
         // Every verify is taken by the connection's borrowed decoder, which reads the same

@@ -19,11 +19,11 @@ const MAX_REASON_LEN: usize = 500;
 /// A checked change to one key: what the store thread is to do, and what to answer.
 pub(super) struct KeyChange {
     pub(super) command: Command,
-    pub(super) answering: Answering,
+    pub(super) answer_with: AnswerWith,
 }
 
-/// What a committed change is answered with.
-enum Answer {
+/// What a change is answered with once the store thread has committed it.
+pub(super) enum AnswerWith {
     /// The new token and the key (create, regenerate).
     Issued,
     /// The key as it is now (revoke, update).
@@ -59,7 +59,7 @@ impl KeyChange {
         match body {
             RequestBody::CreateKey(params) => check_create(&params).map(|()| KeyChange {
                 command: Command::Create { params, actor },
-                answering: Answering(Answer::Issued),
+                answer_with: AnswerWith::Issued,
             }),
             RequestBody::Regenerate {
                 id,
@@ -68,7 +68,7 @@ impl KeyChange {
             } => regenerate(daemon, id, grace_secs, expires_in_secs, actor),
             RequestBody::Revoke { id, reason } => revoke(id, reason, actor),
             RequestBody::UpdateKey(params) => check_update(&params).map(|()| KeyChange {
-                answering: Answering(Answer::Key(params.id.clone())),
+                answer_with: AnswerWith::Key(params.id.clone()),
                 command: Command::Update { params, actor },
             }),
             _ => Err(internal()),
@@ -76,10 +76,7 @@ impl KeyChange {
     }
 }
 
-/// How a change handed to the store thread is answered once it is committed.
-pub(super) struct Answering(Answer);
-
-impl Answering {
+impl AnswerWith {
     /// The answer to a change the store thread made (`outcome`), as of `now`.
     pub(super) fn answer(
         self,
@@ -87,15 +84,15 @@ impl Answering {
         outcome: Outcome,
         now: i64,
     ) -> Result<ResponseBody, ErrorAnswer> {
-        match (self.0, outcome) {
-            (Answer::Issued, Outcome::Issued { key_id, token }) => {
+        match (self, outcome) {
+            (AnswerWith::Issued, Outcome::Issued { key_id, token }) => {
                 Ok(ResponseBody::Created(NewToken {
                     key: key_info(daemon, &key_id, now)?,
                     token: token.to_string(),
                 }))
             }
-            (Answer::Issued, _) => Err(internal()),
-            (Answer::Key(id), _) => Ok(ResponseBody::Key(key_info(daemon, &id, now)?)),
+            (AnswerWith::Issued, _) => Err(internal()),
+            (AnswerWith::Key(id), _) => Ok(ResponseBody::Key(key_info(daemon, &id, now)?)),
         }
     }
 }
@@ -126,7 +123,7 @@ fn regenerate(
             expires_in_secs,
             actor,
         },
-        answering: Answering(Answer::Issued),
+        answer_with: AnswerWith::Issued,
     })
 }
 
@@ -138,7 +135,7 @@ fn revoke(id: String, reason: Option<String>, actor: Actor) -> Result<KeyChange,
         )));
     }
     Ok(KeyChange {
-        answering: Answering(Answer::Key(id.clone())),
+        answer_with: AnswerWith::Key(id.clone()),
         command: Command::Revoke { id, reason, actor },
     })
 }

@@ -48,7 +48,7 @@ pub(super) async fn answer(
     first: Request,
     input: &mut Input,
 ) -> Vec<Response> {
-    let now = time::now_ms();
+    debug_assert!(daemon.access().may_admin(peer));
     let run = take_run(first, input);
     let actor = Actor::Peer {
         uid: peer.uid,
@@ -61,7 +61,7 @@ pub(super) async fn answer(
             let kind = kind(&body);
             let sent = KeyChange::of(daemon, body, actor.clone()).and_then(|change| {
                 let waiting = daemon.writer.send(change.command).map_err(write_error)?;
-                Ok((waiting, change.answering))
+                Ok((waiting, change.answer_with))
             });
             (id, kind, sent)
         })
@@ -69,10 +69,11 @@ pub(super) async fn answer(
     let mut responses = Vec::with_capacity(handed.len());
     for (id, kind, sent) in handed {
         let made = match sent {
-            Ok((waiting, answering)) => WriterHandle::wait(waiting)
+            // Each answer as of its own commit, not the run's start.
+            Ok((waiting, answer_with)) => WriterHandle::wait(waiting)
                 .await
                 .map_err(write_error)
-                .and_then(|outcome| answering.answer(daemon, outcome, now)),
+                .and_then(|outcome| answer_with.answer(daemon, outcome, time::now_ms())),
             Err(refused) => Err(refused),
         };
         let body = made.unwrap_or_else(ResponseBody::Error);
