@@ -44,41 +44,49 @@ fn main() -> Result<()> {
             other => bail!("a create answered {other:?}"),
         })
         .collect::<Result<_>>()?;
-    let renames = ids
-        .iter()
-        .map(|id| {
-            RequestBody::UpdateKey(UpdateKey {
-                id: id.clone(),
-                name: Some(format!("renamed-{id}")),
-                ..Default::default()
-            })
-        })
-        .collect();
-    expect_all(step(socket, connections, "update", renames)?, |a| {
-        matches!(a, ResponseBody::Key(_))
-    })?;
-    let regenerates = ids
-        .iter()
-        .map(|id| RequestBody::Regenerate {
-            id: id.clone(),
-            grace_secs: Some(0),
-            expires_in_secs: None,
-        })
-        .collect();
-    expect_all(step(socket, connections, "regenerate", regenerates)?, |a| {
-        matches!(a, ResponseBody::Created(_))
-    })?;
-    let revokes = ids
-        .iter()
-        .map(|id| RequestBody::Revoke {
-            id: id.clone(),
-            reason: None,
-        })
-        .collect();
-    expect_all(
-        step(socket, connections, "revoke", revokes)?,
-        |a| matches!(a, ResponseBody::Key(k) if k.revoked_at.is_some()),
-    )?;
+    // Each step: what it is, the request for one key, what its answer must be.
+    type Step = (
+        &'static str,
+        fn(&str) -> RequestBody,
+        fn(&ResponseBody) -> bool,
+    );
+    let steps: [Step; 3] = [
+        (
+            "update",
+            |id| {
+                RequestBody::UpdateKey(UpdateKey {
+                    id: id.to_owned(),
+                    name: Some(format!("renamed-{id}")),
+                    ..Default::default()
+                })
+            },
+            |answer| matches!(answer, ResponseBody::Key(_)),
+        ),
+        (
+            "regenerate",
+            |id| RequestBody::Regenerate {
+                id: id.to_owned(),
+                grace_secs: Some(0),
+                expires_in_secs: None,
+            },
+            |answer| matches!(answer, ResponseBody::Created(_)),
+        ),
+        (
+            "revoke",
+            |id| RequestBody::Revoke {
+                id: id.to_owned(),
+                reason: None,
+            },
+            |answer| matches!(answer, ResponseBody::Key(k) if k.revoked_at.is_some()),
+        ),
+    ];
+    for (what, request, ok) in steps {
+        let bodies = ids.iter().map(|id| request(id)).collect();
+        let answers = step(socket, connections, what, bodies)?;
+        if let Some(wrong) = answers.iter().find(|a| !ok(a)) {
+            bail!("a {what} answered {wrong:?}");
+        }
+    }
     Ok(())
 }
 
@@ -125,11 +133,4 @@ fn step(
         total as f64 / secs
     );
     Ok(answers.into_iter().flatten().collect())
-}
-
-fn expect_all(answers: Vec<ResponseBody>, ok: impl Fn(&ResponseBody) -> bool) -> Result<()> {
-    match answers.iter().find(|a| !ok(a)) {
-        Some(wrong) => bail!("a change answered {wrong:?}"),
-        None => Ok(()),
-    }
 }
