@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use std::io::BufRead;
 use std::process::ExitCode;
 
-/// Most ids one command revokes (the daemon answers 256 at a time).
+/// Most ids one command takes: stdin is read whole before anything is sent, so it is bounded.
 const MOST_IDS: usize = 1_000_000;
 
 /// Revokes `ids` (`-` alone: read them from stdin, one a line).
