@@ -144,6 +144,24 @@ class Keys(DaemonTestCase):
         with self.assertRaises(NotFound):
             self.client.revoke("key_0000000000000000")
 
+    def test_revoke_many_revokes_together_and_names_each_failure(self):
+        keys = [self.create(f"incident-{i}") for i in range(300)]
+        kept = self.create("kept")
+        ids = [k.key.id for k in keys]
+        ids.insert(150, "key_0000000000000000")
+        results = self.client.revoke_many(ids, reason="INC-42")
+        self.assertEqual(len(results), 301)
+        missing = results.pop(150)
+        self.assertIsInstance(missing, NotFound)
+        for created, result in zip(keys, results):
+            self.assertEqual((result.id, result.state), (created.key.id, KeyState.REVOKED))
+            self.assertEqual(self.client.verify(created.token).code, VerifyCode.REVOKED)
+        self.assertTrue(self.client.verify(kept.token).allowed)
+        # Again: nothing changes, and each key is answered as it stands.
+        again = self.client.revoke_many([keys[0].key.id, keys[299].key.id])
+        self.assertEqual([k.revoked_at for k in again], [results[0].revoked_at, results[299].revoked_at])
+        self.assertEqual(self.client.revoke_many([]), [])
+
 
 class Daemon(DaemonTestCase):
     def test_status(self):

@@ -18,12 +18,30 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from typing import Any, Awaitable, Iterable, List, Mapping, Optional, Sequence, TypeVar, cast
+from typing import (
+    Any,
+    Awaitable,
+    Iterable,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    TypeVar,
+    Union,
+    cast,
+)
 
 from . import calls
 from .blocking import AGENT, connect_hint
 from .codec import FrameBuffer, batches, frame
-from .errors import CallTimeout, ConnectError, ConnectionLost, ProtocolError, error_for
+from .errors import (
+    CallTimeout,
+    ConnectError,
+    ConnectionLost,
+    DaemonError,
+    ProtocolError,
+    error_for,
+)
 from .messages import (
     AuditReport,
     Done,
@@ -305,6 +323,17 @@ class AsyncClient:
 
     async def revoke(self, key_id: str, *, reason: Optional[str] = None) -> KeyInfo:
         return cast(KeyInfo, await self._call(calls.revoke(key_id, reason)))
+
+    async def revoke_many(
+        self, key_ids: Iterable[str], *, reason: Optional[str] = None
+    ) -> List[Union[KeyInfo, DaemonError]]:
+        """See :meth:`Client.revoke_many <authenta_client.Client.revoke_many>`."""
+        results: List[Union[KeyInfo, DaemonError]] = []
+        for run in calls.revokes(key_ids, reason):
+            bodies = await self._exchange([c.body for c in run], True, "revoke_many")
+            for call, body in zip(run, bodies):
+                results.append(cast(Union[KeyInfo, DaemonError], calls.answer_or_error(call, body)))
+        return results
 
     async def status(self) -> StatusInfo:
         return cast(StatusInfo, await self._call(calls.status()))

@@ -36,7 +36,14 @@ from typing import (
 )
 
 from .codec import boolean, byte_string, option, sequence, string, string_map, uvarint
-from .errors import ConnectionLost, DaemonBusy, ProtocolError, VersionMismatch, error_for
+from .errors import (
+    ConnectionLost,
+    DaemonBusy,
+    DaemonError,
+    ProtocolError,
+    VersionMismatch,
+    error_for,
+)
 from .messages import (
     AuditReport,
     Busy,
@@ -352,6 +359,25 @@ def revoke(key_id: str, reason: Optional[str]) -> Call:
     # Revoking a revoked key succeeds and changes nothing, so a repeat is harmless.
     body = bytes((_REVOKE,)) + string(key_id) + option(reason, string)
     return Call(body, KeyInfo, True, "revoke")
+
+
+# Changes written together by ``revoke_many``: the most the daemon hands its store thread
+# from one connection at a time.
+CHANGES_TOGETHER = 256
+
+
+def revokes(key_ids: Iterable[str], reason: Optional[str]) -> List[List[Call]]:
+    """``revoke_many``'s calls, in runs of ``CHANGES_TOGETHER``."""
+    every = [revoke(key_id, reason) for key_id in key_ids]
+    return [every[at : at + CHANGES_TOGETHER] for at in range(0, len(every), CHANGES_TOGETHER)]
+
+
+def answer_or_error(call: Call, body: ResponseBody) -> Union[ResponseBody, DaemonError]:
+    """:func:`answer`, with the daemon's refusal returned rather than raised."""
+    try:
+        return answer(call, body)
+    except DaemonError as refused:
+        return refused
 
 
 def update_key(
