@@ -447,6 +447,16 @@ fn commits(daemon: &Daemon) -> u64 {
         .expect("a commit count in /metrics")
 }
 
+/// `changes` pipelined changes, made since the commit count was `before`, took at most a
+/// quarter as many commits.
+fn assert_shared_commits(daemon: &Daemon, before: u64, changes: usize, what: &str) {
+    let made_in = commits(daemon) - before;
+    assert!(
+        made_in * 4 <= changes as u64,
+        "{changes} pipelined {what} took {made_in} commits"
+    );
+}
+
 #[test]
 fn creates_pipelined_on_one_connection_share_commits_and_keep_their_order() {
     const CREATES: usize = 200;
@@ -497,11 +507,7 @@ fn creates_pipelined_on_one_connection_share_commits_and_keep_their_order() {
         assert_eq!(daemon.answer_code(token), VerifyCode::Valid);
     }
     // One at a time, each create had a commit of its own.
-    let made_in = commits(&daemon) - before;
-    assert!(
-        made_in * 4 <= CREATES as u64,
-        "{CREATES} pipelined creates took {made_in} commits"
-    );
+    assert_shared_commits(&daemon, before, CREATES, "creates");
 }
 
 #[test]
@@ -621,11 +627,7 @@ fn revokes_updates_and_regenerates_pipelined_share_commits_and_each_answer_is_it
     assert_eq!(revoked, KEYS.div_ceil(3), "the list ran before the revokes");
     assert!(answers.next().is_none());
     // One at a time, each change had a commit of its own.
-    let made_in = commits(&daemon) - before;
-    assert!(
-        made_in * 4 <= KEYS as u64,
-        "{KEYS} pipelined changes took {made_in} commits"
-    );
+    assert_shared_commits(&daemon, before, KEYS, "changes");
 }
 
 #[test]

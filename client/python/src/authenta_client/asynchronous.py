@@ -18,30 +18,12 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from typing import (
-    Any,
-    Awaitable,
-    Iterable,
-    List,
-    Mapping,
-    Optional,
-    Sequence,
-    TypeVar,
-    Union,
-    cast,
-)
+from typing import Any, Awaitable, Iterable, List, Mapping, Optional, Sequence, TypeVar, Union, cast
 
 from . import calls
 from .blocking import AGENT, connect_hint
 from .codec import FrameBuffer, batches, frame
-from .errors import (
-    CallTimeout,
-    ConnectError,
-    ConnectionLost,
-    DaemonError,
-    ProtocolError,
-    error_for,
-)
+from .errors import CallTimeout, ConnectError, ConnectionLost, DaemonError, ProtocolError, error_for
 from .messages import (
     AuditReport,
     Done,
@@ -331,8 +313,7 @@ class AsyncClient:
         results: List[Union[KeyInfo, DaemonError]] = []
         for run in calls.revokes(key_ids, reason):
             bodies = await self._exchange([c.body for c in run], True, "revoke_many")
-            for call, body in zip(run, bodies):
-                results.append(cast(Union[KeyInfo, DaemonError], calls.answer_or_error(call, body)))
+            results.extend(calls.revoke_answers(run, bodies))
         return results
 
     async def status(self) -> StatusInfo:

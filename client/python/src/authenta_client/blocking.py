@@ -24,14 +24,7 @@ from typing import Any, Iterable, List, Mapping, Optional, Sequence, Union, cast
 from . import calls
 from ._version import __version__
 from .codec import FrameBuffer, batches, frame
-from .errors import (
-    CallTimeout,
-    ConnectError,
-    ConnectionLost,
-    DaemonError,
-    ProtocolError,
-    error_for,
-)
+from .errors import CallTimeout, ConnectError, ConnectionLost, DaemonError, ProtocolError, error_for
 from .messages import (
     AuditReport,
     Done,
@@ -396,8 +389,7 @@ class Client:
         results: List[Union[KeyInfo, DaemonError]] = []
         for run in calls.revokes(key_ids, reason):
             bodies = self._exchange([c.body for c in run], True, "revoke_many")
-            for call, body in zip(run, bodies):
-                results.append(cast(Union[KeyInfo, DaemonError], calls.answer_or_error(call, body)))
+            results.extend(calls.revoke_answers(run, bodies))
         return results
 
     def status(self) -> StatusInfo:

@@ -372,12 +372,17 @@ def revokes(key_ids: Iterable[str], reason: Optional[str]) -> List[List[Call]]:
     return [every[at : at + CHANGES_TOGETHER] for at in range(0, len(every), CHANGES_TOGETHER)]
 
 
-def answer_or_error(call: Call, body: ResponseBody) -> Union[ResponseBody, DaemonError]:
-    """:func:`answer`, with the daemon's refusal returned rather than raised."""
-    try:
-        return answer(call, body)
-    except DaemonError as refused:
-        return refused
+def revoke_answers(
+    run: Sequence[Call], bodies: Sequence[ResponseBody]
+) -> List[Union[KeyInfo, DaemonError]]:
+    """Each revoke's key, or the daemon's refusal of it returned rather than raised."""
+    results: List[Union[KeyInfo, DaemonError]] = []
+    for call, body in zip(run, bodies):
+        try:
+            results.append(cast(KeyInfo, answer(call, body)))
+        except DaemonError as refused:
+            results.append(refused)
+    return results
 
 
 def update_key(
